@@ -1,0 +1,88 @@
+//! Start-up and shutdown: bind the listeners, run until a signal, then drain.
+
+use crate::config::{AuthType, Config};
+use crate::frontend::listener;
+use crate::proxy::Proxy;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `host:port`, naming the listener in errors.
+pub async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: format!("{host}:{port}"),
+            source,
+        })
+}
+
+/// Runs the proxy until SIGTERM/SIGINT (or `proxy.shutdown` is cancelled), then stops
+/// accepting, lets running transactions finish for up to `shutdown_timeout_ms`, and returns.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+    warn_about(&config);
+    let g = config.general.clone();
+    let proxy = Proxy::new(config, config_path);
+    let listener = bind("proxy", &g.host, g.port).await?;
+    tracing::info!(
+        "pgdog {} listening on {}:{}",
+        env!("CARGO_PKG_VERSION"),
+        g.host,
+        g.port
+    );
+
+    let accept = tokio::spawn(listener::serve(proxy.clone(), listener));
+    wait_for_signal(&proxy).await;
+    proxy.shutdown.cancel();
+    let _ = accept.await;
+    proxy.sessions.close();
+    let timeout = Duration::from_millis(g.shutdown_timeout_ms);
+    if tokio::time::timeout(timeout, proxy.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} client session(s) still busy after shutdown_timeout_ms = {}; closing them",
+            proxy.sessions.len(),
+            g.shutdown_timeout_ms
+        );
+    }
+    tracing::info!("pgdog stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(proxy: &Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = proxy.shutdown.cancelled() => tracing::info!("shutdown requested"),
+    }
+}
+
+fn warn_about(config: &Config) {
+    if config.general.auth_type != AuthType::Trust {
+        for pool in config.pools.iter().filter(|p| p.password.is_none()) {
+            tracing::warn!(
+                "pool \"{}\" has no password: clients cannot log in to it with {}",
+                pool.name,
+                config.general.auth_type.as_str()
+            );
+        }
+    }
+}

@@ -1,0 +1,33 @@
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::ProtocolError;
+
+/// Failures talking to a PostgreSQL server.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out after {ms} ms connecting to {addr}")]
+    ConnectTimeout { addr: String, ms: u64 },
+    #[error("server refused login: {0}")]
+    Auth(ErrorFields),
+    #[error("server asks for {0}, which the proxy does not support")]
+    UnsupportedAuth(String),
+    #[error("server requires a password but the pool has none")]
+    NoPassword,
+    #[error("SCRAM exchange with the server failed: {0}")]
+    Scram(String),
+    #[error("server error: {0}")]
+    Server(ErrorFields),
+    #[error("server protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Protocol(ProtocolError::Io(e))
+    }
+}

@@ -1,0 +1,12 @@
+//! The server side: connections to PostgreSQL ([`server`]) kept in per-database
+//! [`pool`]s, found by client database name through [`Pools`].
+
+pub mod pool;
+pub mod pools;
+pub mod server;
+
+mod error;
+pub use error::BackendError;
+pub use pool::{Pool, PoolError, PooledServer};
+pub use pools::{Pools, RouteError};
+pub use server::{Server, ServerAddr};

@@ -1,0 +1,239 @@
+//! A pool of server connections for one `[[pools]]` entry.
+//!
+//! A semaphore caps the connections (idle + in use) at `pool_size`; idle connections wait in
+//! a stack (the most recently used first, so the rest can age out). A client holds a
+//! [`PooledServer`] for its whole session; dropping it closes the connection, while
+//! [`PooledServer::release`] resets it and returns it for reuse.
+
+use super::{BackendError, Server, ServerAddr};
+use crate::auth::scram::ScramSecret;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("pool \"{pool}\" is exhausted: all {size} server connections are in use (waited {waited_ms} ms)")]
+    Exhausted {
+        pool: String,
+        size: usize,
+        waited_ms: u64,
+    },
+    #[error("pool \"{0}\" is disabled")]
+    Disabled(String),
+    #[error("pool \"{pool}\": {source}")]
+    Backend {
+        pool: String,
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// Live counters for the admin console and metrics; updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Open server connections (idle + in use).
+    pub servers: AtomicUsize,
+    /// Server connections idle in the pool.
+    pub idle: AtomicUsize,
+    /// Callers waiting for a connection.
+    pub waiting: AtomicUsize,
+    /// Clients connected to this pool.
+    pub clients: AtomicUsize,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+}
+
+pub struct PoolSettings {
+    pub size: usize,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+}
+
+struct Inner {
+    name: String,
+    addr: ServerAddr,
+    settings: PoolSettings,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Server>>,
+    disabled: AtomicBool,
+    stats: PoolStats,
+    /// Derived on first client login (PBKDF2 is slow).
+    scram: OnceLock<Option<ScramSecret>>,
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} -> {})", self.inner.name, self.inner.addr)
+    }
+}
+
+impl Pool {
+    pub fn new(name: &str, addr: ServerAddr, settings: PoolSettings) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                permits: Arc::new(Semaphore::new(settings.size)),
+                addr,
+                settings,
+                idle: Mutex::new(Vec::new()),
+                disabled: AtomicBool::new(false),
+                stats: PoolStats::default(),
+                scram: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn addr(&self) -> &ServerAddr {
+        &self.inner.addr
+    }
+
+    pub fn size(&self) -> usize {
+        self.inner.settings.size
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.inner.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Disabled pools refuse new clients and new server connections; idle connections
+    /// are closed.
+    pub fn set_disabled(&self, disabled: bool) {
+        self.inner.disabled.store(disabled, Ordering::Relaxed);
+        if disabled {
+            self.close_idle();
+        }
+    }
+
+    /// Closes every idle connection (`KILL`, `DISABLE`).
+    pub fn close_idle(&self) {
+        let drained: Vec<Server> = std::mem::take(&mut *self.inner.idle.lock().unwrap());
+        self.inner
+            .stats
+            .idle
+            .fetch_sub(drained.len(), Ordering::Relaxed);
+        self.inner
+            .stats
+            .servers
+            .fetch_sub(drained.len(), Ordering::Relaxed);
+        drop(drained);
+    }
+
+    /// The SCRAM secret clients of this pool authenticate against (None: no password).
+    pub fn scram_secret(&self) -> Option<&ScramSecret> {
+        self.inner
+            .scram
+            .get_or_init(|| self.inner.addr.password.as_deref().map(ScramSecret::new))
+            .as_ref()
+    }
+
+    /// A server connection for the caller's exclusive use: an idle one, or a new one.
+    pub async fn get(&self) -> Result<PooledServer, PoolError> {
+        if self.is_disabled() {
+            return Err(PoolError::Disabled(self.inner.name.clone()));
+        }
+        let stats = &self.inner.stats;
+        let timeout = self.inner.settings.checkout_timeout;
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit =
+            tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await;
+        stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(PoolError::Exhausted {
+                    pool: self.inner.name.clone(),
+                    size: self.inner.settings.size,
+                    waited_ms: timeout.as_millis() as u64,
+                })
+            }
+        };
+        let idle = self.inner.idle.lock().unwrap().pop();
+        let server = match idle {
+            Some(server) => {
+                stats.idle.fetch_sub(1, Ordering::Relaxed);
+                server
+            }
+            None => {
+                let server = Server::connect(&self.inner.addr, self.inner.settings.connect_timeout)
+                    .await
+                    .inspect_err(|_| {
+                        stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .map_err(|source| PoolError::Backend {
+                        pool: self.inner.name.clone(),
+                        source,
+                    })?;
+                stats.connects.fetch_add(1, Ordering::Relaxed);
+                stats.servers.fetch_add(1, Ordering::Relaxed);
+                server
+            }
+        };
+        Ok(PooledServer {
+            server: Some(server),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// A checked-out server connection. Dropped, it is closed; released, it is reset and reused.
+pub struct PooledServer {
+    server: Option<Server>,
+    pool: Pool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PooledServer {
+    pub fn server(&mut self) -> &mut Server {
+        self.server.as_mut().expect("present until released")
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Resets the connection and puts it back in the pool; closes it if the reset fails or
+    /// the pool was disabled meanwhile.
+    pub async fn release(mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let stats = &self.pool.inner.stats;
+        let reusable =
+            !self.pool.is_disabled() && !server.has_buffered() && server.reset().await.is_ok();
+        if reusable {
+            stats.idle.fetch_add(1, Ordering::Relaxed);
+            self.pool.inner.idle.lock().unwrap().push(server);
+        } else {
+            stats.servers.fetch_sub(1, Ordering::Relaxed);
+            server.terminate().await;
+        }
+    }
+}
+
+impl Drop for PooledServer {
+    fn drop(&mut self) {
+        if self.server.take().is_some() {
+            self.pool
+                .inner
+                .stats
+                .servers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

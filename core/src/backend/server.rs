@@ -1,0 +1,251 @@
+//! One connection to a PostgreSQL server: connect, log in, run the proxy's own simple
+//! queries (parameter `SET`s, resets), and hand the socket to the forwarding loop.
+
+use super::BackendError;
+use crate::protocol::backend::{backend_key, error_fields, parameter_status, ready_status};
+use crate::protocol::frame::{body, read_message, Reader};
+use crate::protocol::{messages, startup};
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
+pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+/// Where and as whom to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ServerAddr {
+    // The password is left out on purpose: addresses end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+pub struct Server {
+    pub stream: TcpStream,
+    /// ParameterStatus values as last reported by the server.
+    pub params: Vec<(String, String)>,
+    /// The server's BackendKeyData, for cancel requests.
+    pub key: (i32, i32),
+    /// Transaction status of the last ReadyForQuery.
+    pub status: u8,
+    pub created: Instant,
+    buf: BytesMut,
+}
+
+impl Server {
+    /// Opens and authenticates a connection, waiting at most `timeout`.
+    pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Server, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::ConnectTimeout {
+                addr: format!("{}:{}", addr.host, addr.port),
+                ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn connect_inner(addr: &ServerAddr) -> Result<Server, BackendError> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|source| BackendError::Connect {
+                addr: format!("{}:{}", addr.host, addr.port),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let mut server = Server {
+            stream,
+            params: Vec::new(),
+            key: (0, 0),
+            status: b'I',
+            created: Instant::now(),
+            buf: BytesMut::with_capacity(8192),
+        };
+        let packet = startup::encode(&[
+            ("user", &addr.user),
+            ("database", &addr.database),
+            ("application_name", "pgdog"),
+        ]);
+        server.stream.write_all(&packet).await?;
+        server.authenticate(addr).await?;
+        server.read_until_ready().await?;
+        Ok(server)
+    }
+
+    async fn authenticate(&mut self, addr: &ServerAddr) -> Result<(), BackendError> {
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = self.read().await?;
+            match msg[0] {
+                b'R' => {}
+                b'E' => return Err(BackendError::Auth(error_fields(&msg)?)),
+                b'v' => continue, // NegotiateProtocolVersion: nothing to adjust for 3.0
+                tag => {
+                    return Err(crate::protocol::ProtocolError::Unexpected {
+                        tag,
+                        context: "server authentication",
+                    }
+                    .into())
+                }
+            }
+            let mut r = Reader::new(body(&msg), "Authentication");
+            let code = r.i32()?;
+            let password = || addr.password.as_deref().ok_or(BackendError::NoPassword);
+            let mut out = BytesMut::new();
+            match code {
+                0 => return Ok(()),
+                3 => messages::password(&mut out, password()?),
+                5 => {
+                    let salt: [u8; 4] = r.bytes(4)?.try_into().expect("4 bytes");
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        addr.user.as_bytes(),
+                        password()?.as_bytes(),
+                        salt,
+                    );
+                    messages::password(&mut out, &hash);
+                }
+                10 => {
+                    let mut offered = Vec::new();
+                    loop {
+                        let m = r.cstr()?;
+                        if m.is_empty() {
+                            break;
+                        }
+                        offered.push(m.to_string());
+                    }
+                    if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
+                        return Err(BackendError::UnsupportedAuth(format!(
+                            "SASL {}",
+                            offered.join(",")
+                        )));
+                    }
+                    let client =
+                        ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    messages::sasl_initial_response(&mut out, "SCRAM-SHA-256", client.message());
+                    scram = Some(client);
+                }
+                11 => {
+                    let client = scram
+                        .as_mut()
+                        .ok_or(BackendError::Scram("unexpected SASLContinue".into()))?;
+                    client
+                        .update(r.rest())
+                        .map_err(|e| BackendError::Scram(e.to_string()))?;
+                    messages::sasl_response(&mut out, client.message());
+                }
+                12 => {
+                    let mut client = scram
+                        .take()
+                        .ok_or(BackendError::Scram("unexpected SASLFinal".into()))?;
+                    client
+                        .finish(r.rest())
+                        .map_err(|e| BackendError::Scram(e.to_string()))?;
+                    continue;
+                }
+                other => {
+                    return Err(BackendError::UnsupportedAuth(format!(
+                        "authentication method {other}"
+                    )))
+                }
+            }
+            self.stream.write_all(&out).await?;
+        }
+    }
+
+    /// Reads until ReadyForQuery, recording ParameterStatus and BackendKeyData; an
+    /// ErrorResponse on the way is returned as an error (after reaching ReadyForQuery).
+    async fn read_until_ready(&mut self) -> Result<(), BackendError> {
+        let mut error = None;
+        loop {
+            let msg = self.read().await?;
+            match msg[0] {
+                b'S' => self.set_param(parameter_status(&msg)?),
+                b'K' => self.key = backend_key(&msg)?,
+                b'E' => error = Some(error_fields(&msg)?),
+                b'Z' => {
+                    self.status = ready_status(&msg);
+                    return match error {
+                        Some(e) => Err(BackendError::Server(e)),
+                        None => Ok(()),
+                    };
+                }
+                _ => {} // NoticeResponse, CommandComplete, ... of the proxy's own queries
+            }
+        }
+    }
+
+    fn set_param(&mut self, (name, value): (String, String)) {
+        match self.params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.params.push((name, value)),
+        }
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    async fn read(&mut self) -> Result<BytesMut, BackendError> {
+        Ok(read_message(&mut self.stream, &mut self.buf, MAX_SERVER_MESSAGE).await?)
+    }
+
+    /// Runs one simple query of the proxy's own and waits for ReadyForQuery.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        self.read_until_ready().await
+    }
+
+    /// Makes the connection fit for the next client: ends any transaction, then
+    /// `DISCARD ALL` (prepared statements, temp tables, session settings, advisory locks).
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        if self.status != b'I' {
+            self.execute("ROLLBACK").await?;
+        }
+        self.execute("DISCARD ALL").await
+    }
+
+    /// Bytes the proxy read but did not consume (must be empty before forwarding starts).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Sends a CancelRequest for the query running on the server with `key`.
+    pub async fn cancel(host: &str, port: u16, key: (i32, i32)) -> std::io::Result<()> {
+        let mut stream = TcpStream::connect((host, port)).await?;
+        stream
+            .write_all(&startup::encode_cancel(key.0, key.1))
+            .await?;
+        stream.shutdown().await
+    }
+
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        messages::terminate(&mut out);
+        let _ = self.stream.write_all(&out).await;
+    }
+}

@@ -1,0 +1,175 @@
+//! `[general]`: listener addresses, client authentication, timeouts and the mirror
+//! defaults and readiness criteria.
+
+use serde::{Deserialize, Serialize};
+
+/// How clients authenticate to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum AuthType {
+    /// SCRAM-SHA-256 (default), as PostgreSQL 14+ does by default.
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 challenge-response.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password asked.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+impl AuthType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Md5 => "md5",
+            AuthType::Trust => "trust",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct General {
+    /// Address the proxy, admin and metrics listeners bind to. Default `127.0.0.1`.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Proxy port. Default 6432.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Admin console port. Default 6433.
+    #[serde(default = "default_admin_port")]
+    pub admin_port: u16,
+    /// Prometheus metrics port. Default 9090.
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+    /// Address of the metrics listener. Default: `host`.
+    #[serde(default)]
+    pub metrics_host: Option<String>,
+    /// Client authentication method. Default `scram-sha-256`.
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// Admin console user. Default `admin`.
+    #[serde(default = "default_admin_user")]
+    pub admin_user: String,
+    /// Admin console password. Default: none (admin port then accepts loopback only).
+    #[serde(default)]
+    pub admin_password: Option<String>,
+    /// Default server connections per pool. Default 10.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Most client connections at once. Default 1000.
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: usize,
+    /// Time to open and authenticate a server connection. Default 5000 ms.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time a client waits for a free server connection. Default 5000 ms.
+    #[serde(default = "default_checkout_timeout_ms")]
+    pub checkout_timeout_ms: u64,
+    /// On SIGTERM, time given to running transactions before connections are closed. Default 10000 ms.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// Largest protocol message accepted from a client. Default 64 MiB.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+
+    /// Whether mirror statistics are collected and exported. Default true.
+    #[serde(default = "default_true")]
+    pub mirror_metrics_enabled: bool,
+    /// Default mirror queue length per client session. Default 128.
+    #[serde(default = "default_mirror_queue")]
+    pub mirror_queue: usize,
+    /// A mirrored request running longer than this is cancelled and counted as a timeout. Default 5000 ms.
+    #[serde(default = "default_mirror_timeout_ms")]
+    pub mirror_timeout_ms: u64,
+    /// Readiness: highest acceptable mirror error rate, 0-1. Default 0.05.
+    #[serde(default = "default_mirror_max_error_rate")]
+    pub mirror_max_error_rate: f64,
+    /// Readiness: highest acceptable mirror p99 latency. Default 1000 ms.
+    #[serde(default = "default_mirror_max_latency_ms")]
+    pub mirror_max_latency_ms: u64,
+    /// Readiness: fewest mirrored requests before a verdict can be READY. Default 100.
+    #[serde(default = "default_mirror_min_requests")]
+    pub mirror_min_requests: u64,
+    /// Readiness: shortest observation window before READY. Default 24 hours.
+    #[serde(default = "default_mirror_min_runtime_hours")]
+    pub mirror_min_runtime_hours: f64,
+    /// Window of the `mirror{stat=...}` latency gauges. Default 5 s.
+    #[serde(default = "default_mirror_stats_window_secs")]
+    pub mirror_stats_window_secs: u64,
+    /// Plugin (by `[[plugins]]` name) that answers readiness. Default: the stats plugin.
+    #[serde(default)]
+    pub readiness_plugin: Option<String>,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        // An empty table gets every field's default.
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl General {
+    pub fn metrics_host(&self) -> &str {
+        self.metrics_host.as_deref().unwrap_or(&self.host)
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    6432
+}
+fn default_admin_port() -> u16 {
+    6433
+}
+fn default_metrics_port() -> u16 {
+    9090
+}
+fn default_admin_user() -> String {
+    "admin".into()
+}
+fn default_pool_size() -> usize {
+    10
+}
+fn default_max_client_conn() -> usize {
+    1000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+fn default_checkout_timeout_ms() -> u64 {
+    5000
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_message_size() -> usize {
+    64 * 1024 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+fn default_mirror_queue() -> usize {
+    128
+}
+fn default_mirror_timeout_ms() -> u64 {
+    5000
+}
+fn default_mirror_max_error_rate() -> f64 {
+    0.05
+}
+fn default_mirror_max_latency_ms() -> u64 {
+    1000
+}
+fn default_mirror_min_requests() -> u64 {
+    100
+}
+fn default_mirror_min_runtime_hours() -> f64 {
+    24.0
+}
+fn default_mirror_stats_window_secs() -> u64 {
+    5
+}

@@ -1,0 +1,103 @@
+//! Configuration: parse the TOML file, then check it.
+//!
+//! Parsing (serde, `deny_unknown_fields`) catches unknown keys and wrong types; [`validate`]
+//! then checks what types cannot express (unique names, `mirror_of` targets, ranges). Every
+//! problem found is reported at once, with file, line and key.
+
+mod error;
+mod general;
+mod locate;
+mod plugin;
+mod pool;
+mod validate;
+
+pub use error::{ConfigError, Problem};
+pub use general::{AuthType, General};
+pub use plugin::PluginConfig;
+pub use pool::PoolConfig;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        };
+        let config: Config =
+            toml::from_str(text).map_err(|e| invalid(vec![parse_problem(text, &e)]))?;
+        let problems = validate::check(&config, text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The directory relative plugin paths resolve against.
+    pub fn dir_of(path: &Path) -> PathBuf {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// A copy with every secret replaced by `********`, for display.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        if copy.general.admin_password.is_some() {
+            copy.general.admin_password = Some(REDACTED.into());
+        }
+        for pool in &mut copy.pools {
+            if pool.password.is_some() {
+                pool.password = Some(REDACTED.into());
+            }
+        }
+        copy
+    }
+}
+
+pub const REDACTED: &str = "********";
+
+/// Turns a serde/TOML error into a problem with a line number and the key it concerns.
+fn parse_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let line = err.span().map(|s| locate::line_of_offset(text, s.start));
+    let key = err
+        .span()
+        .and_then(|s| locate::key_at(text, s.start))
+        .unwrap_or_else(|| "(document)".into());
+    Problem {
+        line,
+        key,
+        message: err.message().trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

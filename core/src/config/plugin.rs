@@ -1,0 +1,16 @@
+//! `[[plugins]]`: shared libraries loaded at start-up.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name the plugin is referred to by (`readiness_plugin`, `SHOW PLUGINS`). Required, unique.
+    pub name: String,
+    /// Path of the `.so`; relative paths resolve against the config file's directory, then the binary's.
+    pub path: PathBuf,
+    /// Table handed to the plugin's constructor. Default: empty.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}

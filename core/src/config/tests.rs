@@ -1,0 +1,146 @@
+use super::*;
+use std::path::Path;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("pgdog.toml"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).unwrap_err().problems().to_vec()
+}
+
+#[test]
+fn empty_config_has_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.general.port, 6432);
+    assert_eq!(c.general.admin_port, 6433);
+    assert_eq!(c.general.metrics_port, 9090);
+    assert_eq!(c.general.host, "127.0.0.1");
+    assert_eq!(c.general.auth_type, AuthType::ScramSha256);
+    assert_eq!(c.general.mirror_queue, 128);
+    assert!(c.pools.is_empty());
+}
+
+#[test]
+fn spec_config_parses() {
+    let c = parse(
+        r#"
+        [general]
+        host = "0.0.0.0"
+        port = 6432
+        admin_port = 6433
+        metrics_port = 9090
+        mirror_metrics_enabled = true
+        mirror_max_error_rate = 0.05
+        mirror_max_latency_ms = 1000
+        mirror_min_runtime_hours = 0  # For testing
+        mirror_min_requests = 100
+
+        [[pools]]
+        name = "primary"
+        database = "primary"
+        host = "localhost"
+        port = 5432
+        user = "pgdog"
+        password = "pgdog"
+        mirror_of = "mirror"
+        mirror_exposure = 1.0
+        mirror_queue = 100
+
+        [[pools]]
+        name = "mirror"
+        database = "mirror"
+        host = "localhost"
+        port = 5433
+        user = "pgdog"
+        password = "pgdog"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools[0].mirror_of.as_deref(), Some("mirror"));
+    assert_eq!(c.pools[0].mirror_queue, Some(100));
+    assert_eq!(c.general.mirror_min_runtime_hours, 0.0);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let p = problems("[general]\nport = 1\n\n[[pools]]\nname = \"a\"\nbogus = 3\n");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, Some(6));
+    assert_eq!(p[0].key, "pools[0].bogus");
+    assert!(
+        p[0].message.contains("unknown field `bogus`"),
+        "{}",
+        p[0].message
+    );
+}
+
+#[test]
+fn wrong_type_names_line() {
+    let p = problems("[general]\nport = \"x\"\n");
+    assert_eq!(p[0].line, Some(2));
+    assert_eq!(p[0].key, "general.port");
+}
+
+#[test]
+fn semantic_problems_are_all_reported() {
+    let text = r#"
+[[pools]]
+name = "a"
+mirror_of = "nowhere"
+mirror_exposure = 1.5
+
+[[pools]]
+name = "a"
+
+[[pools]]
+name = "self"
+mirror_of = "self"
+"#;
+    let p = problems(text);
+    let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(keys.contains(&("pools[0].mirror_of", Some(4))), "{keys:?}");
+    assert!(
+        keys.contains(&("pools[0].mirror_exposure", Some(5))),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&("pools[1].name", Some(8))), "{keys:?}");
+    assert!(keys.contains(&("pools[2].mirror_of", Some(12))), "{keys:?}");
+    let rendered = parse(text).unwrap_err().to_string();
+    assert!(
+        rendered.contains("pgdog.toml:line 4: pools[0].mirror_of: no pool named \"nowhere\""),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn redacted_hides_passwords() {
+    let c = parse(
+        "[general]\nadmin_password = \"s3cret\"\n[[pools]]\nname = \"a\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let shown = format!("{:?}", c.redacted());
+    assert!(!shown.contains("s3cret") && !shown.contains("hunter2"));
+    assert!(shown.contains(REDACTED));
+}
+
+#[test]
+fn auth_type_values() {
+    assert_eq!(
+        parse("[general]\nauth_type = \"md5\"")
+            .unwrap()
+            .general
+            .auth_type,
+        AuthType::Md5
+    );
+    assert_eq!(
+        parse("[general]\nauth_type = \"trust\"")
+            .unwrap()
+            .general
+            .auth_type,
+        AuthType::Trust
+    );
+    let p = problems("[general]\nauth_type = \"kerberos\"");
+    assert_eq!(p[0].key, "general.auth_type");
+}

@@ -1,0 +1,64 @@
+//! Cancel keys. Each client gets a BackendKeyData of our own; while it holds a server
+//! connection the key maps to that server's address and key, so a CancelRequest that arrives
+//! on a new connection can be passed to the right backend.
+
+use crate::backend::Server;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub key: (i32, i32),
+}
+
+#[derive(Default)]
+pub struct CancelMap {
+    targets: Mutex<HashMap<(i32, i32), CancelTarget>>,
+}
+
+impl CancelMap {
+    /// A fresh, unused key mapped to `target`.
+    pub fn register(&self, target: CancelTarget) -> (i32, i32) {
+        let mut rng = rand::thread_rng();
+        let mut targets = self.targets.lock().unwrap();
+        loop {
+            let key = (rng.gen_range(1..i32::MAX), rng.gen());
+            if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(key) {
+                slot.insert(target);
+                return key;
+            }
+        }
+    }
+
+    pub fn unregister(&self, key: (i32, i32)) {
+        self.targets.lock().unwrap().remove(&key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
+    pub async fn cancel(&self, key: (i32, i32)) {
+        let target = self.targets.lock().unwrap().get(&key).cloned();
+        match target {
+            Some(t) => {
+                if let Err(e) = Server::cancel(&t.host, t.port, t.key).await {
+                    tracing::warn!(
+                        "forwarding cancel request to {}:{} failed: {e}",
+                        t.host,
+                        t.port
+                    );
+                }
+            }
+            None => tracing::debug!("cancel request with an unknown key ignored"),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! A new client connection up to its first ReadyForQuery: startup packet (SSL and GSS
+//! encryption refused, cancel requests forwarded), routing to a pool, password check, a
+//! server connection for the session, and the startup parameters applied to it.
+
+use super::session::Session;
+use super::ClientError;
+use crate::auth::{md5, scram};
+use crate::backend::{Pool, PoolError, PooledServer};
+use crate::config::AuthType;
+use crate::frontend::cancel::CancelTarget;
+use crate::protocol::frame::{body, read_message, Reader};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::startup::{self, Startup};
+use crate::protocol::ProtocolError;
+use crate::proxy::Proxy;
+use bytes::BytesMut;
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Longest authentication message accepted from a client.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+/// Runs a client connection from accept to close.
+pub async fn run(mut stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(8192);
+    match login(&mut stream, &mut buf, &proxy).await {
+        Ok(Some(session)) => session.run(stream, buf).await,
+        Ok(None) => {}
+        Err(ClientError::Protocol(ProtocolError::Eof)) => {}
+        Err(e) => {
+            tracing::info!(%peer, "client refused: {e}");
+            let mut out = BytesMut::new();
+            messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+async fn login(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<Session>, ClientError> {
+    let params = loop {
+        match startup::read(stream, buf).await? {
+            Startup::Ssl | Startup::GssEnc => {
+                stream.write_all(b"N").await.map_err(ProtocolError::Io)?
+            }
+            Startup::Cancel { pid, secret } => {
+                proxy.cancel.cancel((pid, secret)).await;
+                return Ok(None);
+            }
+            Startup::Startup { params } => break params,
+        }
+    };
+    if proxy.shutdown.is_cancelled() {
+        return Err(ClientError::Shutdown);
+    }
+    let slot = proxy
+        .client_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ClientError::TooManyClients(proxy.config.general.max_client_conn))?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user = param("user").ok_or_else(|| ClientError::Rejected {
+        code: "28000".into(),
+        message: "no PostgreSQL user name specified in startup packet".into(),
+    })?;
+    let database = param("database").unwrap_or(user);
+    if param("replication").is_some_and(|v| v != "false" && v != "0") {
+        return Err(ClientError::Rejected {
+            code: "08P01".into(),
+            message: "replication connections are not supported by the proxy".into(),
+        });
+    }
+    let pool = proxy
+        .pools
+        .route(database)
+        .map_err(|e| ClientError::NoDatabase(e.to_string()))?
+        .clone();
+    authenticate(stream, buf, proxy.config.general.auth_type, &pool, user).await?;
+    if pool.is_disabled() {
+        return Err(ClientError::PoolDisabled(format!(
+            "pool \"{}\" is disabled; try again later",
+            pool.name()
+        )));
+    }
+
+    let mut server = pool.get().await.map_err(pool_error)?;
+    apply_startup_params(&mut server, &params).await?;
+
+    let target = CancelTarget {
+        host: pool.addr().host.clone(),
+        port: pool.addr().port,
+        key: server.server().key,
+    };
+    let key = proxy.cancel.register(target);
+    let mut out = BytesMut::with_capacity(512);
+    messages::auth_ok(&mut out);
+    for (name, value) in &server.server().params {
+        messages::parameter_status(&mut out, name, value);
+    }
+    messages::backend_key_data(&mut out, key.0, key.1);
+    messages::ready_for_query(&mut out, b'I');
+    if let Err(e) = stream.write_all(&out).await {
+        proxy.cancel.unregister(key);
+        server.release().await;
+        return Err(ProtocolError::Io(e).into());
+    }
+    tracing::debug!(pool = pool.name(), user, "client logged in");
+    Ok(Some(Session::new(proxy.clone(), pool, server, key, slot)))
+}
+
+fn pool_error(e: PoolError) -> ClientError {
+    match e {
+        PoolError::Exhausted { .. } => ClientError::Exhausted(e.to_string()),
+        PoolError::Disabled(_) => ClientError::PoolDisabled(e.to_string()),
+        PoolError::Backend { .. } => ClientError::ServerUnavailable(e.to_string()),
+    }
+}
+
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    auth_type: AuthType,
+    pool: &Pool,
+    user: &str,
+) -> Result<(), ClientError> {
+    let failed = || {
+        ClientError::Auth(format!(
+            "password authentication failed for user \"{user}\""
+        ))
+    };
+    if auth_type == AuthType::Trust {
+        return if user == pool.addr().user {
+            Ok(())
+        } else {
+            Err(failed())
+        };
+    }
+    let Some(password) = pool.addr().password.as_deref() else {
+        return Err(ClientError::Auth(format!(
+            "pool \"{}\" has no password configured, so {} authentication cannot succeed",
+            pool.name(),
+            auth_type.as_str()
+        )));
+    };
+    let mut out = BytesMut::new();
+    match auth_type {
+        AuthType::Md5 => {
+            let mut salt = [0u8; 4];
+            rand::thread_rng().fill_bytes(&mut salt);
+            messages::auth_md5(&mut out, salt);
+            write(stream, &out).await?;
+            let msg = read_password(stream, buf).await?;
+            let answer = Reader::new(body(&msg), "PasswordMessage").cstr()?;
+            if user != pool.addr().user || !md5::verify(user, password, salt, answer) {
+                return Err(failed());
+            }
+        }
+        AuthType::ScramSha256 => {
+            let secret = pool.scram_secret().expect("password checked above");
+            messages::auth_sasl(&mut out, &[scram::MECHANISM]);
+            write(stream, &out).await?;
+            let msg = read_password(stream, buf).await?;
+            let mut r = Reader::new(body(&msg), "SASLInitialResponse");
+            let mechanism = r.cstr()?;
+            if mechanism != scram::MECHANISM {
+                return Err(ClientError::Rejected {
+                    code: "28000".into(),
+                    message: format!(
+                        "SASL authentication mechanism \"{mechanism}\" is not supported"
+                    ),
+                });
+            }
+            let len = r.i32()?;
+            let data = r.bytes(len.max(0) as usize)?;
+            let (exchange, server_first) =
+                scram::ScramExchange::start(secret, data).map_err(|e| ClientError::Rejected {
+                    code: "08P01".into(),
+                    message: e.to_string(),
+                })?;
+            out.clear();
+            messages::auth_sasl_continue(&mut out, server_first.as_bytes());
+            write(stream, &out).await?;
+            let msg = read_password(stream, buf).await?;
+            let server_final = exchange.finish(body(&msg)).map_err(|_| failed())?;
+            if user != pool.addr().user {
+                return Err(failed());
+            }
+            out.clear();
+            messages::auth_sasl_final(&mut out, server_final.as_bytes());
+            write(stream, &out).await?;
+        }
+        AuthType::Trust => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn write(stream: &mut TcpStream, out: &[u8]) -> Result<(), ClientError> {
+    stream
+        .write_all(out)
+        .await
+        .map_err(|e| ProtocolError::Io(e).into())
+}
+
+async fn read_password(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, ClientError> {
+    let msg = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
+    if msg[0] != b'p' {
+        return Err(ProtocolError::Unexpected {
+            tag: msg[0],
+            context: "expected a password message",
+        }
+        .into());
+    }
+    Ok(msg)
+}
+
+/// Startup parameters the server connection got from the proxy, not from the client.
+const NOT_SETTABLE: &[&str] = &["user", "database", "replication", "options"];
+
+/// Runs `SET` on the server for the client's startup parameters that differ from what the
+/// server reports (`application_name`, `client_encoding`, `DateStyle`, `options -c ...`).
+async fn apply_startup_params(
+    server: &mut PooledServer,
+    params: &[(String, String)],
+) -> Result<(), ClientError> {
+    let mut wanted: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| !NOT_SETTABLE.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if let Some((_, options)) = params.iter().find(|(k, _)| k == "options") {
+        wanted.extend(parse_options(options)?);
+    }
+    let mut sql = String::new();
+    for (name, value) in &wanted {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(ClientError::Rejected {
+                code: "42704".into(),
+                message: format!("unrecognized configuration parameter \"{name}\""),
+            });
+        }
+        if server.server().param(name) == Some(value.as_str()) {
+            continue;
+        }
+        sql.push_str(&format!(
+            "SET \"{name}\" TO '{}';",
+            value.replace('\'', "''")
+        ));
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    server.server().execute(&sql).await.map_err(|e| match e {
+        crate::backend::BackendError::Server(fields) => ClientError::Rejected {
+            code: fields.code,
+            message: fields.message,
+        },
+        other => ClientError::ServerUnavailable(other.to_string()),
+    })
+}
+
+/// `-c name=value` and `--name=value` pairs of the `options` startup parameter.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
+    let mut out = Vec::new();
+    let mut words = options.split_ascii_whitespace();
+    while let Some(word) = words.next() {
+        let pair = if word == "-c" {
+            words.next()
+        } else if let Some(rest) = word.strip_prefix("-c").or_else(|| word.strip_prefix("--")) {
+            Some(rest)
+        } else {
+            None
+        };
+        match pair.and_then(|p| p.split_once('=')) {
+            Some((k, v)) => out.push((k.replace('-', "_"), v.to_string())),
+            None => {
+                return Err(ClientError::Rejected {
+                    code: "08P01".into(),
+                    message: format!("unsupported startup option \"{word}\" (only -c name=value)"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_options;
+
+    #[test]
+    fn options_pairs() {
+        let pairs =
+            parse_options("-c search_path=a -cstatement_timeout=5 --work-mem=64kB").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("search_path".into(), "a".into()),
+                ("statement_timeout".into(), "5".into()),
+                ("work_mem".into(), "64kB".into())
+            ]
+        );
+        assert!(parse_options("-x").is_err());
+    }
+}

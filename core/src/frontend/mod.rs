@@ -1,0 +1,11 @@
+//! The client side: [`listener`] accepts connections, [`login`] runs startup and
+//! authentication, [`session`] forwards frames between the client and its server, and
+//! [`cancel`] maps the keys we hand out to the servers' own.
+
+pub mod cancel;
+pub mod listener;
+pub mod login;
+pub mod session;
+
+mod error;
+pub use error::ClientError;

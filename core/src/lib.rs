@@ -1,0 +1,14 @@
+//! pgdog: a PostgreSQL proxy that mirrors live traffic to a new database and tells you when
+//! that database is ready to take over.
+//!
+//! The path of a query, by module: [`frontend`] (listener, login, session) ->
+//! [`protocol`] (frames as raw bytes) -> [`backend`] (pools of server connections) -> the
+//! primary server. [`proxy`] holds the handles they share; [`app`] starts and stops it all.
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod frontend;
+pub mod protocol;
+pub mod proxy;

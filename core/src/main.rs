@@ -1,0 +1,97 @@
+//! The `pgdog` binary: command line, logging, and the runtime.
+
+use pgdog::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+pgdog: PostgreSQL proxy with query mirroring and migration readiness
+
+Usage: pgdog [--config PATH] [--check]
+
+Options:
+  -c, --config PATH   configuration file (default: pgdog.toml)
+      --check         validate the configuration, print every problem, and exit
+  -h, --help          print this help
+  -V, --version       print the version
+
+Logging: set RUST_LOG (e.g. RUST_LOG=debug); default info.";
+
+struct Args {
+    config: PathBuf,
+    check: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: PathBuf::from("pgdog.toml"),
+        check: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("pgdog {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--check" => args.check = true,
+            "-c" | "--config" => {
+                args.config = it.next().ok_or("--config needs a path")?.into();
+            }
+            other => match other.strip_prefix("--config=") {
+                Some(path) => args.config = path.into(),
+                None => return Err(format!("unknown argument: {other}")),
+            },
+        }
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgdog: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgdog: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check {
+        println!(
+            "{}: OK ({} pools)",
+            args.config.display(),
+            config.pools.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pgdog")
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(pgdog::app::run(config, args.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgdog: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Reading fields of the server messages the proxy looks into.
+
+use super::frame::{body, Reader};
+use super::ProtocolError;
+
+/// Fields of an ErrorResponse / NoticeResponse the proxy uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ErrorFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} ({})", self.severity, self.message, self.code)
+    }
+}
+
+/// Parses an ErrorResponse or NoticeResponse (whole message).
+pub fn error_fields(msg: &[u8]) -> Result<ErrorFields, ProtocolError> {
+    let mut r = Reader::new(body(msg), "ErrorResponse");
+    let mut out = ErrorFields::default();
+    loop {
+        let field = r.bytes(1)?[0];
+        if field == 0 {
+            break;
+        }
+        let value = r.cstr()?;
+        match field {
+            b'S' => out.severity = value.to_string(),
+            b'C' => out.code = value.to_string(),
+            b'M' => out.message = value.to_string(),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// SQLSTATE of an ErrorResponse without allocating (5 ASCII bytes).
+pub fn sqlstate(msg: &[u8]) -> Option<[u8; 5]> {
+    let mut r = Reader::new(body(msg), "ErrorResponse");
+    loop {
+        let field = r.bytes(1).ok()?[0];
+        if field == 0 {
+            return None;
+        }
+        let value = r.cstr().ok()?;
+        if field == b'C' {
+            return value.as_bytes().try_into().ok();
+        }
+    }
+}
+
+/// Transaction status of a ReadyForQuery: `I`, `T` or `E`.
+#[inline]
+pub fn ready_status(msg: &[u8]) -> u8 {
+    msg.get(5).copied().unwrap_or(b'I')
+}
+
+/// `(name, value)` of a ParameterStatus.
+pub fn parameter_status(msg: &[u8]) -> Result<(String, String), ProtocolError> {
+    let mut r = Reader::new(body(msg), "ParameterStatus");
+    Ok((r.cstr()?.to_string(), r.cstr()?.to_string()))
+}
+
+/// `(pid, secret)` of a BackendKeyData.
+pub fn backend_key(msg: &[u8]) -> Result<(i32, i32), ProtocolError> {
+    let mut r = Reader::new(body(msg), "BackendKeyData");
+    Ok((r.i32()?, r.i32()?))
+}

@@ -1,0 +1,199 @@
+//! Messages the proxy writes itself (to clients during login and from the admin console,
+//! and to servers for resets). Forwarded traffic never goes through here.
+
+use bytes::{BufMut, BytesMut};
+
+/// Appends a message: tag, length placeholder, body from `f`, then patches the length.
+pub fn put(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    f(buf);
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn put_cstr(buf: &mut BytesMut, s: &str) {
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+}
+
+pub fn auth_ok(buf: &mut BytesMut) {
+    put(buf, b'R', |b| b.put_i32(0));
+}
+
+pub fn auth_cleartext(buf: &mut BytesMut) {
+    put(buf, b'R', |b| b.put_i32(3));
+}
+
+pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    put(buf, b'R', |b| {
+        b.put_i32(5);
+        b.put_slice(&salt);
+    });
+}
+
+pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    put(buf, b'R', |b| {
+        b.put_i32(10);
+        for m in mechanisms {
+            put_cstr(b, m);
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    put(buf, b'R', |b| {
+        b.put_i32(11);
+        b.put_slice(data);
+    });
+}
+
+pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    put(buf, b'R', |b| {
+        b.put_i32(12);
+        b.put_slice(data);
+    });
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    put(buf, b'S', |b| {
+        put_cstr(b, name);
+        put_cstr(b, value);
+    });
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    put(buf, b'K', |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    });
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    put(buf, b'Z', |b| b.put_u8(status));
+}
+
+/// Severity of an ErrorResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+/// An ErrorResponse with severity, SQLSTATE and message.
+pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, message: &str) {
+    let sev = match severity {
+        Severity::Error => "ERROR",
+        Severity::Fatal => "FATAL",
+    };
+    put(buf, b'E', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, sev);
+        b.put_u8(b'V');
+        put_cstr(b, sev);
+        b.put_u8(b'C');
+        put_cstr(b, code);
+        b.put_u8(b'M');
+        put_cstr(b, message);
+        b.put_u8(0);
+    });
+}
+
+pub fn notice(buf: &mut BytesMut, code: &str, message: &str) {
+    put(buf, b'N', |b| {
+        for (field, value) in [
+            (b'S', "WARNING"),
+            (b'V', "WARNING"),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
+/// A simple Query.
+pub fn query(buf: &mut BytesMut, sql: &str) {
+    put(buf, b'Q', |b| put_cstr(b, sql));
+}
+
+pub fn password(buf: &mut BytesMut, password: &str) {
+    put(buf, b'p', |b| put_cstr(b, password));
+}
+
+pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
+    put(buf, b'p', |b| {
+        put_cstr(b, mechanism);
+        b.put_i32(data.len() as i32);
+        b.put_slice(data);
+    });
+}
+
+pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
+    put(buf, b'p', |b| b.put_slice(data));
+}
+
+pub fn terminate(buf: &mut BytesMut) {
+    put(buf, b'X', |_| {});
+}
+
+/// A text-format column of a RowDescription.
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    put(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for name in columns {
+            put_cstr(b, name);
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_i32(25); // text
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// A DataRow of text values (`None` is NULL).
+pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
+    put(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.as_ref().len() as i32);
+                    b.put_slice(v.as_ref().as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    put(buf, b'C', |b| put_cstr(b, tag));
+}
+
+pub fn empty_query_response(buf: &mut BytesMut) {
+    put(buf, b'I', |_| {});
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{frame_len, Frames};
+
+    #[test]
+    fn lengths_are_patched() {
+        let mut buf = BytesMut::new();
+        error_response(&mut buf, Severity::Fatal, "28P01", "nope");
+        ready_for_query(&mut buf, b'I');
+        let first = frame_len(&buf, 1024).unwrap().unwrap();
+        assert_eq!(buf[0], b'E');
+        assert_eq!(&buf[first..], &[b'Z', 0, 0, 0, 5, b'I']);
+        assert_eq!(Frames::new(&buf).count(), 2);
+    }
+}
