@@ -2,6 +2,7 @@
 
 use crate::config::{AuthType, Config};
 use crate::frontend::listener;
+use crate::plugins::PluginHost;
 use crate::proxy::Proxy;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,10 +33,15 @@ pub async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListen
 
 /// Runs the proxy until SIGTERM/SIGINT (or `proxy.shutdown` is cancelled), then stops
 /// accepting, lets running transactions finish for up to `shutdown_timeout_ms`, and returns.
-pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    config_path: PathBuf,
+    plugins: PluginHost,
+) -> Result<(), StartError> {
     warn_about(&config);
     let g = config.general.clone();
-    let proxy = Proxy::new(config, config_path);
+    let plugins = Arc::new(plugins);
+    let proxy = Proxy::new(config, config_path, plugins.clone());
     let listener = bind("proxy", &g.host, g.port).await?;
     tracing::info!(
         "pgdog {} listening on {}:{}",
@@ -60,6 +66,14 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError>
             g.shutdown_timeout_ms
         );
     }
+    proxy.mirror_tasks.close();
+    if tokio::time::timeout(Duration::from_secs(2), proxy.mirror_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("mirror queues not drained within 2 s of shutdown; their requests are lost");
+    }
+    plugins.shutdown().await;
     tracing::info!("pgdog stopped");
     Ok(())
 }

@@ -10,5 +10,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod frontend;
+pub mod mirror;
+pub mod plugins;
 pub mod protocol;
 pub mod proxy;

@@ -1,6 +1,7 @@
 //! The `pgdog` binary: command line, logging, and the runtime.
 
 use pgdog::config::Config;
+use pgdog::plugins::PluginHost;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,6 +75,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Plugins load before anything listens: a broken plugin stops start-up with its reason.
+    let plugins = match PluginHost::load_from_config(&config, &Config::dir_of(&args.config)) {
+        Ok(plugins) => plugins,
+        Err(e) => {
+            eprintln!("pgdog: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.check {
         println!(
             "{}: OK ({} pools)",
@@ -87,7 +96,7 @@ fn main() -> ExitCode {
         .thread_name("pgdog")
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(pgdog::app::run(config, args.config)) {
+    match runtime.block_on(pgdog::app::run(config, args.config, plugins)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgdog: {e}");

@@ -4,6 +4,12 @@
 use crate::backend::Pools;
 use crate::config::Config;
 use crate::frontend::cancel::CancelMap;
+use crate::frontend::state::SessionState;
+use crate::mirror::tap::Tap;
+use crate::mirror::worker::Worker;
+use crate::mirror::{EventSink, MirrorTarget};
+use crate::plugins::PluginHost;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -21,13 +27,26 @@ pub struct Proxy {
     pub sessions: TaskTracker,
     /// Caps client connections at `max_client_conn`.
     pub client_slots: Arc<Semaphore>,
+    /// Source pool name -> where its traffic is mirrored.
+    pub mirrors: HashMap<String, Arc<MirrorTarget>>,
+    /// Where mirror events go (the plugin host).
+    pub events: EventSink,
+    /// Loaded plugins: mirror statistics and the readiness policy.
+    pub plugins: Arc<PluginHost>,
+    /// Mirror workers, so shutdown can let them drain.
+    pub mirror_tasks: TaskTracker,
 }
 
 impl Proxy {
-    pub fn new(config: Config, config_path: PathBuf) -> Arc<Proxy> {
+    pub fn new(config: Config, config_path: PathBuf, plugins: Arc<PluginHost>) -> Arc<Proxy> {
         let pools = Pools::from_config(&config);
+        let mirrors = crate::mirror::targets(&config, &pools);
         let slots = config.general.max_client_conn;
         Arc::new(Proxy {
+            mirrors,
+            events: plugins.events(),
+            plugins,
+            mirror_tasks: TaskTracker::new(),
             config: Arc::new(config),
             config_path,
             pools,
@@ -36,5 +55,17 @@ impl Proxy {
             sessions: TaskTracker::new(),
             client_slots: Arc::new(Semaphore::new(slots)),
         })
+    }
+}
+
+impl Proxy {
+    /// Starts the mirror session of a new client of `pool`, if that pool is mirrored:
+    /// the bounded queue, and its worker as a tracked task.
+    pub fn start_mirror(&self, pool: &str, state: &Arc<SessionState>) -> Option<Tap> {
+        let target = self.mirrors.get(pool)?.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(target.queue);
+        let worker = Worker::new(target.clone(), self.events.clone(), state.clone());
+        self.mirror_tasks.spawn(worker.run(rx));
+        Some(Tap::new(target, tx, self.events.clone()))
     }
 }

@@ -284,10 +284,8 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
     while let Some(word) = words.next() {
         let pair = if word == "-c" {
             words.next()
-        } else if let Some(rest) = word.strip_prefix("-c").or_else(|| word.strip_prefix("--")) {
-            Some(rest)
         } else {
-            None
+            word.strip_prefix("-c").or_else(|| word.strip_prefix("--"))
         };
         match pair.and_then(|p| p.split_once('=')) {
             Some((k, v)) => out.push((k.replace('-', "_"), v.to_string())),

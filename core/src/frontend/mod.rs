@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod listener;
 pub mod login;
 pub mod session;
+pub mod state;
 
 mod error;
 pub use error::ClientError;

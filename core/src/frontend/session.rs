@@ -5,21 +5,25 @@
 //! stall the other (a client that pipelines without reading replies cannot deadlock the
 //! proxy). Each pump reads what is available, finds the prefix of whole messages, looks at
 //! their tags, and writes that prefix on in a single write: no per-message allocation.
-//! The pumps share two small counters: requests awaiting ReadyForQuery and the last
-//! transaction status; they decide whether the server can be reused when the session ends.
+//! The client-to-server pump also feeds the mirror [`Tap`] when the pool is mirrored: the
+//! prefix is frozen into shared `Bytes` so the mirror holds a reference, never a copy.
 
+use super::state::SessionState;
 use crate::backend::{Pool, PooledServer, Server};
+use crate::mirror::tap::Tap;
 use crate::protocol::backend::ready_status;
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::ProtocolError;
 use crate::proxy::Proxy;
 use bytes::{Buf, BytesMut};
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::server::MAX_SERVER_MESSAGE;
 
@@ -31,6 +35,8 @@ pub struct Session {
     pool: Pool,
     server: PooledServer,
     key: (i32, i32),
+    state: Arc<SessionState>,
+    tap: Option<Tap>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -48,21 +54,6 @@ enum End {
     Shutdown,
 }
 
-/// State the two pumps share.
-#[derive(Default)]
-struct Shared {
-    /// Requests (Query, Sync, FunctionCall) sent and not yet answered by ReadyForQuery.
-    pending: AtomicI64,
-    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
-    status: AtomicU8,
-}
-
-impl Shared {
-    fn idle(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) <= 0 && self.status.load(Ordering::Relaxed) == b'I'
-    }
-}
-
 impl Session {
     pub fn new(
         proxy: Arc<Proxy>,
@@ -71,46 +62,47 @@ impl Session {
         key: (i32, i32),
         slot: OwnedSemaphorePermit,
     ) -> Session {
-        pool.stats()
-            .clients
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pool.stats().clients.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(SessionState::default());
+        let tap = proxy.start_mirror(pool.name(), &state);
         Session {
             proxy,
             pool,
             server,
             key,
+            state,
+            tap,
             _slot: slot,
         }
     }
 
     pub async fn run(mut self, mut client: TcpStream, client_buf: BytesMut) {
-        let shared = Shared {
-            pending: AtomicI64::new(0),
-            status: AtomicU8::new(b'I'),
-        };
         let max = self.proxy.config.general.max_message_size;
         let end = {
             let (mut client_rd, mut client_wr) = client.split();
             let (mut server_rd, mut server_wr) = self.server.server().stream.split();
             let shutdown = &self.proxy.shutdown;
-            let to_server = client_to_server(
-                &mut client_rd,
-                &mut server_wr,
-                client_buf,
+            let state = &*self.state;
+            let to_server = ClientToServer {
+                buf: client_buf,
                 max,
-                &shared,
+                state,
                 shutdown,
-            );
-            let to_client = server_to_client(&mut server_rd, &mut client_wr, &shared, shutdown);
+                tap: self.tap.as_mut(),
+            }
+            .run(&mut client_rd, &mut server_wr);
+            let to_client = server_to_client(&mut server_rd, &mut client_wr, state, shutdown);
             tokio::select! {
                 end = to_server => end,
                 end = to_client => end,
             }
         };
-        self.finish(end, &shared, &mut client).await;
+        self.finish(end, &mut client).await;
     }
 
-    async fn finish(self, end: End, shared: &Shared, client: &mut TcpStream) {
+    async fn finish(mut self, end: End, client: &mut TcpStream) {
+        // Dropping the tap closes the mirror queue: the worker drains it and stops.
+        self.tap.take();
         self.proxy.cancel.unregister(self.key);
         self.pool.stats().clients.fetch_sub(1, Ordering::Relaxed);
         let mut out = BytesMut::new();
@@ -155,7 +147,7 @@ impl Session {
         let mut server = self.server;
         if matches!(end, End::ServerGone(_)) {
             drop(server);
-        } else if shared.pending.load(Ordering::Relaxed) > 0 {
+        } else if self.state.pending() > 0 {
             // The client left mid-request: stop the query rather than let it run on, and
             // close the connection (its state is unknown).
             let addr = self.pool.addr();
@@ -165,83 +157,130 @@ impl Session {
             }
             drop(server);
         } else {
-            server.server().status = shared.status.load(Ordering::Relaxed);
+            server.server().status = self.state.status();
             server.release().await;
         }
     }
 }
 
-async fn client_to_server<R, W>(
-    client: &mut R,
-    server: &mut W,
-    mut buf: BytesMut,
+/// The client-to-server direction.
+struct ClientToServer<'a> {
+    buf: BytesMut,
     max: usize,
-    shared: &Shared,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> End
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut draining = false;
-    loop {
-        // Forward what is already buffered (the client may have pipelined behind login).
-        let len = match complete_len(&buf, max) {
-            Ok(len) => len,
-            Err(e) => return End::ClientProtocol(e),
-        };
-        if len > 0 {
-            let mut forward = len;
-            let mut terminated = false;
-            for (tag, msg) in Frames::new(&buf[..len]) {
-                match tag {
-                    b'Q' | b'S' | b'F' => {
-                        shared.pending.fetch_add(1, Ordering::Relaxed);
+    state: &'a SessionState,
+    shutdown: &'a CancellationToken,
+    tap: Option<&'a mut Tap>,
+}
+
+impl ClientToServer<'_> {
+    async fn run<R, W>(mut self, client: &mut R, server: &mut W) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut draining = false;
+        loop {
+            // Forward what is already buffered (the client may have pipelined behind login).
+            let len = match complete_len(&self.buf, self.max) {
+                Ok(len) => len,
+                Err(e) => return End::ClientProtocol(e),
+            };
+            if len > 0 {
+                let now = Instant::now();
+                let result = match self.tap.as_deref_mut() {
+                    None => {
+                        let (forward, terminated) =
+                            count_requests(&self.buf[..len], self.state, now);
+                        let written = server.write_all(&self.buf[..forward]).await;
+                        self.buf.advance(len);
+                        written.map(|()| terminated)
                     }
-                    b'X' => {
-                        // Keep the server connection: everything before Terminate goes on.
-                        forward = msg.as_ptr() as usize - buf.as_ptr() as usize;
-                        terminated = true;
-                        break;
+                    Some(tap) => {
+                        // Mirrored: freeze the messages into shared bytes; the mirror queue
+                        // keeps slices of the same allocation, never a copy.
+                        let shared = self.buf.split_to(len).freeze();
+                        let (forward, terminated) = feed_tap(tap, &shared, self.state, now);
+                        server
+                            .write_all(&shared[..forward])
+                            .await
+                            .map(|()| terminated)
                     }
-                    _ => {}
+                };
+                match result {
+                    Ok(true) => return End::ClientTerminated,
+                    Ok(false) => {}
+                    Err(e) => return End::ServerGone(e.to_string()),
                 }
             }
-            if forward > 0 {
-                if let Err(e) = server.write_all(&buf[..forward]).await {
-                    return End::ServerGone(e.to_string());
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(BUF_SIZE);
+            }
+            let read = tokio::select! {
+                read = client.read_buf(&mut self.buf) => read,
+                _ = self.shutdown.cancelled(), if !draining => {
+                    if self.state.idle() {
+                        return End::Shutdown;
+                    }
+                    draining = true;
+                    continue;
                 }
+            };
+            match read {
+                Ok(0) | Err(_) => return End::ClientGone,
+                Ok(_) => {}
             }
-            if terminated {
-                return End::ClientTerminated;
-            }
-            buf.advance(len);
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(BUF_SIZE);
-        }
-        let read = tokio::select! {
-            read = client.read_buf(&mut buf) => read,
-            _ = shutdown.cancelled(), if !draining => {
-                if shared.idle() {
-                    return End::Shutdown;
-                }
-                draining = true;
-                continue;
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return End::ClientGone,
-            Ok(_) => {}
         }
     }
+}
+
+/// Counts requests, feeds the mirror tap, and finds Terminate in a run of whole client
+/// messages. Returns how many bytes to forward and whether Terminate was seen.
+#[inline]
+fn feed_tap(
+    tap: &mut Tap,
+    shared: &bytes::Bytes,
+    state: &SessionState,
+    now: Instant,
+) -> (usize, bool) {
+    let mut at = 0;
+    for (tag, msg) in Frames::new(shared) {
+        if tag == b'X' {
+            return (at, true);
+        }
+        let end = at + msg.len();
+        // The tap sees the frame before it is counted, so its sequence number is the
+        // request's own.
+        tap.frame(tag, shared, at, end, state, now);
+        if matches!(tag, b'Q' | b'S' | b'F') {
+            state.request_sent(now);
+        }
+        at = end;
+    }
+    (shared.len(), false)
+}
+
+/// Counts requests and finds Terminate in a run of whole client messages.
+#[inline]
+fn count_requests(buf: &[u8], state: &SessionState, now: Instant) -> (usize, bool) {
+    let mut at = 0;
+    for (tag, msg) in Frames::new(buf) {
+        match tag {
+            b'Q' | b'S' | b'F' => {
+                state.request_sent(now);
+            }
+            b'X' => return (at, true),
+            _ => {}
+        }
+        at += msg.len();
+    }
+    (buf.len(), false)
 }
 
 async fn server_to_client<R, W>(
     server: &mut R,
     client: &mut W,
-    shared: &Shared,
-    shutdown: &tokio_util::sync::CancellationToken,
+    state: &SessionState,
+    shutdown: &CancellationToken,
 ) -> End
 where
     R: AsyncRead + Unpin,
@@ -264,17 +303,17 @@ where
         if len == 0 {
             continue;
         }
+        let now = Instant::now();
         for (tag, msg) in Frames::new(&buf[..len]) {
             if tag == b'Z' {
-                shared.pending.fetch_sub(1, Ordering::Relaxed);
-                shared.status.store(ready_status(msg), Ordering::Relaxed);
+                state.ready(ready_status(msg), now);
             }
         }
         if client.write_all(&buf[..len]).await.is_err() {
             return End::ClientGone;
         }
         buf.advance(len);
-        if shutdown.is_cancelled() && shared.idle() {
+        if shutdown.is_cancelled() && state.idle() {
             return End::Shutdown;
         }
     }

@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# pgbench through pgdog, next to PgBouncer and PostgreSQL itself, interleaved in one run.
+#
+#   bench/pgbench.sh            # 5 rounds x 3 targets x 3 workloads, 12 s each (~9 min)
+#   bench/pgbench.sh --quick    # smoke: 1 round, 3 s each, scale 1 (~40 s)
+#
+# Options: --rounds N  --duration SECS  --scale N  --clients N  --threads N
+#          --targets direct,pgbouncer,pgdog  --pgdog-bin PATH (default target/release/pgdog, built if missing)
+#
+# Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
+# available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
+# against every target in rotating order per round so drift on a shared machine hits all targets
+# alike, then prints per target and workload the median tps and latency, the proxies' resident memory
+# at the end, and the ratios pgdog/PgBouncer and pgdog/direct, as a plain table and as markdown for
+# docs/benchmarks.md. Exits non-zero if a target did not start, a run failed, or had failed transactions.
+# Everything it starts is stopped and removed on exit.
+set -euo pipefail
+
+ROUNDS=5 DURATION=12 SCALE=10 CLIENTS=8 THREADS=2 WARMUP=3
+TARGETS="direct,pgbouncer,pgdog"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PGDOG_BIN="${PGDOG_BIN:-$REPO/target/release/pgdog}"
+QUICK=0
+
+while (($#)); do
+    case $1 in
+    --quick) QUICK=1 ROUNDS=1 DURATION=3 SCALE=1 WARMUP=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --scale) SCALE=$2; shift ;;
+    --clients) CLIENTS=$2; shift ;;
+    --threads) THREADS=$2; shift ;;
+    --targets) TARGETS=$2; shift ;;
+    --pgdog-bin) PGDOG_BIN=$2; shift ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ -x $PG_BIN/initdb && -x $PG_BIN/pgbench ]] || die "no PostgreSQL 15 in $PG_BIN (run scripts/setup.sh)"
+IS_ROOT=0
+[[ $(id -u) -eq 0 ]] && IS_ROOT=1
+as_pg() { if ((IS_ROOT)); then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# --- work dir and clean-up -------------------------------------------------------------------------
+base=/tmp
+[[ -d /dev/shm && -w /dev/shm ]] && base=/dev/shm
+WORK=$(mktemp -d "$base/pgdog-bench-XXXXXX")
+chmod 755 "$WORK"
+((IS_ROOT)) && chown postgres: "$WORK"
+PGDOG_PID="" BOUNCER_PIDFILE="$WORK/pgbouncer.pid"
+
+cleanup() {
+    set +e
+    if [[ -n $PGDOG_PID ]] && kill -0 "$PGDOG_PID" 2>/dev/null; then
+        kill -TERM "$PGDOG_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$PGDOG_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PGDOG_PID" 2>/dev/null
+    fi
+    if [[ -s $BOUNCER_PIDFILE ]]; then kill -TERM "$(cat "$BOUNCER_PIDFILE")" 2>/dev/null; fi
+    "$REPO/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers ---------------------------------------------------------------------------------------
+USED_PORTS=" "
+free_port() { # a port below the ephemeral range that nothing listens on and we have not used
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (fail if PID dies)
+    local deadline=$((SECONDS + $2))
+    while ((SECONDS < deadline)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then return 1; fi
+        sleep 0.1
+    done
+    return 1
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
+
+# --- PostgreSQL --------------------------------------------------------------------------------------
+log "initdb + start PostgreSQL ($WORK/pg)"
+PGPORT=$("$REPO/scripts/pg-cluster.sh" start "$WORK/pg" -p "$(free_port)" -c max_connections=100 \
+    -c shared_buffers=128MB) || die "PostgreSQL did not start"
+USED_PORTS+="$PGPORT "
+pg_super() { "$REPO/scripts/pg-cluster.sh" psql "$WORK/pg" -q -v ON_ERROR_STOP=1 "$@"; }
+pg_super -d postgres -c 'CREATE DATABASE pgbench OWNER pgdog' >/dev/null
+log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $PGPORT"
+export PGPASSWORD=pgdog
+log "pgbench -i -s $SCALE"
+"$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U pgdog pgbench >"$WORK/init.log" 2>&1 ||
+    { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
+
+declare -A PORT=([direct]=$PGPORT)
+declare -A PROXY_PID=()
+ACTIVE=() SKIPPED=()
+
+# --- PgBouncer ---------------------------------------------------------------------------------------
+start_pgbouncer() {
+    command -v pgbouncer >/dev/null || { log "pgbouncer not installed (scripts/setup.sh): skipped"; return 1; }
+    local port
+    port=$(free_port)
+    cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+pgbench = host=127.0.0.1 port=$PGPORT dbname=pgbench user=pgdog password=pgdog
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = session
+default_pool_size = 20
+max_client_conn = 200
+logfile = $WORK/pgbouncer.log
+pidfile = $BOUNCER_PIDFILE
+admin_users = pgdog
+EOF
+    echo '"pgdog" "pgdog"' >"$WORK/userlist.txt"
+    ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+    # PgBouncer refuses to run as root: as_pg runs it as postgres then.
+    if ! as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || ! wait_port "$port" 10; then
+        cat "$WORK/pgbouncer.out" >&2
+        tail -20 "$WORK/pgbouncer.log" >&2 2>/dev/null
+        log "PgBouncer did not start: skipped"
+        return 1
+    fi
+    PORT[pgbouncer]=$port
+    PROXY_PID[pgbouncer]=$(cat "$BOUNCER_PIDFILE")
+    log "PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on port $port (session mode)"
+}
+
+# --- pgdog -------------------------------------------------------------------------------------------
+start_pgdog() {
+    if [[ ! -x $PGDOG_BIN ]]; then
+        if [[ $PGDOG_BIN == "$REPO/target/release/pgdog" ]]; then
+            log "building pgdog (cargo build --release -p pgdog)"
+            (cd "$REPO" && cargo build --release -q -p pgdog) || { log "pgdog build failed: skipped"; return 1; }
+        else
+            log "no pgdog binary at $PGDOG_BIN: skipped"
+            return 1
+        fi
+    fi
+    local port admin metrics
+    port=$(free_port) admin=$(free_port) metrics=$(free_port)
+    cat >"$WORK/pgdog.toml" <<EOF
+[general]
+host = "127.0.0.1"
+port = $port
+admin_port = $admin
+metrics_port = $metrics
+auth_type = "scram-sha-256"
+
+[[pools]]
+name = "pgbench"
+database = "pgbench"
+host = "127.0.0.1"
+port = $PGPORT
+user = "pgdog"
+password = "pgdog"
+pool_size = 20
+EOF
+    RUST_LOG="${RUST_LOG:-warn}" "$PGDOG_BIN" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
+    PGDOG_PID=$!
+    if ! wait_port "$port" 15 "$PGDOG_PID"; then
+        log "pgdog failed to start (binary $PGDOG_BIN); its log:"
+        tail -30 "$WORK/pgdog.log" >&2
+        kill -KILL "$PGDOG_PID" 2>/dev/null || true
+        PGDOG_PID=""
+        log "pgdog: skipped"
+        return 1
+    fi
+    # The proxy port is open; make sure a query actually goes through before measuring.
+    if ! "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$port" -U pgdog -d pgbench -c 'SELECT 1' >/dev/null 2>"$WORK/pgdog-probe.err"; then
+        log "pgdog accepts connections but a query through it failed: $(cat "$WORK/pgdog-probe.err")"
+        log "pgdog: skipped"
+        return 1
+    fi
+    PORT[pgdog]=$port
+    PROXY_PID[pgdog]=$PGDOG_PID
+    log "pgdog on port $port (pid $PGDOG_PID)"
+}
+
+IFS=, read -r -a WANTED <<<"$TARGETS"
+for t in "${WANTED[@]}"; do
+    case $t in
+    direct) ACTIVE+=(direct) ;;
+    pgbouncer) if start_pgbouncer; then ACTIVE+=(pgbouncer); else SKIPPED+=(pgbouncer); fi ;;
+    pgdog) if start_pgdog; then ACTIVE+=(pgdog); else SKIPPED+=(pgdog); fi ;;
+    *) die "unknown target $t" ;;
+    esac
+done
+((${#ACTIVE[@]})) || die "no target could be started"
+
+# --- runs --------------------------------------------------------------------------------------------
+MODES=(select-prepared select-simple tpcb)
+mode_args() {
+    case $1 in
+    select-prepared) echo "-S -M prepared" ;;
+    select-simple) echo "-S -M simple" ;;
+    tpcb) echo "-M simple" ;;
+    esac
+}
+mkdir -p "$WORK/results"
+FAILED_RUNS=0
+run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
+    local target=$1 mode=$2 secs=$3 record=$4 out tps lat failed
+    # shellcheck disable=SC2046
+    if ! out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "${PORT[$target]}" -U pgdog -c "$CLIENTS" -j "$THREADS" \
+        -T "$secs" $(mode_args "$mode") pgbench 2>&1); then
+        log "pgbench failed on $target/$mode:"
+        printf '%s\n' "$out" | tail -5 >&2
+        FAILED_RUNS=$((FAILED_RUNS + 1))
+        return 0
+    fi
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+    if [[ -n $failed && $failed != 0 ]]; then
+        log "$target/$mode: $failed failed transactions"
+        FAILED_RUNS=$((FAILED_RUNS + 1))
+    fi
+    if ((record)); then
+        echo "$tps" >>"$WORK/results/$target.$mode.tps"
+        echo "$lat" >>"$WORK/results/$target.$mode.lat"
+        log "$(printf '%-10s %-16s tps %10.1f  latency %7.3f ms' "$target" "$mode" "$tps" "$lat")"
+    fi
+}
+
+if ((WARMUP > 0)); then
+    log "warm-up (${WARMUP}s per target)"
+    for t in "${ACTIVE[@]}"; do run_one "$t" select-prepared "$WARMUP" 0; done
+fi
+
+n=${#ACTIVE[@]}
+for ((r = 0; r < ROUNDS; r++)); do
+    log "round $((r + 1))/$ROUNDS"
+    for mode in "${MODES[@]}"; do
+        # Rotate the target order each round so no target always runs first or last.
+        for ((i = 0; i < n; i++)); do
+            t=${ACTIVE[$(((i + r) % n))]}
+            if [[ $mode == tpcb ]]; then # same starting state for every TPC-B run
+                pg_super -d pgbench -c 'TRUNCATE pgbench_history' \
+                    -c 'VACUUM pgbench_branches, pgbench_tellers' >/dev/null ||
+                    log "vacuum before tpcb failed"
+            fi
+            run_one "$t" "$mode" "$DURATION" 1
+        done
+    done
+done
+
+declare -A RSS=()
+for t in "${!PROXY_PID[@]}"; do RSS[$t]=$(rss_kb "${PROXY_PID[$t]}"); done
+
+# --- report ------------------------------------------------------------------------------------------
+declare -A TPS=() LAT=()
+for t in "${ACTIVE[@]}"; do
+    for mode in "${MODES[@]}"; do
+        TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps" 2>/dev/null || true)
+        LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat" 2>/dev/null || true)
+    done
+done
+ratio() { # ratio A B -> A/B with 2 decimals, or n/a
+    if [[ -n ${1:-} && -n ${2:-} ]]; then awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; else echo "n/a"; fi
+}
+fmt() { if [[ -n ${1:-} ]]; then printf "%.${2}f" "$1"; else echo "-"; fi; }
+mem() { if [[ -n ${RSS[$1]:-} ]]; then awk -v k="${RSS[$1]}" 'BEGIN {printf "%.1f MB", k / 1024}'; else echo "-"; fi; }
+
+CPU=$(grep -c ^processor /proc/cpuinfo)
+HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs"
+echo
+echo "$HEADER"
+printf '%-10s %-16s %12s %14s %12s\n' target workload "tps" "latency (ms)" "proxy RSS"
+for t in "${ACTIVE[@]}"; do
+    for mode in "${MODES[@]}"; do
+        printf '%-10s %-16s %12s %14s %12s\n' "$t" "$mode" "$(fmt "${TPS[$t.$mode]}" 1)" \
+            "$(fmt "${LAT[$t.$mode]}" 3)" "$(if [[ $t == direct ]]; then echo -; else mem "$t"; fi)"
+    done
+done
+echo
+printf '%-16s %18s %15s\n' workload "pgdog/pgbouncer" "pgdog/direct"
+for mode in "${MODES[@]}"; do
+    printf '%-16s %18s %15s\n' "$mode" "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}")" \
+        "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}")"
+done
+
+echo
+echo "<!-- markdown for docs/benchmarks.md -->"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo
+echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
+echo "|---|---|---:|---:|---:|"
+for t in "${ACTIVE[@]}"; do
+    for mode in "${MODES[@]}"; do
+        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]}" 1) | $(fmt "${LAT[$t.$mode]}" 3) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
+    done
+done
+echo
+echo "| workload | pgdog / PgBouncer (tps) | pgdog / direct (tps) |"
+echo "|---|---:|---:|"
+for mode in "${MODES[@]}"; do
+    echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") |"
+done
+
+status=0
+if ((FAILED_RUNS)); then
+    log "$FAILED_RUNS run(s) failed or had failed transactions"
+    status=1
+fi
+if ((${#SKIPPED[@]})); then
+    log "not measured (did not start): ${SKIPPED[*]}"
+    status=1
+fi
+exit $status

@@ -1,0 +1,68 @@
+//! Query mirroring: copy a pool's traffic to another pool, asynchronously.
+//!
+//! The data flow: the client session's [`tap`] groups the frames it forwards into requests
+//! (one simple Query, one extended-protocol batch up to Sync, or one COPY), decides per
+//! transaction whether to mirror (`mirror_exposure`), and hands each request, as shared
+//! bytes, to a bounded queue with a non-blocking send; a full queue drops the request and
+//! reports it. The session's [`worker`] replays the queue in order on its own mirror server
+//! connection, measures each request and reports one [`event::Event`] for it.
+
+pub mod event;
+pub mod request;
+pub mod tap;
+pub mod worker;
+
+pub use event::{DropReason, ErrorCategory, Event, EventSink, Outcome};
+
+use crate::backend::Pool;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where one source pool's traffic is mirrored to, and how.
+pub struct MirrorTarget {
+    /// The source pool's name: the `database` label of its mirror statistics.
+    pub database: Arc<str>,
+    /// The pool requests are replayed on.
+    pub pool: Pool,
+    /// Fraction of transactions mirrored.
+    pub exposure: f64,
+    /// Queue length per client session.
+    pub queue: usize,
+    /// A mirrored request running longer than this is cancelled and counted as a timeout.
+    pub timeout: Duration,
+    /// Requests queued across this pool's sessions, for `SHOW MIRROR STATS` and metrics.
+    pub depth: AtomicUsize,
+}
+
+impl MirrorTarget {
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds the mirror targets of every pool that has `mirror_of`.
+pub fn targets(
+    config: &crate::config::Config,
+    pools: &crate::backend::Pools,
+) -> std::collections::HashMap<String, Arc<MirrorTarget>> {
+    config
+        .pools
+        .iter()
+        .filter_map(|p| {
+            let to = p.mirror_of.as_deref()?;
+            let pool = pools.get(to)?.clone();
+            Some((
+                p.name.clone(),
+                Arc::new(MirrorTarget {
+                    database: Arc::from(p.name.as_str()),
+                    pool,
+                    exposure: p.mirror_exposure,
+                    queue: p.mirror_queue.unwrap_or(config.general.mirror_queue),
+                    timeout: Duration::from_millis(config.general.mirror_timeout_ms),
+                    depth: AtomicUsize::new(0),
+                }),
+            ))
+        })
+        .collect()
+}

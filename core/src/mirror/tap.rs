@@ -1,0 +1,199 @@
+//! The client session's side of mirroring: it sees every frame the client sends, groups
+//! them into requests and offers each to the mirror queue without ever waiting.
+
+use super::request::Request;
+use super::{DropReason, Event, EventSink, MirrorTarget};
+use crate::frontend::state::SessionState;
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// A request bigger than this is not mirrored (counted as dropped): queues hold payloads
+/// by reference, and a huge COPY must not pin unbounded memory behind a slow mirror.
+pub const MAX_MIRRORED_REQUEST: usize = 16 * 1024 * 1024;
+
+pub struct Tap {
+    target: Arc<MirrorTarget>,
+    tx: mpsc::Sender<Request>,
+    events: EventSink,
+    /// The current transaction's exposure decision.
+    mirroring: bool,
+    /// Frames of the request being assembled.
+    current: SmallVec<[Bytes; 2]>,
+    current_len: usize,
+    /// Inside `COPY ... FROM STDIN`: the request runs to CopyDone/CopyFail.
+    in_copy: bool,
+    seq: u64,
+    received: Option<Instant>,
+}
+
+impl Tap {
+    pub fn new(target: Arc<MirrorTarget>, tx: mpsc::Sender<Request>, events: EventSink) -> Tap {
+        Tap {
+            target,
+            tx,
+            events,
+            mirroring: false,
+            current: SmallVec::new(),
+            current_len: 0,
+            in_copy: false,
+            seq: 0,
+            received: None,
+        }
+    }
+
+    /// Sees one client frame, `chunk[start..end]`, with tag `tag`. `seq` is the sequence
+    /// number the frame gets if it is a request boundary (Query, Sync, FunctionCall).
+    #[inline]
+    pub fn frame(
+        &mut self,
+        tag: u8,
+        chunk: &Bytes,
+        start: usize,
+        end: usize,
+        state: &SessionState,
+        now: Instant,
+    ) {
+        if self.current.is_empty() && !self.in_copy {
+            self.begin(state, now);
+        }
+        if self.mirroring {
+            self.append(chunk, start, end);
+        }
+        let boundary = match tag {
+            b'Q' => {
+                self.seq = state.next_seq();
+                if is_copy_from_stdin(&chunk[start + 5..end]) {
+                    self.in_copy = true;
+                    false
+                } else {
+                    true
+                }
+            }
+            b'S' | b'F' => {
+                self.seq = state.next_seq();
+                true
+            }
+            b'c' | b'f' if self.in_copy => {
+                self.in_copy = false;
+                true
+            }
+            _ => false,
+        };
+        if boundary {
+            self.offer(now);
+        }
+    }
+
+    /// A request starts: decide exposure when no transaction is open and nothing is in
+    /// flight (a transaction boundary), else keep the transaction's decision.
+    fn begin(&mut self, state: &SessionState, now: Instant) {
+        self.received = Some(now);
+        if state.idle() {
+            let exposure = self.target.exposure;
+            self.mirroring =
+                exposure >= 1.0 || (exposure > 0.0 && rand::random::<f64>() < exposure);
+        }
+    }
+
+    fn append(&mut self, chunk: &Bytes, start: usize, end: usize) {
+        self.current_len += end - start;
+        if self.current_len > MAX_MIRRORED_REQUEST {
+            // Keep counting but stop holding bytes; `offer` reports it as a drop.
+            self.current.clear();
+            return;
+        }
+        // Frames of one read are contiguous: extend the last slice instead of adding one.
+        if let Some(last) = self.current.last_mut() {
+            let base = chunk.as_ptr() as usize;
+            let (last_start, last_end) =
+                (last.as_ptr() as usize, last.as_ptr() as usize + last.len());
+            // Only when `last` is a slice of this same chunk (consecutive chunks can be
+            // adjacent in memory, but one slice cannot span two of them).
+            if last_start >= base && last_end == base + start {
+                *last = chunk.slice(last_start - base..end);
+                return;
+            }
+        }
+        self.current.push(chunk.slice(start..end));
+    }
+
+    fn offer(&mut self, now: Instant) {
+        let payload = std::mem::take(&mut self.current);
+        let too_big = self.current_len > MAX_MIRRORED_REQUEST;
+        self.current_len = 0;
+        if !self.mirroring {
+            return;
+        }
+        if too_big {
+            self.dropped(DropReason::BufferFull);
+            return;
+        }
+        let request = Request {
+            payload,
+            seq: self.seq,
+            received: self.received.take().unwrap_or(now),
+        };
+        match self.tx.try_send(request) {
+            Ok(()) => {
+                self.target.depth.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => self.dropped(DropReason::BufferFull),
+            Err(TrySendError::Closed(_)) => self.dropped(DropReason::Shutdown),
+        }
+    }
+
+    fn dropped(&self, reason: DropReason) {
+        self.events
+            .send(Event::dropped(self.target.database.clone(), reason));
+    }
+}
+
+/// `COPY ... FROM STDIN` in a simple Query body (the client will follow with CopyData).
+fn is_copy_from_stdin(body: &[u8]) -> bool {
+    let text = trim_leading(body);
+    if text.len() < 4 || !text[..4].eq_ignore_ascii_case(b"copy") {
+        return false;
+    }
+    let upper: Vec<u8> = text.iter().take(4096).map(u8::to_ascii_uppercase).collect();
+    upper.windows(5).any(|w| w == b"STDIN") && upper.windows(4).any(|w| w == b"FROM")
+}
+
+fn trim_leading(mut s: &[u8]) -> &[u8] {
+    loop {
+        while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
+            s = rest;
+        }
+        if s.starts_with(b"--") {
+            s = s
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &s[i..]);
+        } else if s.starts_with(b"/*") {
+            s = s
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[][..], |i| &s[i + 2..]);
+        } else {
+            return s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_detection() {
+        assert!(is_copy_from_stdin(b"COPY t FROM STDIN\0"));
+        assert!(is_copy_from_stdin(
+            b"  -- x\n copy t (a) from stdin with csv\0"
+        ));
+        assert!(!is_copy_from_stdin(b"COPY t TO STDOUT\0"));
+        assert!(!is_copy_from_stdin(b"select 'copy from stdin'\0"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The host-side mirror event: cheap to build on the query path (an `Arc<str>` clone and
+//! a clock read), converted to the ABI form off the query path, in batches.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgdog_plugin_api::{self as api, abi_stable::std_types::ROption};
+
+/// What happened to one mirrored request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The mirror executed it.
+    Mirrored,
+    /// The mirror failed.
+    Error {
+        category: ErrorCategory,
+        /// For query errors: the mirror's SQLSTATE.
+        sqlstate: Option<[u8; 5]>,
+    },
+    /// It never reached the mirror.
+    Dropped { reason: DropReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    Connection,
+    Query,
+    Timeout,
+    /// Prefer `Outcome::Dropped { reason: DropReason::BufferFull }`; both count the same.
+    BufferFull,
+    Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The bounded mirror queue was full (`mirror{error_type="buffer_full"}` and
+    /// `mirror{type="dropped"}`).
+    BufferFull,
+    Shutdown,
+}
+
+/// One mirrored (or dropped) request.
+#[derive(Debug, Clone)]
+pub struct MirrorEvent {
+    /// The pool name.
+    pub database: Arc<str>,
+    pub outcome: Outcome,
+    /// How long the mirror took, when it answered.
+    pub mirror_latency: Option<Duration>,
+    /// How long the primary took for the same request, when known.
+    pub primary_latency: Option<Duration>,
+    pub at: SystemTime,
+}
+
+impl MirrorEvent {
+    pub fn new(database: Arc<str>, outcome: Outcome) -> Self {
+        Self {
+            database,
+            outcome,
+            mirror_latency: None,
+            primary_latency: None,
+            at: SystemTime::now(),
+        }
+    }
+
+    pub fn mirrored(database: Arc<str>, mirror_latency: Duration) -> Self {
+        Self::new(database, Outcome::Mirrored).with_mirror_latency(mirror_latency)
+    }
+
+    pub fn error(database: Arc<str>, category: ErrorCategory, sqlstate: Option<[u8; 5]>) -> Self {
+        Self::new(database, Outcome::Error { category, sqlstate })
+    }
+
+    pub fn dropped(database: Arc<str>, reason: DropReason) -> Self {
+        Self::new(database, Outcome::Dropped { reason })
+    }
+
+    pub fn with_mirror_latency(mut self, latency: Duration) -> Self {
+        self.mirror_latency = Some(latency);
+        self
+    }
+
+    pub fn with_primary_latency(mut self, latency: Duration) -> Self {
+        self.primary_latency = Some(latency);
+        self
+    }
+
+    /// The ABI form, with `database` as an index into the batch's database table.
+    pub(crate) fn to_abi(&self, database: u32) -> api::MirrorEvent {
+        let (outcome, category, drop_reason, sqlstate) = match self.outcome {
+            Outcome::Mirrored => (
+                api::Outcome::MIRRORED,
+                api::ErrorCategory::NONE,
+                api::DropReason::NONE,
+                [0; 5],
+            ),
+            Outcome::Error { category, sqlstate } => (
+                api::Outcome::ERROR,
+                category.to_abi(),
+                api::DropReason::NONE,
+                sqlstate.unwrap_or([0; 5]),
+            ),
+            Outcome::Dropped { reason } => (
+                api::Outcome::DROPPED,
+                api::ErrorCategory::NONE,
+                match reason {
+                    DropReason::BufferFull => api::DropReason::BUFFER_FULL,
+                    DropReason::Shutdown => api::DropReason::SHUTDOWN,
+                },
+                [0; 5],
+            ),
+        };
+        api::MirrorEvent {
+            database,
+            outcome,
+            category,
+            drop_reason,
+            sqlstate,
+            mirror_latency_us: micros(self.mirror_latency),
+            primary_latency_us: micros(self.primary_latency),
+            at_unix_us: self
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            fingerprint: ROption::RNone,
+        }
+    }
+}
+
+impl ErrorCategory {
+    fn to_abi(self) -> api::ErrorCategory {
+        match self {
+            Self::Connection => api::ErrorCategory::CONNECTION,
+            Self::Query => api::ErrorCategory::QUERY,
+            Self::Timeout => api::ErrorCategory::TIMEOUT,
+            Self::BufferFull => api::ErrorCategory::BUFFER_FULL,
+            Self::Protocol => api::ErrorCategory::PROTOCOL,
+        }
+    }
+}
+
+fn micros(d: Option<Duration>) -> ROption<u64> {
+    d.map(|d| d.as_micros().min(u64::MAX as u128) as u64).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_to_abi() {
+        let db: Arc<str> = Arc::from("primary");
+        let ev = MirrorEvent::error(db.clone(), ErrorCategory::Query, Some(*b"42P01"))
+            .with_mirror_latency(Duration::from_micros(1500))
+            .to_abi(3);
+        assert_eq!(ev.database, 3);
+        assert_eq!(ev.outcome, api::Outcome::ERROR);
+        assert_eq!(ev.category, api::ErrorCategory::QUERY);
+        assert_eq!(ev.sqlstate_str(), Some("42P01"));
+        assert_eq!(ev.mirror_latency_us, ROption::RSome(1500));
+        assert!(ev.is_mirror_error());
+
+        let ev = MirrorEvent::dropped(db, DropReason::BufferFull).to_abi(0);
+        assert!(ev.is_dropped() && !ev.is_mirror_error());
+        assert_eq!(ev.drop_reason, api::DropReason::BUFFER_FULL);
+        assert!(ev.at_unix_us > 0);
+    }
+}

@@ -1,0 +1,387 @@
+//! Plugins: where mirror results are counted and readiness is judged.
+//!
+//! pgdog hard-codes neither; both live in shared libraries built against
+//! `pgdog-plugin-api` (a stable ABI), loaded at start-up from `[[plugins]]` entries, or,
+//! when there are none, the bundled `mirror-stats` plugin beside the `pgdog` binary.
+//!
+//! ```text
+//! mirror worker / client session --EventSink::send--> pgdog-plugin-events thread
+//!     --EventBatch--> every plugin with the `events` capability
+//! admin (SHOW MIRROR READINESS) --PluginHost::assess--> stats plugin snapshot
+//!     --> readiness plugin assess --> ReadinessReport::to_text_rows
+//! metrics endpoint --PluginHost::metric_points--> every plugin with `metrics`
+//! ```
+//!
+//! Roles: the **stats** plugin is the first loaded plugin that produces snapshots (if
+//! the configured plugins include none, the bundled one is loaded as well); the
+//! **readiness** plugin is `[general] readiness_plugin`, by default the stats plugin.
+//!
+//! Failure policy: anything wrong at load time is a [`PluginError`] naming the plugin,
+//! the path and the cause, and pgdog refuses to start. At run time a plugin that panics
+//! is disabled (logged once) and pgdog keeps proxying; its calls then return
+//! [`PluginError::Disabled`].
+
+mod error;
+pub mod event;
+mod instance;
+mod load;
+pub mod sink;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+pub use error::PluginError;
+pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome};
+pub use load::{BUNDLED_STATS_FILE, BUNDLED_STATS_NAME};
+pub use pgdog_plugin_api::{
+    Capabilities, DatabaseReport, DatabaseStats, MetricKind, MetricPoint, ReadinessCriteria,
+    ReadinessReport, Reason, StatsSnapshot, API_VERSION,
+};
+pub use sink::EventSink;
+
+use instance::LoadedPlugin;
+use pgdog_plugin_api::abi_stable::std_types::{RString, Tuple2};
+use sink::Command;
+use tokio::sync::oneshot;
+
+/// One `[[plugins]]` entry, as plain values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// Handed to the plugin's constructor as TOML text.
+    pub config: Option<toml::Table>,
+}
+
+impl From<&crate::config::PluginConfig> for PluginSpec {
+    fn from(c: &crate::config::PluginConfig) -> Self {
+        Self {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            config: c.config.clone(),
+        }
+    }
+}
+
+/// Where to look for plugins, and which one judges readiness.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory of `pgdog.toml`: relative plugin paths are tried here first.
+    pub config_dir: Option<PathBuf>,
+    /// Directory of the `pgdog` binary (relative paths second, and the bundled plugin).
+    /// `None`: the directory of `std::env::current_exe()`.
+    pub binary_dir: Option<PathBuf>,
+    /// `[general] readiness_plugin`. `None`: the stats plugin.
+    pub readiness_plugin: Option<String>,
+}
+
+impl LoadOptions {
+    pub fn new(config_dir: &Path) -> Self {
+        Self {
+            config_dir: Some(config_dir.to_path_buf()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Health of a plugin, for `SHOW PLUGINS`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginStatus {
+    Ok,
+    /// Disabled after a panic.
+    Failed(String),
+}
+
+/// A row of `SHOW PLUGINS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInfo {
+    /// Name in `pgdog.toml` (`mirror-stats` for the bundled plugin).
+    pub name: String,
+    pub path: PathBuf,
+    /// Name the plugin gives itself.
+    pub plugin_name: String,
+    pub version: String,
+    /// What it can do: `events`, `stats`, `readiness`, `metrics`.
+    pub capabilities: Vec<&'static str>,
+    /// What this host uses it for: `stats`, `readiness` (may be empty).
+    pub roles: Vec<&'static str>,
+    pub status: PluginStatus,
+    /// Event batches the plugin rejected with an error (not panics).
+    pub consume_errors: u64,
+}
+
+/// The loaded plugins and the event thread feeding them.
+pub struct PluginHost {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    stats: Option<usize>,
+    readiness: Option<usize>,
+    sink: EventSink,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field(
+                "plugins",
+                &self.plugins.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Loads the `[[plugins]]` (or the bundled stats plugin when there are none) and
+    /// starts the event thread. Needs no async runtime.
+    pub fn load(specs: &[PluginSpec], options: &LoadOptions) -> Result<Self, PluginError> {
+        let binary_dir = options.binary_dir.clone().or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        });
+        let config_dir = options.config_dir.as_deref();
+
+        let mut plugins = Vec::with_capacity(specs.len() + 1);
+        for spec in specs {
+            let path = load::resolve(&spec.name, &spec.path, config_dir, binary_dir.as_deref())?;
+            let config = match &spec.config {
+                Some(table) => toml::to_string(table).map_err(|e| PluginError::Constructor {
+                    name: spec.name.clone(),
+                    path: path.clone(),
+                    message: format!("cannot serialise config table: {e}"),
+                })?,
+                None => String::new(),
+            };
+            let plugin = load::load(&spec.name, &path, &config)?;
+            tracing::info!(
+                plugin = %spec.name,
+                path = %path.display(),
+                "loaded plugin {} {} ({})",
+                plugin.plugin_name,
+                plugin.version,
+                plugin.capabilities.names().join(", ")
+            );
+            plugins.push(Arc::new(plugin));
+        }
+
+        let provides_stats =
+            |p: &Arc<LoadedPlugin>| p.capabilities.contains(Capabilities::SNAPSHOT);
+        if !plugins.iter().any(provides_stats) {
+            // No [[plugins]] at all (the spec's configs), or only policies: the bundled
+            // stats plugin does the counting.
+            let path = load::resolve(
+                BUNDLED_STATS_NAME,
+                Path::new(BUNDLED_STATS_FILE),
+                None,
+                binary_dir.as_deref(),
+            )?;
+            plugins.push(Arc::new(load::load(BUNDLED_STATS_NAME, &path, "")?));
+        }
+        let stats = plugins.iter().position(provides_stats);
+
+        let can_judge = |i: usize| plugins[i].capabilities.contains(Capabilities::READINESS);
+        let readiness = match &options.readiness_plugin {
+            Some(name) => {
+                let i = plugins
+                    .iter()
+                    .position(|p| &p.name == name)
+                    .ok_or_else(|| PluginError::Readiness {
+                        name: name.clone(),
+                        problem: format!(
+                            "no loaded plugin has that name (loaded: {})",
+                            plugins
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })?;
+                if !can_judge(i) {
+                    return Err(PluginError::Readiness {
+                        name: name.clone(),
+                        problem: format!(
+                            "{} does not judge readiness (it provides: {})",
+                            plugins[i].path.display(),
+                            plugins[i].capabilities.names().join(", ")
+                        ),
+                    });
+                }
+                Some(i)
+            }
+            None => stats
+                .filter(|&i| can_judge(i))
+                .or_else(|| (0..plugins.len()).find(|&i| can_judge(i))),
+        };
+
+        let (sink, thread) = sink::start(plugins.clone()).map_err(|e| PluginError::Open {
+            name: "(event thread)".into(),
+            path: PathBuf::new(),
+            cause: e.to_string(),
+        })?;
+        Ok(Self {
+            plugins,
+            stats,
+            readiness,
+            sink,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A handle for the mirror worker and client sessions to report events.
+    pub fn events(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// Waits until every event sent before this call has reached the plugins. Call it
+    /// before reading snapshots, readiness or metrics.
+    pub async fn flush(&self) {
+        self.sink.flush().await
+    }
+
+    /// The stats plugin's snapshot.
+    pub fn snapshot(&self) -> Result<StatsSnapshot, PluginError> {
+        let stats = self
+            .stats
+            .ok_or(PluginError::NoProvider { what: "statistics" })?;
+        self.plugins[stats].call("snapshot", |p| p.snapshot())
+    }
+
+    /// The readiness plugin's verdict on the stats plugin's snapshot.
+    pub fn assess(&self, criteria: &ReadinessCriteria) -> Result<ReadinessReport, PluginError> {
+        let judge = self
+            .readiness
+            .ok_or(PluginError::NoProvider { what: "readiness" })?;
+        let snapshot = self.snapshot()?;
+        self.plugins[judge].call("assess", |p| p.assess(&snapshot, criteria))
+    }
+
+    /// Metric points of every plugin that contributes some. A failing plugin's points
+    /// are left out (and its error logged), so one bad plugin cannot blank the endpoint.
+    pub fn metric_points(&self) -> Vec<MetricPoint> {
+        let mut points = Vec::new();
+        for p in &self.plugins {
+            if !p.capabilities.contains(Capabilities::METRICS) || p.failure().is_some() {
+                continue;
+            }
+            match p.call("metric_points", |i| i.metric_points()) {
+                Ok(v) => points.extend(v),
+                Err(PluginError::Panicked { .. }) => {} // logged once by `call`
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        points
+    }
+
+    /// Forgets everything observed so far (`RESET MIRROR STATS`): events sent before
+    /// the call are delivered first, then every plugin resets. Returns the errors of
+    /// plugins that could not reset.
+    pub async fn reset(&self) -> Result<(), Vec<PluginError>> {
+        let (ack, done) = oneshot::channel();
+        self.sink
+            .command(Command::Reset(ack))
+            .map_err(|e| vec![e])?;
+        match done.await {
+            Ok(errors) if errors.is_empty() => Ok(()),
+            Ok(errors) => Err(errors),
+            Err(_) => Err(vec![PluginError::EventThreadStopped]),
+        }
+    }
+
+    /// `SHOW PLUGINS`.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PluginInfo {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                plugin_name: p.plugin_name.clone(),
+                version: p.version.clone(),
+                capabilities: p.capabilities.names(),
+                roles: [(self.stats, "stats"), (self.readiness, "readiness")]
+                    .into_iter()
+                    .filter(|(idx, _)| *idx == Some(i))
+                    .map(|(_, role)| role)
+                    .collect(),
+                status: match p.failure() {
+                    Some(reason) => PluginStatus::Failed(reason.to_string()),
+                    None => PluginStatus::Ok,
+                },
+                consume_errors: p.consume_errors(),
+            })
+            .collect()
+    }
+
+    /// Delivers pending events and stops the event thread (SIGTERM drain). Later
+    /// `send`s are discarded.
+    pub async fn shutdown(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.sink.command(Command::Close(ack)).is_ok() {
+            let _ = done.await;
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            // The thread has acknowledged and is returning: joining is immediate.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        // Stop the thread once queued events are delivered; do not wait for it here.
+        let (ack, _) = oneshot::channel();
+        let _ = self.sink.command(Command::Close(ack));
+    }
+}
+
+impl PluginHost {
+    /// [`PluginHost::load`] with the `[[plugins]]` entries and `readiness_plugin` of a
+    /// parsed config; `config_dir` is the directory of `pgdog.toml`.
+    pub fn load_from_config(
+        config: &crate::config::Config,
+        config_dir: &Path,
+    ) -> Result<Self, PluginError> {
+        let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
+        let options = LoadOptions {
+            readiness_plugin: config.general.readiness_plugin.clone(),
+            ..LoadOptions::new(config_dir)
+        };
+        Self::load(&specs, &options)
+    }
+}
+
+/// The readiness criteria of `[general]`.
+pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
+    criteria(
+        general.mirror_max_error_rate,
+        general.mirror_max_latency_ms,
+        general.mirror_min_requests,
+        general.mirror_min_runtime_hours,
+    )
+}
+
+/// Builds criteria from the `[general]` readiness settings.
+pub fn criteria(
+    max_error_rate: f64,
+    max_latency_ms: u64,
+    min_requests: u64,
+    min_runtime_hours: f64,
+) -> ReadinessCriteria {
+    ReadinessCriteria {
+        max_error_rate,
+        max_latency_ms: max_latency_ms as f64,
+        min_requests,
+        min_runtime_secs: min_runtime_hours * 3600.0,
+        options: Default::default(),
+    }
+}
+
+/// Adds a free-form option to criteria (for policies that read more than the basics).
+pub fn with_option(mut criteria: ReadinessCriteria, key: &str, value: &str) -> ReadinessCriteria {
+    criteria
+        .options
+        .push(Tuple2(RString::from(key), RString::from(value)));
+    criteria
+}

@@ -1,0 +1,202 @@
+//! The event path: [`EventSink::send`] (query path) -> unbounded channel -> the
+//! `pgdog-plugin-events` thread -> batches -> every plugin that consumes events.
+//!
+//! `send` never blocks and never drops: the channel is unbounded because the mirror
+//! queue in front of it is already bounded (a full queue becomes one `Dropped` event,
+//! not a wait). The consumer is a dedicated OS thread rather than a tokio task so that
+//! foreign plugin code, however slow, never occupies a runtime worker; it drains
+//! whatever is queued (up to [`MAX_BATCH`]) into one batch, so under load the per-call
+//! cost across the boundary is spread over many events.
+//!
+//! Control messages travel in the same channel as events, which gives them a place in
+//! the order: a flush is acknowledged once every event sent before it was delivered,
+//! and a reset forgets exactly the events sent before it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pgdog_plugin_api::{
+    abi_stable::std_types::{RSlice, RStr},
+    Capabilities, EventBatch,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::MirrorEvent;
+use super::instance::LoadedPlugin;
+use super::PluginError;
+
+/// Most events handed to plugins in one call.
+pub const MAX_BATCH: usize = 4096;
+
+pub(crate) enum Command {
+    Event(MirrorEvent),
+    /// Acknowledged after everything sent before it is delivered.
+    Flush(oneshot::Sender<()>),
+    /// Deliver what came before, then reset every plugin.
+    Reset(oneshot::Sender<Vec<PluginError>>),
+    /// Deliver what came before, acknowledge, and stop the thread.
+    Close(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle for reporting mirror events.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink").finish_non_exhaustive()
+    }
+}
+
+impl EventSink {
+    /// Queues an event for the plugins. Never blocks, never waits on a plugin.
+    /// After shutdown the event is discarded (there is nobody left to count it).
+    #[inline]
+    pub fn send(&self, event: MirrorEvent) {
+        let _ = self.tx.send(Command::Event(event));
+    }
+
+    /// Waits until every event sent (by any clone) before this call reached the plugins.
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Command::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// [`EventSink::flush`] for threads outside the async runtime.
+    pub fn flush_blocking(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Command::Flush(ack)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+    }
+
+    pub(crate) fn command(&self, cmd: Command) -> Result<(), PluginError> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| PluginError::EventThreadStopped)
+    }
+}
+
+/// Starts the `pgdog-plugin-events` thread.
+pub(crate) fn start(
+    plugins: Vec<Arc<LoadedPlugin>>,
+) -> std::io::Result<(EventSink, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let consumers: Vec<_> = plugins
+        .iter()
+        .filter(|p| p.capabilities.contains(Capabilities::EVENTS))
+        .cloned()
+        .collect();
+    let handle = std::thread::Builder::new()
+        .name("pgdog-plugin-events".into())
+        .spawn(move || run(rx, consumers, plugins))?;
+    Ok((EventSink { tx }, handle))
+}
+
+fn run(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    consumers: Vec<Arc<LoadedPlugin>>,
+    all: Vec<Arc<LoadedPlugin>>,
+) {
+    let mut batch = Batcher::default();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Event(ev) => {
+                    batch.push(ev);
+                    if batch.len() >= MAX_BATCH {
+                        batch.deliver(&consumers);
+                    }
+                }
+                Command::Flush(ack) => {
+                    batch.deliver(&consumers);
+                    let _ = ack.send(());
+                }
+                Command::Reset(ack) => {
+                    batch.deliver(&consumers);
+                    let errors = all
+                        .iter()
+                        .filter_map(|p| p.call("reset", |i| i.reset()).err())
+                        .collect();
+                    let _ = ack.send(errors);
+                }
+                Command::Close(ack) => {
+                    batch.deliver(&consumers);
+                    let _ = ack.send(());
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        batch.deliver(&consumers);
+    }
+    // Every sender is gone: deliver what is left and stop.
+    batch.deliver(&consumers);
+}
+
+/// Accumulates events and the table of database names they refer to.
+#[derive(Default)]
+struct Batcher {
+    events: Vec<MirrorEvent>,
+    /// Interned names; keyed by the `Arc`'s address, so the lookup hashes a pointer,
+    /// not the name. Two `Arc`s with the same text get two slots, which plugins
+    /// aggregate by name anyway.
+    databases: Vec<Arc<str>>,
+    slots: HashMap<usize, u32>,
+    indices: Vec<u32>,
+    abi: Vec<pgdog_plugin_api::MirrorEvent>,
+}
+
+impl Batcher {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn push(&mut self, ev: MirrorEvent) {
+        let key = Arc::as_ptr(&ev.database) as *const u8 as usize;
+        let next = self.databases.len() as u32;
+        let slot = *self.slots.entry(key).or_insert(next);
+        if slot == next {
+            self.databases.push(ev.database.clone());
+        }
+        self.indices.push(slot);
+        self.events.push(ev);
+    }
+
+    fn deliver(&mut self, consumers: &[Arc<LoadedPlugin>]) {
+        if self.events.is_empty() {
+            return;
+        }
+        self.abi.clear();
+        self.abi.extend(
+            self.events
+                .iter()
+                .zip(&self.indices)
+                .map(|(ev, &db)| ev.to_abi(db)),
+        );
+        let names: Vec<RStr<'_>> = self.databases.iter().map(|d| RStr::from_str(d)).collect();
+        let batch = EventBatch {
+            databases: RSlice::from_slice(&names),
+            events: RSlice::from_slice(&self.abi),
+        };
+        for plugin in consumers {
+            if plugin.failure().is_some() {
+                continue;
+            }
+            match plugin.call("consume", |p| p.consume(&batch)) {
+                Ok(()) | Err(PluginError::Panicked { .. }) => {} // panics are logged by `call`
+                Err(e) => plugin.note_consume_error(&e),
+            }
+        }
+        drop(names);
+        self.events.clear();
+        self.indices.clear();
+        self.databases.clear();
+        self.slots.clear();
+    }
+}

@@ -1,0 +1,388 @@
+//! Loads the real plugin libraries: the workspace's cdylibs (`cargo build --workspace`)
+//! and the fixtures (`integration/plugin-fixtures/build.sh`). `cargo test` alone does
+//! not build either; a missing library fails the test with the command to run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgdog::config::Config;
+use pgdog::plugins::{
+    criteria, ErrorCategory, LoadOptions, MirrorEvent, PluginError, PluginHost, PluginSpec,
+    PluginStatus, ReadinessCriteria,
+};
+
+/// `<target>/debug` (or whichever profile built this test).
+fn profile_dir() -> PathBuf {
+    // <target>/<profile>/deps/plugins-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn workspace_lib(file: &str) -> PathBuf {
+    let path = profile_dir().join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before these tests",
+        path.display()
+    );
+    path
+}
+
+fn fixture(file: &str) -> PathBuf {
+    let dir = std::env::var_os("PGDOG_PLUGIN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            profile_dir()
+                .parent()
+                .unwrap()
+                .join("plugin-fixtures")
+                .join("debug")
+        });
+    let path = dir.join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `integration/plugin-fixtures/build.sh` before these tests",
+        path.display()
+    );
+    path
+}
+
+fn stats_lib() -> PathBuf {
+    workspace_lib("libpgdog_mirror_stats.so")
+}
+fn strict_lib() -> PathBuf {
+    workspace_lib("libpgdog_strict_readiness.so")
+}
+fn test_lib() -> PathBuf {
+    fixture("libpgdog_fixture_test_plugin.so")
+}
+
+fn spec(name: &str, path: &Path, config: &str) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        path: path.to_path_buf(),
+        config: if config.is_empty() {
+            None
+        } else {
+            Some(toml::from_str(config).unwrap())
+        },
+    }
+}
+
+fn options(readiness: Option<&str>) -> LoadOptions {
+    LoadOptions {
+        config_dir: None,
+        binary_dir: Some(profile_dir()),
+        readiness_plugin: readiness.map(String::from),
+    }
+}
+
+fn load_err(specs: &[PluginSpec]) -> PluginError {
+    PluginHost::load(specs, &options(None)).unwrap_err()
+}
+
+/// `ok` successes at 2 ms, then `errors` connection errors, on database "primary".
+async fn send(host: &PluginHost, ok: usize, errors: usize) {
+    let sink = host.events();
+    let db: Arc<str> = Arc::from("primary");
+    for _ in 0..ok {
+        sink.send(MirrorEvent::mirrored(db.clone(), Duration::from_millis(2)));
+    }
+    for _ in 0..errors {
+        sink.send(MirrorEvent::error(
+            db.clone(),
+            ErrorCategory::Connection,
+            None,
+        ));
+    }
+    host.flush().await;
+}
+
+#[tokio::test]
+async fn bundled_stats_plugin_loads_without_plugins_section() {
+    let host = PluginHost::load(&[], &options(None)).unwrap();
+    let plugins = host.plugins();
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(plugins[0].name, "mirror-stats");
+    assert_eq!(plugins[0].roles, ["stats", "readiness"]);
+
+    send(&host, 95, 5).await;
+    let rows = host
+        .assess(&ReadinessCriteria::default())
+        .unwrap()
+        .to_text_rows();
+    assert!(rows.contains(&"Error Rate: 5.00%".to_string()), "{rows:?}");
+    assert!(
+        rows.contains(&"Total Requests: 100".to_string()),
+        "{rows:?}"
+    );
+    let points = host.metric_points();
+    let mirrored = points
+        .iter()
+        .find(|p| p.labels.len() == 1 && p.label("type") == Some("mirrored"))
+        .unwrap();
+    assert_eq!(mirrored.value, 95.0);
+
+    host.reset().await.unwrap();
+    assert_eq!(host.snapshot().unwrap().overall.counts.total, 0);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_plugins_are_really_several() {
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec("strict", &strict_lib(), ""),
+        spec(
+            "a",
+            &test_lib(),
+            "label = 'a'\ncapabilities = ['events', 'metrics']",
+        ),
+        spec("b", &test_lib(), "label = 'b'\ncapabilities = ['metrics']"),
+    ];
+    let host = PluginHost::load(&specs, &options(Some("strict"))).unwrap();
+    let names: Vec<_> = host.plugins().into_iter().map(|p| p.plugin_name).collect();
+    assert_eq!(
+        names,
+        [
+            "mirror-stats",
+            "strict-readiness",
+            "fixture-test-plugin",
+            "fixture-test-plugin"
+        ]
+    );
+    send(&host, 10, 0).await;
+    let points = host.metric_points();
+    let fixture = |label: &str| {
+        points
+            .iter()
+            .find(|p| p.name.as_str() == "fixture" && p.label("label") == Some(label))
+            .map(|p| p.value)
+    };
+    // Same library, two instances, two configs: "a" consumes events, "b" does not.
+    assert_eq!(fixture("a"), Some(10.0));
+    assert_eq!(fixture("b"), Some(0.0));
+    assert!(points.iter().any(|p| p.name.as_str() == "mirror"));
+    assert_eq!(
+        host.assess(&ReadinessCriteria::default())
+            .unwrap()
+            .policy
+            .as_str(),
+        "strict-readiness"
+    );
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let err = load_err(&[spec("ghost", Path::new("/nonexistent/libghost.so"), "")]);
+    assert!(matches!(err, PluginError::NotFound { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"ghost\"") && msg.contains("/nonexistent/libghost.so"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused() {
+    let path = fixture("libpgdog_fixture_not_a_plugin.so");
+    let err = load_err(&[spec("plain", &path, "")]);
+    assert!(matches!(err, PluginError::NotAPlugin { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("libjunk.so");
+    std::fs::write(&junk, "not an ELF file").unwrap();
+    let err = load_err(&[spec("junk", &junk, "")]);
+    assert!(matches!(err, PluginError::Open { .. }), "{err}");
+    assert!(err.to_string().contains("\"junk\""), "{err}");
+}
+
+#[test]
+fn incompatible_api_version_is_refused_naming_both_versions() {
+    let path = fixture("libpgdog_fixture_old_api.so");
+    let err = load_err(&[spec("old", &path, "")]);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PluginError::IncompatibleVersion { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("0.9.0"), "{msg}");
+    assert!(msg.contains(pgdog::plugins::API_VERSION), "{msg}");
+    assert!(
+        msg.contains("\"old\"") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn incompatible_layout_is_refused_with_a_short_message() {
+    let path = fixture("libpgdog_fixture_bad_layout.so");
+    let err = load_err(&[spec("skewed", &path, "")]);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PluginError::IncompatibleLayout { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"skewed\"") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.lines().count() == 1 && msg.len() < 1000,
+        "not summarised:\n{msg}"
+    );
+}
+
+#[test]
+fn constructor_errors_are_refused() {
+    let err = load_err(&[spec(
+        "picky",
+        &test_lib(),
+        "fail_new = 'unknown mode \"x\"'",
+    )]);
+    assert!(matches!(err, PluginError::Constructor { .. }), "{err}");
+    assert!(err.to_string().contains("unknown mode \"x\""), "{err}");
+
+    let err = load_err(&[spec("boom", &test_lib(), "panic_in = 'new'")]);
+    assert!(matches!(err, PluginError::Constructor { .. }), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+
+    // The real plugins check their configs too.
+    let err = load_err(&[spec("stats", &stats_lib(), "significant_digits = 42")]);
+    assert!(err.to_string().contains("significant_digits"), "{err}");
+}
+
+#[test]
+fn readiness_plugin_must_exist_and_judge() {
+    let specs = [spec("stats", &stats_lib(), "")];
+    let err = PluginHost::load(&specs, &options(Some("nope"))).unwrap_err();
+    assert!(
+        err.to_string().contains("readiness_plugin = \"nope\""),
+        "{err}"
+    );
+
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec("counter", &test_lib(), "capabilities = ['events']"),
+    ];
+    let err = PluginHost::load(&specs, &options(Some("counter"))).unwrap_err();
+    assert!(
+        err.to_string().contains("does not judge readiness"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_is_disabled_and_the_rest_keeps_going() {
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec(
+            "panicky",
+            &test_lib(),
+            "panic_in = 'consume'\ncapabilities = ['events']",
+        ),
+    ];
+    let host = PluginHost::load(&specs, &options(None)).unwrap();
+    send(&host, 50, 0).await;
+    send(&host, 50, 0).await;
+    let infos = host.plugins();
+    let panicky = infos.iter().find(|p| p.name == "panicky").unwrap();
+    assert!(
+        matches!(&panicky.status, PluginStatus::Failed(m) if m.contains("fixture panic in consume")),
+        "{:?}",
+        panicky.status
+    );
+    assert_eq!(infos[0].status, PluginStatus::Ok);
+    // The stats plugin saw every event.
+    assert_eq!(host.snapshot().unwrap().overall.counts.mirrored, 100);
+    assert!(
+        host.assess(&ReadinessCriteria::default())
+            .unwrap()
+            .overall
+            .ready
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_readiness_plugin_fails_its_call_then_stays_disabled() {
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec(
+            "judge",
+            &test_lib(),
+            "panic_in = 'assess'\ncapabilities = ['readiness']",
+        ),
+    ];
+    let host = PluginHost::load(&specs, &options(Some("judge"))).unwrap();
+    send(&host, 5, 0).await;
+    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
+    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    assert!(matches!(err, PluginError::Disabled { .. }), "{err}");
+    // Statistics and metrics are unaffected.
+    assert_eq!(host.snapshot().unwrap().overall.counts.total, 5);
+    assert!(!host.metric_points().is_empty());
+}
+
+/// The same events, two configs that differ only in the policy: two verdicts.
+#[tokio::test]
+async fn swapping_the_policy_by_config_changes_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        strict_lib(),
+        dir.path().join("libpgdog_strict_readiness.so"),
+    )
+    .unwrap();
+    let base = r#"
+        [general]
+        mirror_min_runtime_hours = 0.0
+        [[pools]]
+        name = "primary"
+        database = "primary"
+    "#;
+    let strict = format!(
+        "{base}\n[[plugins]]\nname = \"strict\"\npath = \"libpgdog_strict_readiness.so\"\n\
+         config = {{ window = 500 }}\n"
+    );
+    let strict = strict.replacen("[general]", "[general]\nreadiness_plugin = \"strict\"", 1);
+
+    let mut verdicts = Vec::new();
+    for text in [base.to_string(), strict] {
+        let file = dir.path().join("pgdog.toml");
+        let config = Config::parse(&text, &file).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let options = LoadOptions {
+            readiness_plugin: config.general.readiness_plugin.clone(),
+            binary_dir: Some(profile_dir()),
+            ..LoadOptions::new(dir.path())
+        };
+        let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
+        let host = PluginHost::load(&specs, &options).unwrap();
+        send(&host, 300, 1).await;
+        let report = host
+            .assess(&pgdog::plugins::criteria_of(&config.general))
+            .unwrap();
+        verdicts.push((report.policy.to_string(), report.to_text_rows()[0].clone()));
+    }
+    assert_eq!(
+        verdicts,
+        [
+            ("mirror-stats".to_string(), "Status: READY".to_string()),
+            (
+                "strict-readiness".to_string(),
+                "Status: NOT READY".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn criteria_helper_converts_hours() {
+    let c = criteria(0.01, 250, 10, 1.5);
+    assert_eq!(c.min_runtime_secs, 5400.0);
+    assert_eq!(c.max_latency_ms, 250.0);
+}

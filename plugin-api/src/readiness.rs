@@ -1,0 +1,226 @@
+//! Readiness criteria (in) and the readiness report (out).
+//!
+//! The report renders to the text rows `SHOW MIRROR READINESS` returns
+//! ([`ReadinessReport::to_text_rows`]), so every policy reads the same way.
+
+use std::fmt::Write as _;
+
+use abi_stable::{
+    std_types::{RString, RVec, Tuple2},
+    StableAbi,
+};
+
+/// The operator's limits, from `[general]` in `pgdog.toml`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ReadinessCriteria {
+    /// Fraction, e.g. `0.05` for 5 %.
+    pub max_error_rate: f64,
+    /// Bound on the p99 mirror latency, in milliseconds.
+    pub max_latency_ms: f64,
+    pub min_requests: u64,
+    /// Minimum observation window, in seconds.
+    pub min_runtime_secs: f64,
+    /// Free-form options for policies that need more (`key`, `value`).
+    pub options: RVec<Tuple2<RString, RString>>,
+}
+
+impl Default for ReadinessCriteria {
+    /// The defaults of `[general]`: 5 %, 1000 ms, 100 requests, no minimum runtime.
+    fn default() -> Self {
+        Self {
+            max_error_rate: 0.05,
+            max_latency_ms: 1000.0,
+            min_requests: 100,
+            min_runtime_secs: 0.0,
+            options: RVec::new(),
+        }
+    }
+}
+
+impl ReadinessCriteria {
+    /// The value of a free-form option.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|t| t.0.as_str() == key)
+            .map(|t| t.1.as_str())
+    }
+}
+
+/// One failing criterion, with the numbers.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Reason {
+    /// Machine-readable name, e.g. `min_requests`, `max_error_rate`.
+    pub criterion: RString,
+    pub measured: f64,
+    pub limit: f64,
+    /// Human-readable, e.g. `Total requests 5 < minimum 100`.
+    pub message: RString,
+}
+
+impl Reason {
+    pub fn new(criterion: &str, measured: f64, limit: f64, message: String) -> Self {
+        Self {
+            criterion: criterion.into(),
+            measured,
+            limit,
+            message: message.into(),
+        }
+    }
+}
+
+/// The verdict for one database, or for all of them.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct DatabaseReport {
+    /// Pool name; empty for the overall verdict.
+    pub database: RString,
+    pub ready: bool,
+    /// 0 to 100.
+    pub confidence: f64,
+    /// How the confidence was obtained (shown under the score), may be empty.
+    pub confidence_detail: RString,
+    /// Fractions (0.05 = 5 %).
+    pub error_rate: f64,
+    pub success_rate: f64,
+    pub total_requests: u64,
+    pub mirrored: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub avg_latency_ms: f64,
+    pub p99_latency_ms: f64,
+    pub max_latency_ms: f64,
+    pub window_secs: f64,
+    /// Empty when ready.
+    pub reasons: RVec<Reason>,
+}
+
+/// A policy's verdict.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct ReadinessReport {
+    /// Name of the policy (plugin) that judged.
+    pub policy: RString,
+    pub overall: DatabaseReport,
+    pub databases: RVec<DatabaseReport>,
+}
+
+impl ReadinessReport {
+    /// One text row per line: the overall verdict first, then each database.
+    ///
+    /// ```text
+    /// Status: NOT READY
+    /// Confidence Score: 7.3%
+    /// ...
+    /// Reason: Total requests 5 < minimum 100
+    /// Database: primary
+    /// primary Status: NOT READY
+    /// ```
+    pub fn to_text_rows(&self) -> Vec<String> {
+        let mut rows = Vec::with_capacity(16 * (1 + self.databases.len()));
+        render(&self.overall, "", &mut rows);
+        rows.push(format!("Policy: {}", self.policy));
+        for db in self.databases.iter() {
+            rows.push(format!("Database: {}", db.database));
+            let prefix = format!("{} ", db.database);
+            render(db, &prefix, &mut rows);
+        }
+        rows
+    }
+}
+
+fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
+    let status = if r.ready { "READY" } else { "NOT READY" };
+    rows.push(format!("{prefix}Status: {status}"));
+    rows.push(format!("{prefix}Confidence Score: {:.1}%", r.confidence));
+    if !r.confidence_detail.is_empty() {
+        rows.push(format!(
+            "{prefix}Confidence Detail: {}",
+            r.confidence_detail
+        ));
+    }
+    rows.push(format!("{prefix}Error Rate: {:.2}%", r.error_rate * 100.0));
+    rows.push(format!(
+        "{prefix}Success Rate: {:.2}%",
+        r.success_rate * 100.0
+    ));
+    rows.push(format!("{prefix}Total Requests: {}", r.total_requests));
+    rows.push(format!(
+        "{prefix}Mirrored: {}, Errors: {}, Dropped: {}",
+        r.mirrored, r.errors, r.dropped
+    ));
+    rows.push(format!(
+        "{prefix}Latency: avg {:.2}ms, p99 {:.2}ms, max {:.2}ms",
+        r.avg_latency_ms, r.p99_latency_ms, r.max_latency_ms
+    ));
+    rows.push(format!(
+        "{prefix}Observation Window: {}",
+        format_window(r.window_secs)
+    ));
+    for reason in r.reasons.iter() {
+        rows.push(format!("{prefix}Reason: {}", reason.message));
+    }
+}
+
+/// `1h 02m 03s (1.03h)`.
+pub fn format_window(secs: f64) -> String {
+    let total = secs.max(0.0) as u64;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{}h {:02}m {:02}s ({:.2}h)",
+        total / 3600,
+        (total % 3600) / 60,
+        total % 60,
+        secs / 3600.0
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_spec_rows() {
+        let report = ReadinessReport {
+            policy: "mirror-stats".into(),
+            overall: DatabaseReport {
+                ready: false,
+                confidence: 87.54,
+                error_rate: 0.05,
+                success_rate: 0.95,
+                total_requests: 100,
+                mirrored: 95,
+                errors: 5,
+                window_secs: 3723.0,
+                reasons: vec![Reason::new(
+                    "min_requests",
+                    5.0,
+                    100.0,
+                    "Total requests 5 < minimum 100".into(),
+                )]
+                .into(),
+                ..Default::default()
+            },
+            databases: vec![DatabaseReport {
+                database: "primary".into(),
+                ready: true,
+                ..Default::default()
+            }]
+            .into(),
+        };
+        let rows = report.to_text_rows();
+        assert_eq!(rows[0], "Status: NOT READY");
+        assert!(rows.contains(&"Confidence Score: 87.5%".to_string()));
+        assert!(rows.contains(&"Error Rate: 5.00%".to_string()));
+        assert!(rows.contains(&"Success Rate: 95.00%".to_string()));
+        assert!(rows.contains(&"Total Requests: 100".to_string()));
+        assert!(rows.contains(&"Observation Window: 1h 02m 03s (1.03h)".to_string()));
+        assert!(rows.contains(&"Reason: Total requests 5 < minimum 100".to_string()));
+        assert!(rows.contains(&"Database: primary".to_string()));
+        assert!(rows.contains(&"primary Status: READY".to_string()));
+    }
+}

@@ -1,0 +1,265 @@
+//! `mirror-stats`: pgdog's default plugin, loaded from beside the `pgdog` binary when
+//! `pgdog.toml` names no plugins.
+//!
+//! It aggregates mirror events per database (counts, errors by category, HDR latency
+//! histograms for the mirror and the primary), exposes them as metric points
+//! ([`metrics`]) and judges readiness with the default policy ([`policy`]).
+//!
+//! Config (`[[plugins]] config = { ... }`), all optional:
+//! * `significant_digits` (default 3): precision of the latency histograms (1 to 5).
+
+pub mod aggregate;
+pub mod metrics;
+pub mod policy;
+
+use std::collections::HashMap;
+
+use pgdog_plugin_api::{
+    export_plugin, stats::now_unix_us, Capabilities, EventBatch, MetricPoint, MirrorEvent, Plugin,
+    ReadinessCriteria, ReadinessReport, StatsSnapshot,
+};
+use serde::Deserialize;
+
+use aggregate::Aggregate;
+
+/// The name this plugin reports (and the default `readiness_plugin`).
+pub const PLUGIN_NAME: &str = "mirror-stats";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Histogram precision; default 3.
+    #[serde(default = "default_significant_digits")]
+    significant_digits: u8,
+}
+
+fn default_significant_digits() -> u8 {
+    3
+}
+
+/// The aggregation state.
+pub struct Stats {
+    significant_digits: u8,
+    /// Database name -> index in `databases`.
+    slots: HashMap<String, usize>,
+    databases: Vec<(String, Aggregate)>,
+    /// Reused per batch: batch database index -> slot.
+    batch_slots: Vec<usize>,
+}
+
+impl Stats {
+    pub fn new(significant_digits: u8) -> Self {
+        Self {
+            significant_digits,
+            slots: HashMap::new(),
+            databases: Vec::new(),
+            batch_slots: Vec::new(),
+        }
+    }
+
+    /// Parses the plugin config (TOML text; empty means defaults).
+    pub fn from_config(config: &str) -> Result<Self, String> {
+        let cfg: Config =
+            toml::from_str(config).map_err(|e| format!("invalid mirror-stats config: {e}"))?;
+        if !(1..=5).contains(&cfg.significant_digits) {
+            return Err(format!(
+                "invalid mirror-stats config: significant_digits = {} (expected 1 to 5)",
+                cfg.significant_digits
+            ));
+        }
+        Ok(Self::new(cfg.significant_digits))
+    }
+
+    fn slot(&mut self, database: &str) -> usize {
+        if let Some(&i) = self.slots.get(database) {
+            return i;
+        }
+        let i = self.databases.len();
+        self.databases.push((
+            database.to_string(),
+            Aggregate::new(self.significant_digits),
+        ));
+        self.slots.insert(database.to_string(), i);
+        i
+    }
+
+    /// Records events whose `database` indexes into `databases`.
+    pub fn consume_events<S: AsRef<str>>(&mut self, databases: &[S], events: &[MirrorEvent]) {
+        let mut slots = std::mem::take(&mut self.batch_slots);
+        slots.clear();
+        slots.extend(databases.iter().map(|d| self.slot(d.as_ref())));
+        for ev in events {
+            let slot = match slots.get(ev.database as usize) {
+                Some(&s) => s,
+                None => self.slot("?"),
+            };
+            self.databases[slot].1.record(ev);
+        }
+        self.batch_slots = slots;
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut overall = Aggregate::new(self.significant_digits);
+        let mut databases: Vec<_> = self
+            .databases
+            .iter()
+            .map(|(name, agg)| {
+                overall.merge(agg);
+                agg.to_stats(name)
+            })
+            .collect();
+        databases.sort_by(|a, b| a.database.cmp(&b.database));
+        StatsSnapshot {
+            overall: overall.to_stats(""),
+            databases: databases.into(),
+            taken_at_unix_us: now_unix_us(),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.slots.clear();
+        self.databases.clear();
+    }
+}
+
+impl Plugin for Stats {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EVENTS
+            | Capabilities::SNAPSHOT
+            | Capabilities::READINESS
+            | Capabilities::METRICS
+    }
+
+    fn consume(&mut self, batch: &EventBatch<'_>) -> Result<(), String> {
+        self.consume_events(batch.databases.as_slice(), batch.events.as_slice());
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<StatsSnapshot, String> {
+        Ok(Stats::snapshot(self))
+    }
+
+    fn assess(
+        &mut self,
+        snapshot: &StatsSnapshot,
+        criteria: &ReadinessCriteria,
+    ) -> Result<ReadinessReport, String> {
+        Ok(policy::assess(PLUGIN_NAME, snapshot, criteria))
+    }
+
+    fn metric_points(&mut self) -> Result<Vec<MetricPoint>, String> {
+        Ok(metrics::metric_points(&Stats::snapshot(self)))
+    }
+
+    fn reset(&mut self) -> Result<(), String> {
+        Stats::reset(self);
+        Ok(())
+    }
+}
+
+export_plugin!(name: PLUGIN_NAME, constructor: Stats::from_config);
+
+/// Event constructors for tests (here and in the host's tests).
+#[doc(hidden)]
+pub mod testing {
+    use pgdog_plugin_api::{
+        abi_stable::std_types::ROption, stats::now_unix_us, DropReason, ErrorCategory, MirrorEvent,
+        Outcome,
+    };
+
+    fn base(database: u32) -> MirrorEvent {
+        MirrorEvent {
+            database,
+            outcome: Outcome::MIRRORED,
+            category: ErrorCategory::NONE,
+            drop_reason: DropReason::NONE,
+            sqlstate: [0; 5],
+            mirror_latency_us: ROption::RNone,
+            primary_latency_us: ROption::RNone,
+            at_unix_us: now_unix_us(),
+            fingerprint: ROption::RNone,
+        }
+    }
+
+    pub fn ok(database: u32, latency_us: u64) -> MirrorEvent {
+        MirrorEvent {
+            mirror_latency_us: ROption::RSome(latency_us),
+            ..base(database)
+        }
+    }
+
+    pub fn error(database: u32, category: ErrorCategory) -> MirrorEvent {
+        MirrorEvent {
+            outcome: Outcome::ERROR,
+            category,
+            ..base(database)
+        }
+    }
+
+    pub fn dropped(database: u32) -> MirrorEvent {
+        MirrorEvent {
+            outcome: Outcome::DROPPED,
+            drop_reason: DropReason::BUFFER_FULL,
+            ..base(database)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{dropped, ok};
+    use super::*;
+
+    #[test]
+    fn per_database_and_overall() {
+        let mut s = Stats::from_config("").unwrap();
+        s.consume_events(&["b", "a"], &[ok(0, 1000), ok(1, 3000), dropped(1)]);
+        s.consume_events(&["a"], &[ok(0, 2000)]);
+        let snap = s.snapshot();
+        let names: Vec<_> = snap.databases.iter().map(|d| d.database.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(snap.databases[0].counts.total, 3);
+        assert_eq!(snap.databases[0].counts.dropped, 1);
+        assert_eq!(snap.overall.counts.total, 4);
+        assert_eq!(snap.overall.mirror_latency.samples, 3);
+        assert!((snap.overall.mirror_latency.avg_ms - 2.0).abs() < 0.01);
+        s.reset();
+        assert_eq!(s.snapshot().overall.counts.total, 0);
+    }
+
+    #[test]
+    fn metric_points_use_spec_names() {
+        let mut s = Stats::new(3);
+        s.consume_events(&["primary"], &[ok(0, 1000), dropped(0)]);
+        let points = metrics::metric_points(&s.snapshot());
+        let find = |labels: &[(&str, &str)]| {
+            points
+                .iter()
+                .find(|p| {
+                    p.labels.len() == labels.len()
+                        && labels.iter().all(|(k, v)| p.label(k) == Some(*v))
+                })
+                .map(|p| p.value)
+        };
+        assert_eq!(find(&[("type", "mirrored")]), Some(1.0));
+        assert_eq!(find(&[("type", "dropped")]), Some(1.0));
+        assert_eq!(find(&[("type", "total")]), Some(2.0));
+        assert_eq!(find(&[("error_type", "buffer_full")]), Some(1.0));
+        assert_eq!(find(&[("error_type", "connection")]), Some(0.0));
+        assert_eq!(find(&[("stat", "avg_latency_ms")]), Some(1.0));
+        assert_eq!(
+            find(&[("database", "primary"), ("metric", "mirrored")]),
+            Some(1.0)
+        );
+        assert!(points.iter().all(|p| p.name.as_str() == "mirror"));
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(Stats::from_config("significant_digits = 2").is_ok());
+        let err = Stats::from_config("significant_digits = 9").err().unwrap();
+        assert!(err.contains("significant_digits = 9"), "{err}");
+        let err = Stats::from_config("nope = 1").err().unwrap();
+        assert!(err.contains("nope"), "{err}");
+    }
+}
