@@ -45,6 +45,7 @@ pub struct PoolStats {
     pub connect_errors: AtomicU64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub size: usize,
     pub connect_timeout: Duration,
@@ -58,6 +59,10 @@ struct Inner {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Server>>,
     disabled: AtomicBool,
+    /// `PAUSE`: while true, new checkouts wait (admin console).
+    paused: tokio::sync::watch::Sender<bool>,
+    /// Bumped by `KILL`: connections checked out before are closed on release.
+    epoch: AtomicU64,
     stats: PoolStats,
     /// Derived on first client login (PBKDF2 is slow).
     scram: OnceLock<Option<ScramSecret>>,
@@ -84,6 +89,8 @@ impl Pool {
                 settings,
                 idle: Mutex::new(Vec::new()),
                 disabled: AtomicBool::new(false),
+                paused: tokio::sync::watch::Sender::new(false),
+                epoch: AtomicU64::new(0),
                 stats: PoolStats::default(),
                 scram: OnceLock::new(),
             }),
@@ -104,6 +111,26 @@ impl Pool {
 
     pub fn stats(&self) -> &PoolStats {
         &self.inner.stats
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.inner.paused.borrow()
+    }
+
+    /// `PAUSE` / `RESUME`: while paused, new checkouts wait (without a timeout) until resumed;
+    /// connections already checked out are unaffected.
+    pub fn set_paused(&self, paused: bool) {
+        self.inner.paused.send_replace(paused);
+    }
+
+    /// `KILL`: closes the idle connections now and every checked-out one when it is released.
+    pub fn kill(&self) {
+        self.inner.epoch.fetch_add(1, Ordering::Relaxed);
+        self.close_idle();
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -149,6 +176,10 @@ impl Pool {
         let stats = &self.inner.stats;
         let timeout = self.inner.settings.checkout_timeout;
         stats.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.is_paused() {
+            // Err only if the sender is gone, which cannot happen while `self` lives.
+            let _ = self.inner.paused.subscribe().wait_for(|p| !p).await;
+        }
         let permit =
             tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await;
         stats.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -186,6 +217,7 @@ impl Pool {
         Ok(PooledServer {
             server: Some(server),
             pool: self.clone(),
+            epoch: self.inner.epoch.load(Ordering::Relaxed),
             _permit: permit,
         })
     }
@@ -195,6 +227,8 @@ impl Pool {
 pub struct PooledServer {
     server: Option<Server>,
     pool: Pool,
+    /// The pool's `KILL` epoch at checkout.
+    epoch: u64,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -214,8 +248,11 @@ impl PooledServer {
             return;
         };
         let stats = &self.pool.inner.stats;
-        let reusable =
-            !self.pool.is_disabled() && !server.has_buffered() && server.reset().await.is_ok();
+        let killed = self.pool.inner.epoch.load(Ordering::Relaxed) != self.epoch;
+        let reusable = !self.pool.is_disabled()
+            && !killed
+            && !server.has_buffered()
+            && server.reset().await.is_ok();
         if reusable {
             stats.idle.fetch_add(1, Ordering::Relaxed);
             self.pool.inner.idle.lock().unwrap().push(server);
