@@ -29,3 +29,7 @@ bench:
 
 bench-quick:
 	bash bench/pgbench.sh --quick
+
+## The main job: clusters, proxy with mirroring, traffic, readiness and metrics.
+demo:
+	bash scripts/demo.sh

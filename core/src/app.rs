@@ -50,10 +50,29 @@ pub async fn run(
         g.port
     );
 
+    let metrics_listener = bind("metrics", g.metrics_host(), g.metrics_port).await?;
+    tracing::info!(
+        "metrics on http://{}:{}/metrics",
+        g.metrics_host(),
+        g.metrics_port
+    );
+    let metrics = tokio::spawn(crate::metrics::serve(proxy.clone(), metrics_listener));
+    // admin_port = 0 turns the admin console off.
+    let admin = match g.admin_port {
+        0 => None,
+        port => {
+            let admin = bind("admin", &g.host, port).await?;
+            Some(tokio::spawn(crate::admin::serve(proxy.clone(), admin)))
+        }
+    };
     let accept = tokio::spawn(listener::serve(proxy.clone(), listener));
     wait_for_signal(&proxy).await;
     proxy.shutdown.cancel();
     let _ = accept.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    let _ = metrics.await;
     proxy.sessions.close();
     let timeout = Duration::from_millis(g.shutdown_timeout_ms);
     if tokio::time::timeout(timeout, proxy.sessions.wait())
@@ -72,6 +91,20 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("mirror queues not drained within 2 s of shutdown; their requests are lost");
+    }
+    plugins.flush().await;
+    if let Ok(snapshot) = plugins.snapshot() {
+        let c = &snapshot.overall.counts;
+        if c.total > 0 {
+            tracing::info!(
+                "mirror totals: {} requests, {} mirrored, {} dropped, {} errors {:?}",
+                c.total,
+                c.mirrored,
+                c.dropped,
+                c.errors,
+                c.by_category
+            );
+        }
     }
     plugins.shutdown().await;
     tracing::info!("pgdog stopped");

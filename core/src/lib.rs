@@ -5,11 +5,13 @@
 //! [`protocol`] (frames as raw bytes) -> [`backend`] (pools of server connections) -> the
 //! primary server. [`proxy`] holds the handles they share; [`app`] starts and stops it all.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod frontend;
+pub mod metrics;
 pub mod mirror;
 pub mod plugins;
 pub mod protocol;

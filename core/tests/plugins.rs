@@ -75,6 +75,7 @@ fn options(readiness: Option<&str>) -> LoadOptions {
         config_dir: None,
         binary_dir: Some(profile_dir()),
         readiness_plugin: readiness.map(String::from),
+        stats_window_secs: None,
     }
 }
 

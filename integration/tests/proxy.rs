@@ -13,7 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn proxy_for(cluster: &PgCluster) -> Result<Pgdog> {
-    ConfigBuilder::new().pool("pgdog", cluster, "pgdog").start().await
+    ConfigBuilder::new()
+        .pool("pgdog", cluster, "pgdog")
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -37,15 +40,21 @@ async fn simple_and_extended_protocol_prepared_statements_and_rollback() -> Resu
     for i in 0..10 {
         client.execute(&insert, &[&i, &format!("item {i}")]).await?;
     }
-    let n: i64 = client.query_one("SELECT count(*) FROM items WHERE id >= $1", &[&5]).await?.get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items WHERE id >= $1", &[&5])
+        .await?
+        .get(0);
     assert_eq!(n, 5);
 
     // A transaction rolled back leaves nothing behind; one committed does.
-    client.batch_execute("BEGIN; INSERT INTO items VALUES (100, 'gone')").await?;
+    client
+        .batch_execute("BEGIN; INSERT INTO items VALUES (100, 'gone')")
+        .await?;
     client.batch_execute("ROLLBACK").await?;
     let mut client = client;
     let tx = client.transaction().await?;
-    tx.execute("INSERT INTO items VALUES (101, 'kept')", &[]).await?;
+    tx.execute("INSERT INTO items VALUES (101, 'kept')", &[])
+        .await?;
     tx.commit().await?;
     let ids: Vec<i32> = client
         .query("SELECT id FROM items WHERE id >= 100 ORDER BY id", &[])
@@ -56,7 +65,10 @@ async fn simple_and_extended_protocol_prepared_statements_and_rollback() -> Resu
     assert_eq!(ids, vec![101]);
 
     // An error in the middle keeps the session usable.
-    let err = client.simple_query("SELECT * FROM missing_table").await.unwrap_err();
+    let err = client
+        .simple_query("SELECT * FROM missing_table")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
     let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
     assert_eq!(one, 1);
@@ -68,7 +80,9 @@ async fn copy_in_and_out() -> Result<()> {
     let cluster = PgCluster::start().await?;
     let pgdog = proxy_for(&cluster).await?;
     let client = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
-    client.batch_execute("CREATE TABLE c(a int, b text)").await?;
+    client
+        .batch_execute("CREATE TABLE c(a int, b text)")
+        .await?;
 
     let sink = client.copy_in("COPY c FROM STDIN").await?;
     futures_util::pin_mut!(sink);
@@ -80,7 +94,9 @@ async fn copy_in_and_out() -> Result<()> {
     let copied = sink.finish().await?;
     assert_eq!(copied, 1000);
 
-    let stream = client.copy_out("COPY (SELECT * FROM c ORDER BY a) TO STDOUT").await?;
+    let stream = client
+        .copy_out("COPY (SELECT * FROM c ORDER BY a) TO STDOUT")
+        .await?;
     futures_util::pin_mut!(stream);
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -95,7 +111,8 @@ async fn notices_and_notifications_pass_through() -> Result<()> {
     let cluster = PgCluster::start().await?;
     let pgdog = proxy_for(&cluster).await?;
     let (client, mut connection) =
-        tokio_postgres::connect(&pgdog.dsn("pgdog", "pgdog", "pgdog"), tokio_postgres::NoTls).await?;
+        tokio_postgres::connect(&pgdog.dsn("pgdog", "pgdog", "pgdog"), tokio_postgres::NoTls)
+            .await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -104,7 +121,9 @@ async fn notices_and_notifications_pass_through() -> Result<()> {
         }
     });
     client.batch_execute("LISTEN news").await?;
-    client.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello notice'; END $$").await?;
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello notice'; END $$")
+        .await?;
     let other = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
     other.batch_execute("NOTIFY news, 'payload 1'").await?;
     // The notification is delivered to the listening client once it does something.
@@ -137,7 +156,12 @@ async fn psql_and_pgbench_in_every_protocol_mode() -> Result<()> {
 
     // psql asks for SSL first (sslmode=prefer) and must fall back to plain.
     let mut args = base.to_vec();
-    args.extend(["-d", "pgdog", "-Atc", "SELECT current_database(), current_setting('application_name')"]);
+    args.extend([
+        "-d",
+        "pgdog",
+        "-Atc",
+        "SELECT current_database(), current_setting('application_name')",
+    ]);
     let (ok, out, err) = run_with_password("pgdog", "psql", &args);
     assert!(ok, "psql failed: {err}");
     assert_eq!(out.trim(), "pgdog|psql");
@@ -151,14 +175,23 @@ async fn psql_and_pgbench_in_every_protocol_mode() -> Result<()> {
         args.extend(["-S", "-M", mode, "-c", "4", "-j", "2", "-t", "200", "pgdog"]);
         let (ok, out, err) = run_with_password("pgdog", "pgbench", &args);
         assert!(ok, "pgbench -M {mode} failed: {err}\n{out}");
-        assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
-        assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
+        assert!(
+            out.contains("number of transactions actually processed: 800/800"),
+            "{out}"
+        );
+        assert!(
+            out.contains("number of failed transactions: 0 (0.000%)"),
+            "{out}"
+        );
     }
     // The TPC-B-like default script, with transactions.
     let mut args = base.to_vec();
     args.extend(["-M", "prepared", "-c", "4", "-j", "2", "-t", "100", "pgdog"]);
     let (ok, out, err) = run_with_password("pgdog", "pgbench", &args);
-    assert!(ok && out.contains("number of failed transactions: 0 (0.000%)"), "{err}\n{out}");
+    assert!(
+        ok && out.contains("number of failed transactions: 0 (0.000%)"),
+        "{err}\n{out}"
+    );
     Ok(())
 }
 
@@ -177,11 +210,20 @@ async fn client_authentication_methods_and_failures() -> Result<()> {
         if auth != "trust" {
             let err = pgdog.connect("pgdog", "wrong", "pgdog").await.unwrap_err();
             let text = format!("{err:#}");
-            assert!(text.contains("28P01") || text.contains("password authentication failed"), "{auth}: {text}");
+            assert!(
+                text.contains("28P01") || text.contains("password authentication failed"),
+                "{auth}: {text}"
+            );
         }
         // Wrong user for the pool.
-        let err = pgdog.connect("someone", "pgdog", "pgdog").await.unwrap_err();
-        assert!(format!("{err:#}").contains("password authentication failed"), "{auth}: {err:#}");
+        let err = pgdog
+            .connect("someone", "pgdog", "pgdog")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("password authentication failed"),
+            "{auth}: {err:#}"
+        );
         // Unknown database.
         let err = connect_err(&pgdog.dsn("pgdog", "pgdog", "nosuchdb")).await;
         assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{auth}: {err}");
@@ -200,8 +242,13 @@ async fn server_authentication_methods() -> Result<()> {
             .pool_set("db", "password", pgdog_integration::password_for(user))
             .start()
             .await?;
-        let client = pgdog.connect(user, pgdog_integration::password_for(user), "db").await?;
-        let who: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
+        let client = pgdog
+            .connect(user, pgdog_integration::password_for(user), "db")
+            .await?;
+        let who: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await?
+            .get(0);
         assert_eq!(who, user);
     }
     Ok(())
@@ -211,10 +258,16 @@ async fn server_authentication_methods() -> Result<()> {
 async fn routing_by_pool_name_then_by_unique_database() -> Result<()> {
     let cluster = PgCluster::start().await?;
     cluster.create_database("test_primary").await?;
-    let pgdog = ConfigBuilder::new().pool("primary", &cluster, "test_primary").start().await?;
+    let pgdog = ConfigBuilder::new()
+        .pool("primary", &cluster, "test_primary")
+        .start()
+        .await?;
     for db in ["primary", "test_primary"] {
         let client = pgdog.connect("pgdog", "pgdog", db).await?;
-        let name: String = client.query_one("SELECT current_database()::text", &[]).await?.get(0);
+        let name: String = client
+            .query_one("SELECT current_database()::text", &[])
+            .await?
+            .get(0);
         assert_eq!(name, "test_primary");
     }
     Ok(())
@@ -227,7 +280,12 @@ async fn cancel_request_stops_a_running_query() -> Result<()> {
     let client = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
     let token = client.cancel_token();
     let started = Instant::now();
-    let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| client) });
+    let running = tokio::spawn(async move {
+        client
+            .simple_query("SELECT pg_sleep(30)")
+            .await
+            .map(|_| client)
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel_query(tokio_postgres::NoTls).await?;
     let err = running.await?.unwrap_err();
@@ -246,9 +304,11 @@ async fn client_killed_mid_query_does_not_leak_its_server_connection() -> Result
         .start()
         .await?;
     let (client, connection) =
-        tokio_postgres::connect(&pgdog.dsn("pgdog", "pgdog", "pgdog"), tokio_postgres::NoTls).await?;
+        tokio_postgres::connect(&pgdog.dsn("pgdog", "pgdog", "pgdog"), tokio_postgres::NoTls)
+            .await?;
     let conn_task = tokio::spawn(connection);
-    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
+    let query =
+        tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
     let superuser = cluster.superuser("postgres").await?;
     eventually(Duration::from_secs(10), "pg_sleep running", || async {
         let n: i64 = superuser
@@ -286,8 +346,12 @@ async fn sessions_are_reset_between_clients() -> Result<()> {
         .await?;
     {
         let a = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
-        a.batch_execute("SET work_mem = '77MB'; PREPARE p AS SELECT 1; CREATE TEMP TABLE tmp(x int)").await?;
-        a.batch_execute("BEGIN; CREATE TABLE leftover(x int)").await?; // left open on purpose
+        a.batch_execute(
+            "SET work_mem = '77MB'; PREPARE p AS SELECT 1; CREATE TEMP TABLE tmp(x int)",
+        )
+        .await?;
+        a.batch_execute("BEGIN; CREATE TABLE leftover(x int)")
+            .await?; // left open on purpose
     }
     // Same (only) server connection, fresh state.
     let b = eventually(Duration::from_secs(10), "second client", || async {
@@ -296,9 +360,18 @@ async fn sessions_are_reset_between_clients() -> Result<()> {
     .await?;
     let work_mem: String = b.query_one("SHOW work_mem", &[]).await?.get(0);
     assert_ne!(work_mem, "77MB");
-    let prepared: i64 = b.query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = 'p'", &[]).await?.get(0);
+    let prepared: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'p'",
+            &[],
+        )
+        .await?
+        .get(0);
     assert_eq!(prepared, 0);
-    let gone: bool = b.query_one("SELECT to_regclass('leftover') IS NULL", &[]).await?.get(0);
+    let gone: bool = b
+        .query_one("SELECT to_regclass('leftover') IS NULL", &[])
+        .await?
+        .get(0);
     assert!(gone, "a new client must not inherit an open transaction");
     Ok(())
 }
@@ -411,7 +484,10 @@ async fn server_down_and_pool_exhausted_are_clear_errors() -> Result<()> {
     let _holder = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
     let err = connect_err(&pgdog.dsn("pgdog", "pgdog", "pgdog")).await;
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
-    let message = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    let message = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(message.contains("exhausted"), "{message}");
     Ok(())
 }
@@ -426,23 +502,34 @@ async fn sigterm_lets_open_transactions_finish_then_exits() -> Result<()> {
         .await?;
     let idle = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
     let busy = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
-    busy.batch_execute("CREATE TABLE s(x int); BEGIN; INSERT INTO s VALUES (1)").await?;
+    busy.batch_execute("CREATE TABLE s(x int); BEGIN; INSERT INTO s VALUES (1)")
+        .await?;
     pgdog.sigterm();
     // The idle client is told, the one in a transaction may finish it.
-    eventually(Duration::from_secs(5), "idle client closed", || async { Ok(idle.is_closed().then_some(())) }).await?;
-    busy.batch_execute("INSERT INTO s VALUES (2); COMMIT").await?;
+    eventually(Duration::from_secs(5), "idle client closed", || async {
+        Ok(idle.is_closed().then_some(()))
+    })
+    .await?;
+    busy.batch_execute("INSERT INTO s VALUES (2); COMMIT")
+        .await?;
     let status = pgdog.wait_exit(Duration::from_secs(10)).await?;
     assert!(status.success(), "{status:?}");
-    let n: i64 = cluster.query_scalar_in("pgdog", "SELECT count(*) FROM s").await?;
+    let n: i64 = cluster
+        .query_scalar_in("pgdog", "SELECT count(*) FROM s")
+        .await?;
     assert_eq!(n, 2);
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_configs_are_refused_with_line_and_key() -> Result<()> {
-    let (status, out) = Pgdog::start_expect_failure("[general]\nport = 1\n\n[[pools]]\nname = \"a\"\nbogus = 3\n")?;
+    let (status, out) =
+        Pgdog::start_expect_failure("[general]\nport = 1\n\n[[pools]]\nname = \"a\"\nbogus = 3\n")?;
     assert!(!status.success());
-    assert!(out.contains("line 6") && out.contains("pools[0].bogus"), "{out}");
+    assert!(
+        out.contains("line 6") && out.contains("pools[0].bogus"),
+        "{out}"
+    );
     let (status, out) = Pgdog::check_config(
         "[[pools]]\nname = \"a\"\nmirror_of = \"nowhere\"\nmirror_exposure = 2.0\n[[pools]]\nname = \"a\"\n",
     )?;
@@ -450,7 +537,8 @@ async fn bad_configs_are_refused_with_line_and_key() -> Result<()> {
     assert!(out.contains("line 3: pools[0].mirror_of"), "{out}");
     assert!(out.contains("line 4: pools[0].mirror_exposure"), "{out}");
     assert!(out.contains("line 6: pools[1].name"), "{out}");
-    let (status, out) = Pgdog::check_config("[general]\nauth_type = \"trust\"\n[[pools]]\nname = \"a\"\n")?;
+    let (status, out) =
+        Pgdog::check_config("[general]\nauth_type = \"trust\"\n[[pools]]\nname = \"a\"\n")?;
     assert!(status.success(), "{out}");
     Ok(())
 }
@@ -467,7 +555,11 @@ async fn passwords_never_reach_the_log() -> Result<()> {
     let client = pgdog.connect("pgdog", "pgdog", "pgdog").await?;
     client.batch_execute("SELECT 1").await?;
     let log = pgdog.log();
-    for secret in ["admin-secret-9", "wrong-password-123", "password = \"pgdog\""] {
+    for secret in [
+        "admin-secret-9",
+        "wrong-password-123",
+        "password = \"pgdog\"",
+    ] {
         assert!(!log.contains(secret), "{secret} in log:\n{log}");
     }
     Ok(())

@@ -8,5 +8,5 @@ pub mod server;
 mod error;
 pub use error::BackendError;
 pub use pool::{Pool, PoolError, PooledServer};
-pub use pools::{Pools, RouteError};
+pub use pools::{PoolChange, Pools, RouteError};
 pub use server::{Server, ServerAddr};

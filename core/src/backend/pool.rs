@@ -8,7 +8,7 @@
 use super::{BackendError, Server, ServerAddr};
 use crate::auth::scram::ScramSecret;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -43,6 +43,14 @@ pub struct PoolStats {
     pub clients: AtomicUsize,
     pub connects: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// Requests clients sent (simple Query, extended-protocol Sync, FunctionCall).
+    pub queries: AtomicU64,
+    /// Bytes forwarded from clients to servers.
+    pub bytes_received: AtomicU64,
+    /// Bytes forwarded from servers to clients.
+    pub bytes_sent: AtomicU64,
+    /// ErrorResponses servers sent to clients.
+    pub errors: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +73,7 @@ struct Inner {
     epoch: AtomicU64,
     stats: PoolStats,
     /// Derived on first client login (PBKDF2 is slow).
-    scram: OnceLock<Option<ScramSecret>>,
+    scram: tokio::sync::OnceCell<Option<ScramSecret>>,
 }
 
 #[derive(Clone)]
@@ -92,7 +100,7 @@ impl Pool {
                 paused: tokio::sync::watch::Sender::new(false),
                 epoch: AtomicU64::new(0),
                 stats: PoolStats::default(),
-                scram: OnceLock::new(),
+                scram: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -111,6 +119,17 @@ impl Pool {
 
     pub fn stats(&self) -> &PoolStats {
         &self.inner.stats
+    }
+
+    /// Whether both handles are the same pool (not just equal settings).
+    pub fn ptr_eq(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Process ids of the idle server connections (`SHOW SERVERS`).
+    pub fn idle_pids(&self) -> Vec<i32> {
+        let idle = self.inner.idle.lock().unwrap();
+        idle.iter().map(|s| s.key.0).collect()
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -161,10 +180,17 @@ impl Pool {
     }
 
     /// The SCRAM secret clients of this pool authenticate against (None: no password).
-    pub fn scram_secret(&self) -> Option<&ScramSecret> {
+    pub async fn scram_secret(&self) -> Option<&ScramSecret> {
         self.inner
             .scram
-            .get_or_init(|| self.inner.addr.password.as_deref().map(ScramSecret::new))
+            .get_or_init(|| async {
+                // PBKDF2 takes milliseconds of CPU: off the runtime's threads.
+                let password = self.inner.addr.password.clone()?;
+                tokio::task::spawn_blocking(move || ScramSecret::new(&password))
+                    .await
+                    .ok()
+            })
+            .await
             .as_ref()
     }
 

@@ -1,9 +1,13 @@
 //! All pools, and the rule that maps a client's `database` to one of them.
+//!
+//! The table sits behind a lock so the admin console's `RELOAD` can add, replace and remove
+//! pools while clients log in; lookups hand out `Pool` handles (an `Arc` clone each).
 
 use super::pool::{Pool, PoolSettings};
 use super::ServerAddr;
 use crate::config::Config;
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -13,17 +17,33 @@ pub enum RouteError {
 }
 
 pub struct Pools {
+    table: RwLock<Arc<Table>>,
+}
+
+struct Table {
     by_name: HashMap<String, Pool>,
     /// Server database name -> pool names with it, for routing by database.
     by_database: HashMap<String, Vec<String>>,
 }
 
-impl Pools {
-    pub fn from_config(config: &Config) -> Pools {
-        let g = &config.general;
-        let mut by_name = HashMap::new();
-        let mut by_database: HashMap<String, Vec<String>> = HashMap::new();
-        for p in &config.pools {
+/// What `RELOAD` did to one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolChange {
+    Added(String),
+    /// Address, credentials, size or timeouts changed: new clients get a new pool, clients
+    /// already connected keep theirs until they leave.
+    Replaced(String),
+    /// Gone from the config: new clients are refused, connected ones keep their session.
+    Removed(String),
+}
+
+/// Address and settings of each `[[pools]]` entry, in config order.
+fn wanted(config: &Config) -> Vec<(String, ServerAddr, PoolSettings)> {
+    let g = &config.general;
+    config
+        .pools
+        .iter()
+        .map(|p| {
             let addr = ServerAddr {
                 host: p.host.clone(),
                 port: p.port,
@@ -36,37 +56,105 @@ impl Pools {
                 connect_timeout: Duration::from_millis(g.connect_timeout_ms),
                 checkout_timeout: Duration::from_millis(g.checkout_timeout_ms),
             };
-            by_name.insert(p.name.clone(), Pool::new(&p.name, addr, settings));
+            (p.name.clone(), addr, settings)
+        })
+        .collect()
+}
+
+impl Table {
+    fn new(pools: Vec<Pool>) -> Table {
+        let mut by_name = HashMap::new();
+        let mut by_database: HashMap<String, Vec<String>> = HashMap::new();
+        for pool in pools {
             by_database
-                .entry(p.server_database().to_string())
+                .entry(pool.addr().database.clone())
                 .or_default()
-                .push(p.name.clone());
+                .push(pool.name().to_string());
+            by_name.insert(pool.name().to_string(), pool);
         }
-        Pools {
+        Table {
             by_name,
             by_database,
         }
     }
+}
 
-    pub fn get(&self, name: &str) -> Option<&Pool> {
-        self.by_name.get(name)
+impl Pools {
+    pub fn from_config(config: &Config) -> Pools {
+        let pools = wanted(config)
+            .into_iter()
+            .map(|(name, addr, settings)| Pool::new(&name, addr, settings))
+            .collect();
+        Pools {
+            table: RwLock::new(Arc::new(Table::new(pools))),
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap().clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Pool> {
+        self.table().by_name.get(name).cloned()
     }
 
     /// The pool named `database`; else the one pool whose server database is `database`.
-    pub fn route(&self, database: &str) -> Result<&Pool, RouteError> {
-        if let Some(pool) = self.by_name.get(database) {
-            return Ok(pool);
+    pub fn route(&self, database: &str) -> Result<Pool, RouteError> {
+        let table = self.table();
+        if let Some(pool) = table.by_name.get(database) {
+            return Ok(pool.clone());
         }
-        match self.by_database.get(database).map(Vec::as_slice) {
-            Some([only]) => Ok(&self.by_name[only]),
+        match table.by_database.get(database).map(Vec::as_slice) {
+            Some([only]) => Ok(table.by_name[only].clone()),
             _ => Err(RouteError::NoSuchDatabase(database.to_string())),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Pool> {
-        let mut pools: Vec<&Pool> = self.by_name.values().collect();
+    /// Every pool, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = Pool> {
+        let mut pools: Vec<Pool> = self.table().by_name.values().cloned().collect();
         pools.sort_by(|a, b| a.name().cmp(b.name()));
         pools.into_iter()
+    }
+
+    /// Makes the pools match `config` (`RELOAD`): unchanged pools are kept as they are,
+    /// changed ones are replaced (the new pool inherits `DISABLE`/`PAUSE`; the old one's
+    /// idle connections are closed), new ones added, missing ones removed.
+    pub fn reload(&self, config: &Config) -> Vec<PoolChange> {
+        let mut guard = self.table.write().unwrap();
+        let old = &guard.by_name;
+        let mut changes = Vec::new();
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for (name, addr, settings) in wanted(config) {
+            match old.get(&name) {
+                Some(pool) if *pool.addr() == addr && *pool.settings() == settings => {
+                    pools.push(pool.clone());
+                }
+                Some(pool) => {
+                    let new = Pool::new(&name, addr, settings);
+                    new.set_disabled(pool.is_disabled());
+                    new.set_paused(pool.is_paused());
+                    pool.close_idle();
+                    pools.push(new);
+                    changes.push(PoolChange::Replaced(name));
+                }
+                None => {
+                    pools.push(Pool::new(&name, addr, settings));
+                    changes.push(PoolChange::Added(name));
+                }
+            }
+        }
+        let mut removed: Vec<&Pool> = old
+            .values()
+            .filter(|p| config.pool(p.name()).is_none())
+            .collect();
+        removed.sort_by(|a, b| a.name().cmp(b.name()));
+        for pool in removed {
+            pool.close_idle();
+            changes.push(PoolChange::Removed(pool.name().to_string()));
+        }
+        *guard = Arc::new(Table::new(pools));
+        changes
     }
 }
 
@@ -102,5 +190,59 @@ mod tests {
             RouteError::NoSuchDatabase("shared".into())
         );
         assert!(pools.route("nope").is_err());
+    }
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_replaces_changed_adds_and_removes() {
+        let before = parse(
+            r#"
+            [general]
+            auth_type = "trust"
+            [[pools]]
+            name = "same"
+            [[pools]]
+            name = "moved"
+            port = 5432
+            [[pools]]
+            name = "gone"
+            "#,
+        );
+        let pools = Pools::from_config(&before);
+        let same = pools.get("same").unwrap();
+        let moved = pools.get("moved").unwrap();
+        moved.set_disabled(true);
+        let after = parse(
+            r#"
+            [general]
+            auth_type = "trust"
+            [[pools]]
+            name = "same"
+            [[pools]]
+            name = "moved"
+            port = 5433
+            [[pools]]
+            name = "new"
+            "#,
+        );
+        let changes = pools.reload(&after);
+        assert_eq!(
+            changes,
+            vec![
+                PoolChange::Replaced("moved".into()),
+                PoolChange::Added("new".into()),
+                PoolChange::Removed("gone".into()),
+            ]
+        );
+        assert!(pools.get("same").unwrap().ptr_eq(&same));
+        let replaced = pools.get("moved").unwrap();
+        assert!(!replaced.ptr_eq(&moved));
+        assert_eq!(replaced.addr().port, 5433);
+        assert!(replaced.is_disabled(), "DISABLE survives a reload");
+        assert!(pools.route("gone").is_err());
+        assert_eq!(pools.reload(&after), vec![]);
     }
 }

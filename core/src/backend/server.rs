@@ -145,13 +145,19 @@ impl Server {
                     scram = Some(client);
                 }
                 11 => {
-                    let client = scram
-                        .as_mut()
+                    let mut client = scram
+                        .take()
                         .ok_or(BackendError::Scram("unexpected SASLContinue".into()))?;
-                    client
-                        .update(r.rest())
-                        .map_err(|e| BackendError::Scram(e.to_string()))?;
+                    let server_first = r.rest().to_vec();
+                    // The client proof needs PBKDF2 (milliseconds of CPU): off the runtime's threads.
+                    let client = tokio::task::spawn_blocking(move || {
+                        client.update(&server_first).map(|()| client)
+                    })
+                    .await
+                    .map_err(|e| BackendError::Scram(e.to_string()))?
+                    .map_err(|e| BackendError::Scram(e.to_string()))?;
                     messages::sasl_response(&mut out, client.message());
+                    scram = Some(client);
                 }
                 12 => {
                     let mut client = scram

@@ -8,6 +8,7 @@ use crate::auth::{md5, scram};
 use crate::backend::{Pool, PoolError, PooledServer};
 use crate::config::AuthType;
 use crate::frontend::cancel::CancelTarget;
+use crate::frontend::clients::{ClientInfo, Registered};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{self, Startup};
@@ -27,8 +28,9 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 pub async fn run(mut stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8192);
-    match login(&mut stream, &mut buf, &proxy).await {
-        Ok(Some(session)) => session.run(stream, buf).await,
+    match login(&mut stream, &mut buf, &proxy, peer).await {
+        // The registration lasts as long as the session.
+        Ok(Some((session, _registered))) => session.run(stream, buf).await,
         Ok(None) => {}
         Err(ClientError::Protocol(ProtocolError::Eof)) => {}
         Err(e) => {
@@ -45,7 +47,8 @@ async fn login(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Session>, ClientError> {
+    peer: SocketAddr,
+) -> Result<Option<(Session, Registered)>, ClientError> {
     let params = loop {
         match startup::read(stream, buf).await? {
             Startup::Ssl | Startup::GssEnc => {
@@ -65,7 +68,7 @@ async fn login(
         .client_slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ClientError::TooManyClients(proxy.config.general.max_client_conn))?;
+        .map_err(|_| ClientError::TooManyClients(proxy.config().general.max_client_conn))?;
     let param = |name: &str| {
         params
             .iter()
@@ -88,7 +91,7 @@ async fn login(
         .route(database)
         .map_err(|e| ClientError::NoDatabase(e.to_string()))?
         .clone();
-    authenticate(stream, buf, proxy.config.general.auth_type, &pool, user).await?;
+    authenticate(stream, buf, proxy.config().general.auth_type, &pool, user).await?;
     if pool.is_disabled() {
         return Err(ClientError::PoolDisabled(format!(
             "pool \"{}\" is disabled; try again later",
@@ -118,7 +121,19 @@ async fn login(
         return Err(ProtocolError::Io(e).into());
     }
     tracing::debug!(pool = pool.name(), user, "client logged in");
-    Ok(Some(Session::new(proxy.clone(), pool, server, key, slot)))
+    let (pool_name, server_pid) = (pool.name().to_string(), server.server().key.0);
+    let session = Session::new(proxy.clone(), pool, server, key, slot);
+    let registered = proxy.clients.register(ClientInfo {
+        id: 0,
+        peer,
+        user: user.to_string(),
+        pool: pool_name,
+        server_pid,
+        connected_at: std::time::SystemTime::now(),
+        state: session.state().clone(),
+        stop: session.stop_token().clone(),
+    });
+    Ok(Some((session, registered)))
 }
 
 fn pool_error(e: PoolError) -> ClientError {
@@ -169,7 +184,7 @@ async fn authenticate(
             }
         }
         AuthType::ScramSha256 => {
-            let secret = pool.scram_secret().expect("password checked above");
+            let secret = pool.scram_secret().await.expect("password checked above");
             messages::auth_sasl(&mut out, &[scram::MECHANISM]);
             write(stream, &out).await?;
             let msg = read_password(stream, buf).await?;

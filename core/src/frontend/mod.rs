@@ -3,6 +3,7 @@
 //! [`cancel`] maps the keys we hand out to the servers' own.
 
 pub mod cancel;
+pub mod clients;
 pub mod listener;
 pub mod login;
 pub mod session;

@@ -9,6 +9,7 @@
 //! prefix is frozen into shared `Bytes` so the mirror holds a reference, never a copy.
 
 use super::state::SessionState;
+use crate::backend::pool::PoolStats;
 use crate::backend::{Pool, PooledServer, Server};
 use crate::mirror::tap::Tap;
 use crate::protocol::backend::ready_status;
@@ -37,6 +38,8 @@ pub struct Session {
     key: (i32, i32),
     state: Arc<SessionState>,
     tap: Option<Tap>,
+    /// A child of `proxy.shutdown`; the admin's `KILL` cancels it alone.
+    stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -65,6 +68,7 @@ impl Session {
         pool.stats().clients.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(SessionState::default());
         let tap = proxy.start_mirror(pool.name(), &state);
+        let stop = proxy.shutdown.child_token();
         Session {
             proxy,
             pool,
@@ -72,26 +76,40 @@ impl Session {
             key,
             state,
             tap,
+            stop,
             _slot: slot,
         }
     }
 
+    /// The state its pumps share (for the admin console's client list).
+    pub fn state(&self) -> &Arc<SessionState> {
+        &self.state
+    }
+
+    /// Cancelling this ends the session at its next idle point, as shutdown does.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
     pub async fn run(mut self, mut client: TcpStream, client_buf: BytesMut) {
-        let max = self.proxy.config.general.max_message_size;
+        let max = self.proxy.config().general.max_message_size;
         let end = {
             let (mut client_rd, mut client_wr) = client.split();
             let (mut server_rd, mut server_wr) = self.server.server().stream.split();
-            let shutdown = &self.proxy.shutdown;
+            let shutdown = &self.stop;
             let state = &*self.state;
+            let stats = self.pool.stats();
             let to_server = ClientToServer {
                 buf: client_buf,
                 max,
                 state,
+                stats,
                 shutdown,
                 tap: self.tap.as_mut(),
             }
             .run(&mut client_rd, &mut server_wr);
-            let to_client = server_to_client(&mut server_rd, &mut client_wr, state, shutdown);
+            let to_client =
+                server_to_client(&mut server_rd, &mut client_wr, state, stats, shutdown);
             tokio::select! {
                 end = to_server => end,
                 end = to_client => end,
@@ -103,6 +121,7 @@ impl Session {
     async fn finish(mut self, end: End, client: &mut TcpStream) {
         // Dropping the tap closes the mirror queue: the worker drains it and stops.
         self.tap.take();
+        self.state.close();
         self.proxy.cancel.unregister(self.key);
         self.pool.stats().clients.fetch_sub(1, Ordering::Relaxed);
         let mut out = BytesMut::new();
@@ -168,6 +187,7 @@ struct ClientToServer<'a> {
     buf: BytesMut,
     max: usize,
     state: &'a SessionState,
+    stats: &'a PoolStats,
     shutdown: &'a CancellationToken,
     tap: Option<&'a mut Tap>,
 }
@@ -187,6 +207,7 @@ impl ClientToServer<'_> {
             };
             if len > 0 {
                 let now = Instant::now();
+                let requests_before = self.state.next_seq();
                 let result = match self.tap.as_deref_mut() {
                     None => {
                         let (forward, terminated) =
@@ -206,6 +227,12 @@ impl ClientToServer<'_> {
                             .map(|()| terminated)
                     }
                 };
+                // Metrics: two relaxed adds per forwarded chunk, not per message.
+                let requests = self.state.next_seq().wrapping_sub(requests_before);
+                self.stats.queries.fetch_add(requests, Ordering::Relaxed);
+                self.stats
+                    .bytes_received
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 match result {
                     Ok(true) => return End::ClientTerminated,
                     Ok(false) => {}
@@ -280,6 +307,7 @@ async fn server_to_client<R, W>(
     server: &mut R,
     client: &mut W,
     state: &SessionState,
+    stats: &PoolStats,
     shutdown: &CancellationToken,
 ) -> End
 where
@@ -304,10 +332,17 @@ where
             continue;
         }
         let now = Instant::now();
+        let mut errors = 0;
         for (tag, msg) in Frames::new(&buf[..len]) {
-            if tag == b'Z' {
-                state.ready(ready_status(msg), now);
+            match tag {
+                b'Z' => state.ready(ready_status(msg), now),
+                b'E' => errors += 1,
+                _ => {}
             }
+        }
+        stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+        if errors > 0 {
+            stats.errors.fetch_add(errors, Ordering::Relaxed);
         }
         if client.write_all(&buf[..len]).await.is_err() {
             return End::ClientGone;

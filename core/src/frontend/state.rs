@@ -4,8 +4,9 @@
 //! Everything is an atomic written by one side and read by the other, so no lock is taken
 //! on the forwarding path.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// How many recent requests' primary timings are kept (pipelines deeper than this lose
 /// the pairing, not correctness).
@@ -23,8 +24,14 @@ pub struct SessionState {
     started_ns: [AtomicU64; RING],
     /// Per request: primary latency in ns (written at its ReadyForQuery).
     latency_ns: [AtomicU64; RING],
-    /// Sequence number each `latency_ns` slot belongs to.
+    /// Per request: transaction status after it (`I`, `T`, `E`).
+    status_at: [AtomicU8; RING],
+    /// Sequence number each `latency_ns`/`status_at` slot belongs to.
     latency_seq: [AtomicI64; RING],
+    /// Set when the session ends: nothing more will be answered.
+    closed: AtomicBool,
+    /// Wakes the mirror worker waiting for the primary's answer.
+    progress: Notify,
 }
 
 impl Default for SessionState {
@@ -36,7 +43,10 @@ impl Default for SessionState {
             status: AtomicU8::new(b'I'),
             started_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+            status_at: std::array::from_fn(|_| AtomicU8::new(b'I')),
             latency_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
+            closed: AtomicBool::new(false),
+            progress: Notify::new(),
         }
     }
 }
@@ -54,13 +64,43 @@ impl SessionState {
     /// A ReadyForQuery arrived with `status`.
     #[inline]
     pub fn ready(&self, status: u8, now: Instant) {
-        let seq = self.done.fetch_add(1, Ordering::Relaxed);
+        let seq = self.done.load(Ordering::Relaxed);
         self.status.store(status, Ordering::Relaxed);
         let slot = seq as usize % RING;
         let ns = now.duration_since(self.epoch).as_nanos() as u64;
         let started = self.started_ns[slot].load(Ordering::Relaxed);
         self.latency_ns[slot].store(ns.saturating_sub(started), Ordering::Relaxed);
+        self.status_at[slot].store(status, Ordering::Relaxed);
         self.latency_seq[slot].store(seq as i64, Ordering::Release);
+        self.done.store(seq + 1, Ordering::Release);
+        // Only costs an atomic when no mirror worker waits.
+        self.progress.notify_waiters();
+    }
+
+    /// The session is over: wakes a worker waiting for answers that will not come.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.progress.notify_waiters();
+    }
+
+    /// Waits until the primary has answered request `seq`; returns the transaction status
+    /// after it, or `None` when the session ended first (or the answer is too old to be
+    /// recorded).
+    pub async fn answered(&self, seq: u64) -> Option<u8> {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.done.load(Ordering::Acquire) > seq {
+                let slot = seq as usize % RING;
+                return (self.latency_seq[slot].load(Ordering::Acquire) == seq as i64)
+                    .then(|| self.status_at[slot].load(Ordering::Relaxed));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
     }
 
     /// Requests sent and not yet answered.

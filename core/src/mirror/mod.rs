@@ -15,7 +15,7 @@ pub mod worker;
 pub use event::{DropReason, ErrorCategory, Event, EventSink, Outcome};
 
 use crate::backend::Pool;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +25,10 @@ pub struct MirrorTarget {
     pub database: Arc<str>,
     /// The pool requests are replayed on.
     pub pool: Pool,
-    /// Fraction of transactions mirrored.
-    pub exposure: f64,
-    /// Queue length per client session.
-    pub queue: usize,
+    /// Fraction of transactions mirrored, as `f64` bits: `RELOAD` changes it live.
+    exposure: AtomicU64,
+    /// Queue length of new client sessions (`RELOAD` changes it for new sessions).
+    queue: AtomicUsize,
     /// A mirrored request running longer than this is cancelled and counted as a timeout.
     pub timeout: Duration,
     /// Requests queued across this pool's sessions, for `SHOW MIRROR STATS` and metrics.
@@ -36,8 +36,43 @@ pub struct MirrorTarget {
 }
 
 impl MirrorTarget {
+    pub fn new(
+        database: &str,
+        pool: Pool,
+        exposure: f64,
+        queue: usize,
+        timeout: Duration,
+    ) -> MirrorTarget {
+        MirrorTarget {
+            database: Arc::from(database),
+            pool,
+            exposure: AtomicU64::new(exposure.to_bits()),
+            queue: AtomicUsize::new(queue),
+            timeout,
+            depth: AtomicUsize::new(0),
+        }
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Fraction of transactions mirrored.
+    pub fn exposure(&self) -> f64 {
+        f64::from_bits(self.exposure.load(Ordering::Relaxed))
+    }
+
+    pub fn set_exposure(&self, exposure: f64) {
+        self.exposure.store(exposure.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Queue length per client session.
+    pub fn queue(&self) -> usize {
+        self.queue.load(Ordering::Relaxed)
+    }
+
+    pub fn set_queue(&self, queue: usize) {
+        self.queue.store(queue, Ordering::Relaxed);
     }
 }
 
@@ -54,14 +89,13 @@ pub fn targets(
             let pool = pools.get(to)?.clone();
             Some((
                 p.name.clone(),
-                Arc::new(MirrorTarget {
-                    database: Arc::from(p.name.as_str()),
+                Arc::new(MirrorTarget::new(
+                    &p.name,
                     pool,
-                    exposure: p.mirror_exposure,
-                    queue: p.mirror_queue.unwrap_or(config.general.mirror_queue),
-                    timeout: Duration::from_millis(config.general.mirror_timeout_ms),
-                    depth: AtomicUsize::new(0),
-                }),
+                    p.mirror_exposure,
+                    p.mirror_queue.unwrap_or(config.general.mirror_queue),
+                    Duration::from_millis(config.general.mirror_timeout_ms),
+                )),
             ))
         })
         .collect()

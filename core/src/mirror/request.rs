@@ -1,9 +1,13 @@
 //! A request on its way to the mirror: the client's frames as shared byte slices, never
 //! copied, plus what is needed to pair it with the primary's answer.
 
+use super::MirrorTarget;
 use bytes::Bytes;
 use smallvec::SmallVec;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub struct Request {
     /// The frames, in order; usually one slice of one read.
@@ -13,14 +17,30 @@ pub struct Request {
     pub seq: u64,
     /// When the client's request reached the proxy.
     pub received: Instant,
+    /// The request's place in its session's bounded queue, held until the mirror answers.
+    pub slot: Slot,
 }
 
-impl Request {
-    pub fn len(&self) -> usize {
-        self.payload.iter().map(Bytes::len).sum()
-    }
+/// One of a session's `mirror_queue` places: taken when the request is queued, given back
+/// when the mirror has answered it (or it failed). Queued and in-flight requests both hold
+/// one, so `mirror_queue` bounds everything a session has outstanding on the mirror.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    target: Arc<MirrorTarget>,
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+impl Slot {
+    pub fn new(permit: OwnedSemaphorePermit, target: Arc<MirrorTarget>) -> Slot {
+        target.depth.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            target,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.target.depth.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,15 +1,14 @@
 //! The client session's side of mirroring: it sees every frame the client sends, groups
 //! them into requests and offers each to the mirror queue without ever waiting.
 
-use super::request::Request;
+use super::request::{Request, Slot};
 use super::{DropReason, Event, EventSink, MirrorTarget};
 use crate::frontend::state::SessionState;
 use bytes::Bytes;
 use smallvec::SmallVec;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{mpsc, Semaphore};
 
 /// A request bigger than this is not mirrored (counted as dropped): queues hold payloads
 /// by reference, and a huge COPY must not pin unbounded memory behind a slow mirror.
@@ -17,7 +16,9 @@ pub const MAX_MIRRORED_REQUEST: usize = 16 * 1024 * 1024;
 
 pub struct Tap {
     target: Arc<MirrorTarget>,
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::UnboundedSender<Request>,
+    /// The session's `mirror_queue` places (see [`Slot`]).
+    places: Arc<Semaphore>,
     events: EventSink,
     /// The current transaction's exposure decision.
     mirroring: bool,
@@ -31,8 +32,13 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(target: Arc<MirrorTarget>, tx: mpsc::Sender<Request>, events: EventSink) -> Tap {
+    pub fn new(
+        target: Arc<MirrorTarget>,
+        tx: mpsc::UnboundedSender<Request>,
+        events: EventSink,
+    ) -> Tap {
         Tap {
+            places: Arc::new(Semaphore::new(target.queue())),
             target,
             tx,
             events,
@@ -93,7 +99,7 @@ impl Tap {
     fn begin(&mut self, state: &SessionState, now: Instant) {
         self.received = Some(now);
         if state.idle() {
-            let exposure = self.target.exposure;
+            let exposure = self.target.exposure();
             self.mirroring =
                 exposure >= 1.0 || (exposure > 0.0 && rand::random::<f64>() < exposure);
         }
@@ -132,17 +138,19 @@ impl Tap {
             self.dropped(DropReason::BufferFull);
             return;
         }
+        // Non-blocking: no free place means the mirror is `mirror_queue` requests behind.
+        let Ok(permit) = self.places.clone().try_acquire_owned() else {
+            self.dropped(DropReason::BufferFull);
+            return;
+        };
         let request = Request {
             payload,
             seq: self.seq,
             received: self.received.take().unwrap_or(now),
+            slot: Slot::new(permit, self.target.clone()),
         };
-        match self.tx.try_send(request) {
-            Ok(()) => {
-                self.target.depth.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_)) => self.dropped(DropReason::BufferFull),
-            Err(TrySendError::Closed(_)) => self.dropped(DropReason::Shutdown),
+        if self.tx.send(request).is_err() {
+            self.dropped(DropReason::Shutdown);
         }
     }
 

@@ -14,7 +14,7 @@
 //! requests that arrive meanwhile are reported as `connection` errors, and the log says so
 //! once when the episode starts and once when it ends.
 
-use super::request::Request;
+use super::request::{Request, Slot};
 use super::{ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{PooledServer, Server};
@@ -22,10 +22,9 @@ use crate::frontend::state::SessionState;
 use crate::protocol::backend::{ready_status, sqlstate};
 use crate::protocol::frame::{read_message, Frames};
 use crate::protocol::ProtocolError;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -36,10 +35,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After cancelling a timed-out request, how long to wait for its answer before the
 /// connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
-/// Most requests in flight on the mirror connection at once.
-const MAX_IN_FLIGHT: usize = 64;
-/// Most requests gathered into one write.
-const MAX_BATCH: usize = 16;
 
 pub struct Worker {
     target: Arc<MirrorTarget>,
@@ -56,6 +51,8 @@ pub struct Worker {
 /// A request sent to the mirror and not yet answered.
 struct InFlight {
     seq: u64,
+    /// Its queue place, given back when the answer arrives.
+    _slot: Slot,
     sent: Instant,
     /// The request carries its own COPY data (ends with CopyDone/CopyFail).
     has_copy_data: bool,
@@ -88,7 +85,7 @@ impl Worker {
     }
 
     /// Replays requests until the session's tap is dropped and the queue is empty.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
         let mut next = None;
         loop {
             let request = match next.take() {
@@ -98,7 +95,6 @@ impl Worker {
                     None => break,
                 },
             };
-            self.target.depth.fetch_sub(1, Ordering::Relaxed);
             if !self.connect().await {
                 self.emit(request.seq, connection_error(), None);
                 continue;
@@ -186,69 +182,91 @@ impl Worker {
         self.retry_at = Some(Instant::now() + self.backoff);
     }
 
+    /// Most requests of one open transaction held back before they are sent anyway (a long
+    /// transaction must not use up the session's queue places).
+    fn hold_limit(&self) -> usize {
+        (self.target.queue() / 2).max(1)
+    }
+
+    /// Records `batch` as in flight and writes it in one go.
+    async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        batch: &mut Vec<Request>,
+        in_flight: &Mutex<VecDeque<InFlight>>,
+        sent: &tokio::sync::Notify,
+    ) -> Result<(), (String, Vec<Request>)> {
+        if self.target.pool.is_disabled() {
+            return Err(("mirror pool is disabled".to_string(), std::mem::take(batch)));
+        }
+        // Recorded before writing: the first answers can arrive while later requests of the
+        // batch are still being written.
+        let now = Instant::now();
+        let mut payloads = Vec::with_capacity(batch.len());
+        {
+            let mut q = in_flight.lock().unwrap();
+            for r in batch.drain(..) {
+                q.push_back(InFlight {
+                    seq: r.seq,
+                    has_copy_data: ends_with_copy_data(&r),
+                    _slot: r.slot,
+                    sent: now,
+                    error: None,
+                    timed_out: false,
+                });
+                payloads.push(r.payload);
+            }
+        }
+        sent.notify_one();
+        write_batch(wr, &payloads)
+            .await
+            .map_err(|e| (e.to_string(), Vec::new()))
+    }
+
     /// Runs the connection until the queue closes or the connection breaks.
     async fn pipeline(
         &self,
         conn: &mut PooledServer,
         first: Request,
-        rx: &mut mpsc::Receiver<Request>,
+        rx: &mut mpsc::UnboundedReceiver<Request>,
     ) -> RunEnd {
-        let in_flight = Mutex::new(VecDeque::<InFlight>::with_capacity(MAX_IN_FLIGHT));
-        // Wakes the writer when the reader frees room in the pipeline.
-        let room = tokio::sync::Notify::new();
+        let in_flight = Mutex::new(VecDeque::<InFlight>::new());
         // Wakes the reader when requests were sent, so their timeout starts counting.
         let sent = tokio::sync::Notify::new();
         let server = conn.server();
         let key = server.key;
         let (mut rd, mut wr) = server.stream.split();
 
+        // The number of requests in flight needs no limit of its own: each holds one of the
+        // session's `mirror_queue` places until answered.
         let writer = async {
-            let mut batch: Vec<Request> = vec![first];
+            let mut next = Some(first);
+            let mut held: Vec<Request> = Vec::new();
             loop {
-                // Gather what is already queued, up to the batch and pipeline limits.
-                while batch.len() < MAX_BATCH
-                    && in_flight.lock().unwrap().len() + batch.len() < MAX_IN_FLIGHT
-                {
-                    match rx.try_recv() {
-                        Ok(r) => {
-                            self.target.depth.fetch_sub(1, Ordering::Relaxed);
-                            batch.push(r);
+                let request = match next.take() {
+                    Some(r) => r,
+                    None => match rx.recv().await {
+                        Some(r) => r,
+                        None => {
+                            // The session ended: whatever is held goes out as it is.
+                            if !held.is_empty() {
+                                self.send(&mut wr, &mut held, &in_flight, &sent).await?;
+                            }
+                            return Ok(());
                         }
-                        Err(_) => break,
-                    }
+                    },
+                };
+                // Replay a transaction only once the primary has finished it: the mirror then
+                // runs it back to back, in the primary's commit order, instead of holding its
+                // locks while waiting for the client's next statement (which stalls other
+                // sessions behind those locks and makes the mirror fall behind).
+                let status = self.primary.answered(request.seq).await;
+                held.push(request);
+                let in_transaction = matches!(status, Some(b'T') | Some(b'E'));
+                if in_transaction && held.len() < self.hold_limit() {
+                    continue;
                 }
-                if self.target.pool.is_disabled() {
-                    return Err(("mirror pool is disabled".to_string(), batch));
-                }
-                let now = Instant::now();
-                {
-                    let mut q = in_flight.lock().unwrap();
-                    for r in &batch {
-                        q.push_back(InFlight {
-                            seq: r.seq,
-                            sent: now,
-                            has_copy_data: ends_with_copy_data(r),
-                            error: None,
-                            timed_out: false,
-                        });
-                    }
-                }
-                sent.notify_one();
-                if let Err(e) = write_batch(&mut wr, &batch).await {
-                    return Err((e.to_string(), Vec::new()));
-                }
-                batch.clear();
-                // Wait for room, then for the next request.
-                while in_flight.lock().unwrap().len() >= MAX_IN_FLIGHT {
-                    room.notified().await;
-                }
-                match rx.recv().await {
-                    Some(r) => {
-                        self.target.depth.fetch_sub(1, Ordering::Relaxed);
-                        batch.push(r);
-                    }
-                    None => return Ok(()),
-                }
+                self.send(&mut wr, &mut held, &in_flight, &sent).await?;
             }
         };
 
@@ -326,7 +344,6 @@ impl Worker {
                     b'Z' => {
                         let now = Instant::now();
                         let done = in_flight.lock().unwrap().pop_front();
-                        room.notify_one();
                         let Some(done) = done else {
                             return "ReadyForQuery with no request in flight".to_string();
                         };
@@ -402,19 +419,19 @@ impl Worker {
     }
 }
 
-async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, batch: &[Request]) -> std::io::Result<()> {
-    let slices: Vec<IoSlice<'_>> = batch
-        .iter()
-        .flat_map(|r| r.payload.iter().map(|b| IoSlice::new(b)))
-        .collect();
-    let total: usize = slices.iter().map(|s| s.len()).sum();
-    if slices.len() == 1 {
-        return wr.write_all(&slices[0]).await;
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    payloads: &[SmallVec<[Bytes; 2]>],
+) -> std::io::Result<()> {
+    let mut parts = payloads.iter().flatten();
+    if payloads.len() == 1 && payloads[0].len() == 1 {
+        return wr.write_all(&payloads[0][0]).await;
     }
-    // Gather small batches into one buffer: one syscall, and write_vectored may stop early.
+    // Gather small requests into one buffer: one syscall for the batch.
+    let total: usize = parts.clone().map(Bytes::len).sum();
     let mut out = BytesMut::with_capacity(total);
-    for s in &slices {
-        out.extend_from_slice(s);
+    for part in parts.by_ref() {
+        out.extend_from_slice(part);
     }
     wr.write_all(&out).await
 }

@@ -74,6 +74,10 @@ pub struct LoadOptions {
     pub binary_dir: Option<PathBuf>,
     /// `[general] readiness_plugin`. `None`: the stats plugin.
     pub readiness_plugin: Option<String>,
+    /// `[general] mirror_stats_window_secs`, handed to the bundled stats plugin as its
+    /// `window_secs`. `None`: the plugin's default. (A `[[plugins]]` entry is configured
+    /// by its own table only.)
+    pub stats_window_secs: Option<u64>,
 }
 
 impl LoadOptions {
@@ -176,7 +180,11 @@ impl PluginHost {
                 None,
                 binary_dir.as_deref(),
             )?;
-            plugins.push(Arc::new(load::load(BUNDLED_STATS_NAME, &path, "")?));
+            let config = options
+                .stats_window_secs
+                .map(|secs| format!("window_secs = {secs}\n"))
+                .unwrap_or_default();
+            plugins.push(Arc::new(load::load(BUNDLED_STATS_NAME, &path, &config)?));
         }
         let stats = plugins.iter().position(provides_stats);
 
@@ -254,6 +262,19 @@ impl PluginHost {
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
         let snapshot = self.snapshot()?;
         self.plugins[judge].call("assess", |p| p.assess(&snapshot, criteria))
+    }
+
+    /// The readiness plugin's verdict on a snapshot already taken (the metrics endpoint
+    /// takes one per scrape and uses it twice).
+    pub fn assess_snapshot(
+        &self,
+        snapshot: &StatsSnapshot,
+        criteria: &ReadinessCriteria,
+    ) -> Result<ReadinessReport, PluginError> {
+        let judge = self
+            .readiness
+            .ok_or(PluginError::NoProvider { what: "readiness" })?;
+        self.plugins[judge].call("assess", |p| p.assess(snapshot, criteria))
     }
 
     /// Metric points of every plugin that contributes some. A failing plugin's points
@@ -346,6 +367,7 @@ impl PluginHost {
         let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
         let options = LoadOptions {
             readiness_plugin: config.general.readiness_plugin.clone(),
+            stats_window_secs: Some(config.general.mirror_stats_window_secs),
             ..LoadOptions::new(config_dir)
         };
         Self::load(&specs, &options)

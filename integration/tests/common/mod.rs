@@ -51,3 +51,60 @@ pub async fn connect_err(dsn: &str) -> tokio_postgres::Error {
         Err(e) => e,
     }
 }
+
+/// Value of the first non-comment line of `/metrics` containing `series` (0 when absent).
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.contains(series) && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+/// Mirror counts of one source pool, from the spec's `mirror{database=...,metric=...}` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub total: u64,
+    pub mirrored: u64,
+    pub dropped: u64,
+    pub errors: u64,
+}
+
+pub async fn scrape(pgdog: &pgdog_integration::Pgdog) -> Result<String> {
+    Ok(
+        pgdog_integration::http_get(pgdog.host(), pgdog.metrics_port(), "/metrics")
+            .await?
+            .body,
+    )
+}
+
+pub async fn counts(pgdog: &pgdog_integration::Pgdog, database: &str) -> Result<Counts> {
+    let text = scrape(pgdog).await?;
+    let m = |name: &str| {
+        metric(
+            &text,
+            &format!("mirror{{database=\"{database}\",metric=\"{name}\"}}"),
+        )
+    };
+    Ok(Counts {
+        total: m("total"),
+        mirrored: m("mirrored"),
+        dropped: m("dropped"),
+        errors: m("errors"),
+    })
+}
+
+/// Waits until every offered request of `database` is accounted for and `done` holds.
+pub async fn settled_counts(
+    pgdog: &pgdog_integration::Pgdog,
+    database: &str,
+    what: &str,
+    done: impl Fn(&Counts) -> bool,
+) -> Result<Counts> {
+    eventually(Duration::from_secs(20), what, || async {
+        let c = counts(pgdog, database).await?;
+        Ok(done(&c).then_some(c))
+    })
+    .await
+}

@@ -7,20 +7,25 @@
 //!
 //! Config (`[[plugins]] config = { ... }`), all optional:
 //! * `significant_digits` (default 3): precision of the latency histograms (1 to 5).
+//! * `window_secs` (default 5): how far back the `mirror{stat=...}` latency gauges look
+//!   (see [`window`]). pgdog passes `[general] mirror_stats_window_secs` here when it
+//!   loads the bundled plugin.
 
 pub mod aggregate;
 pub mod metrics;
 pub mod policy;
+pub mod window;
 
 use std::collections::HashMap;
 
 use pgdog_plugin_api::{
-    export_plugin, stats::now_unix_us, Capabilities, EventBatch, MetricPoint, MirrorEvent, Plugin,
-    ReadinessCriteria, ReadinessReport, StatsSnapshot,
+    abi_stable::std_types::ROption, export_plugin, stats::now_unix_us, Capabilities, EventBatch,
+    MetricPoint, MirrorEvent, Outcome, Plugin, ReadinessCriteria, ReadinessReport, StatsSnapshot,
 };
 use serde::Deserialize;
 
 use aggregate::Aggregate;
+use window::Window;
 
 /// The name this plugin reports (and the default `readiness_plugin`).
 pub const PLUGIN_NAME: &str = "mirror-stats";
@@ -31,11 +36,21 @@ struct Config {
     /// Histogram precision; default 3.
     #[serde(default = "default_significant_digits")]
     significant_digits: u8,
+    /// Window of the recent-latency gauges, seconds; default 5.
+    #[serde(default = "default_window_secs")]
+    window_secs: u64,
 }
 
 fn default_significant_digits() -> u8 {
     3
 }
+
+fn default_window_secs() -> u64 {
+    5
+}
+
+/// Longest accepted `window_secs` (one hour): the ring holds one slot per second.
+const MAX_WINDOW_SECS: u64 = 3600;
 
 /// The aggregation state.
 pub struct Stats {
@@ -45,15 +60,22 @@ pub struct Stats {
     databases: Vec<(String, Aggregate)>,
     /// Reused per batch: batch database index -> slot.
     batch_slots: Vec<usize>,
+    /// Latency of recent successful requests, all databases.
+    window: Window,
 }
 
 impl Stats {
     pub fn new(significant_digits: u8) -> Self {
+        Self::with_window(significant_digits, default_window_secs())
+    }
+
+    pub fn with_window(significant_digits: u8, window_secs: u64) -> Self {
         Self {
             significant_digits,
             slots: HashMap::new(),
             databases: Vec::new(),
             batch_slots: Vec::new(),
+            window: Window::new(window_secs),
         }
     }
 
@@ -67,7 +89,13 @@ impl Stats {
                 cfg.significant_digits
             ));
         }
-        Ok(Self::new(cfg.significant_digits))
+        if !(1..=MAX_WINDOW_SECS).contains(&cfg.window_secs) {
+            return Err(format!(
+                "invalid mirror-stats config: window_secs = {} (expected 1 to {MAX_WINDOW_SECS})",
+                cfg.window_secs
+            ));
+        }
+        Ok(Self::with_window(cfg.significant_digits, cfg.window_secs))
     }
 
     fn slot(&mut self, database: &str) -> usize {
@@ -94,6 +122,11 @@ impl Stats {
                 None => self.slot("?"),
             };
             self.databases[slot].1.record(ev);
+            if ev.outcome == Outcome::MIRRORED {
+                if let ROption::RSome(us) = ev.mirror_latency_us {
+                    self.window.record(ev.at_unix_us, us);
+                }
+            }
         }
         self.batch_slots = slots;
     }
@@ -119,6 +152,23 @@ impl Stats {
     pub fn reset(&mut self) {
         self.slots.clear();
         self.databases.clear();
+        self.window.clear();
+    }
+
+    /// The spec's `mirror` points. Built from the counters alone, not from a snapshot:
+    /// a scrape costs O(databases), whatever the traffic (no histogram is walked).
+    pub fn metric_points(&self) -> Vec<MetricPoint> {
+        let mut overall = pgdog_plugin_api::Counts::default();
+        let mut databases: Vec<_> = self
+            .databases
+            .iter()
+            .map(|(name, agg)| {
+                add_counts(&mut overall, &agg.counts);
+                (name.as_str(), &agg.counts)
+            })
+            .collect();
+        databases.sort_unstable_by_key(|(name, _)| *name);
+        metrics::metric_points(&overall, databases, self.window.read(now_unix_us()))
     }
 }
 
@@ -148,13 +198,27 @@ impl Plugin for Stats {
     }
 
     fn metric_points(&mut self) -> Result<Vec<MetricPoint>, String> {
-        Ok(metrics::metric_points(&Stats::snapshot(self)))
+        Ok(Stats::metric_points(self))
     }
 
     fn reset(&mut self) -> Result<(), String> {
         Stats::reset(self);
         Ok(())
     }
+}
+
+fn add_counts(a: &mut pgdog_plugin_api::Counts, b: &pgdog_plugin_api::Counts) {
+    a.total += b.total;
+    a.mirrored += b.mirrored;
+    a.dropped += b.dropped;
+    a.errors += b.errors;
+    let (x, y) = (&mut a.by_category, &b.by_category);
+    x.connection += y.connection;
+    x.query += y.query;
+    x.timeout += y.timeout;
+    x.buffer_full += y.buffer_full;
+    x.protocol += y.protocol;
+    x.other += y.other;
 }
 
 export_plugin!(name: PLUGIN_NAME, constructor: Stats::from_config);
@@ -231,7 +295,7 @@ mod tests {
     fn metric_points_use_spec_names() {
         let mut s = Stats::new(3);
         s.consume_events(&["primary"], &[ok(0, 1000), dropped(0)]);
-        let points = metrics::metric_points(&s.snapshot());
+        let points = s.metric_points();
         let find = |labels: &[(&str, &str)]| {
             points
                 .iter()
@@ -252,6 +316,41 @@ mod tests {
             Some(1.0)
         );
         assert!(points.iter().all(|p| p.name.as_str() == "mirror"));
+        // Exactly the spec's label sets: 3 types, 5 error types, 2 stats, 4 per database.
+        assert_eq!(points.len(), 3 + 5 + 2 + 4);
+        assert_eq!(find(&[("type", "errors")]), None);
+    }
+
+    #[test]
+    fn stat_gauges_cover_recent_successes_only() {
+        use super::testing::error;
+        use pgdog_plugin_api::ErrorCategory;
+        let mut s = Stats::from_config("window_secs = 3").unwrap();
+        let now = now_unix_us();
+        let at = |mut ev: MirrorEvent, secs_ago: u64| {
+            ev.at_unix_us = now - secs_ago * 1_000_000;
+            ev
+        };
+        let mut events: Vec<_> = (0..100).map(|_| at(ok(0, 1_000), 10)).collect();
+        events.extend((0..10).map(|_| at(ok(0, 100_500), 0)));
+        // A failed request with a latency does not count in the window.
+        let mut failed = at(error(0, ErrorCategory::TIMEOUT), 0);
+        failed.mirror_latency_us =
+            pgdog_plugin_api::abi_stable::std_types::ROption::RSome(9_000_000);
+        events.push(failed);
+        s.consume_events(&["db"], &events);
+        let points = s.metric_points();
+        let stat = |name: &str| {
+            points
+                .iter()
+                .find(|p| p.label("stat") == Some(name))
+                .map(|p| p.value)
+                .unwrap()
+        };
+        assert_eq!(stat("avg_latency_ms"), 100.5);
+        assert_eq!(stat("max_latency_ms"), 100.5);
+        // The lifetime figures are in the snapshot.
+        assert_eq!(s.snapshot().overall.mirror_latency.samples, 111);
     }
 
     #[test]
@@ -259,6 +358,8 @@ mod tests {
         assert!(Stats::from_config("significant_digits = 2").is_ok());
         let err = Stats::from_config("significant_digits = 9").err().unwrap();
         assert!(err.contains("significant_digits = 9"), "{err}");
+        let err = Stats::from_config("window_secs = 0").err().unwrap();
+        assert!(err.contains("window_secs = 0"), "{err}");
         let err = Stats::from_config("nope = 1").err().unwrap();
         assert!(err.contains("nope"), "{err}");
     }

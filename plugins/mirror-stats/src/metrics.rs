@@ -1,58 +1,55 @@
-//! Metric points under the spec's names: one gauge family `mirror` with
-//! `type`, `error_type`, `stat`, and `database` + `metric` labels.
+//! Metric points under the spec's names: one gauge family `mirror`, with exactly the
+//! label sets the spec's scripts grep for and nothing else:
+//!
+//! ```text
+//! mirror{type="total|mirrored|dropped"}
+//! mirror{error_type="connection|query|timeout|buffer_full|protocol"}
+//! mirror{stat="avg_latency_ms|max_latency_ms"}       (recent window, see `window`)
+//! mirror{database="<pool>",metric="mirrored|dropped|errors|total"}
+//! ```
+//!
+//! Counts are whole numbers (they print as integers). Lifetime latency, quantiles and
+//! per-database error categories are in the snapshot, which the host exports under its
+//! own `pgdog_mirror_*` families; adding them here would put a second line under a
+//! pattern like `error_type="connection"` and break `grep | awk` scripts.
 
-use pgdog_plugin_api::{MetricPoint, StatsSnapshot};
+use pgdog_plugin_api::{Counts, MetricPoint};
 
-const NAME: &str = "mirror";
-const HELP: &str = "Query mirroring: requests, errors by type, latency (ms), per database";
+use crate::window::WindowStats;
 
-pub fn metric_points(snapshot: &StatsSnapshot) -> Vec<MetricPoint> {
+pub const NAME: &str = "mirror";
+const HELP: &str = "Query mirroring: requests, errors by type, recent latency (ms), per database";
+
+/// The points, from the overall counts, the per-database counts (sorted by name) and
+/// the recent-latency window.
+pub fn metric_points<'a>(
+    overall: &Counts,
+    databases: impl IntoIterator<Item = (&'a str, &'a Counts)>,
+    window: WindowStats,
+) -> Vec<MetricPoint> {
     let g = |labels: &[(&str, &str)], value: f64| MetricPoint::gauge(NAME, HELP, labels, value);
-    let o = &snapshot.overall;
-    let c = &o.counts;
+    let c = overall;
+    let e = &c.by_category;
     let mut points = vec![
         g(&[("type", "total")], c.total as f64),
         g(&[("type", "mirrored")], c.mirrored as f64),
         g(&[("type", "dropped")], c.dropped as f64),
-        g(&[("type", "errors")], c.errors as f64),
+        g(&[("error_type", "connection")], e.connection as f64),
+        g(&[("error_type", "query")], e.query as f64),
+        g(&[("error_type", "timeout")], e.timeout as f64),
+        g(&[("error_type", "buffer_full")], e.buffer_full as f64),
+        g(&[("error_type", "protocol")], e.protocol as f64),
+        g(&[("stat", "avg_latency_ms")], window.avg_ms),
+        g(&[("stat", "max_latency_ms")], window.max_ms),
     ];
-    for (label, n) in c.by_category.labelled() {
-        // `other` only appears once something uncategorised happened.
-        if label != "other" || n > 0 {
-            points.push(g(&[("error_type", label)], n as f64));
-        }
-    }
-    let l = &o.mirror_latency;
-    for (stat, v) in [
-        ("avg_latency_ms", l.avg_ms),
-        ("max_latency_ms", l.max_ms),
-        ("p50_latency_ms", l.p50_ms),
-        ("p95_latency_ms", l.p95_ms),
-        ("p99_latency_ms", l.p99_ms),
-        ("primary_avg_latency_ms", o.primary_latency.avg_ms),
-        ("primary_p99_latency_ms", o.primary_latency.p99_ms),
-    ] {
-        points.push(g(&[("stat", stat)], v));
-    }
-    for db in snapshot.databases.iter() {
-        let name = db.database.as_str();
-        let c = &db.counts;
-        let l = &db.mirror_latency;
+    for (name, c) in databases {
         for (metric, v) in [
-            ("total", c.total as f64),
-            ("mirrored", c.mirrored as f64),
-            ("dropped", c.dropped as f64),
-            ("errors", c.errors as f64),
-            ("avg_latency_ms", l.avg_ms),
-            ("p99_latency_ms", l.p99_ms),
-            ("max_latency_ms", l.max_ms),
+            ("mirrored", c.mirrored),
+            ("dropped", c.dropped),
+            ("errors", c.errors),
+            ("total", c.total),
         ] {
-            points.push(g(&[("database", name), ("metric", metric)], v));
-        }
-        for (label, n) in c.by_category.labelled() {
-            if label != "other" || n > 0 {
-                points.push(g(&[("database", name), ("error_type", label)], n as f64));
-            }
+            points.push(g(&[("database", name), ("metric", metric)], v as f64));
         }
     }
     points

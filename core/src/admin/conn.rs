@@ -1,0 +1,149 @@
+//! One console connection: login, then simple queries until Terminate or shutdown.
+
+use super::{auth, commands, parse, AdminError, Console};
+use crate::protocol::frame::{body, read_message, Reader};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::ProtocolError;
+use crate::proxy::Proxy;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Longest message accepted from a console client (admin statements are short).
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+pub(super) async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    console: Arc<Console>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(4096);
+    let secrets = console.credentials(&proxy.config().general);
+    let login = tokio::select! {
+        _ = proxy.shutdown.cancelled() => return,
+        login = auth::login(&mut stream, &mut buf, peer.ip(), &secrets.creds, secrets.scram.as_ref()) => login,
+    };
+    let user = match login {
+        Ok(Some(user)) => user,
+        Ok(None) | Err(AdminError::Protocol(ProtocolError::Eof)) => return,
+        Err(e) => {
+            tracing::info!(%peer, "admin login refused: {e}");
+            let mut out = BytesMut::new();
+            messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, user, "admin logged in");
+
+    // After an extended-protocol error, messages are skipped up to Sync, as PostgreSQL does.
+    let mut skipping = false;
+    loop {
+        let read = tokio::select! {
+            _ = proxy.shutdown.cancelled() => {
+                let mut out = BytesMut::new();
+                messages::error_response(&mut out, Severity::Fatal, "57P01", "the proxy is shutting down");
+                let _ = stream.write_all(&out).await;
+                break;
+            }
+            read = read_message(&mut stream, &mut buf, MAX_MESSAGE) => read,
+        };
+        let msg = match read {
+            Ok(msg) => msg,
+            Err(ProtocolError::Eof) | Err(ProtocolError::Io(_)) => break,
+            Err(e) => {
+                fatal(&mut stream, &AdminError::Protocol(e)).await;
+                break;
+            }
+        };
+        let mut out = BytesMut::new();
+        match msg[0] {
+            b'Q' => {
+                skipping = false;
+                match Reader::new(body(&msg), "Query").cstr() {
+                    Ok(sql) => run_query(&proxy, &console, sql, peer, &mut out).await,
+                    Err(e) => error(&mut out, &AdminError::Protocol(e)),
+                }
+                messages::ready_for_query(&mut out, b'I');
+            }
+            b'X' => break,
+            b'S' => {
+                skipping = false;
+                messages::ready_for_query(&mut out, b'I');
+            }
+            b'H' => {}
+            tag @ (b'P' | b'B' | b'D' | b'E' | b'C') => {
+                if !skipping {
+                    skipping = true;
+                    error(&mut out, &AdminError::Extended(tag));
+                }
+            }
+            b'F' => {
+                error(&mut out, &AdminError::Extended(b'F'));
+                messages::ready_for_query(&mut out, b'I');
+            }
+            // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
+            b'd' | b'c' | b'f' => {}
+            tag => {
+                let e = AdminError::Protocol(ProtocolError::Unexpected {
+                    tag,
+                    context: "not a frontend message",
+                });
+                fatal(&mut stream, &e).await;
+                break;
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Runs each statement of a simple Query; the first failure ends the query.
+async fn run_query(
+    proxy: &Arc<Proxy>,
+    console: &Console,
+    sql: &str,
+    peer: SocketAddr,
+    out: &mut BytesMut,
+) {
+    let statements = parse::statements(sql);
+    if statements.is_empty() {
+        messages::empty_query_response(out);
+        return;
+    }
+    for statement in statements {
+        let result = match parse::parse(statement) {
+            Ok(command) => {
+                if command.changes_state() {
+                    tracing::info!(%peer, "admin: {}", statement.trim());
+                }
+                commands::execute(proxy, console, command).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(output) => output.encode(out),
+            Err(e) => {
+                error(out, &e);
+                return;
+            }
+        }
+    }
+}
+
+fn error(out: &mut BytesMut, e: &AdminError) {
+    messages::error_response(out, Severity::Error, e.sqlstate(), &e.to_string());
+}
+
+async fn fatal(stream: &mut TcpStream, e: &AdminError) {
+    let mut out = BytesMut::new();
+    messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
+    let _ = stream.write_all(&out).await;
+}

@@ -1,0 +1,343 @@
+//! End-to-end tests of query mirroring: a real primary and a real mirror cluster, the real
+//! binary, and the accounting read back from `/metrics`.
+
+mod common;
+
+use anyhow::Result;
+use common::{metric, run_with_password, scrape, settled_counts, Counts};
+use pgdog_integration::{ConfigBuilder, PgCluster};
+use std::time::{Duration, Instant};
+
+async fn clusters() -> Result<(PgCluster, PgCluster)> {
+    tokio::try_join!(PgCluster::start(), PgCluster::start())
+}
+
+/// `primary` (on `p`) mirrored to `mirror` (on `m`), both database `pgdog`.
+fn mirrored(p: &PgCluster, m: &PgCluster) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .set("mirror_min_runtime_hours", 0)
+        .pool("primary", p, "pgdog")
+        .pool("mirror", m, "pgdog")
+        .pool_set("primary", "mirror_of", "mirror")
+        .pool_set("primary", "mirror_exposure", 1.0)
+}
+
+fn invariant(c: &Counts) -> bool {
+    c.total == c.mirrored + c.dropped + c.errors
+}
+
+async fn both(p: &PgCluster, m: &PgCluster, sql: &str) -> Result<()> {
+    p.execute_in("pgdog", sql).await?;
+    m.execute_in("pgdog", sql).await
+}
+
+#[tokio::test]
+async fn hundred_selects_are_all_mirrored() -> Result<()> {
+    let (p, m) = clusters().await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for i in 0..100 {
+        client.simple_query(&format!("SELECT {i}")).await?;
+    }
+    let c = settled_counts(&pgdog, "primary", "100 mirrored", |c| c.mirrored == 100).await?;
+    assert_eq!(
+        c,
+        Counts {
+            total: 100,
+            mirrored: 100,
+            dropped: 0,
+            errors: 0
+        }
+    );
+    let text = scrape(&pgdog).await?;
+    assert_eq!(metric(&text, "mirror{type=\"mirrored\"}"), 100);
+    assert_eq!(metric(&text, "mirror{type=\"total\"}"), 100);
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_prepared_statements_and_transactions_replay_in_order() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE log(id serial PRIMARY KEY, v text)").await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    let mut client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for i in 0..50 {
+        client
+            .simple_query(&format!("INSERT INTO log(v) VALUES ('simple {i}')"))
+            .await?;
+    }
+    let insert = client.prepare("INSERT INTO log(v) VALUES ($1)").await?;
+    for i in 0..50 {
+        client.execute(&insert, &[&format!("prepared {i}")]).await?;
+    }
+    let tx = client.transaction().await?;
+    tx.execute("INSERT INTO log(v) VALUES ('committed')", &[])
+        .await?;
+    tx.commit().await?;
+    let tx = client.transaction().await?;
+    tx.execute("INSERT INTO log(v) VALUES ('rolled back')", &[])
+        .await?;
+    tx.rollback().await?;
+    client.batch_execute("SET application_name = 'replayed'; INSERT INTO log(v) VALUES (current_setting('application_name'))").await?;
+    drop(client);
+
+    let on_primary = rows(&p).await?;
+    assert_eq!(on_primary.len(), 102);
+    common::eventually(
+        Duration::from_secs(20),
+        "mirror has the same rows",
+        || async {
+            let on_mirror = rows(&m).await?;
+            Ok((on_mirror == on_primary).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn rows(c: &PgCluster) -> Result<Vec<(i32, String)>> {
+    let client = c.connect("pgdog", "pgdog").await?;
+    let rows = client
+        .query("SELECT id, v FROM log ORDER BY id", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[tokio::test]
+async fn exposure_half_mirrors_about_half_of_the_transactions() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE e(id int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_exposure", 0.5)
+        .start()
+        .await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    let n = 2000;
+    for i in 0..n {
+        if i % 4 == 0 {
+            // Some explicit transactions: mirrored whole or not at all.
+            client
+                .batch_execute(&format!(
+                    "BEGIN; INSERT INTO e VALUES ({i}); INSERT INTO e VALUES ({i}); COMMIT"
+                ))
+                .await?;
+        } else {
+            client
+                .simple_query(&format!("INSERT INTO e VALUES ({i})"))
+                .await?;
+        }
+    }
+    // Settled: the mirror holds as many transactions as were counted, twice in a row.
+    let c = common::eventually(Duration::from_secs(20), "settled", || async {
+        let before = common::counts(&pgdog, "primary").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = common::counts(&pgdog, "primary").await?;
+        let on_mirror: i64 = m
+            .query_scalar_in("pgdog", "SELECT count(DISTINCT id) FROM e")
+            .await?;
+        Ok(
+            (before == after && after.mirrored == after.total && on_mirror as u64 == after.total)
+                .then_some(after),
+        )
+    })
+    .await?;
+    // Each transaction is one request here; 99.9% binomial interval for n = 2000, p = 0.5:
+    // 1000 +/- 3.29 * sqrt(2000 * 0.25) = [927, 1073].
+    assert!((927..=1073).contains(&c.total), "{c:?}");
+    // No half transactions: each explicit one inserted its id twice.
+    let halves: i64 = m
+        .query_scalar_in("pgdog", "SELECT count(*) FROM (SELECT id FROM e WHERE id % 4 = 0 GROUP BY id HAVING count(*) <> 2) x")
+        .await?;
+    assert_eq!(halves, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn mirror_down_never_fails_the_primary_and_mirroring_resumes() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE r(id int)").await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    client.simple_query("INSERT INTO r VALUES (0)").await?;
+    m.stop()?;
+    let started = Instant::now();
+    for i in 1..=20 {
+        client
+            .simple_query(&format!("INSERT INTO r VALUES ({i})"))
+            .await?;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "primary slowed by a dead mirror"
+    );
+    let c = settled_counts(&pgdog, "primary", "connection errors", |c| c.errors >= 20).await?;
+    assert!(invariant(&c), "{c:?}");
+    let text = scrape(&pgdog).await?;
+    assert!(metric(&text, "mirror{error_type=\"connection\"}") >= 20);
+    assert_eq!(metric(&text, "mirror{error_type=\"query\"}"), 0);
+    let primary_rows: i64 = p.query_scalar_in("pgdog", "SELECT count(*) FROM r").await?;
+    assert_eq!(primary_rows, 21);
+
+    m.start_again()?;
+    // Back-off is at most 5 s: keep writing until the mirror sees new rows.
+    common::eventually(Duration::from_secs(20), "mirroring resumes", || async {
+        client.simple_query("INSERT INTO r VALUES (100)").await?;
+        let n: i64 = m
+            .query_scalar_in("pgdog", "SELECT count(*) FROM r WHERE id = 100")
+            .await?;
+        Ok((n > 0).then_some(()))
+    })
+    .await?;
+    assert!(
+        pgdog.log().matches("mirror unavailable").count() <= 2,
+        "one log line per episode"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn stalled_mirror_drops_instead_of_slowing_fifty_clients() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE s(id int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_queue", 2)
+        .pool_set("primary", "pool_size", 60)
+        .pool_set("mirror", "pool_size", 60)
+        .start()
+        .await?;
+    // Stall the mirror: an open transaction holds an exclusive lock on the table.
+    let locker = m.connect("pgdog", "pgdog").await?;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE s IN ACCESS EXCLUSIVE MODE")
+        .await?;
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client_no in 0..50 {
+        let dsn = pgdog.dsn("pgdog", "pgdog", "primary");
+        tasks.push(tokio::spawn(async move {
+            let client = pgdog_integration::connect_dsn(&dsn).await?;
+            let mut slowest = Duration::ZERO;
+            for i in 0..10 {
+                let t = Instant::now();
+                client
+                    .simple_query(&format!("INSERT INTO s VALUES ({})", client_no * 100 + i))
+                    .await?;
+                slowest = slowest.max(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(slowest)
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        slowest = slowest.max(t.await??);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a primary query took {slowest:?} behind a stalled mirror"
+    );
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    let primary_rows: i64 = p.query_scalar_in("pgdog", "SELECT count(*) FROM s").await?;
+    assert_eq!(primary_rows, 500);
+
+    let text = scrape(&pgdog).await?;
+    assert!(metric(&text, "mirror{type=\"dropped\"}") > 0, "{text}");
+    assert!(metric(&text, "mirror{error_type=\"buffer_full\"}") > 0);
+
+    locker.batch_execute("COMMIT").await?;
+    let c = settled_counts(&pgdog, "primary", "all 500 accounted for", |c| {
+        c.total == 500 && invariant(c)
+    })
+    .await?;
+    assert!(c.dropped > 0 && c.mirrored > 0, "{c:?}");
+    let on_mirror: i64 = m.query_scalar_in("pgdog", "SELECT count(*) FROM s").await?;
+    assert_eq!(on_mirror as u64, c.mirrored);
+    Ok(())
+}
+
+#[tokio::test]
+async fn mirror_query_errors_carry_their_category() -> Result<()> {
+    let (p, m) = clusters().await?;
+    // The table exists only on the primary.
+    p.execute_in("pgdog", "CREATE TABLE only_primary(id int)")
+        .await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for i in 0..5 {
+        client
+            .simple_query(&format!("INSERT INTO only_primary VALUES ({i})"))
+            .await?;
+    }
+    let c = settled_counts(&pgdog, "primary", "5 errors", |c| c.errors == 5).await?;
+    assert_eq!(c.total, 5);
+    let text = scrape(&pgdog).await?;
+    assert_eq!(metric(&text, "mirror{error_type=\"query\"}"), 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pgbench_prepared_through_a_mirrored_pool_has_no_failures() -> Result<()> {
+    let (p, m) = clusters().await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    for c in [&p, &m] {
+        let port = c.port().to_string();
+        let (ok, _, err) = run_with_password(
+            "pgdog",
+            "pgbench",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "pgdog",
+                "-i",
+                "-s",
+                "1",
+                "-q",
+                "pgdog",
+            ],
+        );
+        assert!(ok, "{err}");
+    }
+    let port = pgdog.port().to_string();
+    let (ok, out, err) = run_with_password(
+        "pgdog",
+        "pgbench",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "pgdog",
+            "-M",
+            "prepared",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-t",
+            "200",
+            "primary",
+        ],
+    );
+    assert!(
+        ok && out.contains("number of failed transactions: 0 (0.000%)"),
+        "{err}\n{out}"
+    );
+    // 800 transactions of 7 statements, each its own request (Bind/Execute/Sync).
+    let c = settled_counts(&pgdog, "primary", "settled", |c| {
+        c.total >= 5600 && invariant(c)
+    })
+    .await?;
+    assert_eq!(c.errors, 0, "{c:?}");
+    if c.dropped == 0 {
+        let history: i64 = m
+            .query_scalar_in("pgdog", "SELECT count(*) FROM pgbench_history")
+            .await?;
+        assert_eq!(history, 800, "the mirror replayed every transaction");
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a fresh machine: two throwaway PostgreSQL clusters (the "old"
+# primary and the "new" mirror), pgdog in front of the primary with mirroring on, pgbench
+# traffic through it with a progress display, then the readiness verdict and the metrics.
+#
+#   scripts/demo.sh [--duration SECONDS] [--clients N] [--keep]
+#
+# --keep leaves the clusters and the proxy running and prints how to stop them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DURATION=20
+CLIENTS=8
+KEEP=0
+while (($#)); do
+    case "$1" in
+        --duration) DURATION="$2"; shift 2 ;;
+        --clients) CLIENTS="$2"; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "demo: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Installing what is missing (PostgreSQL 15, pgbench, psql, curl)"
+bash scripts/setup.sh
+
+say "Building pgdog and its bundled stats plugin (release)"
+cargo build --release -p pgdog -p pgdog-mirror-stats 2>&1 | tail -n 2
+
+WORK=$(mktemp -d /dev/shm/pgdog-demo.XXXXXX)
+chmod 755 "$WORK"
+PGDOG_PID=""
+cleanup() {
+    [[ -n "$PGDOG_PID" ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
+    bash scripts/pg-cluster.sh destroy "$WORK/primary" >/dev/null 2>&1 || true
+    bash scripts/pg-cluster.sh destroy "$WORK/mirror" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+if ((KEEP == 0)); then trap cleanup EXIT; fi
+
+say "Starting two throwaway PostgreSQL 15 clusters"
+PRIMARY_PORT=$(bash scripts/pg-cluster.sh start "$WORK/primary")
+MIRROR_PORT=$(bash scripts/pg-cluster.sh start "$WORK/mirror")
+echo "primary (old database): 127.0.0.1:$PRIMARY_PORT    mirror (new database): 127.0.0.1:$MIRROR_PORT"
+
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    done
+    return 1
+}
+PORT=$(free_port); ADMIN_PORT=$(free_port); METRICS_PORT=$(free_port)
+
+export PGPASSWORD=pgdog
+say "Loading the pgbench schema on both (the mirror must start from the same data)"
+for p in "$PRIMARY_PORT" "$MIRROR_PORT"; do
+    pgbench -h 127.0.0.1 -p "$p" -U pgdog -i -s 10 -q pgdog 2>&1 | tail -n 1
+done
+
+cat >"$WORK/pgdog.toml" <<TOML
+[general]
+host = "127.0.0.1"
+port = $PORT
+admin_port = $ADMIN_PORT
+metrics_port = $METRICS_PORT
+mirror_metrics_enabled = true
+mirror_max_error_rate = 0.01
+mirror_max_latency_ms = 100
+mirror_min_requests = 1000
+mirror_min_runtime_hours = 0
+
+[[pools]]
+name = "pgdog"
+port = $PRIMARY_PORT
+user = "pgdog"
+password = "pgdog"
+pool_size = 20
+mirror_of = "mirror"
+mirror_exposure = 1.0
+
+[[pools]]
+name = "mirror"
+database = "pgdog"
+port = $MIRROR_PORT
+user = "pgdog"
+password = "pgdog"
+pool_size = 20
+TOML
+
+say "Starting pgdog on 127.0.0.1:$PORT (admin $ADMIN_PORT, metrics $METRICS_PORT), mirroring pgdog -> mirror"
+./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
+PGDOG_PID=$!
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    kill -0 "$PGDOG_PID" 2>/dev/null || { cat "$WORK/pgdog.log"; exit 1; }
+    sleep 0.1
+done
+
+say "Driving pgbench (TPC-B-like, $CLIENTS clients, ${DURATION}s) through pgdog"
+pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" -P 2 pgdog 2>&1 |
+    grep -E '^progress|tps =|failed|latency average'
+
+say "Mirror rows vs primary rows (pgbench_history)"
+for p in "$PRIMARY_PORT" "$MIRROR_PORT"; do
+    printf '%s: %s rows\n' "$([[ $p == "$PRIMARY_PORT" ]] && echo primary || echo mirror)" \
+        "$(psql -h 127.0.0.1 -p "$p" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')"
+done
+
+say "SHOW MIRROR READINESS (admin console: psql -h 127.0.0.1 -p $ADMIN_PORT -U admin -d pgdog)"
+psql -h 127.0.0.1 -p "$ADMIN_PORT" -U admin -d pgdog -c "SHOW MIRROR READINESS"
+
+say "A few metric lines (curl http://127.0.0.1:$METRICS_PORT/metrics)"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^mirror\{' | head -n 20
+
+say "Point Prometheus at it"
+cat <<YAML
+scrape_configs:
+  - job_name: pgdog
+    static_configs:
+      - targets: ['127.0.0.1:$METRICS_PORT']
+YAML
+
+if ((KEEP)); then
+    say "Left running (--keep)"
+    echo "proxy:   psql -h 127.0.0.1 -p $PORT -U pgdog pgdog      (password pgdog)"
+    echo "stop:    kill $PGDOG_PID; scripts/pg-cluster.sh destroy $WORK/primary; scripts/pg-cluster.sh destroy $WORK/mirror"
+fi
