@@ -91,7 +91,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.general.workers > 0 {
+        runtime.worker_threads(config.general.workers);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("pgdog")
         .build()

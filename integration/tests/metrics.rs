@@ -520,3 +520,37 @@ async fn real_prometheus_scrapes_the_spec_lines() {
         );
     }
 }
+
+#[tokio::test]
+async fn stat_gauges_describe_the_recent_window() {
+    let cluster = cluster().await;
+    let pgdog = pgdog(&cluster, &["primary"], &["mirror_stats_window_secs = 2"]).await;
+    run_queries(&pgdog, "primary", 100).await;
+    wait_for(&pgdog, &[("mirror{type=\"mirrored\"}", "100")]).await;
+    // Once the fast requests are older than the window, the stat gauges forget them...
+    wait_for(&pgdog, &[("mirror{stat=\"avg_latency_ms\"}", "0")]).await;
+    // ...and ten slow ones show as they are (the spec's Ruby suite: avg > 100 ms).
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await.unwrap();
+    for _ in 0..10 {
+        client.simple_query("SELECT pg_sleep(0.1)").await.unwrap();
+    }
+    let text = wait_for(&pgdog, &[("mirror{type=\"mirrored\"}", "110")]).await;
+    let avg: f64 = value(&text, "mirror{stat=\"avg_latency_ms\"}")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let max: f64 = value(&text, "mirror{stat=\"max_latency_ms\"}")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(avg > 100.0 && avg < 1000.0, "avg {avg}\n{text}");
+    assert!(max >= avg, "max {max} avg {avg}");
+    // The lifetime histogram still holds all 110.
+    assert_eq!(
+        value(
+            &text,
+            "pgdog_mirror_latency_seconds_count{database=\"primary\"}"
+        ),
+        Some("110")
+    );
+}

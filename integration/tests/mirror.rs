@@ -36,8 +36,13 @@ async fn hundred_selects_are_all_mirrored() -> Result<()> {
     let (p, m) = clusters().await?;
     let pgdog = mirrored(&p, &m).start().await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
-    for i in 0..100 {
+    for i in 0..50 {
         client.simple_query(&format!("SELECT {i}")).await?;
+    }
+    // Extended protocol: each call prepares (Parse/Describe/Sync) then executes
+    // (Bind/Execute/Sync); the two batches are one query, so one request.
+    for i in 0..50 {
+        client.query("SELECT $1::int", &[&i]).await?;
     }
     let c = settled_counts(&pgdog, "primary", "100 mirrored", |c| c.mirrored == 100).await?;
     assert_eq!(
@@ -339,5 +344,59 @@ async fn pgbench_prepared_through_a_mirrored_pool_has_no_failures() -> Result<()
             .await?;
         assert_eq!(history, 800, "the mirror replayed every transaction");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hundred_concurrent_clients_on_two_mirrored_pools_keep_the_books() -> Result<()> {
+    let (p, m) = clusters().await?;
+    for db in ["a", "b"] {
+        p.create_database(db).await?;
+        m.create_database(db).await?;
+        p.execute_in(db, "CREATE TABLE t(id int)").await?;
+        m.execute_in(db, "CREATE TABLE t(id int)").await?;
+    }
+    let pgdog = ConfigBuilder::new()
+        .pool("a", &p, "a")
+        .pool("a_mirror", &m, "a")
+        .pool("b", &p, "b")
+        .pool("b_mirror", &m, "b")
+        .pool_set("a", "mirror_of", "a_mirror")
+        .pool_set("b", "mirror_of", "b_mirror")
+        .pool_set("a", "pool_size", 50)
+        .pool_set("b", "pool_size", 50)
+        .pool_set("a_mirror", "pool_size", 50)
+        .pool_set("b_mirror", "pool_size", 50)
+        .start()
+        .await?;
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let db = if n % 2 == 0 { "a" } else { "b" };
+        let dsn = pgdog.dsn("pgdog", "pgdog", db);
+        tasks.push(tokio::spawn(async move {
+            let client = pgdog_integration::connect_dsn(&dsn).await?;
+            for i in 0..20 {
+                client
+                    .simple_query(&format!("INSERT INTO t VALUES ({})", n * 100 + i))
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    for db in ["a", "b"] {
+        let c = settled_counts(&pgdog, db, "1000 requests accounted for", |c| {
+            c.total == 1000 && invariant(c)
+        })
+        .await?;
+        let on_mirror: i64 = m.query_scalar_in(db, "SELECT count(*) FROM t").await?;
+        assert_eq!(on_mirror as u64, c.mirrored, "{db}: {c:?}");
+        let on_primary: i64 = p.query_scalar_in(db, "SELECT count(*) FROM t").await?;
+        assert_eq!(on_primary, 1000);
+    }
+    let text = scrape(&pgdog).await?;
+    assert_eq!(metric(&text, "mirror{type=\"total\"}"), 2000);
     Ok(())
 }

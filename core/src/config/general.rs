@@ -58,6 +58,9 @@ pub struct General {
     /// Default server connections per pool. Default 10.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Runtime worker threads; 0 means one per CPU. Default 0.
+    #[serde(default)]
+    pub workers: usize,
     /// Most client connections at once. Default 1000.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,

@@ -15,6 +15,9 @@ pub struct Request {
     /// Sequence number of the request among the session's requests (pairs with the
     /// primary's timing).
     pub seq: u64,
+    /// ReadyForQuery messages the mirror sends for it (more than one when a preparing
+    /// batch was joined to the executing one).
+    pub readies: u32,
     /// When the client's request reached the proxy.
     pub received: Instant,
     /// The request's place in its session's bounded queue, held until the mirror answers.

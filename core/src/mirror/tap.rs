@@ -27,6 +27,12 @@ pub struct Tap {
     current_len: usize,
     /// Inside `COPY ... FROM STDIN`: the request runs to CopyDone/CopyFail.
     in_copy: bool,
+    /// A request is being assembled (its exposure decided).
+    in_request: bool,
+    /// ReadyForQuery messages the request will produce (one per Query, Sync, FunctionCall).
+    readies: u32,
+    /// The request executes something (a batch with only Parse/Describe/Close does not).
+    executes: bool,
     seq: u64,
     received: Option<Instant>,
 }
@@ -46,6 +52,9 @@ impl Tap {
             current: SmallVec::new(),
             current_len: 0,
             in_copy: false,
+            in_request: false,
+            readies: 0,
+            executes: false,
             seq: 0,
             received: None,
         }
@@ -63,7 +72,7 @@ impl Tap {
         state: &SessionState,
         now: Instant,
     ) {
-        if self.current.is_empty() && !self.in_copy {
+        if !self.in_request {
             self.begin(state, now);
         }
         if self.mirroring {
@@ -72,6 +81,8 @@ impl Tap {
         let boundary = match tag {
             b'Q' => {
                 self.seq = state.next_seq();
+                self.readies += 1;
+                self.executes = true;
                 if is_copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
                     false
@@ -79,9 +90,23 @@ impl Tap {
                     true
                 }
             }
-            b'S' | b'F' => {
+            b'F' => {
                 self.seq = state.next_seq();
+                self.readies += 1;
+                self.executes = true;
                 true
+            }
+            b'E' => {
+                self.executes = true;
+                false
+            }
+            // A batch that only prepares (Parse/Describe/Sync, as drivers send before the
+            // first execution of a statement) joins the batch that executes it: one query
+            // of the application is one request.
+            b'S' => {
+                self.seq = state.next_seq();
+                self.readies += 1;
+                self.executes
             }
             b'c' | b'f' if self.in_copy => {
                 self.in_copy = false;
@@ -97,6 +122,7 @@ impl Tap {
     /// A request starts: decide exposure when no transaction is open and nothing is in
     /// flight (a transaction boundary), else keep the transaction's decision.
     fn begin(&mut self, state: &SessionState, now: Instant) {
+        self.in_request = true;
         self.received = Some(now);
         if state.idle() {
             let exposure = self.target.exposure();
@@ -130,7 +156,10 @@ impl Tap {
     fn offer(&mut self, now: Instant) {
         let payload = std::mem::take(&mut self.current);
         let too_big = self.current_len > MAX_MIRRORED_REQUEST;
+        let readies = std::mem::take(&mut self.readies);
         self.current_len = 0;
+        self.in_request = false;
+        self.executes = false;
         if !self.mirroring {
             return;
         }
@@ -146,6 +175,7 @@ impl Tap {
         let request = Request {
             payload,
             seq: self.seq,
+            readies,
             received: self.received.take().unwrap_or(now),
             slot: Slot::new(permit, self.target.clone()),
         };

@@ -19,7 +19,7 @@ use super::{ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{PooledServer, Server};
 use crate::frontend::state::SessionState;
-use crate::protocol::backend::{ready_status, sqlstate};
+use crate::protocol::backend::sqlstate;
 use crate::protocol::frame::{read_message, Frames};
 use crate::protocol::ProtocolError;
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,8 @@ pub struct Worker {
 /// A request sent to the mirror and not yet answered.
 struct InFlight {
     seq: u64,
+    /// ReadyForQuery messages still to come for it.
+    readies: u32,
     /// Its queue place, given back when the answer arrives.
     _slot: Slot,
     sent: Instant,
@@ -208,6 +210,7 @@ impl Worker {
             for r in batch.drain(..) {
                 q.push_back(InFlight {
                     seq: r.seq,
+                    readies: r.readies.max(1),
                     has_copy_data: ends_with_copy_data(&r),
                     _slot: r.slot,
                     sent: now,
@@ -343,14 +346,24 @@ impl Worker {
                     b'W' => return "unexpected COPY BOTH from the mirror".to_string(),
                     b'Z' => {
                         let now = Instant::now();
-                        let done = in_flight.lock().unwrap().pop_front();
-                        let Some(done) = done else {
-                            return "ReadyForQuery with no request in flight".to_string();
+                        let done = {
+                            let mut q = in_flight.lock().unwrap();
+                            match q.front_mut() {
+                                None => {
+                                    return "ReadyForQuery with no request in flight".to_string()
+                                }
+                                // A joined preparing batch: its request is not over yet.
+                                Some(front) if front.readies > 1 => {
+                                    front.readies -= 1;
+                                    None
+                                }
+                                Some(_) => q.pop_front(),
+                            }
                         };
+                        let Some(done) = done else { continue };
                         let latency = now - done.sent.max(last_done);
                         last_done = now;
                         cancel_deadline = None;
-                        let _ = ready_status(&msg);
                         let outcome = if done.timed_out {
                             Outcome::Error {
                                 category: ErrorCategory::Timeout,
