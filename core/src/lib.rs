@@ -16,3 +16,4 @@ pub mod mirror;
 pub mod plugins;
 pub mod protocol;
 pub mod proxy;
+pub mod stats;

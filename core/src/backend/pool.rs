@@ -273,19 +273,22 @@ impl PooledServer {
         let Some(mut server) = self.server.take() else {
             return;
         };
-        let stats = &self.pool.inner.stats;
-        let killed = self.pool.inner.epoch.load(Ordering::Relaxed) != self.epoch;
-        let reusable = !self.pool.is_disabled()
-            && !killed
-            && !server.has_buffered()
-            && server.reset().await.is_ok();
-        if reusable {
-            stats.idle.fetch_add(1, Ordering::Relaxed);
-            self.pool.inner.idle.lock().unwrap().push(server);
-        } else {
-            stats.servers.fetch_sub(1, Ordering::Relaxed);
-            server.terminate().await;
+        let inner = &self.pool.inner;
+        // Not disabled or killed since checkout. Checked again under the idle lock after the
+        // reset's round trip, which a `DISABLE`/`KILL` (flag, then `close_idle`) may overtake.
+        let wanted =
+            || !self.pool.is_disabled() && inner.epoch.load(Ordering::Relaxed) == self.epoch;
+        let reset = wanted() && !server.has_buffered() && server.reset().await.is_ok();
+        if reset {
+            let mut idle = inner.idle.lock().unwrap();
+            if wanted() {
+                inner.stats.idle.fetch_add(1, Ordering::Relaxed);
+                idle.push(server);
+                return;
+            }
         }
+        inner.stats.servers.fetch_sub(1, Ordering::Relaxed);
+        server.terminate().await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Per-database aggregation of mirror events: counters plus mergeable HDR latency
-//! histograms (never lists of samples). The overall figures are merged from the
-//! per-database ones when a snapshot is taken, so each event is recorded once.
+//! histograms (never lists of samples). The plugin records each event twice, in its
+//! database's aggregate and in the overall one, so a snapshot merges nothing.
 
 use hdrhistogram::Histogram;
 use pgdog_plugin_api::{

@@ -62,6 +62,9 @@ pub struct Stats {
     batch_slots: Vec<usize>,
     /// Latency of recent successful requests, all databases.
     window: Window,
+    /// All databases together, recorded as events arrive: a snapshot then costs no
+    /// histogram merges (with 1,000 databases, merging was most of a scrape).
+    overall: Aggregate,
 }
 
 impl Stats {
@@ -76,6 +79,7 @@ impl Stats {
             databases: Vec::new(),
             batch_slots: Vec::new(),
             window: Window::new(window_secs),
+            overall: Aggregate::new(significant_digits),
         }
     }
 
@@ -122,6 +126,7 @@ impl Stats {
                 None => self.slot("?"),
             };
             self.databases[slot].1.record(ev);
+            self.overall.record(ev);
             if ev.outcome == Outcome::MIRRORED {
                 if let ROption::RSome(us) = ev.mirror_latency_us {
                     self.window.record(ev.at_unix_us, us);
@@ -132,18 +137,14 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut overall = Aggregate::new(self.significant_digits);
         let mut databases: Vec<_> = self
             .databases
             .iter()
-            .map(|(name, agg)| {
-                overall.merge(agg);
-                agg.to_stats(name)
-            })
+            .map(|(name, agg)| agg.to_stats(name))
             .collect();
         databases.sort_by(|a, b| a.database.cmp(&b.database));
         StatsSnapshot {
-            overall: overall.to_stats(""),
+            overall: self.overall.to_stats(""),
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
         }
@@ -153,6 +154,7 @@ impl Stats {
         self.slots.clear();
         self.databases.clear();
         self.window.clear();
+        self.overall = Aggregate::new(self.significant_digits);
     }
 
     /// The spec's `mirror` points. Built from the counters alone, not from a snapshot:
