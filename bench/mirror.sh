@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# What mirroring costs the primary, and whether the mirror keeps up, measured side by side.
+#
+#   bench/mirror.sh            # 5 rounds x 3 modes, 10 s each, then TPC-B keep-up and memory (~6 min)
+#   bench/mirror.sh --quick    # smoke: 1 round, 3 s each (~1 min)
+#
+# Options: --rounds N --duration SECS --scale N --clients N
+#
+# Two throwaway clusters (primary, mirror) with identical pgbench data; pgdog (release) in front.
+# 1. Select-only (pgbench -S -M prepared), interleaved per round, in three modes:
+#      off      no mirror_of
+#      on       mirror_exposure 1.0 to a healthy mirror
+#      stalled  the mirror's pgbench_accounts locked (ACCESS EXCLUSIVE) by an open transaction,
+#               mirror_queue full, every request dropped
+#    reports median tps, the ratio stalled/off, and the proxy's own CPU time per transaction
+#    (utime+stime of the pgdog process from /proc, over the transactions pgbench completed),
+#    with the ratio on/off: tps alone would charge the proxy for the mirror database's CPU,
+#    which shares this machine's cores.
+# 2. Keep-up: TPC-B-like (pgbench default script, -c 8 -j 2, exposure 1.0, default queue 128)
+#    through a mirrored pool: the share of mirrored requests dropped, and pgbench_history rows
+#    on the primary vs the mirror after the mirror drained.
+# 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
+set -euo pipefail
+
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 QUICK=0
+while (($#)); do
+    case $1 in
+    --quick) QUICK=1 ROUNDS=1 DURATION=3 SCALE=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --scale) SCALE=$2; shift ;;
+    --clients) CLIENTS=$2; shift ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+log() { printf '[mirror-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+cargo build --release -q -p pgdog -p pgdog-mirror-stats
+WORK=$(mktemp -d /dev/shm/pgdog-mirror-bench.XXXXXX)
+chmod 755 "$WORK"
+PGDOG_PID="" LOCKER_PID=""
+cleanup() {
+    set +e
+    [[ -n $LOCKER_PID ]] && kill "$LOCKER_PID" 2>/dev/null
+    [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
+    scripts/pg-cluster.sh destroy "$WORK/primary" >/dev/null 2>&1
+    scripts/pg-cluster.sh destroy "$WORK/mirror" >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PRIMARY=$(scripts/pg-cluster.sh start "$WORK/primary")
+MIRROR=$(scripts/pg-cluster.sh start "$WORK/mirror")
+export PGPASSWORD=pgdog
+init_data() {
+    for p in "$PRIMARY" "$MIRROR"; do
+        pgbench -h 127.0.0.1 -p "$p" -U pgdog -i -s "$SCALE" -q pgdog >/dev/null 2>&1
+    done
+}
+init_data
+
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    done
+    return 1
+}
+PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
+
+config() { # config MIRRORED(0|1)
+    cat <<TOML
+[general]
+port = $PORT
+admin_port = $ADMIN
+metrics_port = $METRICS
+pool_size = 20
+
+[[pools]]
+name = "pgdog"
+port = $PRIMARY
+password = "pgdog"
+$( (($1)) && echo 'mirror_of = "mirror"')
+
+[[pools]]
+name = "mirror"
+database = "pgdog"
+port = $MIRROR
+password = "pgdog"
+TOML
+}
+
+start_pgdog() { # start_pgdog MIRRORED
+    config "$1" >"$WORK/pgdog.toml"
+    ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
+    PGDOG_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    cat "$WORK/pgdog.log" >&2
+    return 1
+}
+stop_pgdog() { kill "$PGDOG_PID"; wait "$PGDOG_PID" 2>/dev/null || true; PGDOG_PID=""; }
+
+stall_mirror() { # an open transaction holding an exclusive lock on the mirror
+    psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -q \
+        -c "BEGIN" -c "LOCK TABLE pgbench_accounts IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(100000)" >/dev/null 2>&1 &
+    LOCKER_PID=$!
+    sleep 0.5
+}
+unstall_mirror() { kill "$LOCKER_PID" 2>/dev/null; wait "$LOCKER_PID" 2>/dev/null || true; LOCKER_PID=""; }
+
+metric() { curl -s "http://127.0.0.1:$METRICS/metrics" | awk -v k="$1" 'index($0, k) == 1 {print $2; exit}'; }
+
+# --- 1. select-only, interleaved -------------------------------------------------------------
+declare -A TPS CPU
+for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in off on stalled; do
+        mirrored=1
+        [[ $mode == off ]] && mirrored=0
+        start_pgdog "$mirrored"
+        [[ $mode == stalled ]] && stall_mirror
+        before=$(cpu_ticks "$PGDOG_PID")
+        out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
+        after=$(cpu_ticks "$PGDOG_PID")
+        [[ $mode == stalled ]] && unstall_mirror
+        stop_pgdog
+        tps=$(awk '/^tps = / {print $3}' <<<"$out")
+        txns=$(awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}' <<<"$out")
+        grep -q 'number of failed transactions: 0 ' <<<"$out" || { echo "$out" >&2; log "failed transactions in $mode"; exit 1; }
+        us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+        TPS[$mode]+="$tps "
+        CPU[$mode]+="$us "
+        log "round $r $mode: $tps tps, proxy CPU $us us/txn"
+    done
+done
+
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+for mode in off on stalled; do
+    TPS_M[$mode]=0 2>/dev/null || true
+done
+declare -A TPS_M CPU_M
+for mode in off on stalled; do
+    TPS_M[$mode]=$(med "${TPS[$mode]}")
+    CPU_M[$mode]=$(med "${CPU[$mode]}")
+done
+
+# --- 2. keep-up under TPC-B ------------------------------------------------------------------
+log "TPC-B keep-up ($((DURATION * 2)) s)"
+init_data
+start_pgdog 1
+tpcb=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T $((DURATION * 2)) pgdog 2>&1)
+tpcb_tps=$(awk '/^tps = / {print $3}' <<<"$tpcb")
+# Drained when the totals stop moving.
+last=-1
+for _ in $(seq 100); do
+    now=$(metric 'mirror{type="total"}')
+    [[ $now == "$last" ]] && break
+    last=$now
+    sleep 1
+done
+total=$(metric 'mirror{type="total"}')
+dropped=$(metric 'mirror{type="dropped"}')
+errors=$(($(metric 'mirror{error_type="connection"}') + $(metric 'mirror{error_type="query"}') + $(metric 'mirror{error_type="timeout"}')))
+stop_pgdog
+hist_p=$(psql -h 127.0.0.1 -p "$PRIMARY" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
+hist_m=$(psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
+drop_pct=$(awk -v d="$dropped" -v t="$total" 'BEGIN {printf "%.2f", t ? 100 * d / t : 0}')
+
+# --- 3. memory with a stalled mirror under load ----------------------------------------------
+log "memory with a stalled mirror ($((DURATION * 2)) s)"
+start_pgdog 1
+stall_mirror
+rss_before=$(rss_kb "$PGDOG_PID")
+pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -S -M prepared -c "$CLIENTS" -j 2 -T $((DURATION * 2)) pgdog >/dev/null 2>&1
+rss_after=$(rss_kb "$PGDOG_PID")
+unstall_mirror
+stop_pgdog
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+cat <<MD
+
+### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench -S -M prepared -c $CLIENTS -j 2, scale $SCALE; medians)
+
+| mode | tps | proxy CPU per transaction |
+|---|---:|---:|
+| mirroring off | ${TPS_M[off]} | ${CPU_M[off]} us |
+| mirroring on (healthy mirror, exposure 1.0) | ${TPS_M[on]} | ${CPU_M[on]} us |
+| mirroring on, mirror stalled (queue full, dropping) | ${TPS_M[stalled]} | ${CPU_M[stalled]} us |
+
+- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95)
+- on / off tps: $(ratio "${TPS_M[on]}" "${TPS_M[off]}") (the mirror database shares the 2 cores)
+- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]}" "${CPU_M[off]}")** (goal <= 2)
+
+### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128)
+
+- primary: $tpcb_tps tps; mirrored requests: $total, dropped: $dropped (**$drop_pct %**, goal < 1 %), mirror errors: $errors
+- pgbench_history rows: primary $hist_p, mirror $hist_m
+
+### Memory with a stalled mirror under load ($((DURATION * 2)) s select-only, every request dropped)
+
+- pgdog resident: $((rss_before / 1024)) MB before, $((rss_after / 1024)) MB after
+MD
