@@ -119,9 +119,18 @@ stall_mirror() { # an open transaction holding an exclusive lock on the mirror
     LOCKER_PID=$!
     sleep 0.5
 }
-unstall_mirror() { kill "$LOCKER_PID" 2>/dev/null; wait "$LOCKER_PID" 2>/dev/null || true; LOCKER_PID=""; }
+unstall_mirror() { # ends the locking transaction (a killed psql alone leaves pg_sleep running)
+    psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -qAtc \
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(100000)%' AND pid <> pg_backend_pid()" >/dev/null
+    wait "$LOCKER_PID" 2>/dev/null || true
+    LOCKER_PID=""
+}
 
-metric() { curl -s "http://127.0.0.1:$METRICS/metrics" | awk -v k="$1" 'index($0, k) == 1 {print $2; exit}'; }
+metric() { # metric SERIES: its value on /metrics (0 when absent)
+    local page
+    page=$(curl -s "http://127.0.0.1:$METRICS/metrics" || true)
+    awk -v k="$1" 'index($0, k) == 1 {v = $2} END {print v + 0}' <<<"$page"
+}
 
 # --- 1. select-only, interleaved -------------------------------------------------------------
 declare -A TPS CPU
@@ -147,9 +156,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
-for mode in off on stalled; do
-    TPS_M[$mode]=0 2>/dev/null || true
-done
 declare -A TPS_M CPU_M
 for mode in off on stalled; do
     TPS_M[$mode]=$(med "${TPS[$mode]}")

@@ -28,6 +28,10 @@ use super::PluginError;
 /// Most events handed to plugins in one call.
 pub const MAX_BATCH: usize = 4096;
 
+/// How long the event thread sleeps between drains while traffic flows (the added delay
+/// before a flush is answered, at most).
+const POLL_TICK: std::time::Duration = std::time::Duration::from_millis(2);
+
 pub(crate) enum Command {
     Event(MirrorEvent),
     /// Acknowledged after everything sent before it is delivered.
@@ -103,7 +107,28 @@ fn run(
     all: Vec<Arc<LoadedPlugin>>,
 ) {
     let mut batch = Batcher::default();
-    while let Some(first) = rx.blocking_recv() {
+    // While events keep coming, the thread polls on a short tick instead of waiting on the
+    // channel: a waiting receiver makes every `send` on the query path pay a wake-up
+    // system call. It only blocks (and needs waking) after a quiet tick.
+    let mut busy = false;
+    loop {
+        let first = if busy {
+            std::thread::sleep(POLL_TICK);
+            match rx.try_recv() {
+                Ok(cmd) => cmd,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    busy = false;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(cmd) => cmd,
+                None => break,
+            }
+        };
+        busy = true;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
