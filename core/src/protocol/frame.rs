@@ -202,3 +202,30 @@ mod tests {
         assert!(r.i16().is_err());
     }
 }
+
+/// The same properties as the `frames` fuzz target, on random inputs, in every test run.
+#[cfg(test)]
+mod random_inputs {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn never_panics_and_walks_exactly_the_complete_prefix() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..64);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            // Bias towards plausible lengths so frames actually parse.
+            if data.len() >= 5 && rng.gen_bool(0.7) {
+                let l = rng.gen_range(4..12u32);
+                data[1..5].copy_from_slice(&l.to_be_bytes());
+            }
+            if let Ok(n) = complete_len(&data, 1 << 20) {
+                assert!(n <= data.len());
+                let walked: usize = Frames::new(&data[..n]).map(|(_, m)| m.len()).sum();
+                assert_eq!(walked, n);
+            }
+            let _ = crate::protocol::startup::parse(&data);
+        }
+    }
+}
