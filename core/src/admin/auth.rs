@@ -7,23 +7,18 @@
 //! warning saying so).
 
 use super::AdminError;
-use crate::auth::md5;
-use crate::auth::scram::{self, ScramSecret};
+use crate::auth::exchange::{self, ExchangeError};
+use crate::auth::scram::ScramSecret;
 use crate::config::{AuthType, General};
-use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages;
 use crate::protocol::startup::{self, Startup};
 use crate::protocol::ProtocolError;
 use bytes::BytesMut;
-use rand::RngCore;
 use std::net::IpAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Databases a client may name to reach the console.
 pub const DATABASES: [&str; 2] = ["pgdog", "admin"];
-
-/// Longest authentication message accepted.
-const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// How a peer may log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +129,16 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Admission::Password => {
             let password = creds.password.as_deref().expect("admission checked it");
             let ok = match creds.method {
-                Method::Md5 => md5_exchange(stream, buf, user, password).await?,
+                Method::Md5 => exchange::md5(stream, buf, user, password).await,
                 Method::Scram => {
                     let secret = secret.expect("a secret exists when a password does");
-                    scram_exchange(stream, buf, secret).await?
+                    exchange::scram(stream, buf, secret).await
                 }
-            };
+            }
+            .map_err(|e| match e {
+                ExchangeError::Protocol(e) => AdminError::Protocol(e),
+                other => AdminError::Refused(other.to_string()),
+            })?;
             if !ok || user != creds.user {
                 return Err(failed());
             }
@@ -165,75 +164,11 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Some(user.to_string()))
 }
 
-async fn md5_exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    user: &str,
-    password: &str,
-) -> Result<bool, AdminError> {
-    let mut salt = [0u8; 4];
-    rand::thread_rng().fill_bytes(&mut salt);
-    let mut out = BytesMut::new();
-    messages::auth_md5(&mut out, salt);
-    write(stream, &out).await?;
-    let msg = read_password(stream, buf).await?;
-    let answer = Reader::new(body(&msg), "PasswordMessage").cstr()?;
-    Ok(md5::verify(user, password, salt, answer))
-}
-
-async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    secret: &ScramSecret,
-) -> Result<bool, AdminError> {
-    let mut out = BytesMut::new();
-    messages::auth_sasl(&mut out, &[scram::MECHANISM]);
-    write(stream, &out).await?;
-    let msg = read_password(stream, buf).await?;
-    let mut r = Reader::new(body(&msg), "SASLInitialResponse");
-    let mechanism = r.cstr()?;
-    if mechanism != scram::MECHANISM {
-        return Err(AdminError::Refused(format!(
-            "SASL authentication mechanism \"{mechanism}\" is not supported"
-        )));
-    }
-    let len = r.i32()?;
-    let data = r.bytes(len.max(0) as usize)?;
-    let (exchange, server_first) = scram::ScramExchange::start(secret, data)
-        .map_err(|e| AdminError::Refused(e.to_string()))?;
-    out.clear();
-    messages::auth_sasl_continue(&mut out, server_first.as_bytes());
-    write(stream, &out).await?;
-    let msg = read_password(stream, buf).await?;
-    let Ok(server_final) = exchange.finish(body(&msg)) else {
-        return Ok(false);
-    };
-    out.clear();
-    messages::auth_sasl_final(&mut out, server_final.as_bytes());
-    write(stream, &out).await?;
-    Ok(true)
-}
-
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), AdminError> {
     stream
         .write_all(bytes)
         .await
         .map_err(|e| AdminError::Protocol(ProtocolError::Io(e)))
-}
-
-async fn read_password<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Result<BytesMut, AdminError> {
-    let msg = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
-    if msg[0] != b'p' {
-        return Err(ProtocolError::Unexpected {
-            tag: msg[0],
-            context: "expected a password message",
-        }
-        .into());
-    }
-    Ok(msg)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Password checks for client authentication: SCRAM-SHA-256 (server side of the exchange)
 //! and MD5. The proxy's own logins to servers use `postgres-protocol`'s client side.
 
+pub mod exchange;
 pub mod md5;
 pub mod scram;
 

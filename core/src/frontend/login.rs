@@ -4,25 +4,20 @@
 
 use super::session::Session;
 use super::ClientError;
-use crate::auth::{md5, scram};
+use crate::auth::exchange::{self, ExchangeError};
 use crate::backend::{Pool, PoolError, PooledServer};
 use crate::config::AuthType;
 use crate::frontend::cancel::CancelTarget;
 use crate::frontend::clients::{ClientInfo, Registered};
-use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{self, Startup};
 use crate::protocol::ProtocolError;
 use crate::proxy::Proxy;
 use bytes::BytesMut;
-use rand::RngCore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Longest authentication message accepted from a client.
-const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Runs a client connection from accept to close.
 pub async fn run(mut stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
@@ -170,78 +165,29 @@ async fn authenticate(
             auth_type.as_str()
         )));
     };
-    let mut out = BytesMut::new();
-    match auth_type {
-        AuthType::Md5 => {
-            let mut salt = [0u8; 4];
-            rand::thread_rng().fill_bytes(&mut salt);
-            messages::auth_md5(&mut out, salt);
-            write(stream, &out).await?;
-            let msg = read_password(stream, buf).await?;
-            let answer = Reader::new(body(&msg), "PasswordMessage").cstr()?;
-            if user != pool.addr().user || !md5::verify(user, password, salt, answer) {
-                return Err(failed());
-            }
-        }
+    let verified = match auth_type {
+        AuthType::Md5 => exchange::md5(stream, buf, user, password).await,
         AuthType::ScramSha256 => {
             let secret = pool.scram_secret().await.expect("password checked above");
-            messages::auth_sasl(&mut out, &[scram::MECHANISM]);
-            write(stream, &out).await?;
-            let msg = read_password(stream, buf).await?;
-            let mut r = Reader::new(body(&msg), "SASLInitialResponse");
-            let mechanism = r.cstr()?;
-            if mechanism != scram::MECHANISM {
-                return Err(ClientError::Rejected {
-                    code: "28000".into(),
-                    message: format!(
-                        "SASL authentication mechanism \"{mechanism}\" is not supported"
-                    ),
-                });
-            }
-            let len = r.i32()?;
-            let data = r.bytes(len.max(0) as usize)?;
-            let (exchange, server_first) =
-                scram::ScramExchange::start(secret, data).map_err(|e| ClientError::Rejected {
-                    code: "08P01".into(),
-                    message: e.to_string(),
-                })?;
-            out.clear();
-            messages::auth_sasl_continue(&mut out, server_first.as_bytes());
-            write(stream, &out).await?;
-            let msg = read_password(stream, buf).await?;
-            let server_final = exchange.finish(body(&msg)).map_err(|_| failed())?;
-            if user != pool.addr().user {
-                return Err(failed());
-            }
-            out.clear();
-            messages::auth_sasl_final(&mut out, server_final.as_bytes());
-            write(stream, &out).await?;
+            exchange::scram(stream, buf, secret).await
         }
         AuthType::Trust => unreachable!("handled above"),
     }
-    Ok(())
-}
-
-async fn write(stream: &mut TcpStream, out: &[u8]) -> Result<(), ClientError> {
-    stream
-        .write_all(out)
-        .await
-        .map_err(|e| ProtocolError::Io(e).into())
-}
-
-async fn read_password(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<BytesMut, ClientError> {
-    let msg = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
-    if msg[0] != b'p' {
-        return Err(ProtocolError::Unexpected {
-            tag: msg[0],
-            context: "expected a password message",
-        }
-        .into());
+    .map_err(|e| match e {
+        ExchangeError::Protocol(e) => ClientError::Protocol(e),
+        ExchangeError::Mechanism(_) => ClientError::Rejected {
+            code: "28000".into(),
+            message: e.to_string(),
+        },
+        ExchangeError::Scram(_) => ClientError::Rejected {
+            code: "08P01".into(),
+            message: e.to_string(),
+        },
+    })?;
+    if !verified || user != pool.addr().user {
+        return Err(failed());
     }
-    Ok(msg)
+    Ok(())
 }
 
 /// Startup parameters the server connection got from the proxy, not from the client.
