@@ -57,6 +57,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 PRIMARY=$(scripts/pg-cluster.sh start "$WORK/primary")
 MIRROR=$(scripts/pg-cluster.sh start "$WORK/mirror")

@@ -40,6 +40,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 if ((KEEP == 0)); then trap cleanup EXIT; fi
+trap 'exit 130' INT TERM
 
 say "Starting two throwaway PostgreSQL 15 clusters"
 PRIMARY_PORT=$(bash scripts/pg-cluster.sh start "$WORK/primary")
