@@ -172,6 +172,10 @@ describe 'Mirror Metrics Full Integration', order: :defined do
   before(:all) do
     FileUtils.rm_f(%w[pgdog.log pgdog.err].map { |name| File.join(MirrorSuite::LOG_DIR, name) })
 
+    # Fail before starting anything if pgdog's ports are taken (clusters.sh checks 5432 and 5433).
+    system('bash', MirrorSuite::CLUSTERS, 'check-free', *MirrorSuite::PGDOG_PORTS.map(&:to_s)) or
+      raise "pgdog's ports #{MirrorSuite::PGDOG_PORTS.join(', ')} must be free"
+
     # Start primary and mirror databases
     # (spec: docker-compose up -d; sleep(5). clusters.sh returns once both accept connections.)
     MirrorSuite.clusters_up
@@ -406,7 +410,7 @@ describe 'Mirror Metrics Full Integration', order: :defined do
     # Even so, measured on this 2-core machine, 1 attempt in 5 (idle machine) to 2 in 5 (both
     # cores busy with other work) shows a difference of 5% or more, either way, on noise alone.
     # So an attempt that fails is repeated, as a whole, up to 10 times in all (a false failure then
-    # takes 10 bad draws in a row: about 1 in 10,000 runs on a busy machine); the assertion is
+    # takes 10 bad draws in a row: about 1 run in 5,000 with both cores busy); the assertion is
     # unchanged and must hold for one complete attempt. A real systematic slowdown of the second
     # loop (say, per-query cost growing with the number of queries) fails every attempt, since each
     # pair is measured the same way; noise does not. The real overhead figures (proxy and mirroring

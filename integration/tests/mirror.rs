@@ -403,3 +403,65 @@ async fn hundred_concurrent_clients_on_two_mirrored_pools_keep_the_books() -> Re
     assert_eq!(metric(&text, "mirror{type=\"total\"}"), 2000);
     Ok(())
 }
+
+#[tokio::test]
+async fn ended_sessions_give_their_mirror_connections_back() -> Result<()> {
+    let (p, m) = clusters().await?;
+    let pgdog = mirrored(&p, &m)
+        .pool_set("mirror", "pool_size", 2)
+        .start()
+        .await?;
+    // Ten sessions one after the other through a mirror pool of two connections.
+    for i in 0..10 {
+        let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+        client.simple_query(&format!("SELECT {i}")).await?;
+    }
+    let c = settled_counts(&pgdog, "primary", "10 mirrored", |c| c.total >= 10).await?;
+    assert_eq!(
+        c,
+        Counts {
+            total: 10,
+            mirrored: 10,
+            dropped: 0,
+            errors: 0
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_mirror_does_not_cost_the_next_session_its_requests() -> Result<()> {
+    let (p, m) = clusters().await?;
+    let pgdog = mirrored(&p, &m).start().await?;
+    {
+        let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+        client.simple_query("SELECT 1").await?;
+    }
+    settled_counts(&pgdog, "primary", "first request", |c| c.mirrored == 1).await?;
+    // The mirror restarts while its connection sits idle in the pool.
+    m.stop()?;
+    m.start_again()?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for i in 0..5 {
+        client.simple_query(&format!("SELECT {i}")).await?;
+    }
+    let c = match settled_counts(&pgdog, "primary", "6 accounted for", |c| c.total >= 6).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "{e}: {:?}\n{}",
+            common::counts(&pgdog, "primary").await?,
+            pgdog.log()
+        ),
+    };
+    assert!(invariant(&c), "{c:?}");
+    assert_eq!(
+        c,
+        Counts {
+            total: 6,
+            mirrored: 6,
+            dropped: 0,
+            errors: 0
+        }
+    );
+    Ok(())
+}

@@ -194,6 +194,22 @@ impl Pool {
             .as_ref()
     }
 
+    /// The most recently used idle connection that is still open. A server that restarted
+    /// or was terminated has closed its end (or sent a FATAL): those are dropped here, so a
+    /// client never gets a dead connection from the pool.
+    fn pop_live_idle(&self) -> Option<Server> {
+        let stats = &self.inner.stats;
+        loop {
+            let server = self.inner.idle.lock().unwrap().pop()?;
+            if server.is_alive() {
+                return Some(server);
+            }
+            stats.idle.fetch_sub(1, Ordering::Relaxed);
+            stats.servers.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(pool = %self.inner.name, "dropping an idle server connection the server has closed");
+        }
+    }
+
     /// A server connection for the caller's exclusive use: an idle one, or a new one.
     pub async fn get(&self) -> Result<PooledServer, PoolError> {
         if self.is_disabled() {
@@ -219,7 +235,7 @@ impl Pool {
                 })
             }
         };
-        let idle = self.inner.idle.lock().unwrap().pop();
+        let idle = self.pop_live_idle();
         let server = match idle {
             Some(server) => {
                 stats.idle.fetch_sub(1, Ordering::Relaxed);

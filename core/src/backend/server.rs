@@ -235,6 +235,26 @@ impl Server {
         self.execute("DISCARD ALL").await
     }
 
+    /// Whether an idle connection is still open: an idle server sends nothing, so anything
+    /// readable (end of stream, or a FATAL before closing) means it is gone.
+    pub fn is_alive(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // A peek straight at the socket: tokio's `try_read` answers from its cached
+        // readiness, which may not have seen the close yet.
+        let mut probe = [0u8; 1];
+        // SAFETY: `probe` is a valid writable buffer of the length given, and the descriptor
+        // belongs to `self.stream`, which outlives the call.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                probe.as_mut_ptr().cast(),
+                probe.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+
     /// Bytes the proxy read but did not consume (must be empty before forwarding starts).
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

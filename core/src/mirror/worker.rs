@@ -51,6 +51,10 @@ pub struct Worker {
 /// A request sent to the mirror and not yet answered.
 struct InFlight {
     seq: u64,
+    /// The frames, kept (as shared references) until answered, so that a request sent on a
+    /// pooled connection found dead can be sent again on a fresh one.
+    payload: SmallVec<[Bytes; 2]>,
+    received: Instant,
     /// ReadyForQuery messages still to come for it.
     readies: u32,
     /// Its queue place, given back when the answer arrives.
@@ -70,6 +74,21 @@ enum RunEnd {
     Closed,
     /// The connection failed; the requests still in flight were reported.
     Broken(String),
+    /// The connection, taken from the pool, failed before answering anything: nothing was
+    /// reported, and these requests can be sent again on a fresh connection.
+    Retry(String, Vec<Request>),
+}
+
+impl InFlight {
+    fn into_request(self) -> Request {
+        Request {
+            payload: self.payload,
+            seq: self.seq,
+            readies: self.readies,
+            received: self.received,
+            slot: self._slot,
+        }
+    }
 }
 
 impl Worker {
@@ -102,16 +121,42 @@ impl Worker {
                 continue;
             }
             let mut conn = self.conn.take().expect("connected");
-            match self.pipeline(&mut conn, request, &mut rx).await {
-                RunEnd::Closed => {
-                    conn.release().await;
-                    return;
-                }
-                RunEnd::Broken(why) => {
-                    drop(conn);
-                    self.connection_failed(&why);
-                    // Keep draining: `next` stays empty and the loop reads the queue again.
-                    next = None;
+            let mut batch = vec![request];
+            let mut may_retry = true;
+            loop {
+                match self.pipeline(&mut conn, batch, &mut rx, may_retry).await {
+                    RunEnd::Closed => {
+                        conn.release().await;
+                        return;
+                    }
+                    RunEnd::Broken(why) => {
+                        drop(conn);
+                        self.connection_failed(&why);
+                        break;
+                    }
+                    RunEnd::Retry(why, requests) => {
+                        // A pooled connection the mirror had closed (it restarted, say):
+                        // once, on a fresh one, before anything counts as failed.
+                        tracing::debug!(
+                            mirror = self.target.pool.name(),
+                            "retrying on a new connection: {why}"
+                        );
+                        drop(conn);
+                        match self.target.pool.get().await {
+                            Ok(fresh) => {
+                                conn = fresh;
+                                batch = requests;
+                                may_retry = false;
+                            }
+                            Err(e) => {
+                                for r in &requests {
+                                    self.emit(r.seq, connection_error(), None);
+                                }
+                                self.connection_failed(&e.to_string());
+                                break;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -209,6 +254,8 @@ impl Worker {
             let mut q = in_flight.lock().unwrap();
             for r in batch.drain(..) {
                 q.push_back(InFlight {
+                    payload: r.payload.clone(),
+                    received: r.received,
                     seq: r.seq,
                     readies: r.readies.max(1),
                     has_copy_data: ends_with_copy_data(&r),
@@ -230,11 +277,19 @@ impl Worker {
     async fn pipeline(
         &self,
         conn: &mut PooledServer,
-        first: Request,
+        initial: Vec<Request>,
         rx: &mut mpsc::UnboundedReceiver<Request>,
+        may_retry: bool,
     ) -> RunEnd {
         let in_flight = Mutex::new(VecDeque::<InFlight>::new());
-        // Wakes the reader when requests were sent, so their timeout starts counting.
+        // Requests the writer took from the queue but has not sent yet (held back until the
+        // primary finished their transaction). Kept here, not inside the writer, so that a
+        // broken connection reports them instead of losing them with the writer.
+        let waiting = Mutex::new(Vec::<Request>::new());
+        // Set when the queue is closed and everything was sent.
+        let writer_finished = std::sync::atomic::AtomicBool::new(false);
+        // Wakes the reader when requests were sent (their timeout starts counting) and when
+        // the writer finished.
         let sent = tokio::sync::Notify::new();
         let server = conn.server();
         let key = server.key;
@@ -242,19 +297,28 @@ impl Worker {
 
         // The number of requests in flight needs no limit of its own: each holds one of the
         // session's `mirror_queue` places until answered.
+        // `first` waits with the others from the start: if the connection turns out dead
+        // before the writer ever runs, it is reported, not dropped with the writer.
+        let mut next = initial.last().map(|r| r.seq);
+        waiting.lock().unwrap().extend(initial);
         let writer = async {
-            let mut next = Some(first);
-            let mut held: Vec<Request> = Vec::new();
             loop {
-                let request = match next.take() {
-                    Some(r) => r,
+                let seq = match next.take() {
+                    Some(seq) => seq,
                     None => match rx.recv().await {
-                        Some(r) => r,
+                        Some(r) => {
+                            let seq = r.seq;
+                            waiting.lock().unwrap().push(r);
+                            seq
+                        }
                         None => {
                             // The session ended: whatever is held goes out as it is.
+                            let mut held = std::mem::take(&mut *waiting.lock().unwrap());
                             if !held.is_empty() {
                                 self.send(&mut wr, &mut held, &in_flight, &sent).await?;
                             }
+                            writer_finished.store(true, std::sync::atomic::Ordering::Release);
+                            sent.notify_one();
                             return Ok(());
                         }
                     },
@@ -263,16 +327,17 @@ impl Worker {
                 // runs it back to back, in the primary's commit order, instead of holding its
                 // locks while waiting for the client's next statement (which stalls other
                 // sessions behind those locks and makes the mirror fall behind).
-                let status = self.primary.answered(request.seq).await;
-                held.push(request);
+                let status = self.primary.answered(seq).await;
                 let in_transaction = matches!(status, Some(b'T') | Some(b'E'));
-                if in_transaction && held.len() < self.hold_limit() {
+                if in_transaction && waiting.lock().unwrap().len() < self.hold_limit() {
                     continue;
                 }
-                self.send(&mut wr, &mut held, &in_flight, &sent).await?;
+                let mut batch = std::mem::take(&mut *waiting.lock().unwrap());
+                self.send(&mut wr, &mut batch, &in_flight, &sent).await?;
             }
         };
 
+        let answered = std::sync::atomic::AtomicU64::new(0);
         let reader = async {
             let mut buf = BytesMut::with_capacity(8192);
             let mut last_done = Instant::now();
@@ -284,6 +349,9 @@ impl Worker {
                     .front()
                     .map(|f| (f.sent.max(last_done), f.timed_out));
                 let read = match front {
+                    None if writer_finished.load(std::sync::atomic::Ordering::Acquire) => {
+                        return Ok(())
+                    }
                     None => tokio::select! {
                         read = read_message(&mut rd, &mut buf, MAX_SERVER_MESSAGE) => read,
                         _ = sent.notified() => continue,
@@ -302,7 +370,9 @@ impl Worker {
                         {
                             Ok(read) => read,
                             Err(_) if timed_out => {
-                                return "no answer after cancelling a timed-out request".to_string()
+                                return Err(
+                                    "no answer after cancelling a timed-out request".to_string()
+                                );
                             }
                             Err(_) => {
                                 // Too slow: cancel what runs now; its answer still ends it.
@@ -319,11 +389,11 @@ impl Worker {
                 };
                 let msg = match read {
                     Ok(msg) => msg,
-                    Err(ProtocolError::Io(e)) => return e.to_string(),
+                    Err(ProtocolError::Io(e)) => return Err(e.to_string()),
                     Err(ProtocolError::Eof) => {
-                        return "mirror server closed the connection".to_string()
+                        return Err("mirror server closed the connection".to_string())
                     }
-                    Err(e) => return format!("protocol error: {e}"),
+                    Err(e) => return Err(format!("protocol error: {e}")),
                 };
                 match msg[0] {
                     b'E' => {
@@ -340,17 +410,19 @@ impl Worker {
                         if !has_data {
                             // The client's COPY data went another way (COPY through the
                             // extended protocol): end the mirror's COPY rather than hang.
-                            return "COPY without data on the mirror".to_string();
+                            return Err("COPY without data on the mirror".to_string());
                         }
                     }
-                    b'W' => return "unexpected COPY BOTH from the mirror".to_string(),
+                    b'W' => return Err("unexpected COPY BOTH from the mirror".to_string()),
                     b'Z' => {
                         let now = Instant::now();
                         let done = {
                             let mut q = in_flight.lock().unwrap();
                             match q.front_mut() {
                                 None => {
-                                    return "ReadyForQuery with no request in flight".to_string()
+                                    return Err(
+                                        "ReadyForQuery with no request in flight".to_string()
+                                    )
                                 }
                                 // A joined preparing batch: its request is not over yet.
                                 Some(front) if front.readies > 1 => {
@@ -360,6 +432,7 @@ impl Worker {
                                 Some(_) => q.pop_front(),
                             }
                         };
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(done) = done else { continue };
                         let latency = now - done.sent.max(last_done);
                         last_done = now;
@@ -388,30 +461,36 @@ impl Worker {
 
         tokio::pin!(writer);
         tokio::pin!(reader);
+        // The reader ends the run: cleanly once the writer has finished and every answer
+        // arrived, or with the reason the connection broke. A writer error ends it too.
         let mut writer_done = false;
         let broken: Result<(), (String, Vec<Request>)> = loop {
             tokio::select! {
                 result = &mut writer, if !writer_done => match result {
-                    Ok(()) => {
-                        writer_done = true;
-                        if in_flight.lock().unwrap().is_empty() {
-                            break Ok(());
-                        }
-                    }
+                    Ok(()) => writer_done = true,
                     Err(e) => break Err(e),
                 },
-                why = &mut reader => break Err((why, Vec::new())),
-            }
-            if writer_done && in_flight.lock().unwrap().is_empty() {
-                break Ok(());
+                end = &mut reader => break end.map_err(|why| (why, Vec::new())),
             }
         };
+        // Drop the futures (and their borrows) before reporting what they left behind.
+        drop(writer);
+        drop(reader);
         match broken {
             Ok(()) => RunEnd::Closed,
             Err((why, unsent)) => {
+                let lost: Vec<InFlight> = in_flight.lock().unwrap().drain(..).collect();
+                let held = std::mem::take(&mut *waiting.lock().unwrap());
+                let nothing_answered = answered.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                if may_retry && nothing_answered && !lost.iter().any(|f| f.timed_out) {
+                    let mut again: Vec<Request> =
+                        lost.into_iter().map(InFlight::into_request).collect();
+                    again.extend(unsent);
+                    again.extend(held);
+                    return RunEnd::Retry(why, again);
+                }
                 // Everything unanswered failed with the connection (a request that had
                 // already timed out stays a timeout).
-                let lost: Vec<InFlight> = in_flight.lock().unwrap().drain(..).collect();
                 for f in lost {
                     let outcome = if f.timed_out {
                         Outcome::Error {
@@ -423,7 +502,7 @@ impl Worker {
                     };
                     self.emit(f.seq, outcome, None);
                 }
-                for r in unsent {
+                for r in unsent.iter().chain(held.iter()) {
                     self.emit(r.seq, connection_error(), None);
                 }
                 RunEnd::Broken(why)
