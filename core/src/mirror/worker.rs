@@ -473,9 +473,6 @@ impl Worker {
                 end = &mut reader => break end.map_err(|why| (why, Vec::new())),
             }
         };
-        // Drop the futures (and their borrows) before reporting what they left behind.
-        drop(writer);
-        drop(reader);
         match broken {
             Ok(()) => RunEnd::Closed,
             Err((why, unsent)) => {
