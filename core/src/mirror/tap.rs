@@ -22,6 +22,9 @@ pub struct Tap {
     events: EventSink,
     /// The current transaction's exposure decision.
     mirroring: bool,
+    /// A request of the current transaction was dropped: the rest of it is dropped too, so
+    /// the mirror never runs the tail of a transaction without its head.
+    poisoned: bool,
     /// Frames of the request being assembled.
     current: SmallVec<[Bytes; 2]>,
     current_len: usize,
@@ -49,6 +52,7 @@ impl Tap {
             tx,
             events,
             mirroring: false,
+            poisoned: false,
             current: SmallVec::new(),
             current_len: 0,
             in_copy: false,
@@ -125,6 +129,7 @@ impl Tap {
         self.in_request = true;
         self.received = Some(now);
         if state.idle() {
+            self.poisoned = false;
             let exposure = self.target.exposure();
             self.mirroring =
                 exposure >= 1.0 || (exposure > 0.0 && rand::random::<f64>() < exposure);
@@ -163,14 +168,14 @@ impl Tap {
         if !self.mirroring {
             return;
         }
-        if too_big {
-            self.dropped(DropReason::BufferFull);
-            return;
-        }
         // Non-blocking: no free place means the mirror is `mirror_queue` requests behind.
-        let Ok(permit) = self.places.clone().try_acquire_owned() else {
-            self.dropped(DropReason::BufferFull);
-            return;
+        let permit = match self.places.clone().try_acquire_owned() {
+            Ok(permit) if !too_big && !self.poisoned => permit,
+            _ => {
+                self.poisoned = true;
+                self.dropped(DropReason::BufferFull);
+                return;
+            }
         };
         let request = Request {
             payload,

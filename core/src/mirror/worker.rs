@@ -15,7 +15,7 @@
 //! once when the episode starts and once when it ends.
 
 use super::request::{Request, Slot};
-use super::{ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
+use super::{DropReason, ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{PooledServer, Server};
 use crate::frontend::state::SessionState;
@@ -235,6 +235,27 @@ impl Worker {
         (self.target.queue() / 2).max(1)
     }
 
+    /// Requests held back wait for the rest of their transaction. If `next` does not follow
+    /// them directly (requests in between were dropped, and the tap drops the rest of a
+    /// transaction after its first drop), that transaction will never be complete: its held
+    /// head is dropped too rather than run on the mirror, where an unfinished transaction
+    /// would hold its locks and stall every other mirror session.
+    fn discard_broken_transaction(&self, waiting: &Mutex<Vec<Request>>, next: &Request) {
+        let mut held = waiting.lock().unwrap();
+        let Some(last) = held.last() else { return };
+        let first_of_next = next.seq + 1 - u64::from(next.readies.max(1));
+        if first_of_next == last.seq + 1 {
+            return;
+        }
+        for r in held.drain(..) {
+            self.events.send(Event::dropped(
+                self.target.database.clone(),
+                DropReason::BufferFull,
+            ));
+            drop(r);
+        }
+    }
+
     /// Records `batch` as in flight and writes it in one go.
     async fn send<W: AsyncWrite + Unpin>(
         &self,
@@ -308,6 +329,7 @@ impl Worker {
                     None => match rx.recv().await {
                         Some(r) => {
                             let seq = r.seq;
+                            self.discard_broken_transaction(&waiting, &r);
                             waiting.lock().unwrap().push(r);
                             seq
                         }
