@@ -22,10 +22,10 @@
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
-ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 QUICK=0
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8
 while (($#)); do
     case $1 in
-    --quick) QUICK=1 ROUNDS=1 DURATION=3 SCALE=1 ;;
+    --quick) ROUNDS=1 DURATION=3 SCALE=1 ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --scale) SCALE=$2; shift ;;
@@ -38,6 +38,8 @@ done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 log() { printf '[mirror-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -52,31 +54,17 @@ cleanup() {
     set +e
     [[ -n $LOCKER_PID ]] && kill "$LOCKER_PID" 2>/dev/null
     [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
-    scripts/pg-cluster.sh destroy "$WORK/primary" >/dev/null 2>&1
-    scripts/pg-cluster.sh destroy "$WORK/mirror" >/dev/null 2>&1
+    pair_destroy "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PRIMARY=$(scripts/pg-cluster.sh start "$WORK/primary")
-MIRROR=$(scripts/pg-cluster.sh start "$WORK/mirror")
+pair_start "$WORK"
 export PGPASSWORD=pgdog
-init_data() {
-    for p in "$PRIMARY" "$MIRROR"; do
-        pgbench -h 127.0.0.1 -p "$p" -U pgdog -i -s "$SCALE" -q pgdog >/dev/null 2>&1
-    done
-}
+init_data() { pgbench_init "$SCALE" "$PRIMARY" "$MIRROR" >/dev/null; }
 init_data
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-    done
-    return 1
-}
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
 
 config() { # config MIRRORED(0|1)
@@ -105,12 +93,7 @@ start_pgdog() { # start_pgdog MIRRORED
     config "$1" >"$WORK/pgdog.toml"
     ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
     PGDOG_PID=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    cat "$WORK/pgdog.log" >&2
-    return 1
+    wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; return 1; }
 }
 stop_pgdog() { kill "$PGDOG_PID"; wait "$PGDOG_PID" 2>/dev/null || true; PGDOG_PID=""; }
 
@@ -125,12 +108,6 @@ unstall_mirror() { # ends the locking transaction (a killed psql alone leaves pg
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(100000)%' AND pid <> pg_backend_pid()" >/dev/null
     wait "$LOCKER_PID" 2>/dev/null || true
     LOCKER_PID=""
-}
-
-metric() { # metric SERIES: its value on /metrics (0 when absent)
-    local page
-    page=$(curl -s "http://127.0.0.1:$METRICS/metrics" || true)
-    awk -v k="$1" 'index($0, k) == 1 {v = $2} END {print v + 0}' <<<"$page"
 }
 
 # --- 1. select-only, interleaved -------------------------------------------------------------
@@ -172,14 +149,14 @@ tpcb_tps=$(awk '/^tps = / {print $3}' <<<"$tpcb")
 # Drained when the totals stop moving.
 last=-1
 for _ in $(seq 100); do
-    now=$(metric 'mirror{type="total"}')
+    now=$(metric "$METRICS" 'mirror{type="total"}')
     [[ $now == "$last" ]] && break
     last=$now
     sleep 1
 done
-total=$(metric 'mirror{type="total"}')
-dropped=$(metric 'mirror{type="dropped"}')
-errors=$(($(metric 'mirror{error_type="connection"}') + $(metric 'mirror{error_type="query"}') + $(metric 'mirror{error_type="timeout"}')))
+total=$(metric "$METRICS" 'mirror{type="total"}')
+dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
+errors=$(($(metric "$METRICS" 'mirror{error_type="connection"}') + $(metric "$METRICS" 'mirror{error_type="query"}') + $(metric "$METRICS" 'mirror{error_type="timeout"}')))
 stop_pgdog
 hist_p=$(psql -h 127.0.0.1 -p "$PRIMARY" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
 hist_m=$(psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')

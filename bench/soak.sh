@@ -14,6 +14,8 @@ TOTAL=1000000
 CLIENTS=8
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 log() { printf '[soak %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 cargo build --release -q -p pgdog -p pgdog-mirror-stats
@@ -24,19 +26,16 @@ cleanup() {
     set +e
     [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null
     [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
-    scripts/pg-cluster.sh destroy "$WORK/primary" >/dev/null 2>&1
-    scripts/pg-cluster.sh destroy "$WORK/mirror" >/dev/null 2>&1
+    pair_destroy "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PRIMARY=$(scripts/pg-cluster.sh start "$WORK/primary")
-MIRROR=$(scripts/pg-cluster.sh start "$WORK/mirror")
+pair_start "$WORK"
 export PGPASSWORD=pgdog
-for p in "$PRIMARY" "$MIRROR"; do pgbench -h 127.0.0.1 -p "$p" -U pgdog -i -s 1 -q pgdog >/dev/null 2>&1; done
-port() { local p; for _ in $(seq 200); do p=$((20000 + RANDOM % 12000)); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
-PORT=$(port) ADMIN=$(port) METRICS=$(port)
+pgbench_init 1 "$PRIMARY" "$MIRROR" >/dev/null
+PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
 cat >"$WORK/pgdog.toml" <<TOML
 [general]
 port = $PORT
@@ -57,7 +56,7 @@ password = "pgdog"
 TOML
 ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
 PGDOG_PID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; exit 1; }
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$PGDOG_PID/status"; }
 (while kill -0 "$PGDOG_PID" 2>/dev/null; do echo "$(date +%s) $(rss)"; sleep 5; done) >"$WORK/rss" &
@@ -74,8 +73,7 @@ samples=$(wc -l <"$WORK/rss")
 first=$(head -n 1 "$WORK/rss" | awk '{print $2}')
 middle=$(sed -n "$(((samples + 1) / 2))p" "$WORK/rss" | awk '{print $2}')
 sleep 2
-page=$(curl -s "http://127.0.0.1:$METRICS/metrics")
-m() { awk -v k="$1" 'index($0, k) == 1 {v = $2} END {print v + 0}' <<<"$page"; }
+m() { metric "$METRICS" "$1"; }
 cat <<MD
 
 ### Soak: $TOTAL mirrored queries in ${elapsed}s

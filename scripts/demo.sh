@@ -7,7 +7,10 @@
 #
 # --keep leaves the clusters and the proxy running and prints how to stop them.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 DURATION=20
 CLIENTS=8
@@ -35,33 +38,22 @@ chmod 755 "$WORK"
 PGDOG_PID=""
 cleanup() {
     [[ -n "$PGDOG_PID" ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
-    bash scripts/pg-cluster.sh destroy "$WORK/primary" >/dev/null 2>&1 || true
-    bash scripts/pg-cluster.sh destroy "$WORK/mirror" >/dev/null 2>&1 || true
+    pair_destroy "$WORK"
     rm -rf "$WORK"
 }
 if ((KEEP == 0)); then trap cleanup EXIT; fi
 trap 'exit 130' INT TERM
 
 say "Starting two throwaway PostgreSQL 15 clusters"
-PRIMARY_PORT=$(bash scripts/pg-cluster.sh start "$WORK/primary")
-MIRROR_PORT=$(bash scripts/pg-cluster.sh start "$WORK/mirror")
+pair_start "$WORK"
+PRIMARY_PORT=$PRIMARY MIRROR_PORT=$MIRROR
 echo "primary (old database): 127.0.0.1:$PRIMARY_PORT    mirror (new database): 127.0.0.1:$MIRROR_PORT"
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-    done
-    return 1
-}
 PORT=$(free_port); ADMIN_PORT=$(free_port); METRICS_PORT=$(free_port)
 
 export PGPASSWORD=pgdog
 say "Loading the pgbench schema on both (the mirror must start from the same data)"
-for p in "$PRIMARY_PORT" "$MIRROR_PORT"; do
-    pgbench -h 127.0.0.1 -p "$p" -U pgdog -i -s 10 -q pgdog 2>&1 | tail -n 1
-done
+pgbench_init 10 "$PRIMARY_PORT" "$MIRROR_PORT"
 
 cat >"$WORK/pgdog.toml" <<TOML
 [general]
@@ -96,11 +88,7 @@ TOML
 say "Starting pgdog on 127.0.0.1:$PORT (admin $ADMIN_PORT, metrics $METRICS_PORT), mirroring pgdog -> mirror"
 ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
 PGDOG_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    kill -0 "$PGDOG_PID" 2>/dev/null || { cat "$WORK/pgdog.log"; exit 1; }
-    sleep 0.1
-done
+wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log"; exit 1; }
 
 say "Driving pgbench (TPC-B-like, $CLIENTS clients, ${DURATION}s) through pgdog"
 pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" -P 2 pgdog 2>&1 |
