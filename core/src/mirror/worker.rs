@@ -14,24 +14,23 @@
 //! requests that arrive meanwhile are reported as `connection` errors, and the log says so
 //! once when the episode starts and once when it ends.
 
-use super::request::{Request, Slot};
+use super::episode::Episode;
+use super::inflight::{connection_error, ends_with_copy_data, write_batch, InFlight};
+use super::request::Request;
 use super::{DropReason, ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{PooledServer, Server};
 use crate::frontend::state::SessionState;
 use crate::protocol::backend::sqlstate;
-use crate::protocol::frame::{read_message, Frames};
+use crate::protocol::frame::read_message;
 use crate::protocol::ProtocolError;
-use bytes::{Bytes, BytesMut};
-use smallvec::SmallVec;
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After cancelling a timed-out request, how long to wait for its answer before the
 /// connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -41,31 +40,7 @@ pub struct Worker {
     events: EventSink,
     primary: Arc<SessionState>,
     conn: Option<PooledServer>,
-    /// While set, no connection attempt before this instant.
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    failing_since: Option<Instant>,
-    failed_requests: u64,
-}
-
-/// A request sent to the mirror and not yet answered.
-struct InFlight {
-    seq: u64,
-    /// The frames, kept (as shared references) until answered, so that a request sent on a
-    /// pooled connection found dead can be sent again on a fresh one.
-    payload: SmallVec<[Bytes; 2]>,
-    received: Instant,
-    /// ReadyForQuery messages still to come for it.
-    readies: u32,
-    /// Its queue place, given back when the answer arrives.
-    _slot: Slot,
-    sent: Instant,
-    /// The request carries its own COPY data (ends with CopyDone/CopyFail).
-    has_copy_data: bool,
-    /// First ErrorResponse's SQLSTATE seen for it.
-    error: Option<Option<[u8; 5]>>,
-    /// A cancel was sent for it after `mirror_timeout_ms`.
-    timed_out: bool,
+    episode: Episode,
 }
 
 /// How a pipelined run on one connection ended.
@@ -79,18 +54,6 @@ enum RunEnd {
     Retry(String, Vec<Request>),
 }
 
-impl InFlight {
-    fn into_request(self) -> Request {
-        Request {
-            payload: self.payload,
-            seq: self.seq,
-            readies: self.readies,
-            received: self.received,
-            slot: self._slot,
-        }
-    }
-}
-
 impl Worker {
     pub fn new(target: Arc<MirrorTarget>, events: EventSink, primary: Arc<SessionState>) -> Worker {
         Worker {
@@ -98,10 +61,7 @@ impl Worker {
             events,
             primary,
             conn: None,
-            retry_at: None,
-            backoff: BACKOFF_MIN,
-            failing_since: None,
-            failed_requests: 0,
+            episode: Episode::default(),
         }
     }
 
@@ -131,7 +91,7 @@ impl Worker {
                     }
                     RunEnd::Broken(why) => {
                         drop(conn);
-                        self.connection_failed(&why);
+                        self.episode.failed(&self.target, &why);
                         break;
                     }
                     RunEnd::Retry(why, requests) => {
@@ -152,7 +112,7 @@ impl Worker {
                                 for r in &requests {
                                     self.emit(r.seq, connection_error(), None);
                                 }
-                                self.connection_failed(&e.to_string());
+                                self.episode.failed(&self.target, &e.to_string());
                                 break;
                             }
                         }
@@ -176,57 +136,31 @@ impl Worker {
     async fn connect(&mut self) -> bool {
         if self.target.pool.is_disabled() {
             self.conn = None;
-            if self.failing_since.is_none() {
-                self.connection_failed("mirror pool is disabled");
+            if self.episode.is_failing() {
+                self.episode.count_request();
             } else {
-                self.failed_requests += 1;
+                self.episode.failed(&self.target, "mirror pool is disabled");
             }
             return false;
         }
         if self.conn.is_some() {
             return true;
         }
-        if self.retry_at.is_some_and(|at| Instant::now() < at) {
-            self.failed_requests += 1;
+        if self.episode.backing_off() {
+            self.episode.count_request();
             return false;
         }
         match self.target.pool.get().await {
             Ok(conn) => {
-                if let Some(since) = self.failing_since.take() {
-                    tracing::info!(
-                        database = &*self.target.database,
-                        mirror = self.target.pool.name(),
-                        "mirror connection restored after {:.1}s ({} requests failed meanwhile)",
-                        since.elapsed().as_secs_f64(),
-                        self.failed_requests
-                    );
-                }
+                self.episode.restored(&self.target);
                 self.conn = Some(conn);
-                self.retry_at = None;
-                self.backoff = BACKOFF_MIN;
-                self.failed_requests = 0;
                 true
             }
             Err(e) => {
-                self.connection_failed(&e.to_string());
+                self.episode.failed(&self.target, &e.to_string());
                 false
             }
         }
-    }
-
-    fn connection_failed(&mut self, why: &str) {
-        self.failed_requests += 1;
-        if self.failing_since.is_none() {
-            self.failing_since = Some(Instant::now());
-            tracing::warn!(
-                database = &*self.target.database,
-                mirror = self.target.pool.name(),
-                "mirror unavailable, requests are counted as connection errors until it is back: {why}"
-            );
-        } else {
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        }
-        self.retry_at = Some(Instant::now() + self.backoff);
     }
 
     /// Most requests of one open transaction held back before they are sent anyway (a long
@@ -528,37 +462,4 @@ impl Worker {
             }
         }
     }
-}
-
-async fn write_batch<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    payloads: &[SmallVec<[Bytes; 2]>],
-) -> std::io::Result<()> {
-    let mut parts = payloads.iter().flatten();
-    if payloads.len() == 1 && payloads[0].len() == 1 {
-        return wr.write_all(&payloads[0][0]).await;
-    }
-    // Gather small requests into one buffer: one syscall for the batch.
-    let total: usize = parts.clone().map(Bytes::len).sum();
-    let mut out = BytesMut::with_capacity(total);
-    for part in parts.by_ref() {
-        out.extend_from_slice(part);
-    }
-    wr.write_all(&out).await
-}
-
-fn connection_error() -> Outcome {
-    Outcome::Error {
-        category: ErrorCategory::Connection,
-        sqlstate: None,
-    }
-}
-
-/// Whether the request carries its own COPY data (it ends with CopyDone or CopyFail).
-fn ends_with_copy_data(request: &Request) -> bool {
-    request
-        .payload
-        .last()
-        .and_then(|last| Frames::new(last).last())
-        .is_some_and(|(tag, _)| tag == b'c' || tag == b'f')
 }

@@ -1,0 +1,77 @@
+//! Requests in flight on a mirror connection, and the small pieces of the pipeline that
+//! deal with them one at a time (writing a batch, recognising COPY data).
+
+use super::request::{Request, Slot};
+use super::{ErrorCategory, Outcome};
+use crate::protocol::frame::Frames;
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::time::Instant;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// A request sent to the mirror and not yet answered.
+pub struct InFlight {
+    pub seq: u64,
+    /// The frames, kept (as shared references) until answered, so that a request sent on a
+    /// pooled connection found dead can be sent again on a fresh one.
+    pub payload: SmallVec<[Bytes; 2]>,
+    pub received: Instant,
+    /// ReadyForQuery messages still to come for it.
+    pub readies: u32,
+    /// Its queue place, given back when the answer arrives.
+    pub _slot: Slot,
+    pub sent: Instant,
+    /// The request carries its own COPY data (ends with CopyDone/CopyFail).
+    pub has_copy_data: bool,
+    /// First ErrorResponse's SQLSTATE seen for it.
+    pub error: Option<Option<[u8; 5]>>,
+    /// A cancel was sent for it after `mirror_timeout_ms`.
+    pub timed_out: bool,
+}
+
+impl InFlight {
+    /// Back to a request, to be sent again on another connection.
+    pub fn into_request(self) -> Request {
+        Request {
+            payload: self.payload,
+            seq: self.seq,
+            readies: self.readies,
+            received: self.received,
+            slot: self._slot,
+        }
+    }
+}
+
+/// Writes the payloads of a batch: one write for the whole batch.
+pub async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    payloads: &[SmallVec<[Bytes; 2]>],
+) -> std::io::Result<()> {
+    let mut parts = payloads.iter().flatten();
+    if payloads.len() == 1 && payloads[0].len() == 1 {
+        return wr.write_all(&payloads[0][0]).await;
+    }
+    // Gather small requests into one buffer: one syscall for the batch.
+    let total: usize = parts.clone().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(total);
+    for part in parts.by_ref() {
+        out.extend_from_slice(part);
+    }
+    wr.write_all(&out).await
+}
+
+pub fn connection_error() -> Outcome {
+    Outcome::Error {
+        category: ErrorCategory::Connection,
+        sqlstate: None,
+    }
+}
+
+/// Whether the request carries its own COPY data (it ends with CopyDone or CopyFail).
+pub fn ends_with_copy_data(request: &Request) -> bool {
+    request
+        .payload
+        .last()
+        .and_then(|last| Frames::new(last).last())
+        .is_some_and(|(tag, _)| tag == b'c' || tag == b'f')
+}
