@@ -69,6 +69,20 @@ impl Reason {
             message: message.into(),
         }
     }
+
+    /// The `min_runtime` reason, worded the same by every policy.
+    pub fn min_runtime(window_secs: f64, min_secs: f64) -> Self {
+        Self::new(
+            "min_runtime",
+            window_secs / 3600.0,
+            min_secs / 3600.0,
+            format!(
+                "Observation window {:.2}h < minimum {:.2}h",
+                window_secs / 3600.0,
+                min_secs / 3600.0
+            ),
+        )
+    }
 }
 
 /// The verdict for one database, or for all of them.

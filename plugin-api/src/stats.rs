@@ -52,6 +52,21 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds `other` into `self` (merging databases into a total).
+    pub fn add(&mut self, other: &Counts) {
+        self.total += other.total;
+        self.mirrored += other.mirrored;
+        self.dropped += other.dropped;
+        self.errors += other.errors;
+        let (x, y) = (&mut self.by_category, &other.by_category);
+        x.connection += y.connection;
+        x.query += y.query;
+        x.timeout += y.timeout;
+        x.buffer_full += y.buffer_full;
+        x.protocol += y.protocol;
+        x.other += y.other;
+    }
+
     /// Requests the mirror actually executed: the evidence for readiness.
     pub fn attempted(&self) -> u64 {
         self.mirrored + self.errors

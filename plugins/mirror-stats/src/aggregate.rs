@@ -75,18 +75,7 @@ impl Aggregate {
 
     /// Adds `other` into `self` (histograms are mergeable; counts add up).
     pub fn merge(&mut self, other: &Aggregate) {
-        let (a, b) = (&mut self.counts, &other.counts);
-        a.total += b.total;
-        a.mirrored += b.mirrored;
-        a.dropped += b.dropped;
-        a.errors += b.errors;
-        let (x, y) = (&mut a.by_category, &b.by_category);
-        x.connection += y.connection;
-        x.query += y.query;
-        x.timeout += y.timeout;
-        x.buffer_full += y.buffer_full;
-        x.protocol += y.protocol;
-        x.other += y.other;
+        self.counts.add(&other.counts);
         // Same bounds and precision on both sides: addition cannot fail.
         let _ = self.mirror_latency.add(&other.mirror_latency);
         let _ = self.primary_latency.add(&other.primary_latency);

@@ -165,7 +165,7 @@ impl Stats {
             .databases
             .iter()
             .map(|(name, agg)| {
-                add_counts(&mut overall, &agg.counts);
+                overall.add(&agg.counts);
                 (name.as_str(), &agg.counts)
             })
             .collect();
@@ -207,20 +207,6 @@ impl Plugin for Stats {
         Stats::reset(self);
         Ok(())
     }
-}
-
-fn add_counts(a: &mut pgdog_plugin_api::Counts, b: &pgdog_plugin_api::Counts) {
-    a.total += b.total;
-    a.mirrored += b.mirrored;
-    a.dropped += b.dropped;
-    a.errors += b.errors;
-    let (x, y) = (&mut a.by_category, &b.by_category);
-    x.connection += y.connection;
-    x.query += y.query;
-    x.timeout += y.timeout;
-    x.buffer_full += y.buffer_full;
-    x.protocol += y.protocol;
-    x.other += y.other;
 }
 
 export_plugin!(name: PLUGIN_NAME, constructor: Stats::from_config);

@@ -92,16 +92,7 @@ pub fn assess_database(
         ));
     }
     if window_secs < criteria.min_runtime_secs {
-        reasons.push(Reason::new(
-            "min_runtime",
-            window_secs / 3600.0,
-            criteria.min_runtime_secs / 3600.0,
-            format!(
-                "Observation window {:.2}h < minimum {:.2}h",
-                window_secs / 3600.0,
-                criteria.min_runtime_secs / 3600.0
-            ),
-        ));
+        reasons.push(Reason::min_runtime(window_secs, criteria.min_runtime_secs));
     }
     reasons.extend(quality_reasons(stats, criteria));
 

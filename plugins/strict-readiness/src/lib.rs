@@ -144,16 +144,7 @@ impl Strict {
         }
         let window_secs = stats.window_secs(now_us);
         if window_secs < criteria.min_runtime_secs {
-            reasons.push(Reason::new(
-                "min_runtime",
-                window_secs / 3600.0,
-                criteria.min_runtime_secs / 3600.0,
-                format!(
-                    "Observation window {:.2}h < minimum {:.2}h",
-                    window_secs / 3600.0,
-                    criteria.min_runtime_secs / 3600.0
-                ),
-            ));
+            reasons.push(Reason::min_runtime(window_secs, criteria.min_runtime_secs));
         }
         let p_ok = jeffreys_prob_at_most(
             window.errors,
