@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # What mirroring costs the primary, and whether the mirror keeps up, measured side by side.
 #
-#   bench/mirror.sh            # 5 rounds x 3 modes, 10 s each, then TPC-B keep-up and memory (~6 min)
+#   bench/mirror.sh            # 5 rounds x 4 modes, 10 s each, then TPC-B keep-up and memory (~8 min)
 #   bench/mirror.sh --quick    # smoke: 1 round, 3 s each (~1 min)
+#   bench/mirror.sh --compare  # result comparison's cost only: modes on and nocompare,
+#                              # select-only and 100-row range reads, no keep-up/memory
 #
-# Options: --rounds N --duration SECS --scale N --clients N
+# Options: --rounds N --duration SECS --scale N --clients N --modes "off on nocompare stalled"
+#          --workload select|range (range: 100-row reads by primary key range) --no-extra
 #
 # Two throwaway clusters (primary, mirror) with identical pgbench data; pgdog (release) in front.
-# 1. Select-only (pgbench -S -M prepared), interleaved per round, in three modes:
+# 1. Select-only (pgbench -S -M prepared), interleaved per round, in these modes:
 #      off      no mirror_of
-#      on       mirror_exposure 1.0 to a healthy mirror
+#      on       mirror_exposure 1.0 to a healthy mirror (result comparison on, the default)
+#      nocompare as on, with mirror_compare = false
 #      stalled  the mirror's pgbench_accounts locked (ACCESS EXCLUSIVE) by an open transaction,
 #               mirror_queue full, every request dropped
 #    reports median tps, the ratio stalled/off, and the proxy's own CPU time per transaction
@@ -22,15 +26,19 @@
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
-ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="off on nocompare stalled" WORKLOAD=select EXTRA=1
 while (($#)); do
     case $1 in
     --quick) ROUNDS=1 DURATION=3 SCALE=1 ;;
+    --compare) MODES="on nocompare" EXTRA=0 ;;
+    --modes) MODES=$2; shift ;;
+    --workload) WORKLOAD=$2; shift ;;
+    --no-extra) EXTRA=0 ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --scale) SCALE=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -67,7 +75,7 @@ init_data
 
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
 
-config() { # config MIRRORED(0|1)
+config() { # config MIRRORED(0|1) [COMPARE(0|1)]
     cat <<TOML
 [general]
 port = $PORT
@@ -80,6 +88,7 @@ name = "pgdog"
 port = $PRIMARY
 password = "pgdog"
 $( (($1)) && echo 'mirror_of = "mirror"')
+$( ((${2:-1})) || echo 'mirror_compare = false')
 
 [[pools]]
 name = "mirror"
@@ -89,8 +98,8 @@ password = "pgdog"
 TOML
 }
 
-start_pgdog() { # start_pgdog MIRRORED
-    config "$1" >"$WORK/pgdog.toml"
+start_pgdog() { # start_pgdog MIRRORED [COMPARE]
+    config "$1" "${2:-1}" >"$WORK/pgdog.toml"
     ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
     PGDOG_PID=$!
     wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; return 1; }
@@ -111,15 +120,27 @@ unstall_mirror() { # ends the locking transaction (a killed psql alone leaves pg
 }
 
 # --- 1. select-only, interleaved -------------------------------------------------------------
+case $WORKLOAD in
+select) LOAD=(-S) ;;
+range)
+    # 100 rows per query: what digesting rows costs on the primary path.
+    cat >"$WORK/range.sql" <<'SQL'
+\set aid random(1, 100000 * :scale - 100)
+SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 99;
+SQL
+    LOAD=(-f "$WORK/range.sql" -D "scale=$SCALE") ;;
+*) echo "unknown workload $WORKLOAD" >&2; exit 2 ;;
+esac
 declare -A TPS CPU
 for ((r = 1; r <= ROUNDS; r++)); do
-    for mode in off on stalled; do
-        mirrored=1
+    for mode in $MODES; do
+        mirrored=1 compare=1
         [[ $mode == off ]] && mirrored=0
-        start_pgdog "$mirrored"
+        [[ $mode == nocompare ]] && compare=0
+        start_pgdog "$mirrored" "$compare"
         [[ $mode == stalled ]] && stall_mirror
         before=$(cpu_ticks "$PGDOG_PID")
-        out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
+        out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
         after=$(cpu_ticks "$PGDOG_PID")
         [[ $mode == stalled ]] && unstall_mirror
         stop_pgdog
@@ -135,10 +156,38 @@ done
 
 med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 declare -A TPS_M CPU_M
-for mode in off on stalled; do
+for mode in $MODES; do
     TPS_M[$mode]=$(med "${TPS[$mode]}")
     CPU_M[$mode]=$(med "${CPU[$mode]}")
 done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+row() { # row MODE LABEL
+    [[ -n ${TPS_M[$1]:-} ]] && echo "| $2 | ${TPS_M[$1]} | ${CPU_M[$1]} us |"
+    return 0
+}
+cat <<MD
+
+### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M prepared -c $CLIENTS -j 2, scale $SCALE; medians)
+
+| mode | tps | proxy CPU per transaction |
+|---|---:|---:|
+$(row off "mirroring off")
+$(row on "mirroring on (healthy mirror, exposure 1.0, comparison on)")
+$(row nocompare "mirroring on, mirror_compare = false")
+$(row stalled "mirroring on, mirror stalled (queue full, dropping)")
+
+MD
+both() { [[ -n ${TPS_M[$1]:-} && -n ${TPS_M[$2]:-} ]]; }
+if both stalled off; then echo "- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95)"; fi
+if both on off; then
+    echo "- on / off tps: $(ratio "${TPS_M[on]}" "${TPS_M[off]}") (the mirror database shares the 2 cores)"
+    echo "- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]}" "${CPU_M[off]}")** (goal <= 2)"
+fi
+if both on nocompare; then
+    echo "- comparison on / off tps: **$(ratio "${TPS_M[on]}" "${TPS_M[nocompare]}")** (goal >= 0.97)"
+    echo "- proxy CPU per transaction, comparison on / off: $(ratio "${CPU_M[on]}" "${CPU_M[nocompare]}")"
+fi
+((EXTRA)) || exit 0
 
 # --- 2. keep-up under TPC-B ------------------------------------------------------------------
 log "TPC-B keep-up ($((DURATION * 2)) s)"
@@ -172,20 +221,7 @@ rss_after=$(rss_kb "$PGDOG_PID")
 unstall_mirror
 stop_pgdog
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 cat <<MD
-
-### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench -S -M prepared -c $CLIENTS -j 2, scale $SCALE; medians)
-
-| mode | tps | proxy CPU per transaction |
-|---|---:|---:|
-| mirroring off | ${TPS_M[off]} | ${CPU_M[off]} us |
-| mirroring on (healthy mirror, exposure 1.0) | ${TPS_M[on]} | ${CPU_M[on]} us |
-| mirroring on, mirror stalled (queue full, dropping) | ${TPS_M[stalled]} | ${CPU_M[stalled]} us |
-
-- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95)
-- on / off tps: $(ratio "${TPS_M[on]}" "${TPS_M[off]}") (the mirror database shares the 2 cores)
-- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]}" "${CPU_M[off]}")** (goal <= 2)
 
 ### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128)
 

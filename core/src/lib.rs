@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod compare;
 pub mod config;
 pub mod frontend;
 pub mod metrics;

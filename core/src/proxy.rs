@@ -88,13 +88,12 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Starts the mirror session of a new client of `pool`, if that pool is mirrored:
-    /// the bounded queue, and its worker as a tracked task.
-    pub fn start_mirror(&self, pool: &str, state: &Arc<SessionState>) -> Option<Tap> {
-        let target = self.mirrors().get(pool)?.clone();
+    /// Starts the mirror session of a new client of a pool mirrored to `target`: the
+    /// bounded queue, and its worker as a tracked task.
+    pub fn start_mirror(&self, target: Arc<MirrorTarget>, state: &Arc<SessionState>) -> Tap {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = Worker::new(target.clone(), self.events.clone(), state.clone());
         self.mirror_tasks.spawn(worker.run(rx));
-        Some(Tap::new(target, tx, self.events.clone()))
+        Tap::new(target, tx, self.events.clone())
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Readiness is polled with a deadline (mirror events arrive asynchronously), never slept on.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use pgdog_integration::{ConfigBuilder, PgCluster, Pgdog};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const ADMIN_PASSWORD: &str = "s3cret-admin";
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -47,33 +48,7 @@ async fn admin(pgdog: &Pgdog) -> Result<Client> {
     pgdog.connect_admin("admin", ADMIN_PASSWORD, "pgdog").await
 }
 
-/// A result row by column name.
-type Row = HashMap<String, Option<String>>;
-
-async fn rows(client: &Client, sql: &str) -> Result<Vec<Row>> {
-    let mut out = Vec::new();
-    for msg in client.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(row) = msg {
-            let mut map = Row::new();
-            for (i, column) in row.columns().iter().enumerate() {
-                map.insert(column.name().to_string(), row.get(i).map(str::to_string));
-            }
-            out.push(map);
-        }
-    }
-    Ok(out)
-}
-
-/// The first column of every row.
-async fn lines(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for msg in client.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(row) = msg {
-            out.push(row.get(0).unwrap_or("").to_string());
-        }
-    }
-    Ok(out)
-}
+use common::{admin_lines as lines, admin_rows as rows, AdminRow as Row};
 
 fn value<'a>(row: &'a Row, column: &str) -> &'a str {
     row.get(column)

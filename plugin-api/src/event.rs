@@ -21,6 +21,9 @@ impl Outcome {
     pub const ERROR: Self = Self(1);
     /// The request never reached the mirror: see [`MirrorEvent::drop_reason`].
     pub const DROPPED: Self = Self(2);
+    /// The mirror executed the request, but its answer differs from the primary's: see
+    /// [`MirrorEvent::comparison`]. It counts as mirrored (the mirror did run it).
+    pub const MISMATCH: Self = Self(3);
 }
 
 /// Why a mirrored request failed. An open set: treat unknown codes as "other".
@@ -81,6 +84,182 @@ impl DropReason {
     }
 }
 
+/// The verdict of comparing the mirror's answer with the primary's. An open set.
+#[repr(transparent)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Verdict(pub u8);
+
+impl Verdict {
+    /// Comparison is off, or the request never got an answer from both sides.
+    pub const NOT_COMPARED: Self = Self(0);
+    /// Same command tags, column types, row count and rows; or the same SQLSTATE on both.
+    pub const MATCH: Self = Self(1);
+    /// Something differed: see [`Comparison::differences`].
+    pub const MISMATCH: Self = Self(2);
+    /// Both answered but the comparison does not count: see [`Comparison::excluded`].
+    pub const EXCLUDED: Self = Self(3);
+}
+
+/// What differed between the two answers: a bit set.
+#[repr(transparent)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Differences(pub u8);
+
+impl Differences {
+    /// CommandComplete tags (command or affected-row count).
+    pub const TAG: Self = Self(1);
+    /// Number of DataRows.
+    pub const ROW_COUNT: Self = Self(1 << 1);
+    /// Column type OIDs of a RowDescription.
+    pub const COLUMNS: Self = Self(1 << 2);
+    /// Same number of rows, different contents (or order, for an ordered query).
+    pub const ROWS: Self = Self(1 << 3);
+    /// One side failed and the other did not, or they failed with different SQLSTATEs.
+    pub const ERROR: Self = Self(1 << 4);
+
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Names of the bits set, most significant difference first.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::ERROR, "error"),
+            (Self::COLUMNS, "columns"),
+            (Self::TAG, "tag"),
+            (Self::ROW_COUNT, "row count"),
+            (Self::ROWS, "rows"),
+        ]
+        .into_iter()
+        .filter(|(d, _)| self.contains(*d))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+impl std::ops::BitOr for Differences {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Differences {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// Why a compared request does not count for or against the mirror. An open set.
+#[repr(transparent)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Exclusion(pub u8);
+
+impl Exclusion {
+    pub const NONE: Self = Self(0);
+    /// The statement is non-deterministic as written (`now()`, `random()`, `nextval`,
+    /// a `LIMIT` without `ORDER BY`, ...): different answers are expected.
+    pub const NONDETERMINISTIC: Self = Self(1);
+    /// The fingerprint is in the operator's `mirror_compare_ignore` list.
+    pub const IGNORED: Self = Self(2);
+    /// The primary's answer was no longer recorded when the mirror's arrived (a pipeline
+    /// deeper than the proxy keeps), so there was nothing to compare with.
+    pub const UNPAIRED: Self = Self(3);
+
+    /// The label used in reports (`"other"` for unknown codes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NONE => "none",
+            Self::NONDETERMINISTIC => "non-deterministic",
+            Self::IGNORED => "ignored",
+            Self::UNPAIRED => "unpaired",
+            _ => "other",
+        }
+    }
+}
+
+/// The comparison of one request's answers, primary against mirror.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    pub verdict: Verdict,
+    /// Set when `verdict == MISMATCH`.
+    pub differences: Differences,
+    /// Set when `verdict == EXCLUDED`.
+    pub excluded: Exclusion,
+    /// The primary's SQLSTATE when it failed, all zero bytes otherwise. A query error
+    /// with the same SQLSTATE on both sides is a shared error, not the mirror's fault.
+    pub primary_sqlstate: [u8; 5],
+    /// DataRows (or, for commands without rows, the CommandComplete row count) on each
+    /// side, to show what differed.
+    pub primary_rows: u64,
+    pub mirror_rows: u64,
+}
+
+impl Comparison {
+    pub const fn not_compared() -> Self {
+        Self {
+            verdict: Verdict::NOT_COMPARED,
+            differences: Differences(0),
+            excluded: Exclusion::NONE,
+            primary_sqlstate: [0; 5],
+            primary_rows: 0,
+            mirror_rows: 0,
+        }
+    }
+
+    /// One line saying what differed, e.g. `rows: primary 3, mirror 2`.
+    pub fn describe(&self) -> String {
+        let d = self.differences;
+        if d.contains(Differences::ERROR) {
+            let primary = std::str::from_utf8(&self.primary_sqlstate)
+                .ok()
+                .filter(|_| self.primary_sqlstate != [0; 5])
+                .unwrap_or("ok");
+            return format!("error: primary {primary}, mirror differs");
+        }
+        if d.contains(Differences::COLUMNS) {
+            return "column types differ".to_string();
+        }
+        if d.contains(Differences::ROW_COUNT) || d.contains(Differences::TAG) {
+            return format!(
+                "{}: primary {} rows, mirror {} rows",
+                if d.contains(Differences::ROW_COUNT) {
+                    "row count"
+                } else {
+                    "command tag"
+                },
+                self.primary_rows,
+                self.mirror_rows
+            );
+        }
+        if d.contains(Differences::ROWS) {
+            return format!("same {} rows, different contents", self.primary_rows);
+        }
+        "no difference".to_string()
+    }
+}
+
+impl Default for Comparison {
+    fn default() -> Self {
+        Self::not_compared()
+    }
+}
+
+/// A query fingerprint and its normalised text, sent once per batch for the fingerprints
+/// the batch's events refer to.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
+pub struct QueryText<'a> {
+    pub fingerprint: u64,
+    /// Normalised, literals replaced by `?`, possibly shortened (at most 200 bytes).
+    pub text: RStr<'a>,
+}
+
 /// One mirrored request, as seen by plugins.
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
@@ -104,8 +283,11 @@ pub struct MirrorEvent {
     pub primary_latency_us: ROption<u64>,
     /// When the request was mirrored (or dropped), microseconds since the Unix epoch.
     pub at_unix_us: u64,
-    /// Reserved for a normalised-query fingerprint (result comparison); `RNone` today.
+    /// The normalised statement's fingerprint, when comparison is on (its text is in
+    /// [`EventBatch::queries`]).
     pub fingerprint: ROption<u64>,
+    /// Primary against mirror, when comparison is on.
+    pub comparison: Comparison,
 }
 
 impl MirrorEvent {
@@ -119,8 +301,23 @@ impl MirrorEvent {
     }
 
     /// True when the mirror failed on its own account (buffer-full drops excluded).
+    /// Shared errors (the primary failed the same way) are included: see
+    /// [`MirrorEvent::is_shared_error`].
     pub fn is_mirror_error(&self) -> bool {
         self.outcome == Outcome::ERROR && self.category != ErrorCategory::BUFFER_FULL
+    }
+
+    /// A query error with the same SQLSTATE on the primary: counted as a query error
+    /// (the spec's `mirror{error_type="query"}`) but not held against the mirror.
+    pub fn is_shared_error(&self) -> bool {
+        self.outcome == Outcome::ERROR
+            && self.category == ErrorCategory::QUERY
+            && self.comparison.verdict == Verdict::MATCH
+    }
+
+    /// The mirror ran the request and answered differently from the primary.
+    pub fn is_mismatch(&self) -> bool {
+        self.outcome == Outcome::MISMATCH
     }
 
     /// True when the request never reached the mirror (an `ERROR` with category
@@ -138,6 +335,8 @@ pub struct EventBatch<'a> {
     /// Database (pool) names, referred to by [`MirrorEvent::database`].
     pub databases: RSlice<'a, RStr<'a>>,
     pub events: RSlice<'a, MirrorEvent>,
+    /// Normalised texts of the fingerprints `events` refer to.
+    pub queries: RSlice<'a, QueryText<'a>>,
 }
 
 impl<'a> EventBatch<'a> {
@@ -148,5 +347,14 @@ impl<'a> EventBatch<'a> {
             .get(event.database as usize)
             .map(|s| s.as_str())
             .unwrap_or("?")
+    }
+
+    /// The normalised text of `fingerprint`, if the batch carries it.
+    pub fn query_text(&self, fingerprint: u64) -> Option<&'a str> {
+        self.queries
+            .as_slice()
+            .iter()
+            .find(|q| q.fingerprint == fingerprint)
+            .map(|q| q.text.as_str())
     }
 }

@@ -41,14 +41,20 @@ pub mod plugin;
 pub mod readiness;
 pub mod stats;
 
-pub use event::{DropReason, ErrorCategory, EventBatch, MirrorEvent, Outcome};
+pub use event::{
+    Comparison, Differences, DropReason, ErrorCategory, EventBatch, Exclusion, MirrorEvent,
+    Outcome, QueryText, Verdict,
+};
 pub use metrics::{MetricKind, MetricPoint};
 pub use plugin::{
     CallError, CallErrorKind, Capabilities, FfiPlugin, FfiPlugin_TO, Plugin, PluginBox, PluginMod,
     PluginModRef,
 };
 pub use readiness::{DatabaseReport, ReadinessCriteria, ReadinessReport, Reason};
-pub use stats::{Counts, DatabaseStats, ErrorCounts, LatencyBucket, LatencySummary, StatsSnapshot};
+pub use stats::{
+    Counts, DatabaseStats, ErrorCounts, FingerprintStats, LatencyBucket, LatencySummary,
+    StatsSnapshot,
+};
 
 /// Re-exported so plugin crates and the host use the exact same `abi_stable`.
 pub use abi_stable;

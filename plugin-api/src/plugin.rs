@@ -357,6 +357,7 @@ mod tests {
         let batch = EventBatch {
             databases: Default::default(),
             events: Default::default(),
+            queries: Default::default(),
         };
         assert_eq!(
             plugin.consume(&batch).unwrap_err().kind,

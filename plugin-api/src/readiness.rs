@@ -21,18 +21,27 @@ pub struct ReadinessCriteria {
     pub min_requests: u64,
     /// Minimum observation window, in seconds.
     pub min_runtime_secs: f64,
+    /// Largest fraction of compared requests whose answers may differ (0 by default:
+    /// any difference in results blocks the cut-over).
+    pub max_mismatch_rate: f64,
+    /// Largest mirror/primary latency ratio: p99 against p99 overall, and the median of
+    /// paired ratios per fingerprint with enough samples. 0 turns the check off.
+    pub max_latency_ratio: f64,
     /// Free-form options for policies that need more (`key`, `value`).
     pub options: RVec<Tuple2<RString, RString>>,
 }
 
 impl Default for ReadinessCriteria {
-    /// The defaults of `[general]`: 5 %, 1000 ms, 100 requests, no minimum runtime.
+    /// The defaults of `[general]`: 5 %, 1000 ms, 100 requests, no minimum runtime, no
+    /// mismatch, latency ratio 1.5.
     fn default() -> Self {
         Self {
             max_error_rate: 0.05,
             max_latency_ms: 1000.0,
             min_requests: 100,
             min_runtime_secs: 0.0,
+            max_mismatch_rate: 0.0,
+            max_latency_ratio: 1.5,
             options: RVec::new(),
         }
     }
@@ -107,6 +116,15 @@ pub struct DatabaseReport {
     pub p99_latency_ms: f64,
     pub max_latency_ms: f64,
     pub window_secs: f64,
+    /// Result comparison: requests compared, of which mismatched; set aside.
+    pub compared: u64,
+    pub mismatches: u64,
+    pub mismatch_rate: f64,
+    pub excluded: u64,
+    /// Query errors the primary had too (not counted in `error_rate`).
+    pub shared_errors: u64,
+    /// Mirror p99 / primary p99 (0 when either is unknown).
+    pub latency_ratio: f64,
     /// Empty when ready.
     pub reasons: RVec<Reason>,
 }
@@ -169,6 +187,28 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
         "{prefix}Latency: avg {:.2}ms, p99 {:.2}ms, max {:.2}ms",
         r.avg_latency_ms, r.p99_latency_ms, r.max_latency_ms
     ));
+    if r.shared_errors > 0 {
+        rows.push(format!(
+            "{prefix}Errors: {} mirror only, {} on both sides (not counted)",
+            r.errors.saturating_sub(r.shared_errors),
+            r.shared_errors
+        ));
+    }
+    if r.compared + r.excluded > 0 {
+        rows.push(format!(
+            "{prefix}Result Mismatches: {} of {} compared ({:.2}%), {} excluded",
+            r.mismatches,
+            r.compared,
+            r.mismatch_rate * 100.0,
+            r.excluded
+        ));
+    }
+    if r.latency_ratio > 0.0 {
+        rows.push(format!(
+            "{prefix}Latency Ratio: mirror p99 / primary p99 = {:.2}",
+            r.latency_ratio
+        ));
+    }
     rows.push(format!(
         "{prefix}Observation Window: {}",
         format_window(r.window_secs)

@@ -4,6 +4,10 @@
 //! * `total = mirrored + errors + dropped`: every request the proxy tried to mirror.
 //! * `errors` are mirror failures only; a full mirror queue is a drop
 //!   (`dropped` and `by_category.buffer_full` both count it), not a mirror failure.
+//! * Result comparison adds subsets, never new terms of the sum: `mismatched` are
+//!   `mirrored` requests whose answer differed from the primary's; `shared_errors` are
+//!   `errors` (query errors) the primary had too, with the same SQLSTATE; `compared`
+//!   and `excluded` count requests whose answers were compared or set aside.
 
 use abi_stable::{
     std_types::{ROption, RString, RVec},
@@ -49,6 +53,14 @@ pub struct Counts {
     /// Mirror failures (connection, query, timeout, protocol, other; not buffer_full).
     pub errors: u64,
     pub by_category: ErrorCounts,
+    /// Of `mirrored`: answered differently from the primary.
+    pub mismatched: u64,
+    /// Of `errors`: query errors the primary had too (same SQLSTATE).
+    pub shared_errors: u64,
+    /// Requests whose two answers were compared (match or mismatch, errors included).
+    pub compared: u64,
+    /// Requests answered on both sides but set aside (non-deterministic, ignored, ...).
+    pub excluded: u64,
 }
 
 impl Counts {
@@ -65,6 +77,63 @@ impl Counts {
         x.buffer_full += y.buffer_full;
         x.protocol += y.protocol;
         x.other += y.other;
+        self.mismatched += other.mismatched;
+        self.shared_errors += other.shared_errors;
+        self.compared += other.compared;
+        self.excluded += other.excluded;
+    }
+
+    /// Counts one event by the rules in the module docs.
+    pub fn record(&mut self, ev: &crate::MirrorEvent) {
+        use crate::{DropReason, ErrorCategory, Outcome, Verdict};
+        self.total += 1;
+        if ev.is_dropped() {
+            self.dropped += 1;
+            if ev.drop_reason == DropReason::BUFFER_FULL
+                || ev.category == ErrorCategory::BUFFER_FULL
+            {
+                self.by_category.buffer_full += 1;
+            }
+            return;
+        }
+        if ev.outcome == Outcome::MIRRORED || ev.outcome == Outcome::MISMATCH {
+            self.mirrored += 1;
+            if ev.outcome == Outcome::MISMATCH {
+                self.mismatched += 1;
+            }
+        } else if ev.outcome == Outcome::ERROR {
+            self.errors += 1;
+            let e = &mut self.by_category;
+            match ev.category {
+                ErrorCategory::CONNECTION => e.connection += 1,
+                ErrorCategory::QUERY => e.query += 1,
+                ErrorCategory::TIMEOUT => e.timeout += 1,
+                ErrorCategory::PROTOCOL => e.protocol += 1,
+                _ => e.other += 1,
+            }
+            if ev.is_shared_error() {
+                self.shared_errors += 1;
+            }
+        }
+        // Outcomes this version does not know count in `total` only.
+        match ev.comparison.verdict {
+            Verdict::MATCH | Verdict::MISMATCH => self.compared += 1,
+            Verdict::EXCLUDED => self.excluded += 1,
+            _ => {}
+        }
+    }
+
+    /// Errors that are the mirror's own: all errors but the shared ones.
+    pub fn mirror_errors(&self) -> u64 {
+        self.errors.saturating_sub(self.shared_errors)
+    }
+
+    /// `mismatched / compared` (0 when nothing was compared).
+    pub fn mismatch_rate(&self) -> f64 {
+        match self.compared {
+            0 => 0.0,
+            n => self.mismatched as f64 / n as f64,
+        }
     }
 
     /// Requests the mirror actually executed: the evidence for readiness.
@@ -72,19 +141,20 @@ impl Counts {
         self.mirrored + self.errors
     }
 
-    /// `errors / attempted` (0 when nothing was attempted).
+    /// The mirror's own errors over what it executed: `mirror_errors / attempted`
+    /// (0 when nothing was attempted). Shared errors are not the mirror's fault.
     pub fn error_rate(&self) -> f64 {
         match self.attempted() {
             0 => 0.0,
-            n => self.errors as f64 / n as f64,
+            n => self.mirror_errors() as f64 / n as f64,
         }
     }
 
-    /// `mirrored / attempted` (0 when nothing was attempted).
+    /// `1 - error_rate` over what the mirror executed (0 when nothing was attempted).
     pub fn success_rate(&self) -> f64 {
         match self.attempted() {
             0 => 0.0,
-            n => self.mirrored as f64 / n as f64,
+            n => (n - self.mirror_errors()) as f64 / n as f64,
         }
     }
 }
@@ -149,6 +219,47 @@ impl DatabaseStats {
     }
 }
 
+/// Result comparison and latency of one query fingerprint (normalised statement) on
+/// one database.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct FingerprintStats {
+    pub database: RString,
+    pub fingerprint: u64,
+    /// Normalised text (literals as `?`), possibly shortened.
+    pub text: RString,
+    /// Requests the mirror executed for it (`mirrored + errors`).
+    pub requests: u64,
+    /// The mirror's own errors (shared errors excluded).
+    pub errors: u64,
+    pub shared_errors: u64,
+    pub mismatches: u64,
+    pub compared: u64,
+    pub excluded: u64,
+    /// Why requests were excluded, when some were (e.g. `non-deterministic`).
+    pub excluded_reason: RString,
+    /// One example of a difference (see `Comparison::describe`), empty if none.
+    pub example: RString,
+    /// Median and p99 latencies, ms.
+    pub mirror_p50_ms: f64,
+    pub mirror_p99_ms: f64,
+    pub primary_p50_ms: f64,
+    pub primary_p99_ms: f64,
+    /// Requests with both latencies known, and the median of their mirror/primary ratios.
+    pub paired: u64,
+    pub ratio_p50: f64,
+}
+
+impl FingerprintStats {
+    /// `mismatches / compared` (0 when nothing was compared).
+    pub fn mismatch_rate(&self) -> f64 {
+        match self.compared {
+            0 => 0.0,
+            n => self.mismatches as f64 / n as f64,
+        }
+    }
+}
+
 /// Everything a stats plugin knows, at one instant.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq)]
@@ -158,6 +269,9 @@ pub struct StatsSnapshot {
     pub databases: RVec<DatabaseStats>,
     /// When the snapshot was taken, microseconds since the Unix epoch.
     pub taken_at_unix_us: u64,
+    /// Per fingerprint and database (empty when comparison is off); a plugin may keep
+    /// only the most frequent ones.
+    pub fingerprints: RVec<FingerprintStats>,
 }
 
 /// Microseconds since the Unix epoch, now.

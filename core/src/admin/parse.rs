@@ -17,6 +17,10 @@ pub enum Command {
     },
     /// `SHOW MIRROR STATS`
     ShowMirrorStats,
+    /// `SHOW MIRROR QUERIES [database]`
+    ShowMirrorQueries {
+        database: Option<String>,
+    },
     ShowPools,
     ShowClients,
     ShowServers,
@@ -82,6 +86,7 @@ pub const USAGE: &[&str] = &[
     "RESET MIRROR STATS",
     "RELOAD",
     "SHUTDOWN",
+    "SHOW MIRROR QUERIES [database]",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +160,9 @@ pub fn parse(statement: &str) -> Result<Command, ParseError> {
                 (Command::ShowMirrorReadiness { database }, USAGE[0])
             } else if kw(next, "stats") {
                 (Command::ShowMirrorStats, USAGE[1])
+            } else if kw(next, "queries") {
+                let database = it.next().map(|w| w.text.clone());
+                (Command::ShowMirrorQueries { database }, USAGE[17])
             } else {
                 return Err(unknown());
             }
@@ -296,6 +304,16 @@ mod tests {
             }
         );
         assert_eq!(ok("Show Mirror Stats"), Command::ShowMirrorStats);
+        assert_eq!(
+            ok("show mirror queries"),
+            Command::ShowMirrorQueries { database: None }
+        );
+        assert_eq!(
+            ok("SHOW MIRROR QUERIES shop"),
+            Command::ShowMirrorQueries {
+                database: Some("shop".into())
+            }
+        );
         assert_eq!(ok("SHOW POOLS"), Command::ShowPools);
         assert_eq!(ok("show clients"), Command::ShowClients);
         assert_eq!(ok("SHOW SERVERS ;"), Command::ShowServers);

@@ -98,6 +98,18 @@ pub struct General {
     /// Readiness: shortest observation window before READY. Default 24 hours.
     #[serde(default = "default_mirror_min_runtime_hours")]
     pub mirror_min_runtime_hours: f64,
+    /// Compare each mirrored answer with the primary's. Default true.
+    #[serde(default = "default_true")]
+    pub mirror_compare: bool,
+    /// Fingerprints (16 hex digits) or statements whose differences are not counted.
+    #[serde(default)]
+    pub mirror_compare_ignore: Vec<String>,
+    /// Readiness: highest acceptable fraction of compared answers that differ. Default 0.
+    #[serde(default)]
+    pub mirror_max_mismatch_rate: f64,
+    /// Readiness: highest acceptable mirror/primary latency ratio (0 = off). Default 1.5.
+    #[serde(default = "default_mirror_max_latency_ratio")]
+    pub mirror_max_latency_ratio: f64,
     /// Window of the `mirror{stat=...}` latency gauges. Default 5 s.
     #[serde(default = "default_mirror_stats_window_secs")]
     pub mirror_stats_window_secs: u64,
@@ -154,6 +166,9 @@ fn default_max_message_size() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_mirror_max_latency_ratio() -> f64 {
+    1.5
 }
 fn default_mirror_queue() -> usize {
     128

@@ -34,6 +34,9 @@ pub struct PoolConfig {
     /// Mirror queue length per client session. Default: `[general] mirror_queue`.
     #[serde(default)]
     pub mirror_queue: Option<usize>,
+    /// Compare the mirror's answers with the primary's. Default: `[general] mirror_compare`.
+    #[serde(default)]
+    pub mirror_compare: Option<bool>,
 }
 
 impl PoolConfig {

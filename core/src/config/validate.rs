@@ -21,6 +21,24 @@ pub fn check(config: &Config, text: &str) -> Vec<Problem> {
             ),
         ));
     }
+    if !(0.0..=1.0).contains(&g.mirror_max_mismatch_rate) {
+        problems.push(general(
+            "mirror_max_mismatch_rate",
+            format!(
+                "expected a fraction between 0 and 1, got {}",
+                g.mirror_max_mismatch_rate
+            ),
+        ));
+    }
+    if !(g.mirror_max_latency_ratio >= 0.0 && g.mirror_max_latency_ratio.is_finite()) {
+        problems.push(general(
+            "mirror_max_latency_ratio",
+            format!(
+                "expected a ratio >= 0 (0 turns the check off), got {}",
+                g.mirror_max_latency_ratio
+            ),
+        ));
+    }
     if !(g.mirror_min_runtime_hours >= 0.0 && g.mirror_min_runtime_hours.is_finite()) {
         problems.push(general(
             "mirror_min_runtime_hours",

@@ -11,6 +11,7 @@
 use super::state::SessionState;
 use crate::backend::pool::PoolStats;
 use crate::backend::{Pool, PooledServer, Server};
+use crate::compare::Digest;
 use crate::mirror::tap::Tap;
 use crate::protocol::backend::ready_status;
 use crate::protocol::frame::{complete_len, Frames};
@@ -66,8 +67,13 @@ impl Session {
         slot: OwnedSemaphorePermit,
     ) -> Session {
         pool.stats().clients.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(SessionState::default());
-        let tap = proxy.start_mirror(pool.name(), &state);
+        let target = proxy.mirrors().get(pool.name()).cloned();
+        // Answers are digested only when they will be compared with the mirror's.
+        let state = Arc::new(match &target {
+            Some(t) if t.compare => SessionState::comparing(),
+            _ => SessionState::default(),
+        });
+        let tap = target.map(|t| proxy.start_mirror(t, &state));
         let stop = proxy.shutdown.child_token();
         Session {
             proxy,
@@ -315,6 +321,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(BUF_SIZE);
+    let compare = state.compares();
+    let mut digest = Digest::default();
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(BUF_SIZE);
@@ -334,7 +342,11 @@ where
         let now = Instant::now();
         let mut errors = 0;
         for (tag, msg) in Frames::new(&buf[..len]) {
+            if compare && tag != b'Z' {
+                digest.feed(tag, msg);
+            }
             match tag {
+                b'Z' if compare => state.ready_with(ready_status(msg), now, Some(&digest.take())),
                 b'Z' => state.ready(ready_status(msg), now),
                 b'E' => errors += 1,
                 _ => {}

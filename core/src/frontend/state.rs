@@ -4,6 +4,7 @@
 //! Everything is an atomic written by one side and read by the other, so no lock is taken
 //! on the forwarding path.
 
+use crate::compare::ResultDigest;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -32,6 +33,80 @@ pub struct SessionState {
     closed: AtomicBool,
     /// Wakes the mirror worker waiting for the primary's answer.
     progress: Notify,
+    /// Per request: the digest of the primary's answer, when results are compared.
+    digests: Option<Box<[DigestSlot]>>,
+}
+
+/// A [`ResultDigest`] in atomics (written by the primary's pump before the slot's
+/// sequence number is published, read by the mirror worker after).
+#[derive(Default)]
+struct DigestSlot {
+    tags: AtomicU64,
+    tag_rows: AtomicU64,
+    columns: AtomicU64,
+    rows: AtomicU64,
+    unordered: AtomicU64,
+    ordered: AtomicU64,
+    sqlstate: AtomicU64,
+}
+
+impl DigestSlot {
+    fn store(&self, d: &ResultDigest) {
+        let r = Ordering::Relaxed;
+        self.tags.store(d.tags, r);
+        self.tag_rows.store(d.tag_rows, r);
+        self.columns.store(d.columns, r);
+        self.rows.store(d.rows, r);
+        self.unordered.store(d.unordered, r);
+        self.ordered.store(d.ordered, r);
+        let mut code = [0u8; 8];
+        code[..5].copy_from_slice(&d.sqlstate);
+        self.sqlstate.store(u64::from_le_bytes(code), r);
+    }
+
+    fn load(&self) -> ResultDigest {
+        let r = Ordering::Relaxed;
+        let code = self.sqlstate.load(r).to_le_bytes();
+        ResultDigest {
+            tags: self.tags.load(r),
+            tag_rows: self.tag_rows.load(r),
+            columns: self.columns.load(r),
+            rows: self.rows.load(r),
+            unordered: self.unordered.load(r),
+            ordered: self.ordered.load(r),
+            sqlstate: code[..5].try_into().expect("5 bytes"),
+        }
+    }
+}
+
+impl SessionState {
+    /// State of a session whose answers are compared with the mirror's: keeps a digest
+    /// of each recent answer too.
+    pub fn comparing() -> Self {
+        SessionState {
+            digests: Some((0..RING).map(|_| DigestSlot::default()).collect()),
+            ..SessionState::default()
+        }
+    }
+
+    /// Whether answers are digested for comparison.
+    #[inline]
+    pub fn compares(&self) -> bool {
+        self.digests.is_some()
+    }
+
+    /// The digest of the primary's answer to request `seq`, if still recorded.
+    pub fn primary_digest(&self, seq: u64) -> Option<ResultDigest> {
+        let digests = self.digests.as_ref()?;
+        let slot = seq as usize % RING;
+        if self.latency_seq[slot].load(Ordering::Acquire) != seq as i64 {
+            return None;
+        }
+        let d = digests[slot].load();
+        // Overwritten meanwhile by a request RING later: not this one's any more.
+        std::sync::atomic::fence(Ordering::Acquire);
+        (self.latency_seq[slot].load(Ordering::Relaxed) == seq as i64).then_some(d)
+    }
 }
 
 impl Default for SessionState {
@@ -47,6 +122,7 @@ impl Default for SessionState {
             latency_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             closed: AtomicBool::new(false),
             progress: Notify::new(),
+            digests: None,
         }
     }
 }
@@ -64,7 +140,19 @@ impl SessionState {
     /// A ReadyForQuery arrived with `status`.
     #[inline]
     pub fn ready(&self, status: u8, now: Instant) {
+        self.ready_with(status, now, None)
+    }
+
+    /// [`SessionState::ready`], with the digest of the answer it ends.
+    #[inline]
+    pub fn ready_with(&self, status: u8, now: Instant, digest: Option<&ResultDigest>) {
         let seq = self.done.load(Ordering::Relaxed);
+        if let (Some(digests), Some(d)) = (&self.digests, digest) {
+            // Unpublish the slot while it is rewritten (a reader re-checks the sequence).
+            self.latency_seq[seq as usize % RING].store(-1, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Release);
+            digests[seq as usize % RING].store(d);
+        }
         self.status.store(status, Ordering::Relaxed);
         let slot = seq as usize % RING;
         let ns = now.duration_since(self.epoch).as_nanos() as u64;

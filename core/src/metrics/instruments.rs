@@ -118,6 +118,15 @@ pub fn register(
             }
         },
     ));
+    counters.push(counter(
+        "pgdog_mirror_mismatches_total",
+        "Mirrored requests whose answer differed from the primary's (result comparison; per fingerprint in SHOW MIRROR QUERIES)",
+        |s, o| {
+            for (db, c) in mirror_databases(s) {
+                o.observe(c.mismatched as f64, std::slice::from_ref(&db));
+            }
+        },
+    ));
     gauges.push(gauge(
         "pgdog_mirror_queue_depth",
         "Requests waiting in the mirror queues of a source pool's sessions",

@@ -51,6 +51,7 @@ fn snapshot() -> StatsSnapshot {
         overall: db.clone(),
         databases: vec![db].into(),
         taken_at_unix_us: 0,
+        fingerprints: Default::default(),
     }
 }
 

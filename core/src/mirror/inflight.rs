@@ -3,9 +3,11 @@
 
 use super::request::{Request, Slot};
 use super::{ErrorCategory, Outcome};
+use crate::compare::{Fingerprint, Paired};
 use crate::protocol::frame::Frames;
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -27,6 +29,10 @@ pub struct InFlight {
     pub error: Option<Option<[u8; 5]>>,
     /// A cancel was sent for it after `mirror_timeout_ms`.
     pub timed_out: bool,
+    /// The statement it runs, when results are compared.
+    pub statement: Option<Arc<Fingerprint>>,
+    /// Its answers compared with the primary's so far.
+    pub paired: Paired,
 }
 
 impl InFlight {

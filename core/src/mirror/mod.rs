@@ -16,10 +16,59 @@ pub mod worker;
 
 pub use event::{DropReason, ErrorCategory, Event, EventSink, Outcome};
 
+impl MirrorTarget {
+    /// This target's comparison settings.
+    pub fn compare_settings(&self) -> CompareSettings {
+        CompareSettings {
+            enabled: self.compare,
+            ignore: self.ignore.clone(),
+        }
+    }
+}
+
 use crate::backend::Pool;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Result comparison settings of one mirrored pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompareSettings {
+    /// `mirror_compare`: digest both answers and compare them.
+    pub enabled: bool,
+    /// `mirror_compare_ignore`: fingerprints whose differences are not counted.
+    pub ignore: Arc<HashSet<u64>>,
+}
+
+impl CompareSettings {
+    /// The settings of pool `pool` in `config`.
+    pub fn of(config: &crate::config::Config, pool: &crate::config::PoolConfig) -> Self {
+        CompareSettings {
+            enabled: pool.mirror_compare.unwrap_or(config.general.mirror_compare),
+            ignore: Arc::new(
+                config
+                    .general
+                    .mirror_compare_ignore
+                    .iter()
+                    .map(|entry| ignore_entry(entry))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A `mirror_compare_ignore` entry: a fingerprint as 16 hex digits (as `SHOW MIRROR
+/// QUERIES` prints it), or a statement, which is normalised to its fingerprint.
+pub fn ignore_entry(entry: &str) -> u64 {
+    let t = entry.trim();
+    if t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Ok(id) = u64::from_str_radix(t, 16) {
+            return id;
+        }
+    }
+    crate::compare::fingerprint(t).id
+}
 
 /// Where one source pool's traffic is mirrored to, and how.
 pub struct MirrorTarget {
@@ -35,6 +84,9 @@ pub struct MirrorTarget {
     pub timeout: Duration,
     /// Requests queued across this pool's sessions, for `SHOW MIRROR STATS` and metrics.
     pub depth: AtomicUsize,
+    /// Result comparison (new sessions take it up).
+    pub compare: bool,
+    pub ignore: Arc<HashSet<u64>>,
 }
 
 impl MirrorTarget {
@@ -44,6 +96,7 @@ impl MirrorTarget {
         exposure: f64,
         queue: usize,
         timeout: Duration,
+        compare: CompareSettings,
     ) -> MirrorTarget {
         MirrorTarget {
             database: Arc::from(database),
@@ -52,6 +105,8 @@ impl MirrorTarget {
             queue: AtomicUsize::new(queue),
             timeout,
             depth: AtomicUsize::new(0),
+            compare: compare.enabled,
+            ignore: compare.ignore,
         }
     }
 
@@ -97,6 +152,7 @@ pub fn targets(
                     p.mirror_exposure,
                     p.mirror_queue.unwrap_or(config.general.mirror_queue),
                     Duration::from_millis(config.general.mirror_timeout_ms),
+                    CompareSettings::of(config, p),
                 )),
             ))
         })

@@ -20,7 +20,10 @@ use super::request::Request;
 use super::{DropReason, ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{PooledServer, Server};
+use crate::compare::statements::Statements;
+use crate::compare::{judge, Digest};
 use crate::frontend::state::SessionState;
+use crate::plugins::QueryRef;
 use crate::protocol::backend::sqlstate;
 use crate::protocol::frame::read_message;
 use crate::protocol::ProtocolError;
@@ -41,6 +44,8 @@ pub struct Worker {
     primary: Arc<SessionState>,
     conn: Option<PooledServer>,
     episode: Episode,
+    /// Prepared statements of the session, when results are compared.
+    statements: Option<Mutex<Statements>>,
 }
 
 /// How a pipelined run on one connection ended.
@@ -56,12 +61,14 @@ enum RunEnd {
 
 impl Worker {
     pub fn new(target: Arc<MirrorTarget>, events: EventSink, primary: Arc<SessionState>) -> Worker {
+        let statements = primary.compares().then(Mutex::default);
         Worker {
             target,
             events,
             primary,
             conn: None,
             episode: Episode::default(),
+            statements,
         }
     }
 
@@ -129,6 +136,42 @@ impl Worker {
         let mut event = Event::new(self.target.database.clone(), outcome);
         event.mirror_latency = mirror_latency;
         event.primary_latency = self.primary.primary_latency(seq);
+        self.events.send(event);
+    }
+
+    /// Reports an answered request, with its comparison when results are compared.
+    fn emit_answered(&self, done: &InFlight, outcome: Outcome, mirror_latency: Option<Duration>) {
+        let mut event = Event::new(self.target.database.clone(), outcome);
+        event.mirror_latency = mirror_latency;
+        event.primary_latency = self.primary.primary_latency(done.seq);
+        if let Some(statement) = &done.statement {
+            event.query = Some(QueryRef {
+                fingerprint: statement.id,
+                text: statement.text.clone(),
+            });
+        }
+        if self.statements.is_some() && !done.timed_out {
+            let mirror_error = match outcome {
+                // An error without a SQLSTATE never equals the primary's.
+                Outcome::Error { sqlstate, .. } => Some(sqlstate.unwrap_or(*b"?????")),
+                _ => None,
+            };
+            let ignored = done
+                .statement
+                .as_ref()
+                .is_some_and(|s| self.target.ignore.contains(&s.id));
+            event.comparison = judge(
+                &done.paired,
+                mirror_error,
+                done.statement.as_deref(),
+                ignored,
+            );
+            if event.outcome == Outcome::Mirrored
+                && event.comparison.verdict == pgdog_plugin_api::Verdict::MISMATCH
+            {
+                event.outcome = Outcome::Mismatch;
+            }
+        }
         self.events.send(event);
     }
 
@@ -206,8 +249,10 @@ impl Worker {
         let now = Instant::now();
         let mut payloads = Vec::with_capacity(batch.len());
         {
+            let mut statements = self.statements.as_ref().map(|s| s.lock().unwrap());
             let mut q = in_flight.lock().unwrap();
             for r in batch.drain(..) {
+                let statement = statements.as_mut().and_then(|s| s.request(&r.payload));
                 q.push_back(InFlight {
                     payload: r.payload.clone(),
                     received: r.received,
@@ -218,6 +263,8 @@ impl Worker {
                     sent: now,
                     error: None,
                     timed_out: false,
+                    statement,
+                    paired: Default::default(),
                 });
                 payloads.push(r.payload);
             }
@@ -294,8 +341,10 @@ impl Worker {
         };
 
         let answered = std::sync::atomic::AtomicU64::new(0);
+        let compare = self.statements.is_some();
         let reader = async {
             let mut buf = BytesMut::with_capacity(8192);
+            let mut digest = Digest::default();
             let mut last_done = Instant::now();
             let mut cancel_deadline: Option<Instant> = None;
             loop {
@@ -351,6 +400,9 @@ impl Worker {
                     }
                     Err(e) => return Err(format!("protocol error: {e}")),
                 };
+                if compare && msg[0] != b'Z' {
+                    digest.feed(msg[0], &msg);
+                }
                 match msg[0] {
                     b'E' => {
                         if let Some(f) = in_flight.lock().unwrap().front_mut() {
@@ -374,6 +426,13 @@ impl Worker {
                         let now = Instant::now();
                         let done = {
                             let mut q = in_flight.lock().unwrap();
+                            if let (true, Some(front)) = (compare, q.front_mut()) {
+                                // This answer's request among the joined ones.
+                                let seq = front.seq + 1 - u64::from(front.readies.max(1));
+                                let ordered = front.statement.as_ref().is_some_and(|s| s.ordered);
+                                let primary = self.primary.primary_digest(seq);
+                                front.paired.add(primary.as_ref(), &digest.take(), ordered);
+                            }
                             match q.front_mut() {
                                 None => {
                                     return Err(
@@ -408,7 +467,7 @@ impl Worker {
                             }
                         };
                         let latency = (!done.timed_out).then_some(latency);
-                        self.emit(done.seq, outcome, latency);
+                        self.emit_answered(&done, outcome, latency);
                     }
                     _ => {}
                 }

@@ -20,6 +20,9 @@ pub enum Outcome {
     },
     /// It never reached the mirror.
     Dropped { reason: DropReason },
+    /// The mirror executed it but answered differently from the primary (see the
+    /// event's `comparison`).
+    Mismatch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,17 @@ pub struct MirrorEvent {
     /// How long the primary took for the same request, when known.
     pub primary_latency: Option<Duration>,
     pub at: SystemTime,
+    /// The statement's fingerprint and normalised text, when comparison is on.
+    pub query: Option<QueryRef>,
+    /// Primary against mirror, when comparison is on.
+    pub comparison: api::Comparison,
+}
+
+/// A fingerprint and its normalised text (shared: one allocation per statement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRef {
+    pub fingerprint: u64,
+    pub text: Arc<str>,
 }
 
 impl MirrorEvent {
@@ -63,6 +77,8 @@ impl MirrorEvent {
             mirror_latency: None,
             primary_latency: None,
             at: SystemTime::now(),
+            query: None,
+            comparison: api::Comparison::not_compared(),
         }
     }
 
@@ -103,6 +119,12 @@ impl MirrorEvent {
                 api::DropReason::NONE,
                 sqlstate.unwrap_or([0; 5]),
             ),
+            Outcome::Mismatch => (
+                api::Outcome::MISMATCH,
+                api::ErrorCategory::NONE,
+                api::DropReason::NONE,
+                [0; 5],
+            ),
             Outcome::Dropped { reason } => (
                 api::Outcome::DROPPED,
                 api::ErrorCategory::NONE,
@@ -126,7 +148,8 @@ impl MirrorEvent {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
-            fingerprint: ROption::RNone,
+            fingerprint: self.query.as_ref().map(|q| q.fingerprint).into(),
+            comparison: self.comparison,
         }
     }
 }

@@ -32,11 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use error::PluginError;
-pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome};
+pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef};
 pub use load::{BUNDLED_STATS_FILE, BUNDLED_STATS_NAME};
 pub use pgdog_plugin_api::{
-    Capabilities, DatabaseReport, DatabaseStats, MetricKind, MetricPoint, ReadinessCriteria,
-    ReadinessReport, Reason, StatsSnapshot, API_VERSION,
+    Capabilities, DatabaseReport, DatabaseStats, FingerprintStats, MetricKind, MetricPoint,
+    ReadinessCriteria, ReadinessReport, Reason, StatsSnapshot, API_VERSION,
 };
 pub use sink::EventSink;
 
@@ -376,12 +376,16 @@ impl PluginHost {
 
 /// The readiness criteria of `[general]`.
 pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
-    criteria(
-        general.mirror_max_error_rate,
-        general.mirror_max_latency_ms,
-        general.mirror_min_requests,
-        general.mirror_min_runtime_hours,
-    )
+    ReadinessCriteria {
+        max_mismatch_rate: general.mirror_max_mismatch_rate,
+        max_latency_ratio: general.mirror_max_latency_ratio,
+        ..criteria(
+            general.mirror_max_error_rate,
+            general.mirror_max_latency_ms,
+            general.mirror_min_requests,
+            general.mirror_min_runtime_hours,
+        )
+    }
 }
 
 /// Builds criteria from the `[general]` readiness settings.
@@ -396,7 +400,7 @@ pub fn criteria(
         max_latency_ms: max_latency_ms as f64,
         min_requests,
         min_runtime_secs: min_runtime_hours * 3600.0,
-        options: Default::default(),
+        ..ReadinessCriteria::default()
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use pgdog_plugin_api::{
     abi_stable::std_types::{RSlice, RStr},
-    Capabilities, EventBatch,
+    Capabilities, EventBatch, QueryText,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -175,6 +175,8 @@ struct Batcher {
     slots: HashMap<usize, u32>,
     indices: Vec<u32>,
     abi: Vec<pgdog_plugin_api::MirrorEvent>,
+    /// Fingerprints the batch's events refer to, each once, with their texts.
+    queries: HashMap<u64, Arc<str>>,
 }
 
 impl Batcher {
@@ -190,6 +192,11 @@ impl Batcher {
             self.databases.push(ev.database.clone());
         }
         self.indices.push(slot);
+        if let Some(q) = &ev.query {
+            self.queries
+                .entry(q.fingerprint)
+                .or_insert_with(|| q.text.clone());
+        }
         self.events.push(ev);
     }
 
@@ -205,9 +212,18 @@ impl Batcher {
                 .map(|(ev, &db)| ev.to_abi(db)),
         );
         let names: Vec<RStr<'_>> = self.databases.iter().map(|d| RStr::from_str(d)).collect();
+        let queries: Vec<QueryText<'_>> = self
+            .queries
+            .iter()
+            .map(|(&fingerprint, text)| QueryText {
+                fingerprint,
+                text: RStr::from_str(text),
+            })
+            .collect();
         let batch = EventBatch {
             databases: RSlice::from_slice(&names),
             events: RSlice::from_slice(&self.abi),
+            queries: RSlice::from_slice(&queries),
         };
         for plugin in consumers {
             if plugin.failure().is_some() {
@@ -219,6 +235,8 @@ impl Batcher {
             }
         }
         drop(names);
+        drop(queries);
+        self.queries.clear();
         self.events.clear();
         self.indices.clear();
         self.databases.clear();

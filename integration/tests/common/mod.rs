@@ -108,3 +108,32 @@ pub async fn settled_counts(
     })
     .await
 }
+
+/// An admin console result row, by column name.
+pub type AdminRow = std::collections::HashMap<String, Option<String>>;
+
+/// The rows of an admin command, through the simple protocol.
+pub async fn admin_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<AdminRow>> {
+    let mut out = Vec::new();
+    for msg in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
+            let mut map = AdminRow::new();
+            for (i, column) in row.columns().iter().enumerate() {
+                map.insert(column.name().to_string(), row.get(i).map(str::to_string));
+            }
+            out.push(map);
+        }
+    }
+    Ok(out)
+}
+
+/// The first column of every row of an admin command.
+pub async fn admin_lines(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for msg in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
+            out.push(row.get(0).unwrap_or("").to_string());
+        }
+    }
+    Ok(out)
+}

@@ -5,8 +5,7 @@
 use hdrhistogram::Histogram;
 use pgdog_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    Counts, DatabaseStats, DropReason, ErrorCategory, LatencyBucket, LatencySummary, MirrorEvent,
-    Outcome,
+    Counts, DatabaseStats, LatencyBucket, LatencySummary, MirrorEvent,
 };
 
 /// Highest latency the histograms track exactly: one hour, in microseconds. Longer
@@ -38,29 +37,7 @@ impl Aggregate {
 
     /// Counts one event. See `pgdog_plugin_api::stats` for the counting rules.
     pub fn record(&mut self, ev: &MirrorEvent) {
-        let c = &mut self.counts;
-        c.total += 1;
-        if ev.is_dropped() {
-            c.dropped += 1;
-            if ev.drop_reason == DropReason::BUFFER_FULL
-                || ev.category == ErrorCategory::BUFFER_FULL
-            {
-                c.by_category.buffer_full += 1;
-            }
-        } else if ev.outcome == Outcome::MIRRORED {
-            c.mirrored += 1;
-        } else if ev.outcome == Outcome::ERROR {
-            c.errors += 1;
-            let e = &mut c.by_category;
-            match ev.category {
-                ErrorCategory::CONNECTION => e.connection += 1,
-                ErrorCategory::QUERY => e.query += 1,
-                ErrorCategory::TIMEOUT => e.timeout += 1,
-                ErrorCategory::PROTOCOL => e.protocol += 1,
-                _ => e.other += 1,
-            }
-        }
-        // Outcomes this version does not know count in `total` only.
+        self.counts.record(ev);
 
         if let ROption::RSome(us) = ev.mirror_latency_us {
             self.mirror_latency.saturating_record(us);
@@ -136,6 +113,7 @@ pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
 mod tests {
     use super::*;
     use crate::testing::{dropped, error, ok};
+    use pgdog_plugin_api::ErrorCategory;
 
     #[test]
     fn counts_follow_the_rules() {

@@ -12,8 +12,10 @@
 //!   loads the bundled plugin.
 
 pub mod aggregate;
+mod loghist;
 pub mod metrics;
 pub mod policy;
+pub mod queries;
 pub mod window;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use pgdog_plugin_api::{
 use serde::Deserialize;
 
 use aggregate::Aggregate;
+use queries::Queries;
 use window::Window;
 
 /// The name this plugin reports (and the default `readiness_plugin`).
@@ -65,6 +68,8 @@ pub struct Stats {
     /// All databases together, recorded as events arrive: a snapshot then costs no
     /// histogram merges (with 1,000 databases, merging was most of a scrape).
     overall: Aggregate,
+    /// Result comparison per (database, fingerprint).
+    queries: Queries,
 }
 
 impl Stats {
@@ -80,6 +85,7 @@ impl Stats {
             batch_slots: Vec::new(),
             window: Window::new(window_secs),
             overall: Aggregate::new(significant_digits),
+            queries: Queries::default(),
         }
     }
 
@@ -117,6 +123,16 @@ impl Stats {
 
     /// Records events whose `database` indexes into `databases`.
     pub fn consume_events<S: AsRef<str>>(&mut self, databases: &[S], events: &[MirrorEvent]) {
+        self.consume_with_texts(databases, events, |_| None);
+    }
+
+    /// [`Stats::consume_events`], with `text` giving fingerprints' normalised texts.
+    pub fn consume_with_texts<'t, S: AsRef<str>>(
+        &mut self,
+        databases: &[S],
+        events: &[MirrorEvent],
+        text: impl Fn(u64) -> Option<&'t str> + Copy,
+    ) {
         let mut slots = std::mem::take(&mut self.batch_slots);
         slots.clear();
         slots.extend(databases.iter().map(|d| self.slot(d.as_ref())));
@@ -127,7 +143,10 @@ impl Stats {
             };
             self.databases[slot].1.record(ev);
             self.overall.record(ev);
-            if ev.outcome == Outcome::MIRRORED {
+            if ev.fingerprint.is_some() {
+                self.queries.record(slot, ev, text);
+            }
+            if ev.outcome == Outcome::MIRRORED || ev.outcome == Outcome::MISMATCH {
                 if let ROption::RSome(us) = ev.mirror_latency_us {
                     self.window.record(ev.at_unix_us, us);
                 }
@@ -147,6 +166,7 @@ impl Stats {
             overall: self.overall.to_stats(""),
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
+            fingerprints: self.queries.snapshot(&self.databases).into(),
         }
     }
 
@@ -154,6 +174,7 @@ impl Stats {
         self.slots.clear();
         self.databases.clear();
         self.window.clear();
+        self.queries.clear();
         self.overall = Aggregate::new(self.significant_digits);
     }
 
@@ -183,7 +204,9 @@ impl Plugin for Stats {
     }
 
     fn consume(&mut self, batch: &EventBatch<'_>) -> Result<(), String> {
-        self.consume_events(batch.databases.as_slice(), batch.events.as_slice());
+        self.consume_with_texts(batch.databases.as_slice(), batch.events.as_slice(), |fp| {
+            batch.query_text(fp)
+        });
         Ok(())
     }
 
@@ -230,6 +253,7 @@ pub mod testing {
             primary_latency_us: ROption::RNone,
             at_unix_us: now_unix_us(),
             fingerprint: ROption::RNone,
+            comparison: Default::default(),
         }
     }
 

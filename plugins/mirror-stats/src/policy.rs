@@ -6,7 +6,13 @@
 //! * observation window (first event to now) ≥ `min_runtime`;
 //! * error rate `errors / (mirrored + errors)` ≤ `max_error_rate`;
 //! * p99 mirror latency ≤ `max_latency_ms` (p99, not the mean: the tail is what users
-//!   feel after the cut-over, and the max is one outlier).
+//!   feel after the cut-over, and the max is one outlier);
+//! * result comparison: mismatch rate `mismatched / compared` ≤ `max_mismatch_rate`
+//!   (default 0); mirror p99 / primary p99 ≤ `max_latency_ratio` once both sides have
+//!   `min_requests` samples; and per fingerprint with at least [`MIN_PAIRED`] paired
+//!   samples, the median of the paired mirror/primary ratios ≤ `max_latency_ratio`.
+//!   A mirror slower by less than [`RATIO_FLOOR_MS`] is never blamed, whatever the
+//!   ratio (sub-millisecond queries vary by more than 1.5x from scheduling alone).
 //!
 //! Overall READY needs the overall figures to pass and no database to fail the error
 //! rate or latency criteria (a small pool below `min_requests` does not block).
@@ -24,22 +30,39 @@
 //! or below `max_latency_ms` (the true p99 is within the bound iff the fraction `q` of
 //! requests under the bound is ≥ 99 %). Small samples score low because both
 //! posteriors are wide; e.g. 0 errors in 10 requests gives about 24 %.
+//! Errors the primary had too (same SQLSTATE) are not the mirror's: `e` counts the
+//! mirror's own errors only. With comparison on, a third factor is the posterior
+//! probability that the mismatch rate is within `max_mismatch_rate`; when that limit
+//! is 0 the factor is 1 without mismatches and 0 with any.
 
 use pgdog_plugin_api::{
     math::{incomplete_beta, jeffreys_prob_at_most},
-    DatabaseReport, DatabaseStats, ReadinessCriteria, ReadinessReport, Reason, StatsSnapshot,
+    DatabaseReport, DatabaseStats, FingerprintStats, ReadinessCriteria, ReadinessReport, Reason,
+    StatsSnapshot,
 };
+
+/// Paired samples a fingerprint needs before its latency ratio is judged.
+pub const MIN_PAIRED: u64 = 20;
+
+/// Milliseconds by which the mirror must be slower (at the compared quantile) before a
+/// latency ratio counts against it.
+pub const RATIO_FLOOR_MS: f64 = 1.0;
+
+/// Fingerprints named in one reason.
+const NAMED: usize = 3;
 
 /// The two factors of the confidence score, as probabilities in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Confidence {
     pub error_rate_ok: f64,
     pub latency_ok: f64,
+    /// 1 when nothing was compared.
+    pub mismatch_ok: f64,
 }
 
 impl Confidence {
     pub fn score(&self) -> f64 {
-        100.0 * self.error_rate_ok * self.latency_ok
+        100.0 * self.error_rate_ok * self.latency_ok * self.mismatch_ok
     }
 }
 
@@ -49,7 +72,24 @@ pub fn confidence(stats: &DatabaseStats, criteria: &ReadinessCriteria) -> Confid
     let error_rate_ok = if criteria.max_error_rate >= 1.0 {
         1.0
     } else {
-        jeffreys_prob_at_most(c.errors, c.mirrored, criteria.max_error_rate.max(0.0))
+        let own = c.mirror_errors();
+        let fine = c.attempted() - own;
+        jeffreys_prob_at_most(own, fine, criteria.max_error_rate.max(0.0))
+    };
+    let mismatch_ok = if c.compared == 0 || criteria.max_mismatch_rate >= 1.0 {
+        1.0
+    } else if criteria.max_mismatch_rate <= 0.0 {
+        if c.mismatched == 0 {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        jeffreys_prob_at_most(
+            c.mismatched,
+            c.compared - c.mismatched,
+            criteria.max_mismatch_rate,
+        )
     };
     let n = stats.mirror_latency.samples;
     let k = stats
@@ -60,12 +100,15 @@ pub fn confidence(stats: &DatabaseStats, criteria: &ReadinessCriteria) -> Confid
     Confidence {
         error_rate_ok,
         latency_ok,
+        mismatch_ok,
     }
 }
 
 /// Judges one database (or the overall figures) against the criteria.
+/// `fingerprints` are the ones of this database (all of them for the overall figures).
 pub fn assess_database(
     stats: &DatabaseStats,
+    fingerprints: &[&FingerprintStats],
     criteria: &ReadinessCriteria,
     now_unix_us: u64,
 ) -> DatabaseReport {
@@ -95,20 +138,28 @@ pub fn assess_database(
         reasons.push(Reason::min_runtime(window_secs, criteria.min_runtime_secs));
     }
     reasons.extend(quality_reasons(stats, criteria));
+    reasons.extend(comparison_reasons(stats, fingerprints, criteria));
 
     let conf = confidence(stats, criteria);
+    let mut detail = format!(
+        "P(error rate <= {:.2}%) = {:.1}% x P(p99 <= {}ms) = {:.1}%",
+        criteria.max_error_rate * 100.0,
+        conf.error_rate_ok * 100.0,
+        criteria.max_latency_ms,
+        conf.latency_ok * 100.0
+    );
+    if c.compared > 0 {
+        detail.push_str(&format!(
+            " x P(mismatch rate <= {:.2}%) = {:.1}%",
+            criteria.max_mismatch_rate * 100.0,
+            conf.mismatch_ok * 100.0
+        ));
+    }
     DatabaseReport {
         database: stats.database.clone(),
         ready: reasons.is_empty(),
         confidence: conf.score(),
-        confidence_detail: format!(
-            "P(error rate <= {:.2}%) = {:.1}% x P(p99 <= {}ms) = {:.1}%",
-            criteria.max_error_rate * 100.0,
-            conf.error_rate_ok * 100.0,
-            criteria.max_latency_ms,
-            conf.latency_ok * 100.0
-        )
-        .into(),
+        confidence_detail: detail.into(),
         error_rate: c.error_rate(),
         success_rate: c.success_rate(),
         total_requests: c.total,
@@ -119,8 +170,125 @@ pub fn assess_database(
         p99_latency_ms: lat.p99_ms,
         max_latency_ms: lat.max_ms,
         window_secs,
+        compared: c.compared,
+        mismatches: c.mismatched,
+        mismatch_rate: c.mismatch_rate(),
+        excluded: c.excluded,
+        shared_errors: c.shared_errors,
+        latency_ratio: latency_ratio(stats).unwrap_or(0.0),
         reasons: reasons.into(),
     }
+}
+
+/// Mirror p99 / primary p99, when both are known.
+fn latency_ratio(stats: &DatabaseStats) -> Option<f64> {
+    let (m, p) = (&stats.mirror_latency, &stats.primary_latency);
+    (m.samples > 0 && p.samples > 0 && p.p99_ms > 0.0).then(|| m.p99_ms / p.p99_ms)
+}
+
+/// `a1b2c3d4e5f6a7b8 "select * from t where id = ?"`, shortened.
+pub fn name_fingerprint(fp: &FingerprintStats) -> String {
+    let text: String = fp.text.chars().take(60).collect();
+    let more = if fp.text.chars().count() > 60 {
+        "…"
+    } else {
+        ""
+    };
+    format!("{:016x} \"{text}{more}\"", fp.fingerprint)
+}
+
+/// Mismatches and latency regressions against the primary.
+fn comparison_reasons(
+    stats: &DatabaseStats,
+    fingerprints: &[&FingerprintStats],
+    criteria: &ReadinessCriteria,
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    let c = &stats.counts;
+    let rate = c.mismatch_rate();
+    if c.compared > 0 && rate > criteria.max_mismatch_rate {
+        let mut worst: Vec<_> = fingerprints.iter().filter(|f| f.mismatches > 0).collect();
+        worst.sort_by_key(|f| std::cmp::Reverse(f.mismatches));
+        let named: Vec<String> = worst
+            .iter()
+            .take(NAMED)
+            .map(|f| {
+                format!(
+                    "{} ({} of {}: {})",
+                    name_fingerprint(f),
+                    f.mismatches,
+                    f.compared,
+                    f.example
+                )
+            })
+            .collect();
+        reasons.push(Reason::new(
+            "max_mismatch_rate",
+            rate,
+            criteria.max_mismatch_rate,
+            format!(
+                "Result mismatches {} of {} compared ({:.2}%) > maximum {:.2}%{}{}",
+                c.mismatched,
+                c.compared,
+                rate * 100.0,
+                criteria.max_mismatch_rate * 100.0,
+                if named.is_empty() { "" } else { "; worst: " },
+                named.join("; ")
+            ),
+        ));
+    }
+    let limit = criteria.max_latency_ratio;
+    if limit <= 0.0 {
+        return reasons;
+    }
+    let (m, p) = (&stats.mirror_latency, &stats.primary_latency);
+    if let Some(ratio) = latency_ratio(stats) {
+        let enough = m.samples >= criteria.min_requests && p.samples >= criteria.min_requests;
+        if enough && ratio > limit && m.p99_ms - p.p99_ms >= RATIO_FLOOR_MS {
+            reasons.push(Reason::new(
+                "max_latency_ratio",
+                ratio,
+                limit,
+                format!(
+                    "Mirror p99 {:.1}ms is {ratio:.1}x the primary's {:.1}ms > maximum {limit}x",
+                    m.p99_ms, p.p99_ms
+                ),
+            ));
+        }
+    }
+    let mut slow: Vec<_> = fingerprints
+        .iter()
+        .filter(|f| {
+            f.paired >= MIN_PAIRED
+                && f.ratio_p50 > limit
+                && f.mirror_p50_ms - f.primary_p50_ms >= RATIO_FLOOR_MS
+        })
+        .collect();
+    slow.sort_by(|a, b| b.ratio_p50.total_cmp(&a.ratio_p50));
+    for f in slow.iter().take(NAMED) {
+        reasons.push(Reason::new(
+            "max_latency_ratio",
+            f.ratio_p50,
+            limit,
+            format!(
+                "Query {} is {:.1}x slower on the mirror (median of {} paired ratios; p50 {:.2}ms vs {:.2}ms) > maximum {limit}x",
+                name_fingerprint(f),
+                f.ratio_p50,
+                f.paired,
+                f.mirror_p50_ms,
+                f.primary_p50_ms
+            ),
+        ));
+    }
+    if slow.len() > NAMED {
+        reasons.push(Reason::new(
+            "max_latency_ratio",
+            slow.len() as f64,
+            limit,
+            format!("{} more queries slower on the mirror", slow.len() - NAMED),
+        ));
+    }
+    reasons
 }
 
 /// The error-rate and latency criteria: the ones no database may fail.
@@ -161,10 +329,30 @@ pub fn assess(
     criteria: &ReadinessCriteria,
 ) -> ReadinessReport {
     let now = snapshot.taken_at_unix_us;
-    let mut overall = assess_database(&snapshot.overall, criteria, now);
+    let all: Vec<&FingerprintStats> = snapshot.fingerprints.iter().collect();
+    let of = |db: &DatabaseStats| -> Vec<&FingerprintStats> {
+        all.iter()
+            .copied()
+            .filter(|f| f.database == db.database)
+            .collect()
+    };
+    let mut overall = assess_database(&snapshot.overall, &all, criteria, now);
     let mut blocking = Vec::new();
     for db in snapshot.databases.iter() {
-        for r in quality_reasons(db, criteria) {
+        let mismatch = comparison_reasons(
+            db,
+            &[],
+            &ReadinessCriteria {
+                max_latency_ratio: 0.0,
+                ..criteria.clone()
+            },
+        );
+        let already = overall
+            .reasons
+            .iter()
+            .any(|r| r.criterion.as_str() == "max_mismatch_rate");
+        let mismatch = mismatch.into_iter().filter(|_| !already);
+        for r in quality_reasons(db, criteria).into_iter().chain(mismatch) {
             blocking.push(Reason {
                 message: format!("Database {}: {}", db.database, r.message).into(),
                 ..r
@@ -181,7 +369,7 @@ pub fn assess(
         databases: snapshot
             .databases
             .iter()
-            .map(|db| assess_database(db, criteria, now))
+            .map(|db| assess_database(db, &of(db), criteria, now))
             .collect(),
     }
 }

@@ -171,6 +171,12 @@ impl Strict {
             p99_latency_ms: p99,
             max_latency_ms: stats.mirror_latency.max_ms,
             window_secs,
+            compared: c.compared,
+            mismatches: c.mismatched,
+            mismatch_rate: c.mismatch_rate(),
+            excluded: c.excluded,
+            shared_errors: c.shared_errors,
+            latency_ratio: 0.0,
             reasons: reasons.into(),
         }
     }
@@ -187,7 +193,9 @@ impl Plugin for Strict {
             if ev.is_dropped() {
                 continue;
             }
-            let is_error = ev.is_mirror_error();
+            // Strict: a result mismatch is as bad as an error; an error the primary had
+            // too is not the mirror's.
+            let is_error = (ev.is_mirror_error() && !ev.is_shared_error()) || ev.is_mismatch();
             self.overall.push(is_error, capacity);
             let db = batch.database_of(ev);
             match self.databases.get_mut(db) {

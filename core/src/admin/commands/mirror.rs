@@ -1,9 +1,10 @@
-//! `SHOW MIRROR READINESS`, `SHOW MIRROR STATS`, `RESET MIRROR STATS`: the plugin host's
-//! view of the mirror, after delivering every event sent so far.
+//! `SHOW MIRROR READINESS`, `SHOW MIRROR STATS`, `SHOW MIRROR QUERIES`,
+//! `RESET MIRROR STATS`: the plugin host's view of the mirror, after delivering every
+//! event sent so far.
 
 use crate::admin::output::{ms, text, Output};
 use crate::admin::AdminError;
-use crate::plugins::{criteria_of, DatabaseStats, ReadinessReport};
+use crate::plugins::{criteria_of, DatabaseStats, FingerprintStats, ReadinessReport};
 use crate::proxy::Proxy;
 use std::collections::BTreeSet;
 
@@ -121,6 +122,84 @@ fn row(
         latency(lat.p99_ms),
         latency(lat.max_ms),
         text(depth),
+    ]
+}
+
+const QUERY_COLUMNS: &[&str] = &[
+    "ranking",
+    "database",
+    "fingerprint",
+    "query",
+    "requests",
+    "compared",
+    "mismatches",
+    "mirror_errors",
+    "shared_errors",
+    "excluded",
+    "excluded_reason",
+    "mirror_p50_ms",
+    "primary_p50_ms",
+    "latency_ratio",
+    "paired",
+    "example",
+];
+
+/// Fingerprints shown per ranking.
+const TOP: usize = 10;
+
+/// The top fingerprints by mismatches, by the mirror's own errors, by latency
+/// regression (median of paired mirror/primary ratios) and by requests set aside from
+/// comparison, each a block of rows named in the `ranking` column.
+pub async fn queries(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
+    proxy.plugins.flush().await;
+    let snapshot = proxy.plugins.snapshot()?;
+    let all: Vec<&FingerprintStats> = snapshot
+        .fingerprints
+        .iter()
+        .filter(|f| database.is_none_or(|d| f.database.as_str() == d))
+        .collect();
+    let mut out = Output::table("SHOW", QUERY_COLUMNS);
+    let mut by_mismatches: Vec<_> = all.iter().filter(|f| f.mismatches > 0).collect();
+    by_mismatches.sort_by_key(|f| std::cmp::Reverse(f.mismatches));
+    let mut by_errors: Vec<_> = all.iter().filter(|f| f.errors > 0).collect();
+    by_errors.sort_by_key(|f| std::cmp::Reverse(f.errors));
+    let mut by_latency: Vec<_> = all.iter().filter(|f| f.paired > 0).collect();
+    by_latency.sort_by(|a, b| b.ratio_p50.total_cmp(&a.ratio_p50));
+    let mut by_excluded: Vec<_> = all.iter().filter(|f| f.excluded > 0).collect();
+    by_excluded.sort_by_key(|f| std::cmp::Reverse(f.excluded));
+    for (ranking, list) in [
+        ("mismatches", by_mismatches),
+        ("errors", by_errors),
+        ("latency", by_latency),
+        ("excluded", by_excluded),
+    ] {
+        for f in list.into_iter().take(TOP) {
+            out.row(query_row(ranking, f));
+        }
+    }
+    Ok(out)
+}
+
+fn query_row(ranking: &str, f: &FingerprintStats) -> Vec<Option<String>> {
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let paired = f.paired > 0;
+    vec![
+        text(ranking),
+        text(&f.database),
+        text(format!("{:016x}", f.fingerprint)),
+        text(&f.text),
+        text(f.requests),
+        text(f.compared),
+        text(f.mismatches),
+        text(f.errors),
+        text(f.shared_errors),
+        text(f.excluded),
+        nonempty(&f.excluded_reason),
+        if paired { ms(f.mirror_p50_ms) } else { None },
+        if paired { ms(f.primary_p50_ms) } else { None },
+        paired.then(|| format!("{:.2}", f.ratio_p50)),
+        text(f.paired),
+        nonempty(&f.example),
     ]
 }
 

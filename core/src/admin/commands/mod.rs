@@ -24,6 +24,9 @@ pub(super) async fn execute(
             mirror::readiness(proxy, database.as_deref()).await
         }
         Command::ShowMirrorStats => mirror::stats(proxy).await,
+        Command::ShowMirrorQueries { database } => {
+            mirror::queries(proxy, database.as_deref()).await
+        }
         Command::ResetMirrorStats => mirror::reset(proxy).await,
         Command::ShowPools => Ok(pools::pools(proxy)),
         Command::ShowClients => Ok(pools::clients(proxy)),

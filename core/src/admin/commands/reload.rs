@@ -14,7 +14,7 @@ use crate::admin::output::Output;
 use crate::admin::AdminError;
 use crate::backend::PoolChange;
 use crate::config::Config;
-use crate::mirror::MirrorTarget;
+use crate::mirror::{CompareSettings, MirrorTarget};
 use crate::proxy::{MirrorMap, Proxy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,8 +113,13 @@ fn mirror_targets(proxy: &Proxy, new: &Config) -> (MirrorMap, Vec<String>) {
             continue;
         };
         let queue = p.mirror_queue.unwrap_or(new.general.mirror_queue);
+        let compare = CompareSettings::of(new, p);
         match old.get(&p.name) {
-            Some(t) if t.pool.ptr_eq(&pool) && t.timeout == timeout => {
+            Some(t)
+                if t.pool.ptr_eq(&pool)
+                    && t.timeout == timeout
+                    && t.compare_settings() == compare =>
+            {
                 if t.exposure() != p.mirror_exposure {
                     changes.push(format!(
                         "pool \"{}\": mirror_exposure {} -> {} (applied)",
@@ -138,7 +143,7 @@ fn mirror_targets(proxy: &Proxy, new: &Config) -> (MirrorMap, Vec<String>) {
             previous => {
                 changes.push(match previous {
                     Some(_) => format!(
-                        "pool \"{}\": mirror to \"{to}\" rebuilt (target pool or mirror_timeout_ms changed; new sessions)",
+                        "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms or comparison changed; new sessions)",
                         p.name
                     ),
                     None => format!("pool \"{}\": now mirrored to \"{to}\" (new sessions)", p.name),
@@ -151,6 +156,7 @@ fn mirror_targets(proxy: &Proxy, new: &Config) -> (MirrorMap, Vec<String>) {
                         p.mirror_exposure,
                         queue,
                         timeout,
+                        compare,
                     )),
                 );
             }
