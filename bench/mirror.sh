@@ -131,7 +131,7 @@ SQL
     LOAD=(-f "$WORK/range.sql" -D "scale=$SCALE") ;;
 *) echo "unknown workload $WORKLOAD" >&2; exit 2 ;;
 esac
-declare -A TPS CPU
+declare -A TPS CPU ROUND_TPS
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in $MODES; do
         mirrored=1 compare=1
@@ -150,6 +150,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
         TPS[$mode]+="$tps "
         CPU[$mode]+="$us "
+        ROUND_TPS[$r,$mode]=$tps
         log "round $r $mode: $tps tps, proxy CPU $us us/txn"
     done
 done
@@ -178,13 +179,16 @@ $(row stalled "mirroring on, mirror stalled (queue full, dropping)")
 
 MD
 both() { [[ -n ${TPS_M[$1]:-} && -n ${TPS_M[$2]:-} ]]; }
-if both stalled off; then echo "- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95)"; fi
+paired() { # median over rounds of the per-round ratio A/B (modes of one round run back to back)
+    for ((r = 1; r <= ROUNDS; r++)); do ratio "${ROUND_TPS[$r,$1]}" "${ROUND_TPS[$r,$2]}"; echo; done | median
+}
+if both stalled off; then echo "- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95); median of per-round ratios: $(paired stalled off)"; fi
 if both on off; then
     echo "- on / off tps: $(ratio "${TPS_M[on]}" "${TPS_M[off]}") (the mirror database shares the 2 cores)"
     echo "- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]}" "${CPU_M[off]}")** (goal <= 2)"
 fi
 if both on nocompare; then
-    echo "- comparison on / off tps: **$(ratio "${TPS_M[on]}" "${TPS_M[nocompare]}")** (goal >= 0.97)"
+    echo "- comparison on / off tps: **$(ratio "${TPS_M[on]}" "${TPS_M[nocompare]}")** (goal >= 0.97); median of per-round ratios: $(paired on nocompare)"
     echo "- proxy CPU per transaction, comparison on / off: $(ratio "${CPU_M[on]}" "${CPU_M[nocompare]}")"
 fi
 ((EXTRA)) || exit 0

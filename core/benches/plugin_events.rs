@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgdog::plugins::{ErrorCategory, LoadOptions, MirrorEvent, PluginHost};
+use pgdog::plugins::{ErrorCategory, LoadOptions, MirrorEvent, PluginHost, QueryRef};
 
 fn main() {
     // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) run small.
@@ -37,19 +37,40 @@ fn main() {
         .map(Arc::from)
         .collect();
 
-    println!("plugin event path, {events} events per round, {rounds} rounds (best shown)");
+    // `--compare`: events as result comparison produces them (a fingerprint out of 50, and
+    // a verdict), to measure what comparison adds to the event path.
+    let compare = std::env::args().any(|a| a == "--compare");
+    let queries: Vec<QueryRef> = (0..50u64)
+        .map(|i| QueryRef {
+            fingerprint: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            text: Arc::from(format!("select * from t{i} where id = ?")),
+        })
+        .collect();
+    let compared = pgdog_plugin_api::Comparison {
+        verdict: pgdog_plugin_api::Verdict::MATCH,
+        ..Default::default()
+    };
+
+    println!(
+        "plugin event path{}, {events} events per round, {rounds} rounds (best shown)",
+        if compare { " with comparison" } else { "" }
+    );
     let mut best_send = f64::MAX;
     let mut best_total = f64::MAX;
     for _ in 0..rounds {
         let start = Instant::now();
         for i in 0..events {
             let db = databases[i % databases.len()].clone();
-            let ev = if i % 50 == 0 {
+            let mut ev = if i % 50 == 0 {
                 MirrorEvent::error(db, ErrorCategory::Query, Some(*b"42P01"))
             } else {
                 MirrorEvent::mirrored(db, Duration::from_micros(200 + (i % 5000) as u64))
                     .with_primary_latency(Duration::from_micros(150))
             };
+            if compare {
+                ev.query = Some(queries[i % queries.len()].clone());
+                ev.comparison = compared;
+            }
             sink.send(ev);
         }
         let sent = start.elapsed();

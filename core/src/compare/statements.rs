@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub struct Statements {
     statements: HashMap<Box<[u8]>, Arc<Fingerprint>>,
     portals: HashMap<Box<[u8]>, Arc<Fingerprint>>,
+    /// The unnamed portal, bound by almost every Bind: kept apart so that binding it
+    /// allocates nothing.
+    unnamed_portal: Option<Arc<Fingerprint>>,
 }
 
 /// Most named statements remembered per session (a client that prepares without end
@@ -49,11 +52,13 @@ impl Statements {
                     b'B' => {
                         let (portal, rest) = cstr(body)?;
                         let (statement, _) = cstr(rest)?;
-                        match self.statements.get(statement) {
-                            Some(fp) => {
-                                self.portals.insert(portal.into(), fp.clone());
+                        let fp = self.statements.get(statement).cloned();
+                        match (portal.is_empty(), fp) {
+                            (true, fp) => self.unnamed_portal = fp,
+                            (false, Some(fp)) => {
+                                self.portals.insert(portal.into(), fp);
                             }
-                            None => {
+                            (false, None) => {
                                 self.portals.remove(portal);
                             }
                         }
@@ -61,16 +66,21 @@ impl Statements {
                     b'E' => {
                         let (portal, _) = cstr(body)?;
                         if executed.is_none() {
-                            executed = self.portals.get(portal).cloned();
+                            executed = if portal.is_empty() {
+                                self.unnamed_portal.clone()
+                            } else {
+                                self.portals.get(portal).cloned()
+                            };
                         }
                     }
                     b'C' => {
                         let (&kind, rest) = body.split_first()?;
                         let (name, _) = cstr(rest)?;
-                        match kind {
-                            b'S' => self.statements.remove(name),
-                            _ => self.portals.remove(name),
-                        };
+                        match (kind, name.is_empty()) {
+                            (b'S', _) => drop(self.statements.remove(name)),
+                            (_, true) => self.unnamed_portal = None,
+                            (_, false) => drop(self.portals.remove(name)),
+                        }
                     }
                     _ => {}
                 }

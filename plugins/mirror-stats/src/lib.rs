@@ -279,6 +279,61 @@ pub mod testing {
             ..base(database)
         }
     }
+
+    /// A compared request of fingerprint `fp`: `mirror_us` and `primary_us` latencies,
+    /// and a mismatch of its rows when `differs`.
+    pub fn compared(
+        database: u32,
+        fp: u64,
+        mirror_us: u64,
+        primary_us: u64,
+        differs: bool,
+    ) -> MirrorEvent {
+        use pgdog_plugin_api::{Comparison, Differences, Verdict};
+        MirrorEvent {
+            outcome: if differs {
+                Outcome::MISMATCH
+            } else {
+                Outcome::MIRRORED
+            },
+            mirror_latency_us: ROption::RSome(mirror_us),
+            primary_latency_us: ROption::RSome(primary_us),
+            fingerprint: ROption::RSome(fp),
+            comparison: Comparison {
+                verdict: if differs {
+                    Verdict::MISMATCH
+                } else {
+                    Verdict::MATCH
+                },
+                differences: if differs {
+                    Differences::ROWS
+                } else {
+                    Differences::default()
+                },
+                primary_rows: 3,
+                mirror_rows: 3,
+                ..Comparison::not_compared()
+            },
+            ..base(database)
+        }
+    }
+
+    /// A query error the primary had too.
+    pub fn shared_error(database: u32, fp: u64) -> MirrorEvent {
+        use pgdog_plugin_api::{Comparison, Verdict};
+        MirrorEvent {
+            outcome: Outcome::ERROR,
+            category: ErrorCategory::QUERY,
+            sqlstate: *b"42P01",
+            fingerprint: ROption::RSome(fp),
+            comparison: Comparison {
+                verdict: Verdict::MATCH,
+                primary_sqlstate: *b"42P01",
+                ..Comparison::not_compared()
+            },
+            ..base(database)
+        }
+    }
 }
 
 #[cfg(test)]

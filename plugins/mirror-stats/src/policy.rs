@@ -483,4 +483,126 @@ mod tests {
         assert_eq!(report.databases.len(), 1);
         assert!(!report.databases[0].ready);
     }
+
+    #[test]
+    fn shared_errors_are_not_the_mirrors_and_mismatches_block() {
+        use crate::testing::{compared, shared_error};
+        let mut stats = Stats::new(3);
+        let mut events: Vec<_> = (0..200).map(|_| compared(0, 1, 500, 500, false)).collect();
+        events.extend((0..20).map(|_| shared_error(0, 2)));
+        stats.consume_with_texts(&["db"], &events, |fp| {
+            Some(if fp == 1 {
+                "select a from t where id = ?"
+            } else {
+                "select * from gone"
+            })
+        });
+        let snap = stats.snapshot();
+        let c = snap.overall.counts;
+        assert_eq!(
+            (c.errors, c.shared_errors, c.mismatched, c.compared),
+            (20, 20, 0, 220)
+        );
+        let report = assess("mirror-stats", &snap, &criteria());
+        // 20 errors of 220, all shared: an error rate of 0, READY.
+        assert_eq!(report.overall.error_rate, 0.0);
+        assert!(report.overall.ready, "{:?}", report.overall.reasons);
+        let rows = report.to_text_rows();
+        assert!(
+            rows.contains(&"Errors: 0 mirror only, 20 on both sides (not counted)".to_string()),
+            "{rows:?}"
+        );
+
+        // Two rows that differ: NOT READY, the reason names the fingerprint.
+        stats.consume_with_texts(
+            &["db"],
+            &[
+                compared(0, 3, 500, 500, true),
+                compared(0, 3, 500, 500, true),
+            ],
+            |_| Some("select b from u"),
+        );
+        let report = assess("mirror-stats", &stats.snapshot(), &criteria());
+        assert!(!report.overall.ready);
+        let reason = report
+            .overall
+            .reasons
+            .iter()
+            .find(|r| r.criterion.as_str() == "max_mismatch_rate")
+            .expect("a mismatch reason");
+        assert!(
+            reason
+                .message
+                .contains("Result mismatches 2 of 222 compared"),
+            "{}",
+            reason.message
+        );
+        assert!(
+            reason
+                .message
+                .contains("\"select b from u\" (2 of 2: same 3 rows, different contents)"),
+            "{}",
+            reason.message
+        );
+        assert_eq!(report.overall.confidence, 0.0);
+        // A tolerated rate: READY again, with the mismatch factor in the confidence.
+        let lenient = ReadinessCriteria {
+            max_mismatch_rate: 0.05,
+            ..criteria()
+        };
+        let report = assess("mirror-stats", &stats.snapshot(), &lenient);
+        assert!(report.overall.ready, "{:?}", report.overall.reasons);
+        assert!(
+            report.overall.confidence > 90.0,
+            "{}",
+            report.overall.confidence
+        );
+    }
+
+    #[test]
+    fn latency_regressions_are_named_per_fingerprint() {
+        use crate::testing::compared;
+        let mut stats = Stats::new(3);
+        // Fingerprint 7 is 40x slower on the mirror (8 ms against 0.2 ms); 8 is as fast.
+        let mut events: Vec<_> = (0..30).map(|_| compared(0, 7, 8_000, 200, false)).collect();
+        events.extend((0..300).map(|_| compared(0, 8, 210, 200, false)));
+        // Slower by a ratio but by less than a millisecond: noise, not blamed.
+        events.extend((0..30).map(|_| compared(0, 9, 600, 100, false)));
+        stats.consume_with_texts(&["db"], &events, |fp| {
+            Some(match fp {
+                7 => "select pad from big where k = ?",
+                8 => "select 1",
+                _ => "select 2",
+            })
+        });
+        let report = assess("mirror-stats", &stats.snapshot(), &criteria());
+        let slow: Vec<_> = report
+            .overall
+            .reasons
+            .iter()
+            .filter(|r| r.criterion.as_str() == "max_latency_ratio")
+            .map(|r| r.message.to_string())
+            .collect();
+        // The overall p99 (dominated by the slow query) and the one fingerprint.
+        assert_eq!(slow.len(), 2, "{slow:?}");
+        assert!(slow[0].starts_with("Mirror p99 8.0ms is 40.0x"), "{slow:?}");
+        assert!(
+            slow[1].contains("\"select pad from big where k = ?\" is 39.7x slower on the mirror (median of 30 paired ratios"),
+            "{slow:?}"
+        );
+        // Too few samples: not judged yet.
+        let mut few = Stats::new(3);
+        few.consume_events(
+            &["db"],
+            &(0..10)
+                .map(|_| compared(0, 7, 8_000, 200, false))
+                .collect::<Vec<_>>(),
+        );
+        let report = assess("mirror-stats", &few.snapshot(), &criteria());
+        assert!(report
+            .overall
+            .reasons
+            .iter()
+            .all(|r| r.criterion.as_str() != "max_latency_ratio"));
+    }
 }

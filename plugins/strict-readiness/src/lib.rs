@@ -2,7 +2,9 @@
 //!
 //! READY only when, overall and for every database:
 //! * the last `window` requests the mirror executed (default 1000) hold at least
-//!   `min_requests` requests and **zero** errors (drops are not evidence either way);
+//!   `min_requests` requests and **zero** errors (drops are not evidence either way); with
+//!   result comparison on, a mismatched answer counts as an error and a query error the
+//!   primary had too (same SQLSTATE) does not;
 //! * the p99 mirror latency (from the stats plugin's snapshot) is at most `max_p99_ms`
 //!   (default: half of `[general] mirror_max_latency_ms`);
 //! * the observation window is at least `mirror_min_runtime_hours`.
