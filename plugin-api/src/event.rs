@@ -169,6 +169,10 @@ impl Exclusion {
     /// The primary's answer was no longer recorded when the mirror's arrived (a pipeline
     /// deeper than the proxy keeps), so there was nothing to compare with.
     pub const UNPAIRED: Self = Self(3);
+    /// Requests were dropped before (the mirror queue was full): writes the mirror never
+    /// ran leave its data behind the primary's, so differing answers prove nothing about
+    /// the new server. Cleared by `RESET MIRROR STATS` (after re-syncing the mirror).
+    pub const DIVERGED: Self = Self(4);
 
     /// The label used in reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -177,6 +181,7 @@ impl Exclusion {
             Self::NONDETERMINISTIC => "non-deterministic",
             Self::IGNORED => "ignored",
             Self::UNPAIRED => "unpaired",
+            Self::DIVERGED => "after drops",
             _ => "other",
         }
     }

@@ -24,6 +24,9 @@ pub struct ReadinessCriteria {
     /// Largest fraction of compared requests whose answers may differ (0 by default:
     /// any difference in results blocks the cut-over).
     pub max_mismatch_rate: f64,
+    /// Largest fraction of requests dropped (mirror queue full): a mirror that cannot keep
+    /// up has not been tested on the whole workload.
+    pub max_drop_rate: f64,
     /// Largest mirror/primary latency ratio: p99 against p99 overall, and the median of
     /// paired ratios per fingerprint with enough samples. 0 turns the check off.
     pub max_latency_ratio: f64,
@@ -33,7 +36,7 @@ pub struct ReadinessCriteria {
 
 impl Default for ReadinessCriteria {
     /// The defaults of `[general]`: 5 %, 1000 ms, 100 requests, no minimum runtime, no
-    /// mismatch, latency ratio 1.5.
+    /// mismatch, 1 % dropped, latency ratio 1.5.
     fn default() -> Self {
         Self {
             max_error_rate: 0.05,
@@ -41,6 +44,7 @@ impl Default for ReadinessCriteria {
             min_requests: 100,
             min_runtime_secs: 0.0,
             max_mismatch_rate: 0.0,
+            max_drop_rate: 0.01,
             max_latency_ratio: 1.5,
             options: RVec::new(),
         }

@@ -128,6 +128,14 @@ impl Counts {
         self.errors.saturating_sub(self.shared_errors)
     }
 
+    /// `dropped / total` (0 before any request).
+    pub fn drop_rate(&self) -> f64 {
+        match self.total {
+            0 => 0.0,
+            n => self.dropped as f64 / n as f64,
+        }
+    }
+
     /// `mismatched / compared` (0 when nothing was compared).
     pub fn mismatch_rate(&self) -> f64 {
         match self.compared {

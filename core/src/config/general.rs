@@ -107,6 +107,9 @@ pub struct General {
     /// Readiness: highest acceptable fraction of compared answers that differ. Default 0.
     #[serde(default)]
     pub mirror_max_mismatch_rate: f64,
+    /// Readiness: highest acceptable fraction of requests dropped. Default 0.01.
+    #[serde(default = "default_mirror_max_drop_rate")]
+    pub mirror_max_drop_rate: f64,
     /// Readiness: highest acceptable mirror/primary latency ratio (0 = off). Default 1.5.
     #[serde(default = "default_mirror_max_latency_ratio")]
     pub mirror_max_latency_ratio: f64,
@@ -166,6 +169,9 @@ fn default_max_message_size() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_mirror_max_drop_rate() -> f64 {
+    0.01
 }
 fn default_mirror_max_latency_ratio() -> f64 {
     1.5

@@ -21,6 +21,15 @@ pub fn check(config: &Config, text: &str) -> Vec<Problem> {
             ),
         ));
     }
+    if !(0.0..=1.0).contains(&g.mirror_max_drop_rate) {
+        problems.push(general(
+            "mirror_max_drop_rate",
+            format!(
+                "expected a fraction between 0 and 1, got {}",
+                g.mirror_max_drop_rate
+            ),
+        ));
+    }
     if !(0.0..=1.0).contains(&g.mirror_max_mismatch_rate) {
         problems.push(general(
             "mirror_max_mismatch_rate",

@@ -87,6 +87,9 @@ pub struct MirrorTarget {
     /// Result comparison (new sessions take it up).
     pub compare: bool,
     pub ignore: Arc<HashSet<u64>>,
+    /// A request was dropped: the mirror may have missed writes, so its answers are no
+    /// longer compared (set aside as "after drops") until `RESET MIRROR STATS`.
+    pub diverged: std::sync::atomic::AtomicBool,
 }
 
 impl MirrorTarget {
@@ -107,7 +110,17 @@ impl MirrorTarget {
             depth: AtomicUsize::new(0),
             compare: compare.enabled,
             ignore: compare.ignore,
+            diverged: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A request offered to this mirror was dropped (see `diverged`).
+    pub fn note_drop(&self) {
+        self.diverged.store(true, Ordering::Relaxed);
+    }
+
+    pub fn has_diverged(&self) -> bool {
+        self.diverged.load(Ordering::Relaxed)
     }
 
     pub fn queue_depth(&self) -> usize {

@@ -190,6 +190,7 @@ impl Tap {
     }
 
     fn dropped(&self, reason: DropReason) {
+        self.target.note_drop();
         self.events
             .send(Event::dropped(self.target.database.clone(), reason));
     }

@@ -166,6 +166,17 @@ impl Worker {
                 done.statement.as_deref(),
                 ignored,
             );
+            // After a drop the mirror may lack writes the primary has: a different
+            // answer says nothing about the new server. Errors are still judged.
+            let answered_alike = matches!(
+                event.comparison.verdict,
+                pgdog_plugin_api::Verdict::MATCH | pgdog_plugin_api::Verdict::MISMATCH
+            );
+            if answered_alike && mirror_error.is_none() && self.target.has_diverged() {
+                event.comparison.verdict = pgdog_plugin_api::Verdict::EXCLUDED;
+                event.comparison.excluded = pgdog_plugin_api::Exclusion::DIVERGED;
+                event.comparison.differences = Default::default();
+            }
             if event.outcome == Outcome::Mirrored
                 && event.comparison.verdict == pgdog_plugin_api::Verdict::MISMATCH
             {
@@ -224,6 +235,7 @@ impl Worker {
         if first_of_next == last.seq + 1 {
             return;
         }
+        self.target.note_drop();
         for r in held.drain(..) {
             self.events.send(Event::dropped(
                 self.target.database.clone(),

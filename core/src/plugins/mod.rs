@@ -378,6 +378,7 @@ impl PluginHost {
 pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
     ReadinessCriteria {
         max_mismatch_rate: general.mirror_max_mismatch_rate,
+        max_drop_rate: general.mirror_max_drop_rate,
         max_latency_ratio: general.mirror_max_latency_ratio,
         ..criteria(
             general.mirror_max_error_rate,

@@ -7,12 +7,16 @@
 //! * error rate `errors / (mirrored + errors)` ≤ `max_error_rate`;
 //! * p99 mirror latency ≤ `max_latency_ms` (p99, not the mean: the tail is what users
 //!   feel after the cut-over, and the max is one outlier);
+//! * dropped requests `dropped / total` ≤ `max_drop_rate` (default 1 %: a mirror that
+//!   could not keep up was not tested on the whole workload);
 //! * result comparison: mismatch rate `mismatched / compared` ≤ `max_mismatch_rate`
-//!   (default 0); mirror p99 / primary p99 ≤ `max_latency_ratio` once both sides have
-//!   `min_requests` samples; and per fingerprint with at least [`MIN_PAIRED`] paired
-//!   samples, the median of the paired mirror/primary ratios ≤ `max_latency_ratio`.
-//!   A mirror slower by less than [`RATIO_FLOOR_MS`] is never blamed, whatever the
-//!   ratio (sub-millisecond queries vary by more than 1.5x from scheduling alone).
+//!   (default 0); per fingerprint with at least [`MIN_PAIRED`] paired samples, the
+//!   median of the paired mirror/primary ratios ≤ `max_latency_ratio`, unless the
+//!   medians differ by less than [`RATIO_FLOOR_MS`]; and mirror p99 / primary p99 ≤
+//!   `max_latency_ratio` once both sides have `min_requests` samples, unless the p99s
+//!   differ by less than [`P99_FLOOR_SHARE`] of `max_latency_ms` (sub-millisecond tails
+//!   vary by several times from scheduling alone; a regression of one statement shows
+//!   in its median first).
 //!
 //! Overall READY needs the overall figures to pass and no database to fail the error
 //! rate or latency criteria (a small pool below `min_requests` does not block).
@@ -44,9 +48,14 @@ use pgdog_plugin_api::{
 /// Paired samples a fingerprint needs before its latency ratio is judged.
 pub const MIN_PAIRED: u64 = 20;
 
-/// Milliseconds by which the mirror must be slower (at the compared quantile) before a
-/// latency ratio counts against it.
+/// Milliseconds by which the mirror must be slower (at the compared median) before a
+/// fingerprint's latency ratio counts against it.
 pub const RATIO_FLOOR_MS: f64 = 1.0;
+
+/// Share of `max_latency_ms` by which the mirror's overall p99 must exceed the primary's
+/// before the p99 ratio counts against it: a p99 is one request in a hundred, and on a
+/// busy host sub-millisecond tails differ by several times from scheduling alone.
+pub const P99_FLOOR_SHARE: f64 = 0.1;
 
 /// Fingerprints named in one reason.
 const NAMED: usize = 3;
@@ -244,7 +253,8 @@ fn comparison_reasons(
     let (m, p) = (&stats.mirror_latency, &stats.primary_latency);
     if let Some(ratio) = latency_ratio(stats) {
         let enough = m.samples >= criteria.min_requests && p.samples >= criteria.min_requests;
-        if enough && ratio > limit && m.p99_ms - p.p99_ms >= RATIO_FLOOR_MS {
+        let floor = (criteria.max_latency_ms * P99_FLOOR_SHARE).max(RATIO_FLOOR_MS);
+        if enough && ratio > limit && m.p99_ms - p.p99_ms >= floor {
             reasons.push(Reason::new(
                 "max_latency_ratio",
                 ratio,
@@ -304,6 +314,22 @@ fn quality_reasons(stats: &DatabaseStats, criteria: &ReadinessCriteria) -> Vec<R
                 "Error rate {:.2}% > maximum {:.2}%",
                 rate * 100.0,
                 criteria.max_error_rate * 100.0
+            ),
+        ));
+    }
+    let c = &stats.counts;
+    let dropped = c.drop_rate();
+    if dropped > criteria.max_drop_rate {
+        reasons.push(Reason::new(
+            "max_drop_rate",
+            dropped,
+            criteria.max_drop_rate,
+            format!(
+                "Dropped {} of {} requests ({:.2}%) > maximum {:.2}%: the mirror fell behind (mirror_queue full)",
+                c.dropped,
+                c.total,
+                dropped * 100.0,
+                criteria.max_drop_rate * 100.0
             ),
         ));
     }
@@ -575,20 +601,33 @@ mod tests {
                 _ => "select 2",
             })
         });
-        let report = assess("mirror-stats", &stats.snapshot(), &criteria());
-        let slow: Vec<_> = report
-            .overall
-            .reasons
-            .iter()
-            .filter(|r| r.criterion.as_str() == "max_latency_ratio")
-            .map(|r| r.message.to_string())
-            .collect();
-        // The overall p99 (dominated by the slow query) and the one fingerprint.
-        assert_eq!(slow.len(), 2, "{slow:?}");
-        assert!(slow[0].starts_with("Mirror p99 8.0ms is 40.0x"), "{slow:?}");
+        let slow = |criteria: &ReadinessCriteria| -> Vec<String> {
+            assess("mirror-stats", &stats.snapshot(), criteria)
+                .overall
+                .reasons
+                .iter()
+                .filter(|r| r.criterion.as_str() == "max_latency_ratio")
+                .map(|r| r.message.to_string())
+                .collect()
+        };
+        // The one fingerprint; the overall p99s differ by 7.8 ms, under the floor of
+        // 10 % of the 1000 ms latency budget.
+        let reasons = slow(&criteria());
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(
-            slow[1].contains("\"select pad from big where k = ?\" is 39.7x slower on the mirror (median of 30 paired ratios"),
-            "{slow:?}"
+            reasons[0].contains("\"select pad from big where k = ?\" is 39.7x slower on the mirror (median of 30 paired ratios"),
+            "{reasons:?}"
+        );
+        // With a 50 ms budget (floor 5 ms) the overall p99 counts too.
+        let tight = ReadinessCriteria {
+            max_latency_ms: 50.0,
+            ..criteria()
+        };
+        let reasons = slow(&tight);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("Mirror p99 8.0ms is 40.0x"),
+            "{reasons:?}"
         );
         // Too few samples: not judged yet.
         let mut few = Stats::new(3);
@@ -604,5 +643,36 @@ mod tests {
             .reasons
             .iter()
             .all(|r| r.criterion.as_str() != "max_latency_ratio"));
+    }
+
+    #[test]
+    fn too_many_drops_is_not_ready() {
+        use crate::testing::dropped;
+        let mut stats = Stats::new(3);
+        let mut events: Vec<_> = (0..990).map(|_| ok(0, 2_000)).collect();
+        events.extend((0..10).map(|_| dropped(0)));
+        stats.consume_events(&["db"], &events);
+        // 1 % dropped: at the limit, READY.
+        assert!(
+            assess("mirror-stats", &stats.snapshot(), &criteria())
+                .overall
+                .ready
+        );
+        stats.consume_events(&["db"], &(0..20).map(|_| dropped(0)).collect::<Vec<_>>());
+        let report = assess("mirror-stats", &stats.snapshot(), &criteria());
+        assert!(!report.overall.ready);
+        let msgs: Vec<_> = report
+            .overall
+            .reasons
+            .iter()
+            .map(|r| r.message.to_string())
+            .collect();
+        assert!(
+            msgs.contains(
+                &"Dropped 30 of 1020 requests (2.94%) > maximum 1.00%: the mirror fell behind (mirror_queue full)"
+                    .to_string()
+            ),
+            "{msgs:?}"
+        );
     }
 }

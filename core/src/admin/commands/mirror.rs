@@ -203,8 +203,15 @@ fn query_row(ranking: &str, f: &FingerprintStats) -> Vec<Option<String>> {
     ]
 }
 
-/// Forgets every count and latency (after the events sent so far are delivered).
+/// Forgets every count and latency (after the events sent so far are delivered), and
+/// starts comparing answers again on mirrors that had dropped requests (the operator
+/// re-synced their data, or accepts that it differs).
 pub async fn reset(proxy: &Proxy) -> Result<Output, AdminError> {
+    for target in proxy.mirrors().values() {
+        target
+            .diverged
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     proxy
         .plugins
         .reset()
