@@ -3,8 +3,11 @@
 # primary and the "new" mirror), pgdog in front of the primary with mirroring on, pgbench
 # traffic through it with a progress display, then the readiness verdict and the metrics.
 #
-#   scripts/demo.sh [--duration SECONDS] [--clients N] [--keep]
+#   scripts/demo.sh [--duration SECONDS] [--clients N] [--rate TPS] [--keep]
 #
+# --rate caps pgbench's transactions per second (default 600; 0 = as fast as it can). Both
+# clusters share this machine's cores: unthrottled, the primary takes the CPU the mirror needs
+# to keep up, the mirror queues fill and requests are dropped (and readiness says so).
 # --keep leaves the clusters and the proxy running and prints how to stop them.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,13 +17,15 @@ source scripts/lib.sh
 
 DURATION=20
 CLIENTS=8
+RATE=600
 KEEP=0
 while (($#)); do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
+        --rate) RATE="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "demo: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -90,8 +95,10 @@ say "Starting pgdog on 127.0.0.1:$PORT (admin $ADMIN_PORT, metrics $METRICS_PORT
 PGDOG_PID=$!
 wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log"; exit 1; }
 
-say "Driving pgbench (TPC-B-like, $CLIENTS clients, ${DURATION}s) through pgdog"
-pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" -P 2 pgdog 2>&1 |
+LIMIT=()
+((RATE > 0)) && LIMIT=(-R "$RATE")
+say "Driving pgbench (TPC-B-like, $CLIENTS clients, ${DURATION}s, $( ((RATE > 0)) && echo "at most $RATE tps" || echo unthrottled)) through pgdog"
+pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" "${LIMIT[@]}" -P 2 pgdog 2>&1 |
     grep -E '^progress|tps =|failed|latency average'
 
 say "Mirror rows vs primary rows (pgbench_history)"
@@ -102,6 +109,10 @@ done
 
 say "SHOW MIRROR READINESS (admin console: psql -h 127.0.0.1 -p $ADMIN_PORT -U admin -d pgdog)"
 psql -h 127.0.0.1 -p "$ADMIN_PORT" -U admin -d pgdog -c "SHOW MIRROR READINESS"
+
+say "SHOW MIRROR QUERIES: result comparison per statement (top fingerprints)"
+psql -h 127.0.0.1 -p "$ADMIN_PORT" -U admin -d pgdog \
+    -c "SHOW MIRROR QUERIES" | cut -c1-220
 
 say "A few metric lines (curl http://127.0.0.1:$METRICS_PORT/metrics)"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^mirror\{' | head -n 20

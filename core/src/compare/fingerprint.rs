@@ -181,6 +181,11 @@ impl Normaliser {
                     while s.get(i).is_some_and(|b| b"<>=!~*+-/%^&|#@:".contains(b)) {
                         i += 1;
                     }
+                    // A unary minus is part of the number it signs (`+ -5` is `+ ?`).
+                    let number_follows = s.get(i).is_some_and(|b| b.is_ascii_digit() || *b == b'.');
+                    if &s[start..i] == b"-" && number_follows && self.expects_operand() {
+                        continue;
+                    }
                     self.token(&String::from_utf8_lossy(&s[start..i]));
                     self.not_only_placeholders();
                     self.last_word.clear();
@@ -224,6 +229,17 @@ impl Normaliser {
         self.token(&word);
         self.not_only_placeholders();
         self.last_word = word;
+    }
+
+    /// Whether the next token is an operand: at the start, after `(`, `,`, an operator or
+    /// a keyword (`select -1`, `then -1`), not after an identifier, `)` or `?`.
+    fn expects_operand(&self) -> bool {
+        match self.out.as_bytes().last() {
+            None => true,
+            Some(b'(' | b',') => true,
+            Some(b) if b"<>=!~*+-/%^&|#@:".contains(b) => true,
+            Some(_) => SPACED_BEFORE_PAREN.contains(&self.last_word.as_str()),
+        }
     }
 
     fn placeholder(&mut self) {
@@ -387,6 +403,15 @@ mod tests {
             "select * from t where id = ? and name = ?"
         );
         assert_eq!(text("select $1::int + $2"), "select ?::int + ?");
+        // A negative literal is a literal; a subtraction stays one.
+        assert_eq!(
+            fingerprint("update t set b = b + -5 where id = 1").id,
+            fingerprint("update t set b = b + 7 where id = 2").id
+        );
+        assert_eq!(
+            text("select -1, a - 2, (-3), f(-4) from t"),
+            "select ?, a - ?, (...), f(...) from t"
+        );
         assert_eq!(
             text("select 1.5e-3, .5, E'a\\'b', $$x$$, $q$y$q$"),
             "select ?, ?, ?, ?, ?"

@@ -147,6 +147,10 @@ const QUERY_COLUMNS: &[&str] = &[
 /// Fingerprints shown per ranking.
 const TOP: usize = 10;
 
+/// Paired samples a fingerprint needs to be ranked by latency (the default policy judges a
+/// fingerprint's latency ratio from the same number on).
+const LATENCY_MIN_PAIRED: u64 = 20;
+
 /// The top fingerprints by mismatches, by the mirror's own errors, by latency
 /// regression (median of paired mirror/primary ratios) and by requests set aside from
 /// comparison, each a block of rows named in the `ranking` column.
@@ -163,7 +167,10 @@ pub async fn queries(proxy: &Proxy, database: Option<&str>) -> Result<Output, Ad
     by_mismatches.sort_by_key(|f| std::cmp::Reverse(f.mismatches));
     let mut by_errors: Vec<_> = all.iter().filter(|f| f.errors > 0).collect();
     by_errors.sort_by_key(|f| std::cmp::Reverse(f.errors));
-    let mut by_latency: Vec<_> = all.iter().filter(|f| f.paired > 0).collect();
+    let mut by_latency: Vec<_> = all
+        .iter()
+        .filter(|f| f.paired >= LATENCY_MIN_PAIRED)
+        .collect();
     by_latency.sort_by(|a, b| b.ratio_p50.total_cmp(&a.ratio_p50));
     let mut by_excluded: Vec<_> = all.iter().filter(|f| f.excluded > 0).collect();
     by_excluded.sort_by_key(|f| std::cmp::Reverse(f.excluded));
