@@ -190,6 +190,30 @@ fn same_bytes_as_the_exporter_pipeline() {
     assert_eq!(text, include_str!("testdata/exposition-mirror-off.txt"));
 }
 
+/// Without a snapshot (no stats plugin, or its call failed) a live scrape never gets the
+/// snapshot and report sources: the families after theirs in name order (the pool
+/// families) still come, once the plugin calls are over.
+#[test]
+fn families_after_a_missing_source_still_come() {
+    let m = Metrics::new(&families());
+    let mut s = scrape(true);
+    s.snapshot = None;
+    s.report = None;
+    let mut out = Vec::new();
+    let mut assembly = assembly::Assembly::new(&m, |part: Vec<u8>| out.extend_from_slice(&part));
+    assembly.write(&s, scrape::Source::Proxy);
+    assembly.write(&s, scrape::Source::Points);
+    assembly.finish();
+    assert_eq!(out, m.render(&s));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("pgdog_pool_clients{database=\"primary\"} 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("mirror{type=\"total\"} 103\n"), "{text}");
+    assert!(!text.contains("pgdog_mirror_latency_seconds"), "{text}");
+}
+
 #[test]
 fn many_pools_all_exported() {
     let n = 1000;
