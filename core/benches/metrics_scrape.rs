@@ -7,11 +7,15 @@
 //! touches metrics: the pool counters (`PoolStats`) and the mirror events sent to the
 //! plugin host (the same `EventSink::send` the mirror worker calls). Then scrapes are
 //! timed over HTTP, once after a little traffic and again after a million more events.
+//! Before every timed scrape each pool serves one more request (and the event thread
+//! has consumed it), so no scrape finds a database unchanged since the previous one.
 //!
 //! ```sh
 //! cargo build --release -p pgdog-mirror-stats
 //! cargo bench -p pgdog --bench metrics_scrape               # 1,000 pools
-//! cargo bench -p pgdog --bench metrics_scrape -- --smoke    # quick check
+//! cargo bench -p pgdog --bench metrics_scrape -- --pools 100  # other sizes
+//! cargo bench -p pgdog --bench metrics_scrape -- --wide       # realistic latency spread
+//! cargo bench -p pgdog --bench metrics_scrape -- --smoke      # quick check
 //! ```
 
 use std::io::{Read, Write};
@@ -35,6 +39,7 @@ fn main() {
         .unwrap_or(if smoke { 50 } else { 1000 });
     let scrapes = if smoke { 20 } else { 200 };
     let more_events = if smoke { 20_000 } else { 1_000_000 };
+    let wide = args.iter().any(|a| a == "--wide");
 
     let mut text = String::from("[general]\nport = 1\nadmin_port = 2\nmetrics_port = 3\n");
     for i in 0..pools {
@@ -67,21 +72,27 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(pgdog::metrics::serve(proxy.clone(), listener));
-        let names: Vec<Arc<str>> = (0..pools).map(|i| Arc::from(format!("db{i:04}"))).collect();
+        let mut traffic = Traffic {
+            names: (0..pools).map(|i| Arc::from(format!("db{i:04}"))).collect(),
+            sent: 0,
+            wide,
+            seed: 0x9e37_79b9_7f4a_7c15,
+        };
 
-        traffic(&proxy, &names, 10 * pools);
+        traffic.send(&proxy, 10 * pools);
         proxy.plugins.flush().await;
-        let (median1, p99_1, bytes, lines) = measure(port, scrapes).await;
+        let (median1, p99_1, cpu1, bytes, lines) = measure(&proxy, &mut traffic, port, scrapes).await;
         println!(
-            "{pools} pools, {} events so far: scrape median {median1:.2} ms, p99 {p99_1:.2} ms \
-             ({bytes} bytes, {lines} series lines)",
+            "{pools} pools, {} events so far: scrape median {median1:.2} ms, p99 {p99_1:.2} ms, \
+             CPU {cpu1:.2} ms ({bytes} bytes, {lines} series lines)",
             10 * pools
         );
-        traffic(&proxy, &names, more_events);
+        traffic.send(&proxy, more_events);
         proxy.plugins.flush().await;
-        let (median2, p99_2, _, _) = measure(port, scrapes).await;
+        let (median2, p99_2, cpu2, _, _) = measure(&proxy, &mut traffic, port, scrapes).await;
         println!(
-            "after {more_events} more events:        scrape median {median2:.2} ms, p99 {p99_2:.2} ms"
+            "after {more_events} more events:        scrape median {median2:.2} ms, p99 {p99_2:.2} ms, \
+             CPU {cpu2:.2} ms"
         );
         println!(
             "growth: {:+.1}% (median)",
@@ -92,74 +103,206 @@ fn main() {
     });
 }
 
-/// `events` requests spread over every pool: pool counters and one mirror event each
-/// (2 % errors, latencies 0.2-5 ms).
-fn traffic(proxy: &Proxy, names: &[Arc<str>], events: usize) {
-    for i in 0..events {
-        let db = &names[i % names.len()];
-        if let Some(pool) = proxy.pools.get(db) {
-            let s = pool.stats();
-            s.queries.fetch_add(1, Ordering::Relaxed);
-            s.bytes_received.fetch_add(40, Ordering::Relaxed);
-            s.bytes_sent.fetch_add(120, Ordering::Relaxed);
+/// Requests spread over every pool, at the two places the query path touches metrics:
+/// pool counters and one mirror event each (2 % errors). Latencies: by default
+/// `200 + n % 4800` µs for the n-th request (so each of 1,000 pools sees only some two
+/// dozen distinct values); with `--wide`, drawn log-uniformly between 0.2 and 50 ms, so
+/// each pool's histogram fills up as real traffic's would.
+struct Traffic {
+    names: Vec<Arc<str>>,
+    sent: usize,
+    wide: bool,
+    seed: u64,
+}
+
+impl Traffic {
+    fn send(&mut self, proxy: &Proxy, events: usize) {
+        for _ in 0..events {
+            let i = self.sent;
+            self.sent += 1;
+            let db = &self.names[i % self.names.len()];
+            if let Some(pool) = proxy.pools.get(db) {
+                let s = pool.stats();
+                s.queries.fetch_add(1, Ordering::Relaxed);
+                s.bytes_received.fetch_add(40, Ordering::Relaxed);
+                s.bytes_sent.fetch_add(120, Ordering::Relaxed);
+            }
+            // One in 50 fails.
+            let ev = match i % 50 {
+                0 => MirrorEvent::error(db.clone(), ErrorCategory::Query, Some(*b"42P01")),
+                _ => MirrorEvent::mirrored(db.clone(), Duration::from_micros(self.latency_us(i))),
+            };
+            proxy.events.send(ev);
         }
-        let ev = if i % 50 == 0 {
-            MirrorEvent::error(db.clone(), ErrorCategory::Query, Some(*b"42P01"))
-        } else {
-            MirrorEvent::mirrored(db.clone(), Duration::from_micros(200 + (i % 4800) as u64))
-        };
-        proxy.events.send(ev);
+    }
+
+    fn latency_us(&mut self, i: usize) -> u64 {
+        if !self.wide {
+            return 200 + (i % 4800) as u64;
+        }
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let u = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
+        (200.0 * 250f64.powf(u)) as u64
     }
 }
 
-/// Where a scrape's time goes (median of 20 runs of each step, ms).
+/// Where a scrape's time goes: median of 20 runs of each step, in CPU time of the
+/// thread running it (ms), so that other work on the machine does not blur it.
 fn breakdown(proxy: &Arc<Proxy>) {
     let time = |f: &dyn Fn()| {
         let mut t: Vec<f64> = (0..20)
             .map(|_| {
-                let start = Instant::now();
+                let start = thread_cpu_ms();
                 f();
-                start.elapsed().as_secs_f64() * 1e3
+                thread_cpu_ms() - start
             })
             .collect();
         t.sort_by(f64::total_cmp);
         t[10]
     };
     let snapshot = proxy.plugins.snapshot().unwrap();
-    let criteria = pgdog::plugins::criteria_of(&proxy.config().general);
-    let metrics = pgdog::metrics::Metrics::for_proxy(proxy).unwrap();
+    let buckets: usize = snapshot
+        .databases
+        .iter()
+        .map(|d| d.mirror_latency.buckets.len())
+        .sum();
     println!(
-        "breakdown (ms): plugin snapshot {:.2}, plugin metric_points {:.2}, assess {:.2}, \
-         whole collect {:.2}, collect + render {:.2}",
+        "snapshot: {} databases, {buckets} latency buckets in all",
+        snapshot.databases.len()
+    );
+    let criteria = pgdog::plugins::criteria_of(&proxy.config().general);
+    let metrics = pgdog::metrics::Metrics::for_proxy(proxy);
+    let scrape = pgdog::metrics::Scrape::collect(proxy);
+    println!(
+        "breakdown (CPU ms): plugin snapshot {:.2}, plugin metric_points {:.2}, assess {:.2}, \
+         whole collect {:.2}, render {:.2}, freeing the data {:.2}",
         time(&|| drop(proxy.plugins.snapshot())),
         time(&|| drop(proxy.plugins.metric_points())),
         time(&|| drop(proxy.plugins.assess_snapshot(&snapshot, &criteria))),
-        time(&|| drop(pgdog::metrics::Scrape::collect(proxy))),
-        time(&|| drop(metrics.render(pgdog::metrics::Scrape::collect(proxy)))),
+        time(&|| {
+            std::hint::black_box(pgdog::metrics::Scrape::collect(proxy));
+        }),
+        time(&|| drop(metrics.render(&scrape))),
+        {
+            let mut t: Vec<f64> = (0..20)
+                .map(|_| {
+                    let scrape = pgdog::metrics::Scrape::collect(proxy);
+                    let start = thread_cpu_ms();
+                    drop(scrape);
+                    thread_cpu_ms() - start
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[10]
+        },
+    );
+    let mut wall: Vec<f64> = (0..20)
+        .map(|_| {
+            let start = Instant::now();
+            let mut parts = Vec::new();
+            let data = metrics.scrape(proxy, |part| parts.push(part));
+            let t = start.elapsed().as_secs_f64() * 1e3;
+            drop((parts, data));
+            t
+        })
+        .collect();
+    wall.sort_by(f64::total_cmp);
+    println!(
+        "pipelined collect + render (Metrics::scrape, no HTTP): median {:.2} ms wall",
+        wall[10]
     );
 }
 
-/// Median and p99 of `n` scrapes (ms), and the size of the last one.
-async fn measure(port: u16, n: usize) -> (f64, f64, usize, usize) {
-    tokio::task::spawn_blocking(move || {
-        let mut times = Vec::with_capacity(n);
-        let mut body = String::new();
-        for _ in 0..n {
-            let start = Instant::now();
-            body = get(port);
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+/// Median and p99 of `n` scrapes (ms), the median CPU time the process spent during a
+/// scrape (ms: server and client together, all threads; what a scrape costs whatever
+/// else runs on the machine), and the size of the last one. Before each scrape, one
+/// request per pool, consumed by the plugins (not timed).
+async fn measure(
+    proxy: &Arc<Proxy>,
+    traffic: &mut Traffic,
+    port: u16,
+    n: usize,
+) -> (f64, f64, f64, usize, usize) {
+    let mut times = Vec::with_capacity(n);
+    let mut cpu = Vec::with_capacity(n);
+    let mut body = String::new();
+    for _ in 0..n {
+        traffic.send(proxy, traffic.names.len());
+        proxy.plugins.flush().await;
+        let (t, c, b) = tokio::task::spawn_blocking(move || {
+            let (start, cpu_start) = (Instant::now(), cpu_ms());
+            let body = get(port);
+            let t = start.elapsed().as_secs_f64() * 1e3;
+            (t, cpu_ms() - cpu_start, body)
+        })
+        .await
+        .unwrap();
+        times.push(t);
+        cpu.push(c);
+        body = b;
+    }
+    assert!(
+        body.starts_with("HTTP/1.1 200"),
+        "{}",
+        &body[..body.len().min(300)]
+    );
+    times.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    let exposition = exposition(&body);
+    let lines = exposition.lines().filter(|l| !l.starts_with('#')).count();
+    (
+        times[n / 2],
+        times[n * 99 / 100],
+        cpu[n / 2],
+        exposition.len(),
+        lines,
+    )
+}
+
+/// The body of an HTTP/1.1 response, de-chunked.
+fn exposition(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let (mut rest, mut whole) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            return whole;
         }
-        assert!(
-            body.starts_with("HTTP/1.1 200"),
-            "{}",
-            &body[..body.len().min(300)]
-        );
-        times.sort_by(f64::total_cmp);
-        let lines = body.lines().filter(|l| !l.starts_with('#')).count();
-        (times[n / 2], times[n * 99 / 100], body.len(), lines)
-    })
-    .await
-    .unwrap()
+        whole.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+/// CPU time of the calling thread so far, ms.
+fn thread_cpu_ms() -> f64 {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let t = unsafe {
+        let mut t = std::mem::zeroed::<libc::timespec>();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+        t
+    };
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+}
+
+/// User + system CPU time of the whole process so far, ms.
+fn cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 fn get(port: u16) -> String {

@@ -1,19 +1,54 @@
-//! One scrape's worth of data, read from the proxy when Prometheus asks: what the
-//! instruments' callbacks observe. Reading it costs O(pools + databases), whatever
-//! the traffic served.
+//! One scrape's worth of data, read from the proxy when Prometheus asks, and the
+//! sorted [`View`]s of it the families are written from. Reading it costs
+//! O(pools + databases + recorded latency buckets), whatever the traffic served.
+//!
+//! The data comes in four [`Source`]s, each of which some families need: the proxy's own
+//! counters (at once), then, from the plugins and one after the other (the calls share
+//! the plugins' locks), the metric points, the stats snapshot and the readiness report.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use opentelemetry::KeyValue;
-
-use crate::plugins::{MetricPoint, ReadinessReport, StatsSnapshot};
+use super::text::escaped;
+use crate::plugins::{DatabaseReport, DatabaseStats, MetricPoint, ReadinessReport, StatsSnapshot};
 use crate::proxy::Proxy;
 
-/// Counters of one pool, with its `database` label built once per scrape.
+/// Where a family's data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Pool counters and mirror queue depths.
+    Proxy,
+    /// The plugins' metric points.
+    Points,
+    /// The stats plugin's snapshot.
+    Snapshot,
+    /// The readiness plugin's report on that snapshot.
+    Report,
+}
+
+impl Source {
+    /// In the order they become available.
+    pub const ALL: [Source; 4] = [
+        Source::Proxy,
+        Source::Points,
+        Source::Snapshot,
+        Source::Report,
+    ];
+}
+
+/// What a plugin call produced.
+pub enum Part {
+    Points(Vec<MetricPoint>),
+    Snapshot(Arc<StatsSnapshot>),
+    Report(Box<ReadinessReport>),
+}
+
+/// Counters of one pool.
 #[derive(Debug, Clone)]
 pub struct PoolSample {
-    pub label: KeyValue,
+    /// The pool name: the `database` label.
+    pub name: String,
     pub clients: u64,
     pub servers: u64,
     pub idle: u64,
@@ -34,24 +69,31 @@ pub struct Scrape {
     /// The plugins' metric points (the spec's `mirror` family comes from here).
     pub points: Vec<MetricPoint>,
     /// The stats plugin's snapshot (idiomatic `pgdog_mirror_*` families).
-    pub snapshot: Option<StatsSnapshot>,
+    pub snapshot: Option<Arc<StatsSnapshot>>,
     /// The readiness plugin's verdict on `snapshot`.
     pub report: Option<ReadinessReport>,
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
-    pub queues: Vec<(KeyValue, u64)>,
-}
-
-/// `database="<name>"`, sharing one allocation between every series of that name.
-pub fn database(name: &str) -> KeyValue {
-    KeyValue::new("database", Arc::<str>::from(name))
+    pub queues: Vec<(String, u64)>,
 }
 
 impl Scrape {
-    /// Reads the proxy. Blocking: plugin calls take the plugins' locks (the event thread
-    /// may hold one for the length of a batch). Flush pending events first (async).
+    /// Reads the proxy and its plugins. Blocking: plugin calls take the plugins' locks
+    /// (the event thread may hold one for the length of a batch). Flush pending events
+    /// first (async).
     pub fn collect(proxy: &Proxy) -> Scrape {
-        let config = proxy.config();
+        let mirror = proxy.config().general.mirror_metrics_enabled;
+        let mut scrape = Scrape::own(proxy, mirror);
+        if mirror {
+            read_plugins(proxy, |part| {
+                scrape.add(part);
+            });
+        }
+        scrape
+    }
+
+    /// The proxy's own counters: pools, and mirror queues when `mirror` metrics are on.
+    pub fn own(proxy: &Proxy, mirror: bool) -> Scrape {
         let pools = proxy
             .pools
             .iter()
@@ -60,7 +102,7 @@ impl Scrape {
                 let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as u64;
                 let load64 = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
                 PoolSample {
-                    label: database(pool.name()),
+                    name: pool.name().to_string(),
                     clients: load(&s.clients),
                     servers: load(&s.servers),
                     idle: load(&s.idle),
@@ -75,32 +117,123 @@ impl Scrape {
             })
             .collect();
         let mut scrape = Scrape {
-            mirror_enabled: config.general.mirror_metrics_enabled,
+            mirror_enabled: mirror,
             pools,
             ..Scrape::default()
         };
-        if !scrape.mirror_enabled {
-            return scrape;
-        }
-        let mut queues: Vec<_> = proxy
-            .mirrors()
-            .values()
-            .map(|t| (database(&t.database), t.queue_depth() as u64))
-            .collect();
-        queues.sort_by(|a, b| a.0.value.as_str().cmp(&b.0.value.as_str()));
-        scrape.queues = queues;
-        scrape.points = proxy.plugins.metric_points();
-        match proxy.plugins.snapshot() {
-            Ok(snapshot) => {
-                let criteria = crate::plugins::criteria_of(&config.general);
-                match proxy.plugins.assess_snapshot(&snapshot, &criteria) {
-                    Ok(report) => scrape.report = Some(report),
-                    Err(e) => tracing::debug!("metrics: no readiness report: {e}"),
-                }
-                scrape.snapshot = Some(snapshot);
-            }
-            Err(e) => tracing::debug!("metrics: no stats snapshot: {e}"),
+        if scrape.mirror_enabled {
+            scrape.queues = proxy
+                .mirrors()
+                .values()
+                .map(|t| (t.database.to_string(), t.queue_depth() as u64))
+                .collect();
         }
         scrape
     }
+
+    /// Stores a plugin call's result; returns the source it completes.
+    pub fn add(&mut self, part: Part) -> Source {
+        match part {
+            Part::Points(points) => {
+                self.points = points;
+                Source::Points
+            }
+            Part::Snapshot(snapshot) => {
+                self.snapshot = Some(snapshot);
+                Source::Snapshot
+            }
+            Part::Report(report) => {
+                self.report = Some(*report);
+                Source::Report
+            }
+        }
+    }
+}
+
+/// Calls the plugins: metric points, snapshot, then the readiness verdict on that
+/// snapshot, handing each result to `got` as soon as it is there. A failed call is
+/// logged and its part left out (and so are the families it feeds).
+pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
+    got(Part::Points(proxy.plugins.metric_points()));
+    let snapshot = match proxy.plugins.snapshot() {
+        Ok(snapshot) => Arc::new(snapshot),
+        Err(e) => {
+            tracing::debug!("metrics: no stats snapshot: {e}");
+            return;
+        }
+    };
+    got(Part::Snapshot(snapshot.clone()));
+    let criteria = crate::plugins::criteria_of(&proxy.config().general);
+    match proxy.plugins.assess_snapshot(&snapshot, &criteria) {
+        Ok(report) => got(Part::Report(Box::new(report))),
+        Err(e) => tracing::debug!("metrics: no readiness report: {e}"),
+    }
+}
+
+/// An item of a per-database list, with its name escaped as a label value.
+pub struct Named<'a, T> {
+    pub item: &'a T,
+    pub label: Cow<'a, str>,
+}
+
+/// What the families of one [`Source`] read from a [`Scrape`], in exposition order:
+/// every list sorted by database name, as the Prometheus registry sorted series (by
+/// label values), each name escaped once for the dozens of lines that carry it. Lists of
+/// other sources are empty, and so are the mirror ones when mirror metrics are off.
+/// Sorting costs O(n) when the input is sorted already (pools come sorted from the
+/// proxy, databases from the stats plugin).
+pub struct View<'a> {
+    pub points: &'a [MetricPoint],
+    pub pools: Vec<Named<'a, PoolSample>>,
+    pub databases: Vec<Named<'a, DatabaseStats>>,
+    pub reports: Vec<Named<'a, DatabaseReport>>,
+    pub queues: Vec<Named<'a, (String, u64)>>,
+}
+
+impl<'a> View<'a> {
+    pub fn new(scrape: &'a Scrape, source: Source) -> Self {
+        let mut view = View {
+            points: &[],
+            pools: Vec::new(),
+            databases: Vec::new(),
+            reports: Vec::new(),
+            queues: Vec::new(),
+        };
+        let mirror = scrape.mirror_enabled;
+        match source {
+            Source::Proxy => {
+                view.pools = sorted(&scrape.pools, |p| &p.name);
+                if mirror {
+                    view.queues = sorted(&scrape.queues, |q| &q.0);
+                }
+            }
+            Source::Points if mirror => view.points = &scrape.points,
+            Source::Snapshot if mirror => {
+                if let Some(s) = &scrape.snapshot {
+                    view.databases = sorted(&s.databases, |d| d.database.as_str());
+                }
+            }
+            Source::Report if mirror => {
+                if let Some(r) = &scrape.report {
+                    view.reports = sorted(&r.databases, |d| d.database.as_str());
+                }
+            }
+            _ => {}
+        }
+        view
+    }
+}
+
+/// `items`, stably sorted by `name`, with their names escaped.
+fn sorted<'a, T>(items: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Vec<Named<'a, T>> {
+    let mut refs: Vec<&T> = items.iter().collect();
+    if refs.windows(2).any(|w| name(w[0]) > name(w[1])) {
+        refs.sort_by(|a, b| name(a).cmp(name(b)));
+    }
+    refs.into_iter()
+        .map(|item| Named {
+            item,
+            label: escaped(name(item)),
+        })
+        .collect()
 }

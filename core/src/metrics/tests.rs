@@ -1,6 +1,12 @@
-use super::scrape::{database, PoolSample};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::scrape::PoolSample;
 use super::*;
-use crate::plugins::{DatabaseReport, MetricPoint, ReadinessReport, StatsSnapshot};
+use crate::plugins::{
+    DatabaseReport, MetricKind, MetricPoint, MirrorEvent, ReadinessReport, StatsSnapshot,
+};
 use pgdog_plugin_api::{Counts, DatabaseStats, LatencyBucket, LatencySummary};
 
 fn spec_points() -> Vec<MetricPoint> {
@@ -55,6 +61,22 @@ fn snapshot() -> StatsSnapshot {
     }
 }
 
+fn pool(name: &str) -> PoolSample {
+    PoolSample {
+        name: name.to_string(),
+        clients: 2,
+        servers: 3,
+        idle: 1,
+        waiting: 0,
+        connects: 3,
+        connect_errors: 0,
+        queries: 100,
+        bytes_received: 4096,
+        bytes_sent: 8192,
+        errors: 1,
+    }
+}
+
 fn scrape(enabled: bool) -> Scrape {
     let report = ReadinessReport {
         policy: "mirror-stats".into(),
@@ -70,32 +92,20 @@ fn scrape(enabled: bool) -> Scrape {
     Scrape {
         mirror_enabled: enabled,
         points: spec_points(),
-        snapshot: Some(snapshot()),
+        snapshot: Some(Arc::new(snapshot())),
         report: Some(report),
-        pools: vec![PoolSample {
-            label: database("primary"),
-            clients: 2,
-            servers: 3,
-            idle: 1,
-            waiting: 0,
-            connects: 3,
-            connect_errors: 0,
-            queries: 100,
-            bytes_received: 4096,
-            bytes_sent: 8192,
-            errors: 1,
-        }],
-        queues: vec![(database("primary"), 7)],
+        pools: vec![pool("primary")],
+        queues: vec![("primary".into(), 7)],
     }
 }
 
-fn families() -> Vec<(String, String, bool)> {
-    vec![("mirror".into(), "Query mirroring".into(), false)]
+fn families() -> Vec<(String, String, MetricKind)> {
+    vec![("mirror".into(), "Query mirroring".into(), MetricKind::GAUGE)]
 }
 
 fn render(enabled: bool) -> String {
-    let m = Metrics::new(&families(), 1).unwrap();
-    String::from_utf8(m.render(scrape(enabled))).unwrap()
+    let m = Metrics::new(&families());
+    String::from_utf8(m.render(&scrape(enabled))).unwrap()
 }
 
 #[test]
@@ -164,18 +174,53 @@ fn mirror_families_can_be_switched_off() {
     );
 }
 
+/// The exposition is byte for byte what the OpenTelemetry pipeline (SDK observable
+/// instruments, `opentelemetry-prometheus`, `prometheus::Registry` and `TextEncoder`)
+/// printed for the same data: `testdata/*.txt` were written by that pipeline (commit
+/// 7f3c414) from [`fixture`], which holds every family with awkward values (escaped
+/// names, unsorted input, integers beyond 2^53, NaN and infinite plugin points, label
+/// names to sanitise, repeated label sets, an invalid family name, an unknown family).
 #[test]
-fn many_pools_fit_under_the_cap() {
-    assert_eq!(cardinality_limit(10), 2000);
-    let n = 1000;
-    let m = Metrics::new(&families(), n).unwrap();
+fn same_bytes_as_the_exporter_pipeline() {
+    let (families, mut s) = fixture();
+    let m = Metrics::new(&families);
+    let text = String::from_utf8(m.render(&s)).unwrap();
+    assert_eq!(text, include_str!("testdata/exposition.txt"));
+    s.mirror_enabled = false;
+    let text = String::from_utf8(m.render(&s)).unwrap();
+    assert_eq!(text, include_str!("testdata/exposition-mirror-off.txt"));
+}
+
+/// Without a snapshot (no stats plugin, or its call failed) a live scrape never gets the
+/// snapshot and report sources: the families after theirs in name order (the pool
+/// families) still come, once the plugin calls are over.
+#[test]
+fn families_after_a_missing_source_still_come() {
+    let m = Metrics::new(&families());
     let mut s = scrape(true);
-    s.pools = (0..n)
-        .map(|i| PoolSample {
-            label: database(&format!("db{i}")),
-            ..s.pools[0].clone()
-        })
-        .collect();
+    s.snapshot = None;
+    s.report = None;
+    let mut out = Vec::new();
+    let mut assembly = assembly::Assembly::new(&m, |part: Vec<u8>| out.extend_from_slice(&part));
+    assembly.write(&s, scrape::Source::Proxy);
+    assembly.write(&s, scrape::Source::Points);
+    assembly.finish();
+    assert_eq!(out, m.render(&s));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("pgdog_pool_clients{database=\"primary\"} 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("mirror{type=\"total\"} 103\n"), "{text}");
+    assert!(!text.contains("pgdog_mirror_latency_seconds"), "{text}");
+}
+
+#[test]
+fn many_pools_all_exported() {
+    let n = 1000;
+    let m = Metrics::new(&families());
+    let mut s = scrape(true);
+    s.pools = (0..n).map(|i| pool(&format!("db{i}"))).collect();
     s.points = (0..n)
         .flat_map(|i| {
             let name = format!("db{i}");
@@ -189,8 +234,7 @@ fn many_pools_fit_under_the_cap() {
             })
         })
         .collect();
-    let text = String::from_utf8(m.render(s)).unwrap();
-    assert!(!text.contains("otel_metric_overflow"), "overflowed");
+    let text = String::from_utf8(m.render(&s)).unwrap();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("mirror{")).count(),
         4 * n
@@ -201,4 +245,387 @@ fn many_pools_fit_under_the_cap() {
             .count(),
         2 * n
     );
+    // Series in registry order: by label values, as strings.
+    let dbs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pgdog_pool_clients{database=\""))
+        .map(|l| l.split('"').next().unwrap())
+        .collect();
+    assert!(dbs.windows(2).all(|w| w[0] < w[1]), "{dbs:?}");
+}
+
+/// `<target>/<profile>`, where `cargo build --workspace` put the bundled plugin.
+fn profile_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The body of `GET path` (HTTP/1.1, chunked or not); panics unless the status is 200.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if !head.contains("transfer-encoding: chunked") {
+        return body.to_string();
+    }
+    let (mut rest, mut whole) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            return whole;
+        }
+        whole.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+/// A scrape right after traffic counts all of it (every scrape reads the plugins and
+/// the pool counters afresh; nothing is cached between scrapes): the real server, a
+/// real proxy and the bundled stats plugin (`cargo build --workspace` first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_right_after_traffic_sees_it() {
+    let text = "[general]\nport = 1\nadmin_port = 2\nmetrics_port = 3\n\n\
+                [[pools]]\nname = \"app\"\ndatabase = \"pgdog\"\nmirror_of = \"mirror\"\n\n\
+                [[pools]]\nname = \"mirror\"\ndatabase = \"mirrordb\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgdog.toml");
+    let config = crate::config::Config::parse(text, &path).unwrap();
+    let options = crate::plugins::LoadOptions {
+        binary_dir: Some(profile_dir()),
+        ..Default::default()
+    };
+    let host = crate::plugins::PluginHost::load(&[], &options)
+        .expect("the bundled plugin (run `cargo build --workspace` first)");
+    let proxy = crate::proxy::Proxy::new(config, path, Arc::new(host));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(proxy.clone(), listener));
+    let app: Arc<str> = Arc::from("app");
+
+    let mut sent = 0u64;
+    for round in 1..=5u64 {
+        for _ in 0..round * 100 {
+            proxy.events.send(MirrorEvent::mirrored(
+                app.clone(),
+                Duration::from_micros(700),
+            ));
+        }
+        sent += round * 100;
+        let stats = proxy.pools.get("app").unwrap();
+        stats.stats().queries.fetch_add(round, Ordering::Relaxed);
+        let body = http_get(port, "/metrics").await;
+        let queries: u64 = (1..=round).sum();
+        for want in [
+            format!("mirror{{type=\"mirrored\"}} {sent}"),
+            format!("mirror{{database=\"app\",metric=\"total\"}} {sent}"),
+            format!("pgdog_mirror_requests_total{{database=\"app\",outcome=\"mirrored\"}} {sent}"),
+            format!("pgdog_mirror_latency_seconds_count{{database=\"app\"}} {sent}"),
+            format!("pgdog_pool_queries_total{{database=\"app\"}} {queries}"),
+        ] {
+            assert!(
+                body.lines().any(|l| l == want),
+                "round {round}: no {want:?} in\n{body}"
+            );
+        }
+    }
+    // The pipelined scrape the server runs writes what the sequential one writes.
+    let metrics = Metrics::for_proxy(&proxy);
+    let (mut pipelined, mut parts) = (Vec::new(), 0);
+    metrics.scrape(&proxy, |part| {
+        parts += 1;
+        pipelined.extend_from_slice(&part);
+    });
+    assert!(parts > 10, "{parts} parts");
+    let sequential = metrics.render(&Scrape::collect(&proxy));
+    assert_eq!(
+        String::from_utf8(pipelined).unwrap(),
+        String::from_utf8(sequential).unwrap()
+    );
+    proxy.shutdown.cancel();
+}
+
+/// A scrape that stops before the end of its exposition fails the body (hyper then
+/// closes the connection early) instead of ending it as if it were complete.
+#[tokio::test]
+async fn an_unfinished_exposition_is_an_error() {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(http::Message::Part(bytes::Bytes::from_static(b"a 1\n")))
+        .unwrap();
+    drop(tx);
+    let body = http::Exposition::new(rx);
+    assert!(body.collect().await.is_err());
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(http::Message::Part(bytes::Bytes::from_static(b"a 1\n")))
+        .unwrap();
+    tx.send(http::Message::End(Box::default())).unwrap();
+    let body = http::Exposition::new(rx).collect().await.unwrap();
+    assert_eq!(body.to_bytes(), "a 1\n");
+}
+
+fn counter_point(name: &str, help: &str, labels: &[(&str, &str)], value: f64) -> MetricPoint {
+    MetricPoint {
+        kind: MetricKind::COUNTER,
+        ..MetricPoint::gauge(name, help, labels, value)
+    }
+}
+
+/// Everything the exposition can carry, with awkward names and values.
+fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
+    let families = vec![
+        (
+            "mirror".to_string(),
+            "Query mirroring: requests, errors by type, recent latency (ms), per database"
+                .to_string(),
+            MetricKind::GAUGE,
+        ),
+        (
+            "fixture.events-seen/total".to_string(),
+            "A plugin's counter with a back\\slash\nand a newline".to_string(),
+            MetricKind::COUNTER,
+        ),
+        (
+            "zz_plugin_gauge".to_string(),
+            "Another plugin family".to_string(),
+            MetricKind::GAUGE,
+        ),
+        (
+            "1bad name".to_string(),
+            "rejected".to_string(),
+            MetricKind::GAUGE,
+        ),
+    ];
+    let odd = "we\"ird\\name\nx";
+    let g = |labels: &[(&str, &str)], v: f64| {
+        MetricPoint::gauge(
+            "mirror",
+            "Query mirroring: requests, errors by type, recent latency (ms), per database",
+            labels,
+            v,
+        )
+    };
+    let mut points = vec![
+        g(&[("type", "total")], 1_234_567.0),
+        g(&[("type", "mirrored")], 1_200_000.0),
+        g(&[("type", "dropped")], 4_567.0),
+        g(&[("error_type", "connection")], 30.0),
+        g(&[("error_type", "query")], 29_970.0),
+        g(&[("error_type", "timeout")], 0.0),
+        g(&[("error_type", "buffer_full")], 4_567.0),
+        g(&[("error_type", "protocol")], 0.0),
+        g(&[("stat", "avg_latency_ms")], 100.345),
+        g(&[("stat", "max_latency_ms")], 0.1 + 0.2),
+    ];
+    for db in ["primary", odd, "analytics"] {
+        for (metric, v) in [
+            ("mirrored", 400_000.0),
+            ("dropped", 1_522.0),
+            ("errors", 10_000.0),
+            ("total", 411_522.0),
+        ] {
+            points.push(g(&[("database", db), ("metric", metric)], v));
+        }
+    }
+    points.push(counter_point(
+        "fixture.events-seen/total",
+        "ignored help",
+        &[("label.key", "a"), ("Other-Key", "")],
+        12_345_678_901.0,
+    ));
+    points.push(counter_point(
+        "fixture.events-seen/total",
+        "ignored help",
+        &[("label.key", "b"), ("Other-Key", "x")],
+        9_007_199_254_740_993.0,
+    ));
+    points.push(counter_point(
+        "fixture.events-seen/total",
+        "ignored help",
+        &[("a.b", "v2"), ("a-b", "v1"), ("9lives", "é"), ("é", "ü")],
+        1.0,
+    ));
+    points.push(MetricPoint::gauge("zz_plugin_gauge", "x", &[], -1.5));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "v")],
+        2.0,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "v")],
+        3.0,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "w")],
+        f64::NAN,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "inf")],
+        f64::INFINITY,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "ninf")],
+        f64::NEG_INFINITY,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "negz")],
+        -0.0,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "tiny")],
+        1e-7,
+    ));
+    points.push(MetricPoint::gauge(
+        "zz_plugin_gauge",
+        "x",
+        &[("k", "huge")],
+        1e300,
+    ));
+    points.push(MetricPoint::gauge("not_registered", "x", &[], 1.0));
+    points.push(MetricPoint::gauge("1bad name", "x", &[], 1.0));
+
+    let latency = |samples: u64, avg_ms: f64, buckets: &[(u64, u64)]| LatencySummary {
+        samples,
+        avg_ms,
+        buckets: buckets
+            .iter()
+            .map(|&(le_us, count)| LatencyBucket { le_us, count })
+            .collect::<Vec<_>>()
+            .into(),
+        ..LatencySummary::default()
+    };
+    let db = |name: &str, counts: Counts, l: LatencySummary| DatabaseStats {
+        database: name.into(),
+        counts,
+        mirror_latency: l,
+        ..DatabaseStats::default()
+    };
+    let counts = |mirrored: u64, errors: u64, dropped: u64, e: [u64; 5]| Counts {
+        total: mirrored + errors + dropped,
+        mirrored,
+        errors,
+        dropped,
+        by_category: pgdog_plugin_api::ErrorCounts {
+            connection: e[0],
+            query: e[1],
+            timeout: e[2],
+            buffer_full: dropped,
+            protocol: e[3],
+            other: e[4],
+        },
+        ..Counts::default()
+    };
+    let databases = vec![
+        db(
+            "analytics",
+            counts(0, 0, 0, [0; 5]),
+            LatencySummary::default(),
+        ),
+        db(
+            "primary",
+            counts(400_000, 10_000, 1_522, [1, 9_990, 4, 3, 2]),
+            latency(
+                400_000,
+                1.234567,
+                &[
+                    (499, 10),
+                    (500, 5),
+                    (501, 7),
+                    (1_000, 100),
+                    (2_047, 300_000),
+                    (9_999_999, 99_000),
+                    (10_000_000, 870),
+                    (3_600_000_000, 8),
+                ],
+            ),
+        ),
+        db(
+            odd,
+            counts(u64::MAX / 2, 3, 0, [0, 0, 3, 0, 0]),
+            latency(3, 0.1, &[(100, 3)]),
+        ),
+    ];
+    let snapshot = StatsSnapshot {
+        overall: DatabaseStats::default(),
+        databases: databases.into(),
+        taken_at_unix_us: 0,
+        fingerprints: Default::default(),
+    };
+    let report = ReadinessReport {
+        policy: "mirror-stats".into(),
+        overall: DatabaseReport::default(),
+        databases: vec![
+            DatabaseReport {
+                database: "primary".into(),
+                ready: true,
+                confidence: 87.5,
+                ..DatabaseReport::default()
+            },
+            DatabaseReport {
+                database: odd.into(),
+                ready: false,
+                confidence: 100.0 / 3.0,
+                ..DatabaseReport::default()
+            },
+            DatabaseReport {
+                database: "analytics".into(),
+                ready: false,
+                confidence: 0.0,
+                ..DatabaseReport::default()
+            },
+        ]
+        .into(),
+    };
+    let pool = |name: &str, n: u64| PoolSample {
+        name: name.to_string(),
+        clients: n,
+        servers: n + 2,
+        idle: n + 5,
+        waiting: n / 2,
+        connects: n * 10,
+        connect_errors: n % 3,
+        queries: n * 1_000_003,
+        bytes_received: n << 40,
+        bytes_sent: if n == 7 { u64::MAX } else { n * 3 },
+        errors: n * 2,
+    };
+    let scrape = Scrape {
+        mirror_enabled: true,
+        points,
+        snapshot: Some(Arc::new(snapshot)),
+        report: Some(report),
+        pools: vec![
+            pool("primary", 7),
+            pool(odd, 1),
+            pool("analytics", 0),
+            pool("mirror", 4),
+        ],
+        queues: vec![
+            ("analytics".into(), 0),
+            ("primary".into(), 12),
+            (odd.into(), 1),
+        ],
+    };
+    (families, scrape)
 }

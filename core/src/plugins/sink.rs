@@ -28,8 +28,8 @@ use super::PluginError;
 /// Most events handed to plugins in one call.
 pub const MAX_BATCH: usize = 4096;
 
-/// How long the event thread sleeps between drains while traffic flows (the added delay
-/// before a flush is answered, at most).
+/// How long the event thread sleeps between drains while traffic flows (a flush wakes it
+/// at once).
 const POLL_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) enum Command {
@@ -46,6 +46,8 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct EventSink {
     tx: mpsc::UnboundedSender<Command>,
+    /// The event thread, unparked by a flush so that it need not wait out its tick.
+    thread: std::thread::Thread,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -66,6 +68,7 @@ impl EventSink {
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Command::Flush(ack)).is_ok() {
+            self.thread.unpark();
             let _ = done.await;
         }
     }
@@ -74,6 +77,7 @@ impl EventSink {
     pub fn flush_blocking(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Command::Flush(ack)).is_ok() {
+            self.thread.unpark();
             let _ = done.blocking_recv();
         }
     }
@@ -98,7 +102,8 @@ pub(crate) fn start(
     let handle = std::thread::Builder::new()
         .name("pgdog-plugin-events".into())
         .spawn(move || run(rx, consumers, plugins))?;
-    Ok((EventSink { tx }, handle))
+    let thread = handle.thread().clone();
+    Ok((EventSink { tx, thread }, handle))
 }
 
 fn run(
@@ -109,11 +114,12 @@ fn run(
     let mut batch = Batcher::default();
     // While events keep coming, the thread polls on a short tick instead of waiting on the
     // channel: a waiting receiver makes every `send` on the query path pay a wake-up
-    // system call. It only blocks (and needs waking) after a quiet tick.
+    // system call. It only blocks (and needs waking) after a quiet tick. A flush unparks
+    // it, so that a scrape does not wait out the tick.
     let mut busy = false;
     loop {
         let first = if busy {
-            std::thread::sleep(POLL_TICK);
+            std::thread::park_timeout(POLL_TICK);
             match rx.try_recv() {
                 Ok(cmd) => cmd,
                 Err(mpsc::error::TryRecvError::Empty) => {
