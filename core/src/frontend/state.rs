@@ -191,6 +191,19 @@ impl SessionState {
         }
     }
 
+    /// Like [`SessionState::answered`] without waiting: `None` while request `seq` is
+    /// unanswered, else the status after it (`None` inside when no longer recorded).
+    pub fn answered_now(&self, seq: u64) -> Option<Option<u8>> {
+        if self.done.load(Ordering::Acquire) <= seq {
+            return None;
+        }
+        let slot = seq as usize % RING;
+        Some(
+            (self.latency_seq[slot].load(Ordering::Acquire) == seq as i64)
+                .then(|| self.status_at[slot].load(Ordering::Relaxed)),
+        )
+    }
+
     /// Requests sent and not yet answered.
     #[inline]
     pub fn pending(&self) -> u64 {

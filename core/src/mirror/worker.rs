@@ -10,6 +10,9 @@
 //! service time: from when the mirror could start on it (sent, and the previous request
 //! answered) to its ReadyForQuery.
 //!
+//! A mirror that fell behind catches up in batches: once the writer sends, it also takes
+//! every queued request whose transaction the primary has finished into the same write.
+//!
 //! A connection failure starts an "episode": the worker retries with exponential backoff,
 //! requests that arrive meanwhile are reported as `connection` errors, and the log says so
 //! once when the episode starts and once when it ends.
@@ -245,6 +248,20 @@ impl Worker {
         }
     }
 
+    /// The request the writer works on next: the one it peeked at while catching up, or
+    /// the next from the queue (`None` once the session's tap is gone).
+    async fn next_request(
+        &self,
+        peeked: &Mutex<Option<Request>>,
+        rx: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> Option<Request> {
+        let taken = peeked.lock().unwrap().take();
+        match taken {
+            Some(r) => Some(r),
+            None => rx.recv().await,
+        }
+    }
+
     /// Records `batch` as in flight and writes it in one go.
     async fn send<W: AsyncWrite + Unpin>(
         &self,
@@ -300,6 +317,10 @@ impl Worker {
         // primary finished their transaction). Kept here, not inside the writer, so that a
         // broken connection reports them instead of losing them with the writer.
         let waiting = Mutex::new(Vec::<Request>::new());
+        // A request the writer took from the queue while catching up but cannot send yet
+        // (its transaction is open, or the primary has not answered it). Kept here for the
+        // same reason as `waiting`.
+        let peeked = Mutex::new(None::<Request>);
         // Set when the queue is closed and everything was sent.
         let writer_finished = std::sync::atomic::AtomicBool::new(false);
         // Wakes the reader when requests were sent (their timeout starts counting) and when
@@ -319,7 +340,7 @@ impl Worker {
             loop {
                 let seq = match next.take() {
                     Some(seq) => seq,
-                    None => match rx.recv().await {
+                    None => match self.next_request(&peeked, rx).await {
                         Some(r) => {
                             let seq = r.seq;
                             self.discard_broken_transaction(&waiting, &r);
@@ -346,6 +367,17 @@ impl Worker {
                 let in_transaction = matches!(status, Some(b'T') | Some(b'E'));
                 if in_transaction && waiting.lock().unwrap().len() < self.hold_limit() {
                     continue;
+                }
+                // Catching up: requests already queued whose transactions the primary has
+                // finished (idle after them) go out in the same write, so a mirror that
+                // fell behind gets a batch per write instead of a write per request.
+                while let Ok(r) = rx.try_recv() {
+                    if self.primary.answered_now(r.seq) == Some(Some(b'I')) {
+                        waiting.lock().unwrap().push(r);
+                    } else {
+                        *peeked.lock().unwrap() = Some(r);
+                        break;
+                    }
                 }
                 let mut batch = std::mem::take(&mut *waiting.lock().unwrap());
                 self.send(&mut wr, &mut batch, &in_flight, &sent).await?;
@@ -504,7 +536,8 @@ impl Worker {
             Ok(()) => RunEnd::Closed,
             Err((why, unsent)) => {
                 let lost: Vec<InFlight> = in_flight.lock().unwrap().drain(..).collect();
-                let held = std::mem::take(&mut *waiting.lock().unwrap());
+                let mut held = std::mem::take(&mut *waiting.lock().unwrap());
+                held.extend(peeked.lock().unwrap().take());
                 let nothing_answered = answered.load(std::sync::atomic::Ordering::Relaxed) == 0;
                 if may_retry && nothing_answered && !lost.iter().any(|f| f.timed_out) {
                     let mut again: Vec<Request> =
