@@ -116,7 +116,11 @@ impl MirrorTarget {
 
     /// A request offered to this mirror was dropped (see `diverged`).
     pub fn note_drop(&self) {
-        self.diverged.store(true, Ordering::Relaxed);
+        // Every session of the pool drops under a stalled mirror: read first, so that the
+        // shared flag's cache line is not written again and again from every core.
+        if !self.diverged.load(Ordering::Relaxed) {
+            self.diverged.store(true, Ordering::Relaxed);
+        }
     }
 
     pub fn has_diverged(&self) -> bool {
