@@ -70,7 +70,7 @@ impl Digest {
                 self.d.tag_rows += tag_rows(text);
             }
             b'I' => self.d.tags = xxh3_64_with_seed(b"EMPTY", self.d.tags),
-            b'T' => self.d.columns = xxh3_64_with_seed(&column_types(body), self.d.columns),
+            b'T' => self.d.columns = fold_column_types(body, self.d.columns),
             b'E' if !self.d.failed() => {
                 if let Some(code) = sqlstate(msg) {
                     self.d.sqlstate = code;
@@ -97,12 +97,15 @@ fn tag_rows(text: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The type OIDs of a RowDescription body, user types folded into one value.
-fn column_types(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
+/// Folds the type OIDs of a RowDescription body into `seed`, user types as one value.
+/// No allocation: this runs on the primary's forwarding path for every row-returning query.
+fn fold_column_types(body: &[u8], seed: u64) -> u64 {
     let Some(count) = body.get(..2) else {
-        return out;
+        return seed;
     };
+    // The column count first, so that one description of [a, b] differs from two of [a]
+    // and [b].
+    let mut h = xxh3_64_with_seed(count, seed);
     let count = u16::from_be_bytes([count[0], count[1]]);
     let mut at = 2;
     for _ in 0..count {
@@ -114,16 +117,11 @@ fn column_types(body: &[u8]) -> Vec<u8> {
         let Some(oid) = body.get(at..at + 4) else {
             break;
         };
-        let oid = u32::from_be_bytes([oid[0], oid[1], oid[2], oid[3]]);
-        let oid = if oid >= FIRST_USER_OID {
-            FIRST_USER_OID
-        } else {
-            oid
-        };
-        out.extend_from_slice(&oid.to_be_bytes());
+        let oid = u32::from_be_bytes([oid[0], oid[1], oid[2], oid[3]]).min(FIRST_USER_OID);
+        h = xxh3_64_with_seed(&oid.to_be_bytes(), h);
         at += 4 + 2 + 4 + 2;
     }
-    out
+    h
 }
 
 /// What differs between the primary's answer and the mirror's. `ordered` compares the

@@ -56,14 +56,17 @@ impl Paired {
 
 /// The comparison verdict of a finished request. `mirror_error` is the mirror's first
 /// SQLSTATE (`None` when it succeeded); `ignored` means the fingerprint is in
-/// `mirror_compare_ignore`. Errors are judged whatever the statement: the same SQLSTATE
-/// on both sides is a match (a shared error), a mirror-only error a mismatch of kind
-/// `error`. Successful answers of excluded statements are not judged.
+/// `mirror_compare_ignore`; `diverged` that the mirror pool dropped requests (its data may
+/// lack writes the primary has). Errors are judged whatever the statement: the same
+/// SQLSTATE on both sides is a match (a shared error), a mirror-only error a mismatch of
+/// kind `error`. Successful answers are set aside, in this order of reasons, when the
+/// statement is ignored, non-deterministic, or the mirror has diverged.
 pub fn judge(
     paired: &Paired,
     mirror_error: Option<[u8; 5]>,
     statement: Option<&Fingerprint>,
     ignored: bool,
+    diverged: bool,
 ) -> Comparison {
     let mut c = Comparison {
         primary_sqlstate: paired.primary_sqlstate,
@@ -88,12 +91,15 @@ pub fn judge(
         }
         return c;
     }
+    let nondeterministic = statement.is_some_and(|s| s.nondeterministic.is_some());
     let excluded = if ignored {
         Some(Exclusion::IGNORED)
+    } else if nondeterministic {
+        Some(Exclusion::NONDETERMINISTIC)
+    } else if diverged {
+        Some(Exclusion::DIVERGED)
     } else {
-        statement
-            .and_then(|s| s.nondeterministic)
-            .map(|_| Exclusion::NONDETERMINISTIC)
+        None
     };
     if let Some(why) = excluded {
         c.verdict = Verdict::EXCLUDED;
@@ -126,35 +132,52 @@ mod tests {
         let ok = [0; 5];
         let mut same = Paired::default();
         same.add(Some(&answer(2, ok)), &answer(2, ok), false);
-        assert_eq!(judge(&same, None, None, false).verdict, Verdict::MATCH);
+        assert_eq!(
+            judge(&same, None, None, false, false).verdict,
+            Verdict::MATCH
+        );
 
         let mut differ = Paired::default();
         differ.add(Some(&answer(2, ok)), &answer(3, ok), false);
-        let c = judge(&differ, None, None, false);
+        let c = judge(&differ, None, None, false, false);
         assert_eq!(c.verdict, Verdict::MISMATCH);
         assert!(c.differences.contains(Differences::ROW_COUNT));
         assert_eq!((c.primary_rows, c.mirror_rows), (2, 3));
         // Ignored, or non-deterministic: set aside.
         assert_eq!(
-            judge(&differ, None, None, true).excluded,
+            judge(&differ, None, None, true, false).excluded,
             Exclusion::IGNORED
         );
         let now = fingerprint("select now()");
         assert_eq!(
-            judge(&differ, None, Some(&now), false).excluded,
+            judge(&differ, None, Some(&now), false, false).excluded,
             Exclusion::NONDETERMINISTIC
+        );
+        // After drops: set aside (non-determinism is named first), but an error is
+        // still an error.
+        assert_eq!(
+            judge(&differ, None, None, false, true).excluded,
+            Exclusion::DIVERGED
+        );
+        assert_eq!(
+            judge(&differ, None, Some(&now), false, true).excluded,
+            Exclusion::NONDETERMINISTIC
+        );
+        assert_eq!(
+            judge(&differ, Some(*b"42P01"), None, false, true).verdict,
+            Verdict::MISMATCH
         );
 
         // The same error on both sides is a match; a mirror-only error is not.
         let mut both = Paired::default();
         both.add(Some(&answer(0, *b"42P01")), &answer(0, *b"42P01"), false);
         assert_eq!(
-            judge(&both, Some(*b"42P01"), Some(&now), false).verdict,
+            judge(&both, Some(*b"42P01"), Some(&now), false, false).verdict,
             Verdict::MATCH
         );
         let mut mirror_only = Paired::default();
         mirror_only.add(Some(&answer(1, ok)), &answer(0, *b"42P01"), false);
-        let c = judge(&mirror_only, Some(*b"42P01"), None, false);
+        let c = judge(&mirror_only, Some(*b"42P01"), None, false, false);
         assert_eq!(
             (c.verdict, c.differences),
             (Verdict::MISMATCH, Differences::ERROR)
@@ -164,11 +187,11 @@ mod tests {
         let mut lost = Paired::default();
         lost.add(None, &answer(1, ok), false);
         assert_eq!(
-            judge(&lost, None, None, false).excluded,
+            judge(&lost, None, None, false, false).excluded,
             Exclusion::UNPAIRED
         );
         assert_eq!(
-            judge(&Paired::default(), None, None, false).verdict,
+            judge(&Paired::default(), None, None, false, false).verdict,
             Verdict::NOT_COMPARED
         );
     }

@@ -168,18 +168,8 @@ impl Worker {
                 mirror_error,
                 done.statement.as_deref(),
                 ignored,
+                self.target.has_diverged(),
             );
-            // After a drop the mirror may lack writes the primary has: a different
-            // answer says nothing about the new server. Errors are still judged.
-            let answered_alike = matches!(
-                event.comparison.verdict,
-                pgdog_plugin_api::Verdict::MATCH | pgdog_plugin_api::Verdict::MISMATCH
-            );
-            if answered_alike && mirror_error.is_none() && self.target.has_diverged() {
-                event.comparison.verdict = pgdog_plugin_api::Verdict::EXCLUDED;
-                event.comparison.excluded = pgdog_plugin_api::Exclusion::DIVERGED;
-                event.comparison.differences = Default::default();
-            }
             if event.outcome == Outcome::Mirrored
                 && event.comparison.verdict == pgdog_plugin_api::Verdict::MISMATCH
             {
