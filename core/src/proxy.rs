@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::frontend::cancel::CancelMap;
 use crate::frontend::clients::ClientRegistry;
 use crate::frontend::state::SessionState;
+use crate::mirror::prepared::Definitions;
 use crate::mirror::tap::Tap;
 use crate::mirror::worker::Worker;
 use crate::mirror::{EventSink, MirrorTarget};
@@ -92,8 +93,14 @@ impl Proxy {
     /// bounded queue, and its worker as a tracked task.
     pub fn start_mirror(&self, target: Arc<MirrorTarget>, state: &Arc<SessionState>) -> Tap {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let worker = Worker::new(target.clone(), self.events.clone(), state.clone());
+        let definitions = Arc::new(Definitions::default());
+        let worker = Worker::new(
+            target.clone(),
+            self.events.clone(),
+            state.clone(),
+            definitions.clone(),
+        );
         self.mirror_tasks.spawn(worker.run(rx));
-        Tap::new(target, tx, self.events.clone())
+        Tap::new(target, tx, self.events.clone(), definitions)
     }
 }

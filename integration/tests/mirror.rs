@@ -26,6 +26,18 @@ fn invariant(c: &Counts) -> bool {
     c.total == c.mirrored + c.dropped + c.errors
 }
 
+/// Stalls `table` on `c`: an open transaction holds an exclusive lock on it until the
+/// returned client commits.
+async fn lock_table(c: &PgCluster, table: &str) -> Result<tokio_postgres::Client> {
+    let locker = c.connect("pgdog", "pgdog").await?;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await?;
+    Ok(locker)
+}
+
 async fn both(p: &PgCluster, m: &PgCluster, sql: &str) -> Result<()> {
     p.execute_in("pgdog", sql).await?;
     m.execute_in("pgdog", sql).await
@@ -214,10 +226,7 @@ async fn stalled_mirror_drops_instead_of_slowing_fifty_clients() -> Result<()> {
         .start()
         .await?;
     // Stall the mirror: an open transaction holds an exclusive lock on the table.
-    let locker = m.connect("pgdog", "pgdog").await?;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE s IN ACCESS EXCLUSIVE MODE")
-        .await?;
+    let locker = lock_table(&m, "s").await?;
 
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -463,5 +472,106 @@ async fn a_restarted_mirror_does_not_cost_the_next_session_its_requests() -> Res
             errors: 0
         }
     );
+    Ok(())
+}
+
+/// A prepared statement whose Parse the mirror never ran (cancelled by the timeout here;
+/// a drop or a transaction left out by the exposure does the same) is defined on the
+/// mirror again before its next use, instead of failing every later execution with
+/// `26000 prepared statement does not exist`.
+#[tokio::test]
+async fn a_prepared_statement_cancelled_on_the_mirror_is_prepared_again() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE s(id int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .set("mirror_timeout_ms", 400)
+        .start()
+        .await?;
+    let locker = lock_table(&m, "s").await?;
+
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    let insert = client.prepare("INSERT INTO s VALUES ($1)").await?;
+    for i in 0..20 {
+        client.execute(&insert, &[&i]).await?;
+    }
+    // The first execution (joined with the Parse) and the next time out on the mirror.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    locker.batch_execute("COMMIT").await?;
+
+    let c = settled_counts(&pgdog, "primary", "20 accounted for", |c| {
+        c.total == 20 && invariant(c)
+    })
+    .await?;
+    let text = scrape(&pgdog).await?;
+    assert_eq!(
+        metric(&text, "mirror{error_type=\"query\"}"),
+        0,
+        "no 26000 on the mirror: {c:?}"
+    );
+    assert!(
+        metric(&text, "mirror{error_type=\"timeout\"}") >= 1,
+        "{c:?}"
+    );
+    assert!(c.mirrored >= 15, "{c:?}");
+    let on_mirror: i64 = m.query_scalar_in("pgdog", "SELECT count(*) FROM s").await?;
+    assert_eq!(on_mirror as u64, c.mirrored);
+    Ok(())
+}
+
+/// When the end of a transaction the mirror had started is dropped, the mirror rolls it
+/// back before the client's next request: left open, it would hold its locks (stalling
+/// other mirror sessions) and swallow the requests that follow.
+#[tokio::test]
+async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE t(v int); CREATE TABLE s(id int)").await?;
+    // Queue of 2: a transaction's statements go out one by one (hold limit 1).
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_queue", 2)
+        .start()
+        .await?;
+    let locker = lock_table(&m, "s").await?;
+
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    // The mirror answers these two before the next request needs their places.
+    for (sql, replayed) in [("BEGIN", 1), ("INSERT INTO t VALUES (1)", 2)] {
+        client.simple_query(sql).await?;
+        settled_counts(&pgdog, "primary", sql, |c| c.mirrored == replayed).await?;
+    }
+    for sql in [
+        "INSERT INTO s VALUES (1)", // waits for the lock on the mirror
+        "INSERT INTO t VALUES (2)", // sent behind it: both places taken
+        "COMMIT",                   // dropped
+    ] {
+        client.simple_query(sql).await?;
+    }
+    locker.batch_execute("COMMIT").await?;
+    settled_counts(&pgdog, "primary", "the transaction's head replayed", |c| {
+        c.mirrored == 4 && c.dropped == 1
+    })
+    .await?;
+    client.simple_query("INSERT INTO t VALUES (3)").await?;
+
+    let c = settled_counts(&pgdog, "primary", "all 6 accounted for", |c| {
+        c.total == 6 && invariant(c)
+    })
+    .await?;
+    assert_eq!((c.mirrored, c.dropped, c.errors), (5, 1, 0), "{c:?}");
+    let on_mirror: Vec<i32> = m
+        .connect("pgdog", "pgdog")
+        .await?
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(on_mirror, [3], "the cut transaction was rolled back");
+    let open: i64 = m
+        .query_scalar_in(
+            "pgdog",
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        )
+        .await?;
+    assert_eq!(open, 0);
     Ok(())
 }

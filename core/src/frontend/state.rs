@@ -33,6 +33,11 @@ pub struct SessionState {
     closed: AtomicBool,
     /// Wakes the mirror worker waiting for the primary's answer.
     progress: Notify,
+    /// What the waiting mirror worker wants (see [`SessionState::wait_idle`]): an answer
+    /// leaving no transaction open, to request `wake_idle` or a later one; or answers up to
+    /// `wake_done`. `u64::MAX` when nobody waits: other answers wake nobody.
+    wake_idle: AtomicU64,
+    wake_done: AtomicU64,
     /// Per request: the digest of the primary's answer, when results are compared.
     digests: Option<Box<[DigestSlot]>>,
 }
@@ -122,6 +127,8 @@ impl Default for SessionState {
             latency_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             closed: AtomicBool::new(false),
             progress: Notify::new(),
+            wake_idle: AtomicU64::new(u64::MAX),
+            wake_done: AtomicU64::new(u64::MAX),
             digests: None,
         }
     }
@@ -160,35 +167,54 @@ impl SessionState {
         self.latency_ns[slot].store(ns.saturating_sub(started), Ordering::Relaxed);
         self.status_at[slot].store(status, Ordering::Relaxed);
         self.latency_seq[slot].store(seq as i64, Ordering::Release);
-        self.done.store(seq + 1, Ordering::Release);
-        // Only costs an atomic when no mirror worker waits.
-        self.progress.notify_waiters();
+        // SeqCst with `wait_idle`'s side: either this sees the worker's wish or the worker
+        // sees this answer.
+        self.done.store(seq + 1, Ordering::SeqCst);
+        let wanted = (status == b'I' && seq >= self.wake_idle.load(Ordering::SeqCst))
+            || seq + 1 >= self.wake_done.load(Ordering::SeqCst);
+        if wanted {
+            self.progress.notify_waiters();
+        }
     }
 
     /// The session is over: wakes a worker waiting for answers that will not come.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         self.progress.notify_waiters();
     }
 
-    /// Waits until the primary has answered request `seq`; returns the transaction status
-    /// after it, or `None` when the session ended first (or the answer is too old to be
-    /// recorded).
-    pub async fn answered(&self, seq: u64) -> Option<u8> {
-        loop {
+    /// Waits until the primary has answered request `from` or a later one with no
+    /// transaction open after it, or has answered requests up to `until` (exclusive).
+    /// Returns `false` when the session ended instead.
+    ///
+    /// The mirror worker waits here for the end of the transaction it holds: one wake-up
+    /// per transaction rather than one per answer.
+    pub async fn wait_idle(&self, from: u64, until: u64) -> bool {
+        let satisfied = |done: u64| {
+            done >= until
+                || (from..done).rev().any(|seq| {
+                    // Too old to be recorded counts as an end: it was answered long ago.
+                    self.answered_now(seq)
+                        .is_some_and(|s| s.is_none_or(|status| status == b'I'))
+                })
+        };
+        let result = loop {
             let notified = self.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.done.load(Ordering::Acquire) > seq {
-                let slot = seq as usize % RING;
-                return (self.latency_seq[slot].load(Ordering::Acquire) == seq as i64)
-                    .then(|| self.status_at[slot].load(Ordering::Relaxed));
+            self.wake_idle.store(from, Ordering::SeqCst);
+            self.wake_done.store(until, Ordering::SeqCst);
+            if satisfied(self.done.load(Ordering::SeqCst)) {
+                break true;
             }
             if self.closed.load(Ordering::Acquire) {
-                return None;
+                break false;
             }
             notified.await;
-        }
+        };
+        self.wake_idle.store(u64::MAX, Ordering::Relaxed);
+        self.wake_done.store(u64::MAX, Ordering::Relaxed);
+        result
     }
 
     /// Like [`SessionState::answered`] without waiting: `None` while request `seq` is

@@ -1,7 +1,15 @@
 //! Requests in flight on a mirror connection, and the small pieces of the pipeline that
 //! deal with them one at a time (writing a batch, recognising COPY data).
 
+use super::prepared::Effects;
 use super::request::{Request, Slot};
+
+impl InFlight {
+    /// A request of the client (not one of the proxy's own): it is reported.
+    pub fn is_client(&self) -> bool {
+        self._slot.is_some()
+    }
+}
 use super::{ErrorCategory, Outcome};
 use crate::compare::{Fingerprint, Paired};
 use crate::protocol::frame::Frames;
@@ -20,8 +28,8 @@ pub struct InFlight {
     pub received: Instant,
     /// ReadyForQuery messages still to come for it.
     pub readies: u32,
-    /// Its queue place, given back when the answer arrives.
-    pub _slot: Slot,
+    /// Its queue place, given back when the answer arrives (`None`: the proxy's own).
+    pub _slot: Option<Slot>,
     pub sent: Instant,
     /// The request carries its own COPY data (ends with CopyDone/CopyFail).
     pub has_copy_data: bool,
@@ -33,6 +41,8 @@ pub struct InFlight {
     pub statement: Option<Arc<Fingerprint>>,
     /// Its answers compared with the primary's so far.
     pub paired: Paired,
+    /// What it does to the mirror's named statements.
+    pub effects: Effects,
 }
 
 impl InFlight {

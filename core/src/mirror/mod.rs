@@ -7,9 +7,11 @@
 //! reports it. The session's [`worker`] replays the queue in order on its own mirror server
 //! connection, measures each request and reports one [`event::Event`] for it.
 
+mod backlog;
 pub mod episode;
 pub mod event;
 mod inflight;
+pub mod prepared;
 pub mod request;
 pub mod tap;
 pub mod worker;

@@ -21,7 +21,36 @@ pub struct Request {
     /// When the client's request reached the proxy.
     pub received: Instant,
     /// The request's place in its session's bounded queue, held until the mirror answers.
-    pub slot: Slot,
+    /// `None` for the proxy's own requests (see [`Request::rollback`]), which take no place
+    /// and are not reported.
+    pub slot: Option<Slot>,
+}
+
+impl Request {
+    /// The proxy's own `ROLLBACK`, sent to the mirror when requests were dropped after the
+    /// mirror had started a transaction: the rest of that transaction will never come, and
+    /// left open it would hold its locks and stall every other mirror session.
+    pub fn rollback(seq: u64) -> Request {
+        let mut msg = bytes::BytesMut::with_capacity(15);
+        crate::protocol::messages::query(&mut msg, "ROLLBACK");
+        Request {
+            payload: SmallVec::from_iter([msg.freeze()]),
+            seq,
+            readies: 1,
+            received: Instant::now(),
+            slot: None,
+        }
+    }
+
+    /// A request of the client (not one of the proxy's own): it is reported.
+    pub fn is_client(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    /// Sequence number of its first ReadyForQuery.
+    pub fn first_seq(&self) -> u64 {
+        self.seq + 1 - u64::from(self.readies.max(1))
+    }
 }
 
 /// One of a session's `mirror_queue` places: taken when the request is queued, given back

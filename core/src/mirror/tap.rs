@@ -1,6 +1,7 @@
 //! The client session's side of mirroring: it sees every frame the client sends, groups
 //! them into requests and offers each to the mirror queue without ever waiting.
 
+use super::prepared::Definitions;
 use super::request::{Request, Slot};
 use super::{DropReason, Event, EventSink, MirrorTarget};
 use crate::frontend::state::SessionState;
@@ -20,6 +21,8 @@ pub struct Tap {
     /// The session's `mirror_queue` places (see [`Slot`]).
     places: Arc<Semaphore>,
     events: EventSink,
+    /// The client's named statements, kept whether or not their requests are mirrored.
+    definitions: Arc<Definitions>,
     /// The current transaction's exposure decision.
     mirroring: bool,
     /// A request of the current transaction was dropped: the rest of it is dropped too, so
@@ -45,12 +48,14 @@ impl Tap {
         target: Arc<MirrorTarget>,
         tx: mpsc::UnboundedSender<Request>,
         events: EventSink,
+        definitions: Arc<Definitions>,
     ) -> Tap {
         Tap {
             places: Arc::new(Semaphore::new(target.queue())),
             target,
             tx,
             events,
+            definitions,
             mirroring: false,
             poisoned: false,
             current: SmallVec::new(),
@@ -102,6 +107,17 @@ impl Tap {
             }
             b'E' => {
                 self.executes = true;
+                false
+            }
+            // Named statements are remembered even when this request is not mirrored: a
+            // later mirrored Bind may need the definition (see `prepared`).
+            b'P' => {
+                self.definitions
+                    .parsed(&chunk[start..end], state.next_seq());
+                false
+            }
+            b'C' => {
+                self.definitions.closed(&chunk[start + 5..end]);
                 false
             }
             // A batch that only prepares (Parse/Describe/Sync, as drivers send before the
@@ -182,7 +198,7 @@ impl Tap {
             seq: self.seq,
             readies,
             received: self.received.take().unwrap_or(now),
-            slot: Slot::new(permit, self.target.clone()),
+            slot: Some(Slot::new(permit, self.target.clone())),
         };
         if self.tx.send(request).is_err() {
             self.dropped(DropReason::Shutdown);

@@ -10,15 +10,20 @@
 //! service time: from when the mirror could start on it (sent, and the previous request
 //! answered) to its ReadyForQuery.
 //!
-//! A mirror that fell behind catches up in batches: once the writer sends, it also takes
-//! every queued request whose transaction the primary has finished into the same write.
+//! The writer holds a transaction's requests until the primary has finished it, then sends
+//! everything finished in one write ([`Backlog`]); it wakes once per transaction, not per
+//! answer ([`SessionState::wait_idle`]). A mirror that fell behind thus catches up in
+//! batches. Named prepared statements the mirror lacks are defined again before use
+//! ([`super::prepared`]).
 //!
 //! A connection failure starts an "episode": the worker retries with exponential backoff,
 //! requests that arrive meanwhile are reported as `connection` errors, and the log says so
 //! once when the episode starts and once when it ends.
 
+use super::backlog::Backlog;
 use super::episode::Episode;
 use super::inflight::{connection_error, ends_with_copy_data, write_batch, InFlight};
+use super::prepared::{Definitions, OnMirror};
 use super::request::Request;
 use super::{DropReason, ErrorCategory, Event, EventSink, MirrorTarget, Outcome};
 use crate::backend::server::MAX_SERVER_MESSAGE;
@@ -32,6 +37,7 @@ use crate::protocol::frame::read_message;
 use crate::protocol::ProtocolError;
 use bytes::BytesMut;
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
@@ -49,12 +55,15 @@ pub struct Worker {
     episode: Episode,
     /// Prepared statements of the session, when results are compared.
     statements: Option<Mutex<Statements>>,
+    /// The client's named statements, to define on the mirror when it lacks them.
+    definitions: Arc<Definitions>,
 }
 
 /// How a pipelined run on one connection ended.
 enum RunEnd {
-    /// The session's tap is gone and every request was answered.
-    Closed,
+    /// The session's tap is gone and every request was answered; the mirror's transaction
+    /// status after the last one.
+    Closed { status: u8 },
     /// The connection failed; the requests still in flight were reported.
     Broken(String),
     /// The connection, taken from the pool, failed before answering anything: nothing was
@@ -63,7 +72,12 @@ enum RunEnd {
 }
 
 impl Worker {
-    pub fn new(target: Arc<MirrorTarget>, events: EventSink, primary: Arc<SessionState>) -> Worker {
+    pub fn new(
+        target: Arc<MirrorTarget>,
+        events: EventSink,
+        primary: Arc<SessionState>,
+        definitions: Arc<Definitions>,
+    ) -> Worker {
         let statements = primary.compares().then(Mutex::default);
         Worker {
             target,
@@ -72,6 +86,7 @@ impl Worker {
             conn: None,
             episode: Episode::default(),
             statements,
+            definitions,
         }
     }
 
@@ -95,7 +110,9 @@ impl Worker {
             let mut may_retry = true;
             loop {
                 match self.pipeline(&mut conn, batch, &mut rx, may_retry).await {
-                    RunEnd::Closed => {
+                    RunEnd::Closed { status } => {
+                        // The pool's reset rolls back first if a transaction was left open.
+                        conn.server().status = status;
                         conn.release().await;
                         return;
                     }
@@ -119,7 +136,7 @@ impl Worker {
                                 may_retry = false;
                             }
                             Err(e) => {
-                                for r in &requests {
+                                for r in requests.iter().filter(|r| r.is_client()) {
                                     self.emit(r.seq, connection_error(), None);
                                 }
                                 self.episode.failed(&self.target, &e.to_string());
@@ -216,48 +233,13 @@ impl Worker {
         (self.target.queue() / 2).max(1)
     }
 
-    /// Requests held back wait for the rest of their transaction. If `next` does not follow
-    /// them directly (requests in between were dropped, and the tap drops the rest of a
-    /// transaction after its first drop), that transaction will never be complete: its held
-    /// head is dropped too rather than run on the mirror, where an unfinished transaction
-    /// would hold its locks and stall every other mirror session.
-    fn discard_broken_transaction(&self, waiting: &Mutex<Vec<Request>>, next: &Request) {
-        let mut held = waiting.lock().unwrap();
-        let Some(last) = held.last() else { return };
-        let first_of_next = next.seq + 1 - u64::from(next.readies.max(1));
-        if first_of_next == last.seq + 1 {
-            return;
-        }
-        self.target.note_drop();
-        for r in held.drain(..) {
-            self.events.send(Event::dropped(
-                self.target.database.clone(),
-                DropReason::BufferFull,
-            ));
-            drop(r);
-        }
-    }
-
-    /// The request the writer works on next: the one it peeked at while catching up, or
-    /// the next from the queue (`None` once the session's tap is gone).
-    async fn next_request(
-        &self,
-        peeked: &Mutex<Option<Request>>,
-        rx: &mut mpsc::UnboundedReceiver<Request>,
-    ) -> Option<Request> {
-        let taken = peeked.lock().unwrap().take();
-        match taken {
-            Some(r) => Some(r),
-            None => rx.recv().await,
-        }
-    }
-
     /// Records `batch` as in flight and writes it in one go.
     async fn send<W: AsyncWrite + Unpin>(
         &self,
         wr: &mut W,
         batch: &mut Vec<Request>,
         in_flight: &Mutex<VecDeque<InFlight>>,
+        on_mirror: &Mutex<OnMirror>,
         sent: &tokio::sync::Notify,
     ) -> Result<(), (String, Vec<Request>)> {
         if self.target.pool.is_disabled() {
@@ -269,9 +251,15 @@ impl Worker {
         let mut payloads = Vec::with_capacity(batch.len());
         {
             let mut statements = self.statements.as_ref().map(|s| s.lock().unwrap());
+            let mut on_mirror = on_mirror.lock().unwrap();
             let mut q = in_flight.lock().unwrap();
-            for r in batch.drain(..) {
-                let statement = statements.as_mut().and_then(|s| s.request(&r.payload));
+            for mut r in batch.drain(..) {
+                let first_seq = r.seq + 1 - u64::from(r.readies.max(1));
+                let effects = on_mirror.prepare(&mut r.payload, first_seq, &self.definitions);
+                let statement = statements
+                    .as_mut()
+                    .filter(|_| r.is_client())
+                    .and_then(|s| s.request(&r.payload));
                 q.push_back(InFlight {
                     payload: r.payload.clone(),
                     received: r.received,
@@ -284,6 +272,7 @@ impl Worker {
                     timed_out: false,
                     statement,
                     paired: Default::default(),
+                    effects,
                 });
                 payloads.push(r.payload);
             }
@@ -303,14 +292,12 @@ impl Worker {
         may_retry: bool,
     ) -> RunEnd {
         let in_flight = Mutex::new(VecDeque::<InFlight>::new());
-        // Requests the writer took from the queue but has not sent yet (held back until the
-        // primary finished their transaction). Kept here, not inside the writer, so that a
-        // broken connection reports them instead of losing them with the writer.
-        let waiting = Mutex::new(Vec::<Request>::new());
-        // A request the writer took from the queue while catching up but cannot send yet
-        // (its transaction is open, or the primary has not answered it). Kept here for the
-        // same reason as `waiting`.
-        let peeked = Mutex::new(None::<Request>);
+        // The named statements this connection's server has (see `prepared`).
+        let on_mirror = Mutex::new(OnMirror::default());
+        // Requests the writer took from the queue and has not sent yet (see `backlog`).
+        // Kept here, not inside the writer, so that a broken connection reports them
+        // instead of losing them with the writer.
+        let backlog = Mutex::new(Backlog::default());
         // Set when the queue is closed and everything was sent.
         let writer_finished = std::sync::atomic::AtomicBool::new(false);
         // Wakes the reader when requests were sent (their timeout starts counting) and when
@@ -322,59 +309,86 @@ impl Worker {
 
         // The number of requests in flight needs no limit of its own: each holds one of the
         // session's `mirror_queue` places until answered.
-        // `first` waits with the others from the start: if the connection turns out dead
-        // before the writer ever runs, it is reported, not dropped with the writer.
-        let mut next = initial.last().map(|r| r.seq);
-        waiting.lock().unwrap().extend(initial);
+        // The first requests wait with the others from the start: if the connection turns
+        // out dead before the writer ever runs, they are reported, not dropped with it.
+        let status = |seq| self.primary.answered_now(seq);
+        let dropped = |r: Request| {
+            if r.is_client() {
+                self.target.note_drop();
+                self.events.send(Event::dropped(
+                    self.target.database.clone(),
+                    DropReason::BufferFull,
+                ));
+            }
+        };
+        for r in initial {
+            backlog.lock().unwrap().take(r, status, dropped);
+        }
         let writer = async {
+            let mut session_over = false;
+            // The last wait found the answer it waited for.
+            let mut idle_seen = false;
             loop {
-                let seq = match next.take() {
-                    Some(seq) => seq,
-                    None => match self.next_request(&peeked, rx).await {
-                        Some(r) => {
-                            let seq = r.seq;
-                            self.discard_broken_transaction(&waiting, &r);
-                            waiting.lock().unwrap().push(r);
-                            seq
+                // Everything already queued: the primary answered or will answer it first.
+                let mut took = 0;
+                loop {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            took += 1;
+                            backlog.lock().unwrap().take(r, status, dropped);
                         }
-                        None => {
-                            // The session ended: whatever is held goes out as it is.
-                            let mut held = std::mem::take(&mut *waiting.lock().unwrap());
-                            if !held.is_empty() {
-                                self.send(&mut wr, &mut held, &in_flight, &sent).await?;
-                            }
-                            writer_finished.store(true, std::sync::atomic::Ordering::Release);
-                            sent.notify_one();
-                            return Ok(());
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            session_over = true;
+                            break;
                         }
-                    },
-                };
-                // Replay a transaction only once the primary has finished it: the mirror then
-                // runs it back to back, in the primary's commit order, instead of holding its
-                // locks while waiting for the client's next statement (which stalls other
-                // sessions behind those locks and makes the mirror fall behind).
-                let status = self.primary.answered(seq).await;
-                let in_transaction = matches!(status, Some(b'T') | Some(b'E'));
-                if in_transaction && waiting.lock().unwrap().len() < self.hold_limit() {
-                    continue;
-                }
-                // Catching up: requests already queued whose transactions the primary has
-                // finished (idle after them) go out in the same write, so a mirror that
-                // fell behind gets a batch per write instead of a write per request.
-                while let Ok(r) = rx.try_recv() {
-                    if self.primary.answered_now(r.seq) == Some(Some(b'I')) {
-                        waiting.lock().unwrap().push(r);
-                    } else {
-                        *peeked.lock().unwrap() = Some(r);
-                        break;
                     }
                 }
-                let mut batch = std::mem::take(&mut *waiting.lock().unwrap());
-                self.send(&mut wr, &mut batch, &in_flight, &sent).await?;
+                let mut batch = if session_over {
+                    // The session ended: whatever is held goes out as it is.
+                    backlog.lock().unwrap().take_all()
+                } else {
+                    backlog.lock().unwrap().ready(status, self.hold_limit())
+                };
+                let progressed = took > 0 || !batch.is_empty();
+                if !batch.is_empty() {
+                    self.send(&mut wr, &mut batch, &in_flight, &on_mirror, &sent)
+                        .await?;
+                }
+                if session_over {
+                    writer_finished.store(true, std::sync::atomic::Ordering::Release);
+                    sent.notify_one();
+                    return Ok(());
+                }
+                let wake = backlog.lock().unwrap().wake_at(status, self.hold_limit());
+                match wake {
+                    // Held requests wait for the primary to finish their transaction.
+                    Some((from, until)) if !idle_seen || progressed => {
+                        idle_seen = self.primary.wait_idle(from, until).await;
+                        if !idle_seen {
+                            // The session is over; its tap goes next, closing the queue.
+                            match rx.recv().await {
+                                Some(r) => backlog.lock().unwrap().take(r, status, dropped),
+                                None => session_over = true,
+                            }
+                        }
+                    }
+                    // Nothing held, or the transaction held ended in requests that were not
+                    // queued (dropped): the client's next request decides.
+                    _ => {
+                        idle_seen = false;
+                        match rx.recv().await {
+                            Some(r) => backlog.lock().unwrap().take(r, status, dropped),
+                            None => session_over = true,
+                        }
+                    }
+                }
             }
         };
 
         let answered = std::sync::atomic::AtomicU64::new(0);
+        // Transaction status of the mirror's last ReadyForQuery.
+        let mirror_status = std::sync::atomic::AtomicU8::new(b'I');
         let compare = self.statements.is_some();
         let reader = async {
             let mut buf = BytesMut::with_capacity(8192);
@@ -460,7 +474,9 @@ impl Worker {
                         let now = Instant::now();
                         let done = {
                             let mut q = in_flight.lock().unwrap();
-                            if let (true, Some(front)) = (compare, q.front_mut()) {
+                            if let (true, Some(front)) =
+                                (compare, q.front_mut().filter(|f| f.is_client()))
+                            {
                                 // This answer's request among the joined ones.
                                 let seq = front.seq + 1 - u64::from(front.readies.max(1));
                                 let ordered = front.statement.as_ref().is_some_and(|s| s.ordered);
@@ -482,7 +498,13 @@ impl Worker {
                             }
                         };
                         answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(done) = done else { continue };
+                        mirror_status.store(msg.get(5).copied().unwrap_or(b'I'), Relaxed);
+                        let Some(mut done) = done else { continue };
+                        let ok = done.error.is_none() && !done.timed_out;
+                        on_mirror
+                            .lock()
+                            .unwrap()
+                            .answered(std::mem::take(&mut done.effects), ok);
                         let latency = now - done.sent.max(last_done);
                         last_done = now;
                         cancel_deadline = None;
@@ -501,7 +523,9 @@ impl Worker {
                             }
                         };
                         let latency = (!done.timed_out).then_some(latency);
-                        self.emit_answered(&done, outcome, latency);
+                        if done.is_client() {
+                            self.emit_answered(&done, outcome, latency);
+                        }
                     }
                     _ => {}
                 }
@@ -523,22 +547,28 @@ impl Worker {
             }
         };
         match broken {
-            Ok(()) => RunEnd::Closed,
+            Ok(()) => RunEnd::Closed {
+                status: mirror_status.load(Relaxed),
+            },
             Err((why, unsent)) => {
                 let lost: Vec<InFlight> = in_flight.lock().unwrap().drain(..).collect();
-                let mut held = std::mem::take(&mut *waiting.lock().unwrap());
-                held.extend(peeked.lock().unwrap().take());
+                let held = backlog.lock().unwrap().take_all();
                 let nothing_answered = answered.load(std::sync::atomic::Ordering::Relaxed) == 0;
                 if may_retry && nothing_answered && !lost.iter().any(|f| f.timed_out) {
-                    let mut again: Vec<Request> =
-                        lost.into_iter().map(InFlight::into_request).collect();
-                    again.extend(unsent);
-                    again.extend(held);
+                    // The proxy's own requests are not sent again: a fresh connection is not
+                    // inside any transaction.
+                    let again: Vec<Request> = lost
+                        .into_iter()
+                        .map(InFlight::into_request)
+                        .chain(unsent)
+                        .chain(held)
+                        .filter(Request::is_client)
+                        .collect();
                     return RunEnd::Retry(why, again);
                 }
                 // Everything unanswered failed with the connection (a request that had
                 // already timed out stays a timeout).
-                for f in lost {
+                for f in lost.into_iter().filter(InFlight::is_client) {
                     let outcome = if f.timed_out {
                         Outcome::Error {
                             category: ErrorCategory::Timeout,
@@ -549,7 +579,7 @@ impl Worker {
                     };
                     self.emit(f.seq, outcome, None);
                 }
-                for r in unsent.iter().chain(held.iter()) {
+                for r in unsent.iter().chain(held.iter()).filter(|r| r.is_client()) {
                     self.emit(r.seq, connection_error(), None);
                 }
                 RunEnd::Broken(why)

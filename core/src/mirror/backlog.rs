@@ -1,0 +1,296 @@
+//! Requests the mirror writer took from the queue and has not sent yet, and the rule for
+//! when they go out: a transaction is replayed once the primary has finished it, so the
+//! mirror runs it back to back instead of holding its locks while waiting for the client's
+//! next statement (which would stall other mirror sessions behind those locks).
+//!
+//! The rule needs only the primary's transaction status after each request (`status`,
+//! [`SessionState::answered_now`](crate::frontend::state::SessionState::answered_now)):
+//! - the longest run of held requests that ends where the primary was idle again goes out
+//!   in one write ([`Backlog::ready`]); a request answered too long ago for its status to
+//!   be recorded belongs to a mirror far behind, and counts as a transaction end;
+//! - a transaction longer than the hold limit goes out as far as the primary answered it;
+//! - a gap in the sequence (requests dropped in between, see [`Backlog::take`]) drops the
+//!   held head of the transaction it cut, and rolls back the transaction the mirror may
+//!   have open: its rest will never come.
+
+use super::request::Request;
+
+/// The primary's answer to a request: `None` while unanswered, `Some(None)` when answered
+/// too long ago to know the status, else the transaction status after it.
+pub type Answered = Option<Option<u8>>;
+
+#[derive(Default)]
+pub struct Backlog {
+    held: Vec<Request>,
+    /// Sequence number of the last request taken (to see gaps).
+    last_taken: Option<u64>,
+    /// The mirror may be inside a transaction after the last request sent (a pooled
+    /// connection starts idle).
+    open: bool,
+}
+
+/// A transaction may still be open after a request with this answer (unknown counts).
+fn open_after(answered: Answered) -> bool {
+    answered != Some(Some(b'I'))
+}
+
+impl Backlog {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// What the writer waits for while requests are held: the primary's first answer
+    /// leaving no transaction open at or after the returned sequence number (the first
+    /// held request not answered yet; else the next request, which, if mirrored, will be
+    /// queued), and the sequence number at which the hold limit is reached. `None` when
+    /// nothing is held.
+    pub fn wake_at(
+        &self,
+        status: impl Fn(u64) -> Answered,
+        hold_limit: usize,
+    ) -> Option<(u64, u64)> {
+        let mut clients = self.held.iter().filter(|r| r.is_client());
+        let first = clients.clone().next()?.first_seq();
+        // A request's status is the one after its last ReadyForQuery (a joined preparing
+        // batch answers idle before its execution is even sent).
+        let from = clients
+            .find(|r| status(r.seq).is_none())
+            .map_or(self.last_taken.map_or(first, |l| l + 1), |r| r.seq);
+        Some((from, first.saturating_add(hold_limit as u64)))
+    }
+
+    /// Takes `r` from the queue. After a gap, the held requests past the last transaction
+    /// end are handed to `dropped` (their transaction was cut), and a `ROLLBACK` goes
+    /// before `r` if the mirror may be inside a transaction by then.
+    pub fn take(
+        &mut self,
+        r: Request,
+        status: impl Fn(u64) -> Answered,
+        mut dropped: impl FnMut(Request),
+    ) {
+        let gap = self
+            .last_taken
+            .is_some_and(|last| r.first_seq() != last + 1);
+        if gap {
+            let (cut, last) = self.cut(&status);
+            for cut_off in self.held.drain(cut..) {
+                dropped(cut_off);
+            }
+            let open = if cut > 0 { open_after(last) } else { self.open };
+            if open {
+                self.held
+                    .push(Request::rollback(r.first_seq().saturating_sub(1)));
+            }
+        }
+        self.last_taken = Some(r.seq);
+        self.held.push(r);
+    }
+
+    /// What to send now: the held requests up to the last one after which the primary was
+    /// idle; or, past `hold_limit` held requests, those the primary has answered.
+    pub fn ready(&mut self, status: impl Fn(u64) -> Answered, hold_limit: usize) -> Vec<Request> {
+        let (cut, last) = self.cut(&status);
+        if cut > 0 {
+            self.open = open_after(last);
+            return self.held.drain(..cut).collect();
+        }
+        if self.held.len() >= hold_limit {
+            let answered = self
+                .held
+                .iter()
+                .take_while(|r| !r.is_client() || status(r.seq).is_some())
+                .count();
+            if answered > 0 {
+                self.open = true;
+                return self.held.drain(..answered).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Everything held, as it is (the session ended, or the connection broke).
+    pub fn take_all(&mut self) -> Vec<Request> {
+        self.open = true;
+        std::mem::take(&mut self.held)
+    }
+
+    /// Length of the longest run of held requests ending at a transaction end, and the
+    /// answer that ends it. The proxy's own requests neither end nor interrupt a run.
+    fn cut(&self, status: &impl Fn(u64) -> Answered) -> (usize, Answered) {
+        let mut cut = (0, None);
+        for (i, r) in self.held.iter().enumerate() {
+            if !r.is_client() {
+                continue;
+            }
+            match status(r.seq) {
+                None => break,
+                Some(Some(b'T' | b'E')) => {}
+                answered => cut = (i + 1, answered),
+            }
+        }
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::request::Slot;
+    use crate::mirror::MirrorTarget;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    struct Fixture {
+        target: Arc<MirrorTarget>,
+        places: Arc<Semaphore>,
+        /// Transaction status after each answered request.
+        answers: HashMap<u64, Option<u8>>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let addr = crate::backend::server::ServerAddr {
+                host: "127.0.0.1".into(),
+                port: 1,
+                database: "m".into(),
+                user: "m".into(),
+                password: None,
+            };
+            let settings = crate::backend::pool::PoolSettings {
+                size: 1,
+                connect_timeout: std::time::Duration::from_secs(1),
+                checkout_timeout: std::time::Duration::from_secs(1),
+            };
+            let pool = crate::backend::Pool::new("m", addr, settings);
+            Fixture {
+                target: Arc::new(MirrorTarget::new(
+                    "db",
+                    pool,
+                    1.0,
+                    100,
+                    std::time::Duration::from_secs(1),
+                    Default::default(),
+                )),
+                places: Arc::new(Semaphore::new(100)),
+                answers: HashMap::new(),
+            }
+        }
+
+        fn request(&self, seq: u64) -> Request {
+            Request {
+                payload: Default::default(),
+                seq,
+                readies: 1,
+                received: std::time::Instant::now(),
+                slot: Some(Slot::new(
+                    self.places.clone().try_acquire_owned().unwrap(),
+                    self.target.clone(),
+                )),
+            }
+        }
+
+        fn status(&self) -> impl Fn(u64) -> Answered + '_ {
+            |seq| self.answers.get(&seq).copied()
+        }
+    }
+
+    fn seqs(batch: &[Request]) -> Vec<Option<u64>> {
+        batch
+            .iter()
+            .map(|r| r.is_client().then_some(r.seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_goes_out_once_the_primary_finished_it() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        for seq in 0..3 {
+            b.take(f.request(seq), f.status(), |_| panic!("nothing dropped"));
+        }
+        assert!(b.ready(f.status(), 64).is_empty(), "unanswered");
+        f.answers.insert(0, Some(b'T'));
+        f.answers.insert(1, Some(b'T'));
+        assert!(b.ready(f.status(), 64).is_empty(), "transaction open");
+        f.answers.insert(2, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
+        assert!(b.len() == 0 && !b.open);
+    }
+
+    #[test]
+    fn several_finished_transactions_go_out_together_and_an_open_one_waits() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        for (seq, s) in [(0, b'I'), (1, b'T'), (2, b'I'), (3, b'T')] {
+            f.answers.insert(seq, Some(s));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_long_transaction_goes_out_at_the_hold_limit() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        for seq in 0..4 {
+            f.answers.insert(seq, Some(b'T'));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        b.take(f.request(4), f.status(), |_| panic!()); // unanswered
+        assert!(b.ready(f.status(), 8).is_empty());
+        assert_eq!(b.ready(f.status(), 5).len(), 4);
+        assert!(b.open, "the mirror is inside the transaction now");
+    }
+
+    #[test]
+    fn a_gap_drops_the_cut_head_and_rolls_back_what_the_mirror_started() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // Sent: a transaction's first two requests (hold limit), so the mirror is in it.
+        for seq in 0..2 {
+            f.answers.insert(seq, Some(b'T'));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        assert_eq!(b.ready(f.status(), 2).len(), 2);
+        // Held: its third; then 3..=5 were dropped, and 6 starts a new transaction.
+        f.answers.insert(2, Some(b'T'));
+        b.take(f.request(2), f.status(), |_| panic!());
+        let mut dropped = Vec::new();
+        b.take(f.request(6), f.status(), |r| dropped.push(r.seq));
+        assert_eq!(dropped, [2]);
+        f.answers.insert(6, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [None, Some(6)]);
+        assert!(!b.open);
+    }
+
+    #[test]
+    fn a_gap_after_finished_transactions_keeps_them_and_rolls_back_nothing() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        for (seq, s) in [(0, b'T'), (1, b'I')] {
+            f.answers.insert(seq, Some(s));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        b.take(f.request(5), f.status(), |_| {
+            panic!("a finished transaction is kept")
+        });
+        f.answers.insert(5, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(5)]);
+    }
+
+    #[test]
+    fn unknown_status_counts_as_an_end_and_as_possibly_open() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        f.answers.insert(0, None); // answered too long ago
+        b.take(f.request(0), f.status(), |_| panic!());
+        assert_eq!(b.ready(f.status(), 64).len(), 1);
+        assert!(b.open);
+        b.take(f.request(3), f.status(), |_| panic!());
+        f.answers.insert(3, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [None, Some(3)]);
+    }
+}
