@@ -176,8 +176,14 @@ fn breakdown(proxy: &Arc<Proxy>) {
     let metrics = pgdog::metrics::Metrics::for_proxy(proxy);
     let scrape = pgdog::metrics::Scrape::collect(proxy);
     println!(
-        "breakdown (CPU ms): plugin snapshot {:.2}, plugin metric_points {:.2}, assess {:.2}, \
+        "breakdown (CPU ms): plugin scrape call (snapshot at bounds + verdicts) {:.2}; \
+         whole snapshot {:.2}, plugin metric_points {:.2}, assess on the whole snapshot {:.2}, \
          whole collect {:.2}, render {:.2}, freeing the data {:.2}",
+        time(&|| drop(
+            proxy
+                .plugins
+                .scrape(&pgdog::metrics::LATENCY_BOUNDS_US, &criteria)
+        )),
         time(&|| drop(proxy.plugins.snapshot())),
         time(&|| drop(proxy.plugins.metric_points())),
         time(&|| drop(proxy.plugins.assess_snapshot(&snapshot, &criteria))),

@@ -387,3 +387,32 @@ fn criteria_helper_converts_hours() {
     assert_eq!(c.min_runtime_secs, 5400.0);
     assert_eq!(c.max_latency_ms, 250.0);
 }
+
+/// The scrape call (plugin API 2.1) of the bundled plugin answers what its snapshot and
+/// assess say, cut down to the bounds; with a separate readiness plugin the host does not
+/// use it (that plugin judges a whole snapshot).
+#[tokio::test]
+async fn the_scrape_call_agrees_with_snapshot_and_assess() {
+    use pgdog::plugins::StatsSnapshot;
+    use pgdog_plugin_api::{scrape::bounded, Verdicts};
+    let host = PluginHost::load(&[], &options(None)).unwrap();
+    send(&host, 950, 50).await;
+    let criteria = criteria(0.05, 1000, 100, 0.0);
+    let bounds = [500u64, 1_000, 5_000, 1_000_000];
+    let answer = host
+        .scrape(&bounds, &criteria)
+        .unwrap()
+        .expect("a 2.1 plugin");
+    let whole = host.snapshot().unwrap();
+    let report = host.assess_snapshot(&whole, &criteria).unwrap();
+    assert_eq!(answer.verdicts.into_option(), Some(Verdicts::of(&report)));
+    let expected = StatsSnapshot {
+        taken_at_unix_us: answer.snapshot.taken_at_unix_us,
+        ..bounded(whole, &bounds)
+    };
+    assert_eq!(answer.snapshot, expected);
+
+    let specs = [spec("strict", &strict_lib(), "")];
+    let host = PluginHost::load(&specs, &options(Some("strict"))).unwrap();
+    assert!(host.scrape(&bounds, &criteria).unwrap().is_none());
+}

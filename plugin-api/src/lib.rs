@@ -16,6 +16,7 @@
 //! * [`stats`]: the statistics snapshot a stats plugin produces.
 //! * [`readiness`]: criteria in, report out.
 //! * [`metrics`]: metric points for the Prometheus endpoint.
+//! * [`scrape`]: what the metrics endpoint asks of the stats plugin per scrape (2.1).
 //! * [`plugin`]: the root module every plugin exports, the FFI-safe plugin object, and
 //!   the plain Rust [`Plugin`] trait plugin authors implement (see [`export_plugin!`]).
 //! * [`math`]: the regularised incomplete beta function used by the confidence scores.
@@ -24,7 +25,8 @@
 //!
 //! The root module ([`PluginMod`]) and the plugin object's vtable are prefix types: later
 //! versions append fields/methods after the current `last_prefix_field`, and a plugin
-//! built against an older 1.x still loads. Codes such as [`Outcome`] and
+//! built against an older 2.x still loads (2.1.0 added [`FfiPlugin::scrape`]; a 2.0
+//! plugin answers it "unsupported" and the host falls back on `snapshot` and `assess`). Codes such as [`Outcome`] and
 //! [`ErrorCategory`] are open sets (a `u8` newtype with named constants): a plugin must
 //! treat a code it does not know as "other", which lets the host add outcomes (e.g. a
 //! result mismatch) without breaking old plugins. A change of layout elsewhere needs a
@@ -39,6 +41,7 @@ pub mod math;
 pub mod metrics;
 pub mod plugin;
 pub mod readiness;
+pub mod scrape;
 pub mod stats;
 
 pub use event::{
@@ -51,6 +54,7 @@ pub use plugin::{
     PluginModRef,
 };
 pub use readiness::{DatabaseReport, ReadinessCriteria, ReadinessReport, Reason};
+pub use scrape::{ReadinessVerdict, ScrapeAnswer, ScrapeRequest, Verdicts};
 pub use stats::{
     Counts, DatabaseStats, ErrorCounts, FingerprintStats, LatencyBucket, LatencySummary,
     StatsSnapshot,

@@ -21,11 +21,14 @@ use abi_stable::{
     library::RootModule,
     sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, RResult, RStr, RString, RVec},
+    std_types::{RBox, ROption, RResult, RStr, RString, RVec},
     StableAbi,
 };
 
-use crate::{EventBatch, MetricPoint, ReadinessCriteria, ReadinessReport, StatsSnapshot};
+use crate::{
+    scrape::bounded, EventBatch, MetricPoint, ReadinessCriteria, ReadinessReport, ScrapeAnswer,
+    ScrapeRequest, StatsSnapshot, Verdicts,
+};
 
 /// What a plugin provides. Queried once, right after construction.
 #[repr(transparent)]
@@ -130,7 +133,9 @@ impl std::fmt::Display for CallError {
 
 /// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
 ///
-/// Its vtable is a prefix type: methods are added after `reset` in later 1.x versions.
+/// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the last
+/// method of 2.0.0, for all of 2.x; methods added in later minor versions follow it, each
+/// with a default body, which the host runs in place of a method an older plugin lacks.
 #[sabi_trait]
 pub trait FfiPlugin: Send {
     fn capabilities(&self) -> Capabilities;
@@ -149,6 +154,12 @@ pub trait FfiPlugin: Send {
 
     #[sabi(last_prefix_field)]
     fn reset(&mut self) -> RResult<(), CallError>;
+
+    /// Since 2.1.0: the statistics and verdicts a metrics scrape needs (see
+    /// [`crate::scrape`]). A 2.0 plugin answers [`CallErrorKind::UNSUPPORTED`].
+    fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
+        RResult::RErr(CallError::unsupported("scrape"))
+    }
 }
 
 /// An owned plugin object.
@@ -219,6 +230,24 @@ pub trait Plugin: Send + 'static {
     fn reset(&mut self) -> Result<(), String> {
         Ok(())
     }
+
+    /// What a metrics scrape needs (stats plugins only; see [`crate::scrape`]). The
+    /// default takes a whole [`Plugin::snapshot`], cuts its distributions down to the
+    /// bounds, and derives the verdicts from a whole [`Plugin::assess`]; override it
+    /// when those are costly (the bundled plugin does).
+    fn scrape(&mut self, request: &ScrapeRequest) -> Result<ScrapeAnswer, String> {
+        let snapshot = self.snapshot()?;
+        let verdicts = match &request.criteria {
+            ROption::RSome(criteria) => {
+                ROption::RSome(Verdicts::of(&self.assess(&snapshot, criteria)?))
+            }
+            ROption::RNone => ROption::RNone,
+        };
+        Ok(ScrapeAnswer {
+            snapshot: bounded(snapshot, &request.latency_bounds_us),
+            verdicts,
+        })
+    }
 }
 
 /// Adapts a [`Plugin`] to [`FfiPlugin`], catching panics on the plugin's side.
@@ -275,6 +304,13 @@ impl<P: Plugin> FfiPlugin for Guarded<P> {
 
     fn reset(&mut self) -> RResult<(), CallError> {
         guard("reset", true, || self.inner.reset())
+    }
+
+    fn scrape(&mut self, request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
+        let judge = request.criteria.is_some();
+        let ok = self.capabilities.contains(Capabilities::SNAPSHOT)
+            && (!judge || self.capabilities.contains(Capabilities::READINESS));
+        guard("scrape", ok, || self.inner.scrape(request))
     }
 }
 

@@ -6,7 +6,9 @@
 //! `RESET MIRROR STATS`, so the snapshot's distribution is re-bucketed into fixed
 //! bounds at scrape time: one merge walk per database, O(recorded buckets + bounds),
 //! independent of the requests served. A sample counts in the first bound at or above
-//! its HDR bucket's upper edge.
+//! its HDR bucket's upper edge. A stats plugin answering the plugin API 2.1 `scrape`
+//! call sends the distribution at [`BOUNDS_US`] already (by the same rule), so the walk
+//! is then one step per bound.
 
 use super::family::Family;
 use super::scrape::Source;
@@ -20,7 +22,7 @@ pub const BOUNDS: [f64; 14] = [
 
 /// [`BOUNDS`] in microseconds: `le_us / 1e6 <= BOUNDS[i]` exactly when
 /// `le_us <= BOUNDS_US[i]` (checked in the tests).
-const BOUNDS_US: [u64; 14] = [
+pub const BOUNDS_US: [u64; 14] = [
     500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000,
 ];

@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::proxy::Proxy;
 use assembly::Assembly;
 use family::Entry;
+pub use histogram::BOUNDS_US as LATENCY_BOUNDS_US;
 pub use http::serve;
 use points::PluginFamily;
 pub use scrape::Scrape;

@@ -4,14 +4,20 @@
 //!
 //! The data comes in four [`Source`]s, each of which some families need: the proxy's own
 //! counters (at once), then, from the plugins and one after the other (the calls share
-//! the plugins' locks), the metric points, the stats snapshot and the readiness report.
+//! the plugins' locks), the metric points, the stats snapshot and the readiness
+//! verdicts. The snapshot and the verdicts come from one call to the stats plugin when
+//! it is also the readiness plugin (plugin API 2.1): latency distributions at the
+//! histogram's bounds only and verdicts without the report's texts, so their cost does
+//! not grow with what the plugin recorded. Otherwise (a separate readiness plugin, or
+//! a plugin built against API 2.0) from a whole snapshot and report, as before.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::histogram::BOUNDS_US;
 use super::text::escaped;
-use crate::plugins::{DatabaseReport, DatabaseStats, MetricPoint, ReadinessReport, StatsSnapshot};
+use crate::plugins::{DatabaseStats, MetricPoint, ReadinessVerdict, StatsSnapshot, Verdicts};
 use crate::proxy::Proxy;
 
 /// Where a family's data comes from.
@@ -23,7 +29,7 @@ pub enum Source {
     Points,
     /// The stats plugin's snapshot.
     Snapshot,
-    /// The readiness plugin's report on that snapshot.
+    /// The readiness plugin's verdicts on that snapshot.
     Report,
 }
 
@@ -41,7 +47,7 @@ impl Source {
 pub enum Part {
     Points(Vec<MetricPoint>),
     Snapshot(Arc<StatsSnapshot>),
-    Report(Box<ReadinessReport>),
+    Verdicts(Verdicts),
 }
 
 /// Counters of one pool.
@@ -70,8 +76,8 @@ pub struct Scrape {
     pub points: Vec<MetricPoint>,
     /// The stats plugin's snapshot (idiomatic `pgdog_mirror_*` families).
     pub snapshot: Option<Arc<StatsSnapshot>>,
-    /// The readiness plugin's verdict on `snapshot`.
-    pub report: Option<ReadinessReport>,
+    /// The readiness plugin's verdicts on `snapshot`.
+    pub verdicts: Option<Verdicts>,
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
     pub queues: Vec<(String, u64)>,
@@ -142,19 +148,35 @@ impl Scrape {
                 self.snapshot = Some(snapshot);
                 Source::Snapshot
             }
-            Part::Report(report) => {
-                self.report = Some(*report);
+            Part::Verdicts(verdicts) => {
+                self.verdicts = Some(verdicts);
                 Source::Report
             }
         }
     }
 }
 
-/// Calls the plugins: metric points, snapshot, then the readiness verdict on that
+/// Calls the plugins: metric points, snapshot, then the readiness verdicts on that
 /// snapshot, handing each result to `got` as soon as it is there. A failed call is
 /// logged and its part left out (and so are the families it feeds).
 pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
     got(Part::Points(proxy.plugins.metric_points()));
+    let criteria = crate::plugins::criteria_of(&proxy.config().general);
+    match proxy.plugins.scrape(&BOUNDS_US, &criteria) {
+        Ok(Some(answer)) => {
+            got(Part::Snapshot(Arc::new(answer.snapshot)));
+            match answer.verdicts.into_option() {
+                Some(verdicts) => got(Part::Verdicts(verdicts)),
+                None => tracing::debug!("metrics: no readiness plugin"),
+            }
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!("metrics: no stats snapshot: {e}");
+            return;
+        }
+    }
     let snapshot = match proxy.plugins.snapshot() {
         Ok(snapshot) => Arc::new(snapshot),
         Err(e) => {
@@ -163,9 +185,8 @@ pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
         }
     };
     got(Part::Snapshot(snapshot.clone()));
-    let criteria = crate::plugins::criteria_of(&proxy.config().general);
     match proxy.plugins.assess_snapshot(&snapshot, &criteria) {
-        Ok(report) => got(Part::Report(Box::new(report))),
+        Ok(report) => got(Part::Verdicts(Verdicts::of(&report))),
         Err(e) => tracing::debug!("metrics: no readiness report: {e}"),
     }
 }
@@ -186,7 +207,7 @@ pub struct View<'a> {
     pub points: &'a [MetricPoint],
     pub pools: Vec<Named<'a, PoolSample>>,
     pub databases: Vec<Named<'a, DatabaseStats>>,
-    pub reports: Vec<Named<'a, DatabaseReport>>,
+    pub reports: Vec<Named<'a, ReadinessVerdict>>,
     pub queues: Vec<Named<'a, (String, u64)>>,
 }
 
@@ -214,8 +235,8 @@ impl<'a> View<'a> {
                 }
             }
             Source::Report if mirror => {
-                if let Some(r) = &scrape.report {
-                    view.reports = sorted(&r.databases, |d| d.database.as_str());
+                if let Some(v) = &scrape.verdicts {
+                    view.reports = sorted(&v.databases, |d| d.database.as_str());
                 }
             }
             _ => {}

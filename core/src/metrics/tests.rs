@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::scrape::PoolSample;
 use super::*;
 use crate::plugins::{
-    DatabaseReport, MetricKind, MetricPoint, MirrorEvent, ReadinessReport, StatsSnapshot,
+    DatabaseReport, MetricKind, MetricPoint, MirrorEvent, ReadinessReport, StatsSnapshot, Verdicts,
 };
 use pgdog_plugin_api::{Counts, DatabaseStats, LatencyBucket, LatencySummary};
 
@@ -93,7 +93,7 @@ fn scrape(enabled: bool) -> Scrape {
         mirror_enabled: enabled,
         points: spec_points(),
         snapshot: Some(Arc::new(snapshot())),
-        report: Some(report),
+        verdicts: Some(Verdicts::of(&report)),
         pools: vec![pool("primary")],
         queues: vec![("primary".into(), 7)],
     }
@@ -199,7 +199,7 @@ fn families_after_a_missing_source_still_come() {
     let m = Metrics::new(&families());
     let mut s = scrape(true);
     s.snapshot = None;
-    s.report = None;
+    s.verdicts = None;
     let mut out = Vec::new();
     let mut assembly = assembly::Assembly::new(&m, |part: Vec<u8>| out.extend_from_slice(&part));
     assembly.write(&s, scrape::Source::Proxy);
@@ -348,6 +348,34 @@ async fn a_scrape_right_after_traffic_sees_it() {
     assert_eq!(
         String::from_utf8(pipelined).unwrap(),
         String::from_utf8(sequential).unwrap()
+    );
+
+    // The plugin's scrape answer (plugin API 2.1: distributions at the histogram's
+    // bounds, verdicts without texts) writes what a whole snapshot and report write.
+    for i in 0..3_000u64 {
+        let event = match i % 37 {
+            0 => MirrorEvent::error(app.clone(), crate::plugins::ErrorCategory::Timeout, None),
+            _ => MirrorEvent::mirrored(app.clone(), Duration::from_micros(100 + i * i % 3_000_000)),
+        };
+        proxy.events.send(event);
+    }
+    proxy.plugins.flush().await;
+    let fast = Scrape::collect(&proxy);
+    let buckets = &fast.snapshot.as_ref().unwrap().databases[0]
+        .mirror_latency
+        .buckets;
+    assert_eq!(buckets.len(), histogram::BOUNDS_US.len());
+    let mut whole = Scrape::own(&proxy, true);
+    whole.points = fast.points.clone();
+    let snapshot = proxy.plugins.snapshot().unwrap();
+    assert!(snapshot.databases[0].mirror_latency.buckets.len() > 100);
+    let criteria = crate::plugins::criteria_of(&proxy.config().general);
+    let report = proxy.plugins.assess_snapshot(&snapshot, &criteria).unwrap();
+    whole.snapshot = Some(Arc::new(snapshot));
+    whole.verdicts = Some(Verdicts::of(&report));
+    assert_eq!(
+        String::from_utf8(metrics.render(&fast)).unwrap(),
+        String::from_utf8(metrics.render(&whole)).unwrap()
     );
     proxy.shutdown.cancel();
 }
@@ -614,7 +642,7 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
         mirror_enabled: true,
         points,
         snapshot: Some(Arc::new(snapshot)),
-        report: Some(report),
+        verdicts: Some(Verdicts::of(&report)),
         pools: vec![
             pool("primary", 7),
             pool(odd, 1),

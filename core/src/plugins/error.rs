@@ -78,6 +78,14 @@ pub enum PluginError {
         message: String,
     },
 
+    /// The plugin lacks the operation (e.g. one added to the API after it was built).
+    #[error("plugin \"{name}\" failed in {operation}: {message}")]
+    Unsupported {
+        name: String,
+        operation: &'static str,
+        message: String,
+    },
+
     #[error("no loaded plugin provides {what}")]
     NoProvider { what: &'static str },
 

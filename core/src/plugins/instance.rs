@@ -93,6 +93,13 @@ impl LoadedPlugin {
                     message,
                 })
             }
+            RResult::RErr(e) if e.kind == CallErrorKind::UNSUPPORTED => {
+                Err(PluginError::Unsupported {
+                    name: self.name.clone(),
+                    operation,
+                    message: e.message.to_string(),
+                })
+            }
             RResult::RErr(e) => Err(PluginError::Call {
                 name: self.name.clone(),
                 operation,

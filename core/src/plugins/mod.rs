@@ -36,7 +36,8 @@ pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef};
 pub use load::{BUNDLED_STATS_FILE, BUNDLED_STATS_NAME};
 pub use pgdog_plugin_api::{
     Capabilities, DatabaseReport, DatabaseStats, FingerprintStats, MetricKind, MetricPoint,
-    ReadinessCriteria, ReadinessReport, Reason, StatsSnapshot, API_VERSION,
+    ReadinessCriteria, ReadinessReport, ReadinessVerdict, Reason, ScrapeAnswer, StatsSnapshot,
+    Verdicts, API_VERSION,
 };
 pub use sink::EventSink;
 
@@ -275,6 +276,34 @@ impl PluginHost {
             .readiness
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
         self.plugins[judge].call("assess", |p| p.assess(snapshot, criteria))
+    }
+
+    /// What a metrics scrape needs from the stats plugin, in one call (plugin API 2.1):
+    /// the snapshot with latency distributions at `bounds_us` only, and, when the stats
+    /// plugin is also the readiness plugin, its verdicts under `criteria` without the
+    /// report's texts. `Ok(None)` when that cannot be had this way: a separate readiness
+    /// plugin judges a whole snapshot, and a plugin built against API 2.0 lacks the call;
+    /// then use [`PluginHost::snapshot`] and [`PluginHost::assess_snapshot`].
+    pub fn scrape(
+        &self,
+        bounds_us: &[u64],
+        criteria: &ReadinessCriteria,
+    ) -> Result<Option<ScrapeAnswer>, PluginError> {
+        let stats = self
+            .stats
+            .ok_or(PluginError::NoProvider { what: "statistics" })?;
+        if self.readiness.is_some_and(|judge| judge != stats) {
+            return Ok(None);
+        }
+        let request = pgdog_plugin_api::ScrapeRequest {
+            latency_bounds_us: bounds_us.to_vec().into(),
+            criteria: self.readiness.map(|_| criteria.clone()).into(),
+        };
+        match self.plugins[stats].call("scrape", |p| p.scrape(&request)) {
+            Ok(answer) => Ok(Some(answer)),
+            Err(PluginError::Unsupported { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Metric points of every plugin that contributes some. A failing plugin's points

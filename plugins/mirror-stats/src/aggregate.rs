@@ -31,6 +31,12 @@ pub struct Aggregate {
 /// reading just the non-empty slots still missed the cache once per bucket in a 180 KB
 /// array per database: with 1,000 databases either was most of a scrape.) Recording
 /// finds the bucket by binary search, O(log distinct buckets).
+///
+/// A scrape needs less than the whole distribution, and must not cost more as it
+/// fills up (up to thousands of buckets per database): the figures it reads are kept
+/// up to date as samples are recorded, so [`Latency::bounded_summary`] is O(bounds):
+/// the mean's exact sum, the bucket each quantile falls in ([`Rank`]), and the samples
+/// per bound of the last bounds asked for.
 #[derive(Clone)]
 pub struct Latency {
     /// The bucket scheme only (equivalent ranges); nothing is recorded into it, so its
@@ -38,6 +44,29 @@ pub struct Latency {
     scale: Histogram<u64>,
     edges: Vec<u64>,
     counts: Vec<u64>,
+    total: u64,
+    /// Sum over samples of their bucket's median value (hdrhistogram's mean), exact.
+    weighted_us: u128,
+    /// Where p50, p95 and p99 fall.
+    ranks: [Rank; 3],
+    /// Samples per bound of the bounds last given to [`Latency::set_bounds`] (each in
+    /// the first bound at or above its bucket's edge; above the last, in none).
+    at_bounds: Vec<u64>,
+}
+
+/// The quantiles a summary reports.
+const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
+
+/// The first bucket whose cumulative count reaches a quantile's rank, and that count.
+#[derive(Clone, Copy, Default)]
+struct Rank {
+    index: usize,
+    cumulative: u64,
+}
+
+/// The rank of quantile `q` among `total` samples, as hdrhistogram counts it.
+fn target(q: f64, total: u64) -> u64 {
+    ((q * total as f64).ceil() as u64).max(1)
 }
 
 impl Latency {
@@ -47,23 +76,120 @@ impl Latency {
                 .expect("valid histogram bounds"),
             edges: Vec::new(),
             counts: Vec::new(),
+            total: 0,
+            weighted_us: 0,
+            ranks: [Rank::default(); 3],
+            at_bounds: Vec::new(),
         }
     }
 
-    /// One sample (clamped to [`MAX_TRACKED_US`]).
-    pub fn record(&mut self, us: u64) {
+    /// One sample (clamped to [`MAX_TRACKED_US`]); `bounds` are the ones last given to
+    /// [`Latency::set_bounds`].
+    pub fn record(&mut self, us: u64, bounds: &[u64]) {
         let edge = self.scale.highest_equivalent(us.min(MAX_TRACKED_US));
-        match self.edges.binary_search(&edge) {
-            Ok(i) => self.counts[i] = self.counts[i].saturating_add(1),
-            Err(i) => {
-                self.edges.insert(i, edge);
-                self.counts.insert(i, 1);
+        let j = match self.edges.binary_search(&edge) {
+            Ok(j) => {
+                self.counts[j] = self.counts[j].saturating_add(1);
+                j
+            }
+            Err(j) => {
+                self.edges.insert(j, edge);
+                self.counts.insert(j, 1);
+                for r in &mut self.ranks {
+                    if self.total > 0 && r.index >= j {
+                        r.index += 1;
+                    }
+                }
+                j
+            }
+        };
+        self.total = self.total.saturating_add(1);
+        self.weighted_us += u128::from(self.scale.median_equivalent(edge));
+        for (r, q) in self.ranks.iter_mut().zip(QUANTILES) {
+            if self.total == 1 {
+                *r = Rank {
+                    index: 0,
+                    cumulative: 1,
+                };
+                continue;
+            }
+            if j <= r.index {
+                r.cumulative += 1;
+            }
+            let t = target(q, self.total);
+            while r.cumulative < t {
+                r.index += 1;
+                r.cumulative += self.counts[r.index];
+            }
+            while r.index > 0 && r.cumulative - self.counts[r.index] >= t {
+                r.cumulative -= self.counts[r.index];
+                r.index -= 1;
+            }
+        }
+        if self.at_bounds.len() == bounds.len() {
+            let i = bounds.partition_point(|&b| b < edge);
+            if let Some(c) = self.at_bounds.get_mut(i) {
+                *c = c.saturating_add(1);
             }
         }
     }
 
+    /// Counts samples per bound of `bounds` (ascending) from now on: one walk over the
+    /// buckets; later samples are added as they are recorded.
+    pub fn set_bounds(&mut self, bounds: &[u64]) {
+        self.at_bounds = self
+            .bounded_buckets(bounds)
+            .iter()
+            .map(|b| b.count)
+            .collect();
+    }
+
+    fn bounded_buckets(&self, bounds: &[u64]) -> Vec<LatencyBucket> {
+        let mut counts = vec![0u64; bounds.len()];
+        let mut i = 0;
+        for (&edge, &count) in self.edges.iter().zip(&self.counts) {
+            while i < bounds.len() && bounds[i] < edge {
+                i += 1;
+            }
+            match counts.get_mut(i) {
+                Some(c) => *c = c.saturating_add(count),
+                None => break,
+            }
+        }
+        bounds
+            .iter()
+            .zip(counts)
+            .map(|(&le_us, count)| LatencyBucket { le_us, count })
+            .collect()
+    }
+
+    /// Recomputes what [`Latency::record`] keeps up to date (after a merge): one walk.
+    fn recount(&mut self, bounds: &[u64]) {
+        self.total = self.counts.iter().fold(0u64, |t, &c| t.saturating_add(c));
+        self.weighted_us = self
+            .edges
+            .iter()
+            .zip(&self.counts)
+            .map(|(&e, &c)| u128::from(self.scale.median_equivalent(e)) * u128::from(c))
+            .sum();
+        for (r, q) in self.ranks.iter_mut().zip(QUANTILES) {
+            let t = target(q, self.total);
+            *r = Rank::default();
+            for (i, &c) in self.counts.iter().enumerate() {
+                *r = Rank {
+                    index: i,
+                    cumulative: r.cumulative.saturating_add(c),
+                };
+                if r.cumulative >= t {
+                    break;
+                }
+            }
+        }
+        self.set_bounds(bounds);
+    }
+
     /// Adds `other`'s samples (same precision on both sides).
-    pub fn merge(&mut self, other: &Latency) {
+    pub fn merge(&mut self, other: &Latency, bounds: &[u64]) {
         let (mut edges, mut counts) = (Vec::new(), Vec::new());
         let (mut i, mut j) = (0, 0);
         while i < self.edges.len() || j < other.edges.len() {
@@ -93,45 +219,53 @@ impl Latency {
         }
         self.edges = edges;
         self.counts = counts;
+        self.recount(bounds);
     }
 
     /// Quantiles and the bucketed distribution, in milliseconds: the figures an
-    /// hdrhistogram `Histogram` holding the same samples gives with `mean`, `max`,
-    /// `value_at_quantile` and `iter_recorded` (tested), in one pass.
+    /// hdrhistogram `Histogram` holding the same samples gives with `mean` (but summed
+    /// exactly), `max`, `value_at_quantile` and `iter_recorded` (tested).
     pub fn summary(&self) -> LatencySummary {
-        let total = self.counts.iter().fold(0u64, |t, &c| t.saturating_add(c));
-        if total == 0 {
+        LatencySummary {
+            buckets: self
+                .edges
+                .iter()
+                .zip(&self.counts)
+                .map(|(&le_us, &count)| LatencyBucket { le_us, count })
+                .collect(),
+            ..self.figures()
+        }
+    }
+
+    /// [`Latency::summary`] with the distribution at the bounds last given to
+    /// [`Latency::set_bounds`] (see `LatencySummary::at_bounds`): O(bounds).
+    pub fn bounded_summary(&self, bounds: &[u64]) -> LatencySummary {
+        debug_assert_eq!(self.at_bounds.len(), bounds.len());
+        LatencySummary {
+            buckets: bounds
+                .iter()
+                .zip(&self.at_bounds)
+                .map(|(&le_us, &count)| LatencyBucket { le_us, count })
+                .collect(),
+            ..self.figures()
+        }
+    }
+
+    /// Everything but the buckets, from the figures kept up to date: O(1).
+    fn figures(&self) -> LatencySummary {
+        if self.total == 0 {
             return LatencySummary::default();
         }
-        let quantiles = [0.50, 0.95, 0.99];
-        let targets = quantiles.map(|q: f64| ((q * total as f64).ceil() as u64).max(1));
-        let mut at = [0u64; 3];
-        let mut next = 0;
-        let mut cumulative = 0u64;
-        let mut mean_us = 0.0;
-        let buckets = self
-            .edges
-            .iter()
-            .zip(&self.counts)
-            .map(|(&edge, &count)| {
-                cumulative = cumulative.saturating_add(count);
-                while next < at.len() && cumulative >= targets[next] {
-                    at[next] = edge;
-                    next += 1;
-                }
-                mean_us += self.scale.median_equivalent(edge) as f64 * count as f64 / total as f64;
-                LatencyBucket { le_us: edge, count }
-            })
-            .collect();
         let ms = |us: u64| us as f64 / 1000.0;
+        let at = |i: usize| ms(self.edges[self.ranks[i].index]);
         LatencySummary {
-            samples: total,
-            avg_ms: mean_us / 1000.0,
+            samples: self.total,
+            avg_ms: self.weighted_us as f64 / self.total as f64 / 1000.0,
             max_ms: ms(self.edges.last().copied().unwrap_or(0)),
-            p50_ms: ms(at[0]),
-            p95_ms: ms(at[1]),
-            p99_ms: ms(at[2]),
-            buckets,
+            p50_ms: at(0),
+            p95_ms: at(1),
+            p99_ms: at(2),
+            buckets: Default::default(),
         }
     }
 }
@@ -149,14 +283,15 @@ impl Aggregate {
     }
 
     /// Counts one event. See `pgdog_plugin_api::stats` for the counting rules.
-    pub fn record(&mut self, ev: &MirrorEvent) {
+    /// `bounds`: the ones last given to [`Aggregate::set_bounds`].
+    pub fn record(&mut self, ev: &MirrorEvent, bounds: &[u64]) {
         self.counts.record(ev);
 
         if let ROption::RSome(us) = ev.mirror_latency_us {
-            self.mirror_latency.record(us);
+            self.mirror_latency.record(us, bounds);
         }
         if let ROption::RSome(us) = ev.primary_latency_us {
-            self.primary_latency.record(us);
+            self.primary_latency.record(us, bounds);
         }
         let at = ev.at_unix_us;
         self.first_event_us = Some(self.first_event_us.map_or(at, |f| f.min(at)));
@@ -164,20 +299,40 @@ impl Aggregate {
     }
 
     /// Adds `other` into `self` (histograms are mergeable; counts add up).
-    pub fn merge(&mut self, other: &Aggregate) {
+    pub fn merge(&mut self, other: &Aggregate, bounds: &[u64]) {
         self.counts.add(&other.counts);
-        self.mirror_latency.merge(&other.mirror_latency);
-        self.primary_latency.merge(&other.primary_latency);
+        self.mirror_latency.merge(&other.mirror_latency, bounds);
+        self.primary_latency.merge(&other.primary_latency, bounds);
         self.first_event_us = min_opt(self.first_event_us, other.first_event_us);
         self.last_event_us = max_opt(self.last_event_us, other.last_event_us);
     }
 
+    /// Counts latency samples per bound of `bounds` from now on (see [`Latency`]).
+    pub fn set_bounds(&mut self, bounds: &[u64]) {
+        self.mirror_latency.set_bounds(bounds);
+        self.primary_latency.set_bounds(bounds);
+    }
+
     pub fn to_stats(&self, database: &str) -> DatabaseStats {
+        self.stats_with(database, Latency::summary)
+    }
+
+    /// [`Aggregate::to_stats`] with the distributions at `bounds`, the ones last given to
+    /// [`Aggregate::set_bounds`]: O(bounds).
+    pub fn to_bounded_stats(&self, database: &str, bounds: &[u64]) -> DatabaseStats {
+        self.stats_with(database, |l| l.bounded_summary(bounds))
+    }
+
+    fn stats_with(
+        &self,
+        database: &str,
+        summary: impl Fn(&Latency) -> LatencySummary,
+    ) -> DatabaseStats {
         DatabaseStats {
             database: RString::from(database),
             counts: self.counts,
-            mirror_latency: self.mirror_latency.summary(),
-            primary_latency: self.primary_latency.summary(),
+            mirror_latency: summary(&self.mirror_latency),
+            primary_latency: summary(&self.primary_latency),
             first_event_unix_us: self.first_event_us.into(),
             last_event_unix_us: self.last_event_us.into(),
         }
@@ -208,15 +363,15 @@ mod tests {
     fn counts_follow_the_rules() {
         let mut a = Aggregate::new(3);
         for i in 0..95 {
-            a.record(&ok(0, 1_000 + i));
+            a.record(&ok(0, 1_000 + i), &[]);
         }
         for _ in 0..5 {
-            a.record(&error(0, ErrorCategory::CONNECTION));
+            a.record(&error(0, ErrorCategory::CONNECTION), &[]);
         }
-        a.record(&dropped(0));
+        a.record(&dropped(0), &[]);
         // An ERROR with category BUFFER_FULL is a drop, not a mirror failure.
-        a.record(&error(0, ErrorCategory::BUFFER_FULL));
-        a.record(&error(0, ErrorCategory::QUERY));
+        a.record(&error(0, ErrorCategory::BUFFER_FULL), &[]);
+        a.record(&error(0, ErrorCategory::QUERY), &[]);
         let c = a.counts;
         assert_eq!((c.total, c.mirrored, c.errors, c.dropped), (103, 95, 6, 2));
         assert_eq!(c.by_category.connection, 5);
@@ -232,9 +387,9 @@ mod tests {
         // 1..=1000 ms split over two databases.
         for ms in 1..=1000u64 {
             let target = if ms % 2 == 0 { &mut a } else { &mut b };
-            target.record(&ok(0, ms * 1000));
+            target.record(&ok(0, ms * 1000), &[]);
         }
-        a.merge(&b);
+        a.merge(&b, &[]);
         let s = a.to_stats("all");
         let l = &s.mirror_latency;
         assert_eq!(l.samples, 1000);
@@ -273,6 +428,56 @@ mod tests {
         }
     }
 
+    /// Equal, but for the mean: hdrhistogram adds `median * count / total` bucket by
+    /// bucket in floating point, the summary divides an exact sum once, so the two may
+    /// differ in the last bits.
+    fn same(ours: &LatencySummary, reference: &LatencySummary, what: &str) {
+        let tolerance = 1e-12 * reference.avg_ms.abs();
+        assert!(
+            (ours.avg_ms - reference.avg_ms).abs() <= tolerance,
+            "{what}: mean {} vs {}",
+            ours.avg_ms,
+            reference.avg_ms
+        );
+        let exact = LatencySummary {
+            avg_ms: reference.avg_ms,
+            ..ours.clone()
+        };
+        assert_eq!(&exact, reference, "{what}");
+    }
+
+    /// The bounded summary kept up to date while recording is the whole summary cut
+    /// down to the bounds, whenever the bounds were set.
+    #[test]
+    fn bounded_summary_follows_the_samples() {
+        let bounds = [500u64, 1_000, 2_500, 5_000, 10_000, 1_000_000];
+        let mut l = Latency::new(3);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..30_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if i == 7_000 {
+                l.set_bounds(&bounds);
+            }
+            let set = if i >= 7_000 { &bounds[..] } else { &[] };
+            l.record(200 + seed % 20_000, set);
+            if i >= 7_000 && i % 997 == 0 {
+                let whole = l.summary();
+                let cut = LatencySummary {
+                    buckets: whole.at_bounds(&bounds),
+                    ..whole
+                };
+                assert_eq!(l.bounded_summary(&bounds), cut, "{i}");
+            }
+        }
+        // Samples above the last bound are in no bucket.
+        l.record(5_000_000, &bounds);
+        let b = l.bounded_summary(&bounds);
+        assert_eq!(b.samples, 30_001);
+        assert_eq!(b.buckets.iter().map(|b| b.count).sum::<u64>(), 30_000);
+    }
+
     #[test]
     fn summary_equals_hdrhistogram_read_outs() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -286,7 +491,7 @@ mod tests {
             let hist = || Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_US, digits).unwrap();
             let (mut a, mut b) = (Latency::new(digits), Latency::new(digits));
             let (mut ha, mut hb) = (hist(), hist());
-            assert_eq!(a.summary(), reference(&ha));
+            same(&a.summary(), &reference(&ha), "empty");
             for i in 0..20_000u64 {
                 let us = match i % 5 {
                     0 => random() % 5_000,
@@ -300,16 +505,24 @@ mod tests {
                 } else {
                     (&mut b, &mut hb)
                 };
-                l.record(us);
+                l.record(us, &[]);
                 h.saturating_record(us.min(MAX_TRACKED_US));
                 if i % 4_999 == 0 {
-                    assert_eq!(a.summary(), reference(&ha), "{digits} digits, {i}");
+                    same(
+                        &a.summary(),
+                        &reference(&ha),
+                        &format!("{digits} digits, {i}"),
+                    );
                 }
             }
-            assert_eq!(b.summary(), reference(&hb), "{digits} digits");
-            a.merge(&b);
+            same(&b.summary(), &reference(&hb), &format!("{digits} digits"));
+            a.merge(&b, &[]);
             ha.add(&hb).unwrap();
-            assert_eq!(a.summary(), reference(&ha), "{digits} digits, merged");
+            same(
+                &a.summary(),
+                &reference(&ha),
+                &format!("{digits} digits, merged"),
+            );
             assert_eq!(a.summary().samples, 20_000);
         }
     }

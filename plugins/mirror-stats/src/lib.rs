@@ -21,8 +21,9 @@ pub mod window;
 use std::collections::HashMap;
 
 use pgdog_plugin_api::{
-    abi_stable::std_types::ROption, export_plugin, stats::now_unix_us, Capabilities, EventBatch,
-    MetricPoint, MirrorEvent, Outcome, Plugin, ReadinessCriteria, ReadinessReport, StatsSnapshot,
+    abi_stable::std_types::ROption, export_plugin, scrape::bounded, stats::now_unix_us,
+    Capabilities, EventBatch, MetricPoint, MirrorEvent, Outcome, Plugin, ReadinessCriteria,
+    ReadinessReport, ScrapeAnswer, ScrapeRequest, StatsSnapshot,
 };
 use serde::Deserialize;
 
@@ -70,6 +71,9 @@ pub struct Stats {
     overall: Aggregate,
     /// Result comparison per (database, fingerprint).
     queries: Queries,
+    /// Latency bounds (µs, ascending) of the last scrape: every histogram counts its
+    /// samples per bound as they come, so the next scrape reads O(bounds) per database.
+    bounds: Vec<u64>,
 }
 
 impl Stats {
@@ -86,6 +90,7 @@ impl Stats {
             window: Window::new(window_secs),
             overall: Aggregate::new(significant_digits),
             queries: Queries::default(),
+            bounds: Vec::new(),
         }
     }
 
@@ -113,10 +118,9 @@ impl Stats {
             return i;
         }
         let i = self.databases.len();
-        self.databases.push((
-            database.to_string(),
-            Aggregate::new(self.significant_digits),
-        ));
+        let mut aggregate = Aggregate::new(self.significant_digits);
+        aggregate.set_bounds(&self.bounds);
+        self.databases.push((database.to_string(), aggregate));
         self.slots.insert(database.to_string(), i);
         i
     }
@@ -141,8 +145,8 @@ impl Stats {
                 Some(&s) => s,
                 None => self.slot("?"),
             };
-            self.databases[slot].1.record(ev);
-            self.overall.record(ev);
+            self.databases[slot].1.record(ev, &self.bounds);
+            self.overall.record(ev, &self.bounds);
             if ev.fingerprint.is_some() {
                 self.queries.record(slot, ev, text);
             }
@@ -176,6 +180,53 @@ impl Stats {
         self.window.clear();
         self.queries.clear();
         self.overall = Aggregate::new(self.significant_digits);
+        self.overall.set_bounds(&self.bounds);
+    }
+
+    /// What a metrics scrape needs: the snapshot with distributions at the requested
+    /// bounds and no fingerprints, and the verdicts `assess` would give on the whole
+    /// snapshot. O(databases × bounds + fingerprints), whatever was recorded: the
+    /// histograms count per bound as samples come (bounds ∪ the policy's latency
+    /// thresholds, set up by one walk when they change), so neither the snapshot nor the
+    /// verdicts walk a distribution, and the verdicts skip the report's texts.
+    pub fn scrape(&mut self, request: &ScrapeRequest) -> ScrapeAnswer {
+        let mut asked = request.latency_bounds_us.to_vec();
+        asked.sort_unstable();
+        asked.dedup();
+        let mut bounds = asked.clone();
+        if let ROption::RSome(criteria) = &request.criteria {
+            bounds.extend(policy::latency_thresholds_us(criteria));
+            bounds.sort_unstable();
+            bounds.dedup();
+        }
+        if bounds != self.bounds {
+            self.overall.set_bounds(&bounds);
+            for (_, aggregate) in &mut self.databases {
+                aggregate.set_bounds(&bounds);
+            }
+            self.bounds = bounds;
+        }
+        let mut databases: Vec<_> = self
+            .databases
+            .iter()
+            .map(|(name, agg)| agg.to_bounded_stats(name, &self.bounds))
+            .collect();
+        databases.sort_by(|a, b| a.database.cmp(&b.database));
+        let mut snapshot = StatsSnapshot {
+            overall: self.overall.to_bounded_stats("", &self.bounds),
+            databases: databases.into(),
+            taken_at_unix_us: now_unix_us(),
+            fingerprints: self.queries.snapshot(&self.databases).into(),
+        };
+        let verdicts = match &request.criteria {
+            ROption::RSome(criteria) => ROption::RSome(policy::verdicts(&snapshot, criteria)),
+            ROption::RNone => ROption::RNone,
+        };
+        if self.bounds != asked {
+            snapshot = bounded(snapshot, &asked);
+        }
+        snapshot.fingerprints = Default::default();
+        ScrapeAnswer { snapshot, verdicts }
     }
 
     /// The spec's `mirror` points. Built from the counters alone, not from a snapshot:
@@ -229,6 +280,10 @@ impl Plugin for Stats {
     fn reset(&mut self) -> Result<(), String> {
         Stats::reset(self);
         Ok(())
+    }
+
+    fn scrape(&mut self, request: &ScrapeRequest) -> Result<ScrapeAnswer, String> {
+        Ok(Stats::scrape(self, request))
     }
 }
 
@@ -429,5 +484,68 @@ mod tests {
         assert!(err.contains("window_secs = 0"), "{err}");
         let err = Stats::from_config("nope = 1").err().unwrap();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    /// A scrape's answer is the snapshot cut down to the bounds, without fingerprints,
+    /// and the verdicts `assess` gives on the whole snapshot, also after the bounds
+    /// change and as more samples come.
+    #[test]
+    fn scrape_answers_what_snapshot_and_assess_would() {
+        use super::testing::{compared, error};
+        use pgdog_plugin_api::{scrape::bounded, ErrorCategory, Verdicts};
+        let mut s = Stats::new(3);
+        let criteria = ReadinessCriteria {
+            max_latency_ms: 3.0,
+            ..ReadinessCriteria::default()
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut batch = |s: &mut Stats, n: usize| {
+            let events: Vec<_> = (0..n)
+                .map(|i| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let db = (seed % 3) as u32;
+                    match i % 40 {
+                        0 => error(db, ErrorCategory::TIMEOUT),
+                        1 => compared(db, 5, 200 + seed % 4_000, 300, false),
+                        _ => ok(db, 200 + seed % 6_000),
+                    }
+                })
+                .collect();
+            s.consume_events(&["x", "y", "z"], &events);
+        };
+        for (round, bounds) in [
+            vec![500u64, 1_000, 2_500, 5_000],
+            vec![500, 1_000, 2_500, 5_000],
+            vec![1_000, 4_000],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            batch(&mut s, 3_000);
+            for judge in [false, true] {
+                let request = ScrapeRequest {
+                    latency_bounds_us: bounds.clone().into(),
+                    criteria: if judge {
+                        ROption::RSome(criteria.clone())
+                    } else {
+                        ROption::RNone
+                    },
+                };
+                let answer = s.scrape(&request);
+                let whole = s.snapshot();
+                let verdicts =
+                    judge.then(|| Verdicts::of(&policy::assess(PLUGIN_NAME, &whole, &criteria)));
+                assert_eq!(answer.verdicts.into_option(), verdicts, "round {round}");
+                let expected = StatsSnapshot {
+                    taken_at_unix_us: answer.snapshot.taken_at_unix_us,
+                    ..bounded(whole, &bounds)
+                };
+                // The mean is summed exactly in both: equal to the bit.
+                assert_eq!(answer.snapshot, expected, "round {round}");
+                assert!(answer.snapshot.databases[0].mirror_latency.buckets.len() == bounds.len());
+            }
+        }
     }
 }

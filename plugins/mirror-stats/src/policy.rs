@@ -39,10 +39,12 @@
 //! probability that the mismatch rate is within `max_mismatch_rate`; when that limit
 //! is 0 the factor is 1 without mismatches and 0 with any.
 
+use std::collections::HashMap;
+
 use pgdog_plugin_api::{
     math::{incomplete_beta, jeffreys_prob_at_most},
-    DatabaseReport, DatabaseStats, FingerprintStats, ReadinessCriteria, ReadinessReport, Reason,
-    StatsSnapshot,
+    DatabaseReport, DatabaseStats, FingerprintStats, ReadinessCriteria, ReadinessReport,
+    ReadinessVerdict, Reason, StatsSnapshot, Verdicts,
 };
 
 /// Paired samples a fingerprint needs before its latency ratio is judged.
@@ -59,6 +61,51 @@ pub const P99_FLOOR_SHARE: f64 = 0.1;
 
 /// Fingerprints named in one reason.
 const NAMED: usize = 3;
+
+/// Where the checks report a failed criterion: as a [`Reason`] with its message (the
+/// report), or only as the fact that one failed (the verdicts, which skip the texts).
+/// Either way the same checks run, so the two cannot disagree.
+trait Findings {
+    fn fail(
+        &mut self,
+        criterion: &str,
+        measured: f64,
+        limit: f64,
+        message: impl FnOnce() -> String,
+    );
+}
+
+impl Findings for Vec<Reason> {
+    fn fail(
+        &mut self,
+        criterion: &str,
+        measured: f64,
+        limit: f64,
+        message: impl FnOnce() -> String,
+    ) {
+        self.push(Reason::new(criterion, measured, limit, message()));
+    }
+}
+
+/// Whether any criterion failed.
+#[derive(Default)]
+struct AnyFailed(bool);
+
+impl Findings for AnyFailed {
+    fn fail(&mut self, _: &str, _: f64, _: f64, _: impl FnOnce() -> String) {
+        self.0 = true;
+    }
+}
+
+/// The latencies (µs) at which the policy reads a database's distribution: a snapshot
+/// cut down to bounds that include these gives the same verdicts as the whole one.
+pub fn latency_thresholds_us(criteria: &ReadinessCriteria) -> [u64; 1] {
+    [latency_threshold_us(criteria)]
+}
+
+fn latency_threshold_us(criteria: &ReadinessCriteria) -> u64 {
+    (criteria.max_latency_ms * 1000.0) as u64
+}
 
 /// The two factors of the confidence score, as probabilities in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,7 +150,7 @@ pub fn confidence(stats: &DatabaseStats, criteria: &ReadinessCriteria) -> Confid
     let n = stats.mirror_latency.samples;
     let k = stats
         .mirror_latency
-        .samples_at_or_below((criteria.max_latency_ms * 1000.0) as u64)
+        .samples_at_or_below(latency_threshold_us(criteria))
         .min(n);
     let latency_ok = 1.0 - incomplete_beta(k as f64 + 0.5, (n - k) as f64 + 0.5, 0.99);
     Confidence {
@@ -125,29 +172,7 @@ pub fn assess_database(
     let lat = &stats.mirror_latency;
     let window_secs = stats.window_secs(now_unix_us);
     let mut reasons = Vec::new();
-
-    let attempted = c.attempted();
-    if attempted < criteria.min_requests {
-        let dropped = if c.dropped > 0 {
-            format!(" ({} dropped requests not counted)", c.dropped)
-        } else {
-            String::new()
-        };
-        reasons.push(Reason::new(
-            "min_requests",
-            attempted as f64,
-            criteria.min_requests as f64,
-            format!(
-                "Total requests {attempted} < minimum {}{dropped}",
-                criteria.min_requests
-            ),
-        ));
-    }
-    if window_secs < criteria.min_runtime_secs {
-        reasons.push(Reason::min_runtime(window_secs, criteria.min_runtime_secs));
-    }
-    reasons.extend(quality_reasons(stats, criteria));
-    reasons.extend(comparison_reasons(stats, fingerprints, criteria));
+    checks(stats, fingerprints, criteria, now_unix_us, &mut reasons);
 
     let conf = confidence(stats, criteria);
     let mut detail = format!(
@@ -189,6 +214,47 @@ pub fn assess_database(
     }
 }
 
+/// Every criterion of one database (or of the overall figures), in the report's order.
+fn checks(
+    stats: &DatabaseStats,
+    fingerprints: &[&FingerprintStats],
+    criteria: &ReadinessCriteria,
+    now_unix_us: u64,
+    out: &mut impl Findings,
+) {
+    let c = &stats.counts;
+    let attempted = c.attempted();
+    if attempted < criteria.min_requests {
+        out.fail(
+            "min_requests",
+            attempted as f64,
+            criteria.min_requests as f64,
+            || {
+                let dropped = if c.dropped > 0 {
+                    format!(" ({} dropped requests not counted)", c.dropped)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "Total requests {attempted} < minimum {}{dropped}",
+                    criteria.min_requests
+                )
+            },
+        );
+    }
+    let window_secs = stats.window_secs(now_unix_us);
+    if window_secs < criteria.min_runtime_secs {
+        let (measured, limit) = (window_secs / 3600.0, criteria.min_runtime_secs / 3600.0);
+        out.fail("min_runtime", measured, limit, || {
+            Reason::min_runtime(window_secs, criteria.min_runtime_secs)
+                .message
+                .into()
+        });
+    }
+    quality_reasons(stats, criteria, out);
+    comparison_reasons(stats, fingerprints, criteria, out);
+}
+
 /// Mirror p99 / primary p99, when both are known.
 fn latency_ratio(stats: &DatabaseStats) -> Option<f64> {
     let (m, p) = (&stats.mirror_latency, &stats.primary_latency);
@@ -211,59 +277,58 @@ fn comparison_reasons(
     stats: &DatabaseStats,
     fingerprints: &[&FingerprintStats],
     criteria: &ReadinessCriteria,
-) -> Vec<Reason> {
-    let mut reasons = Vec::new();
+    reasons: &mut impl Findings,
+) {
     let c = &stats.counts;
     let rate = c.mismatch_rate();
     if c.compared > 0 && rate > criteria.max_mismatch_rate {
-        let mut worst: Vec<_> = fingerprints.iter().filter(|f| f.mismatches > 0).collect();
-        worst.sort_by_key(|f| std::cmp::Reverse(f.mismatches));
-        let named: Vec<String> = worst
-            .iter()
-            .take(NAMED)
-            .map(|f| {
-                format!(
-                    "{} ({} of {}: {})",
-                    name_fingerprint(f),
-                    f.mismatches,
-                    f.compared,
-                    f.example
-                )
-            })
-            .collect();
-        reasons.push(Reason::new(
+        reasons.fail(
             "max_mismatch_rate",
             rate,
             criteria.max_mismatch_rate,
-            format!(
-                "Result mismatches {} of {} compared ({:.2}%) > maximum {:.2}%{}{}",
-                c.mismatched,
-                c.compared,
-                rate * 100.0,
-                criteria.max_mismatch_rate * 100.0,
-                if named.is_empty() { "" } else { "; worst: " },
-                named.join("; ")
-            ),
-        ));
+            || {
+                let mut worst: Vec<_> = fingerprints.iter().filter(|f| f.mismatches > 0).collect();
+                worst.sort_by_key(|f| std::cmp::Reverse(f.mismatches));
+                let named: Vec<String> = worst
+                    .iter()
+                    .take(NAMED)
+                    .map(|f| {
+                        format!(
+                            "{} ({} of {}: {})",
+                            name_fingerprint(f),
+                            f.mismatches,
+                            f.compared,
+                            f.example
+                        )
+                    })
+                    .collect();
+                format!(
+                    "Result mismatches {} of {} compared ({:.2}%) > maximum {:.2}%{}{}",
+                    c.mismatched,
+                    c.compared,
+                    rate * 100.0,
+                    criteria.max_mismatch_rate * 100.0,
+                    if named.is_empty() { "" } else { "; worst: " },
+                    named.join("; ")
+                )
+            },
+        );
     }
     let limit = criteria.max_latency_ratio;
     if limit <= 0.0 {
-        return reasons;
+        return;
     }
     let (m, p) = (&stats.mirror_latency, &stats.primary_latency);
     if let Some(ratio) = latency_ratio(stats) {
         let enough = m.samples >= criteria.min_requests && p.samples >= criteria.min_requests;
         let floor = (criteria.max_latency_ms * P99_FLOOR_SHARE).max(RATIO_FLOOR_MS);
         if enough && ratio > limit && m.p99_ms - p.p99_ms >= floor {
-            reasons.push(Reason::new(
-                "max_latency_ratio",
-                ratio,
-                limit,
+            reasons.fail("max_latency_ratio", ratio, limit, || {
                 format!(
                     "Mirror p99 {:.1}ms is {ratio:.1}x the primary's {:.1}ms > maximum {limit}x",
                     m.p99_ms, p.p99_ms
-                ),
-            ));
+                )
+            });
         }
     }
     let mut slow: Vec<_> = fingerprints
@@ -276,10 +341,7 @@ fn comparison_reasons(
         .collect();
     slow.sort_by(|a, b| b.ratio_p50.total_cmp(&a.ratio_p50));
     for f in slow.iter().take(NAMED) {
-        reasons.push(Reason::new(
-            "max_latency_ratio",
-            f.ratio_p50,
-            limit,
+        reasons.fail("max_latency_ratio", f.ratio_p50, limit, || {
             format!(
                 "Query {} is {:.1}x slower on the mirror (median of {} paired ratios; p50 {:.2}ms vs {:.2}ms) > maximum {limit}x",
                 name_fingerprint(f),
@@ -287,65 +349,65 @@ fn comparison_reasons(
                 f.paired,
                 f.mirror_p50_ms,
                 f.primary_p50_ms
-            ),
-        ));
+            )
+        });
     }
     if slow.len() > NAMED {
-        reasons.push(Reason::new(
-            "max_latency_ratio",
-            slow.len() as f64,
-            limit,
-            format!("{} more queries slower on the mirror", slow.len() - NAMED),
-        ));
+        reasons.fail("max_latency_ratio", slow.len() as f64, limit, || {
+            format!("{} more queries slower on the mirror", slow.len() - NAMED)
+        });
     }
-    reasons
 }
 
 /// The error-rate and latency criteria: the ones no database may fail.
-fn quality_reasons(stats: &DatabaseStats, criteria: &ReadinessCriteria) -> Vec<Reason> {
-    let mut reasons = Vec::new();
+fn quality_reasons(
+    stats: &DatabaseStats,
+    criteria: &ReadinessCriteria,
+    reasons: &mut impl Findings,
+) {
     let rate = stats.counts.error_rate();
     if rate > criteria.max_error_rate {
-        reasons.push(Reason::new(
-            "max_error_rate",
-            rate,
-            criteria.max_error_rate,
+        reasons.fail("max_error_rate", rate, criteria.max_error_rate, || {
             format!(
                 "Error rate {:.2}% > maximum {:.2}%",
                 rate * 100.0,
                 criteria.max_error_rate * 100.0
-            ),
-        ));
+            )
+        });
     }
     let c = &stats.counts;
     let dropped = c.drop_rate();
     if dropped > criteria.max_drop_rate {
-        reasons.push(Reason::new(
-            "max_drop_rate",
-            dropped,
-            criteria.max_drop_rate,
+        reasons.fail("max_drop_rate", dropped, criteria.max_drop_rate, || {
             format!(
                 "Dropped {} of {} requests ({:.2}%) > maximum {:.2}%: the mirror fell behind (mirror_queue full)",
                 c.dropped,
                 c.total,
                 dropped * 100.0,
                 criteria.max_drop_rate * 100.0
-            ),
-        ));
+            )
+        });
     }
     let p99 = stats.mirror_latency.p99_ms;
     if p99 > criteria.max_latency_ms {
-        reasons.push(Reason::new(
-            "max_latency",
-            p99,
-            criteria.max_latency_ms,
+        reasons.fail("max_latency", p99, criteria.max_latency_ms, || {
             format!(
                 "p99 latency {p99:.1}ms > maximum {}ms",
                 criteria.max_latency_ms
-            ),
-        ));
+            )
+        });
     }
-    reasons
+}
+
+/// The criteria no database may fail for the overall verdict: error rate, drops,
+/// latency, and (when the overall figures pass it) the mismatch rate.
+fn blocking(db: &DatabaseStats, criteria: &ReadinessCriteria, out: &mut impl Findings) {
+    quality_reasons(db, criteria, out);
+    let no_ratio = ReadinessCriteria {
+        max_latency_ratio: 0.0,
+        ..criteria.clone()
+    };
+    comparison_reasons(db, &[], &no_ratio, out);
 }
 
 /// The whole report: overall first, then each database.
@@ -363,31 +425,27 @@ pub fn assess(
             .collect()
     };
     let mut overall = assess_database(&snapshot.overall, &all, criteria, now);
-    let mut blocking = Vec::new();
+    let mut blocked = Vec::new();
+    let already = overall
+        .reasons
+        .iter()
+        .any(|r| r.criterion.as_str() == "max_mismatch_rate");
     for db in snapshot.databases.iter() {
-        let mismatch = comparison_reasons(
-            db,
-            &[],
-            &ReadinessCriteria {
-                max_latency_ratio: 0.0,
-                ..criteria.clone()
-            },
-        );
-        let already = overall
-            .reasons
-            .iter()
-            .any(|r| r.criterion.as_str() == "max_mismatch_rate");
-        let mismatch = mismatch.into_iter().filter(|_| !already);
-        for r in quality_reasons(db, criteria).into_iter().chain(mismatch) {
-            blocking.push(Reason {
+        let mut found = Vec::new();
+        blocking(db, criteria, &mut found);
+        for r in found {
+            if already && r.criterion.as_str() == "max_mismatch_rate" {
+                continue;
+            }
+            blocked.push(Reason {
                 message: format!("Database {}: {}", db.database, r.message).into(),
                 ..r
             });
         }
     }
-    if !blocking.is_empty() {
+    if !blocked.is_empty() {
         overall.ready = false;
-        overall.reasons.extend(blocking);
+        overall.reasons.extend(blocked);
     }
     ReadinessReport {
         policy: policy.into(),
@@ -396,6 +454,44 @@ pub fn assess(
             .databases
             .iter()
             .map(|db| assess_database(db, &of(db), criteria, now))
+            .collect(),
+    }
+}
+
+/// What [`assess`] concludes, without its texts: ready and confidence, overall and per
+/// database. The same checks run; fingerprints are grouped by database once instead
+/// of filtered per database.
+pub fn verdicts(snapshot: &StatsSnapshot, criteria: &ReadinessCriteria) -> Verdicts {
+    let now = snapshot.taken_at_unix_us;
+    let all: Vec<&FingerprintStats> = snapshot.fingerprints.iter().collect();
+    let mut of: HashMap<&str, Vec<&FingerprintStats>> = HashMap::new();
+    for &f in &all {
+        of.entry(f.database.as_str()).or_default().push(f);
+    }
+    let verdict = |db: &DatabaseStats, fingerprints: &[&FingerprintStats]| {
+        let mut failed = AnyFailed::default();
+        checks(db, fingerprints, criteria, now, &mut failed);
+        ReadinessVerdict {
+            database: db.database.clone(),
+            ready: !failed.0,
+            confidence: confidence(db, criteria).score(),
+        }
+    };
+    let mut overall = verdict(&snapshot.overall, &all);
+    if overall.ready {
+        overall.ready = snapshot.databases.iter().all(|db| {
+            let mut failed = AnyFailed::default();
+            blocking(db, criteria, &mut failed);
+            !failed.0
+        });
+    }
+    let none = Vec::new();
+    Verdicts {
+        overall,
+        databases: snapshot
+            .databases
+            .iter()
+            .map(|db| verdict(db, of.get(db.database.as_str()).unwrap_or(&none)))
             .collect(),
     }
 }
@@ -674,5 +770,60 @@ mod tests {
             ),
             "{msgs:?}"
         );
+    }
+
+    /// The verdicts are the report's ready and confidence, whichever criteria fail.
+    #[test]
+    fn verdicts_agree_with_the_report() {
+        use crate::testing::{compared, dropped, shared_error};
+        let mut stats = Stats::new(3);
+        let mut events: Vec<_> = (0..150).map(|_| ok(0, 2_000)).collect();
+        events.extend((0..30).map(|_| error(1, ErrorCategory::QUERY)));
+        events.extend((0..120).map(|_| ok(1, 2_000_000)));
+        events.extend((0..40).map(|_| compared(2, 7, 8_000, 200, false)));
+        events.extend((0..200).map(|_| compared(2, 8, 500, 500, false)));
+        events.push(compared(3, 9, 500, 500, true));
+        events.extend((0..150).map(|_| compared(3, 9, 500, 500, false)));
+        events.extend((0..5).map(|_| shared_error(3, 10)));
+        events.extend((0..50).map(|_| dropped(4)));
+        events.extend((0..5).map(|_| ok(5, 900)));
+        stats.consume_with_texts(&["a", "b", "c", "d", "e", "f"], &events, |_| {
+            Some("select ?")
+        });
+        let snap = stats.snapshot();
+        let mut some_ready = false;
+        for criteria in [
+            criteria(),
+            ReadinessCriteria {
+                max_mismatch_rate: 0.05,
+                max_error_rate: 0.5,
+                max_drop_rate: 1.0,
+                max_latency_ms: 5_000.0,
+                ..criteria()
+            },
+            ReadinessCriteria {
+                min_runtime_secs: 3600.0,
+                max_latency_ratio: 0.0,
+                ..criteria()
+            },
+            ReadinessCriteria {
+                min_requests: 1,
+                max_error_rate: 1.0,
+                max_mismatch_rate: 1.0,
+                max_drop_rate: 1.0,
+                max_latency_ms: 10_000.0,
+                max_latency_ratio: 100.0,
+                ..criteria()
+            },
+        ] {
+            let report = assess("mirror-stats", &snap, &criteria);
+            some_ready |= report.databases.iter().any(|d| d.ready);
+            assert_eq!(
+                verdicts(&snap, &criteria),
+                Verdicts::of(&report),
+                "{criteria:?}"
+            );
+        }
+        assert!(some_ready);
     }
 }
