@@ -135,7 +135,8 @@ impl std::fmt::Display for CallError {
 ///
 /// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the last
 /// method of 2.0.0, for all of 2.x; methods added in later minor versions follow it, each
-/// with a default body, which the host runs in place of a method an older plugin lacks.
+/// with a default body. abi_stable loads a plugin into a host of the same or an older
+/// minor version, so every plugin a host accepts has every method the host knows.
 #[sabi_trait]
 pub trait FfiPlugin: Send {
     fn capabilities(&self) -> Capabilities;
@@ -156,7 +157,8 @@ pub trait FfiPlugin: Send {
     fn reset(&mut self) -> RResult<(), CallError>;
 
     /// Since 2.1.0: the statistics and verdicts a metrics scrape needs (see
-    /// [`crate::scrape`]). A 2.0 plugin answers [`CallErrorKind::UNSUPPORTED`].
+    /// [`crate::scrape`]). A plugin without the statistics role (or, when asked for
+    /// verdicts, the readiness role) answers [`CallErrorKind::UNSUPPORTED`].
     fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
         RResult::RErr(CallError::unsupported("scrape"))
     }

@@ -9,7 +9,7 @@
 //! it is also the readiness plugin (plugin API 2.1): latency distributions at the
 //! histogram's bounds only and verdicts without the report's texts, so their cost does
 //! not grow with what the plugin recorded. Otherwise (a separate readiness plugin, or
-//! a plugin built against API 2.0) from a whole snapshot and report, as before.
+//! a plugin that answers the call as unsupported) from a whole snapshot and report.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;

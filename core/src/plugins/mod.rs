@@ -282,7 +282,7 @@ impl PluginHost {
     /// the snapshot with latency distributions at `bounds_us` only, and, when the stats
     /// plugin is also the readiness plugin, its verdicts under `criteria` without the
     /// report's texts. `Ok(None)` when that cannot be had this way: a separate readiness
-    /// plugin judges a whole snapshot, and a plugin built against API 2.0 lacks the call;
+    /// plugin judges a whole snapshot, or the stats plugin answers the call as unsupported;
     /// then use [`PluginHost::snapshot`] and [`PluginHost::assess_snapshot`].
     pub fn scrape(
         &self,
