@@ -131,7 +131,7 @@ SQL
     LOAD=(-f "$WORK/range.sql" -D "scale=$SCALE") ;;
 *) echo "unknown workload $WORKLOAD" >&2; exit 2 ;;
 esac
-declare -A TPS CPU ROUND_TPS
+declare -A TPS CPU ROUND_TPS DROPS
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in $MODES; do
         mirrored=1 compare=1
@@ -142,6 +142,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
         before=$(cpu_ticks "$PGDOG_PID")
         out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
         after=$(cpu_ticks "$PGDOG_PID")
+        # Share of the mirrored requests dropped (healthy modes only: a stalled mirror drops
+        # everything by design); read once the totals stop moving.
+        drop_pct=-
+        if [[ $mode == on || $mode == nocompare ]]; then
+            last=-1
+            for _ in $(seq 40); do
+                now=$(metric "$METRICS" 'mirror{type="total"}')
+                [[ $now == "$last" ]] && break
+                last=$now
+                sleep 0.25
+            done
+            drop_pct=$(awk -v d="$(metric "$METRICS" 'mirror{type="dropped"}')" -v t="$last" \
+                'BEGIN {printf "%.2f", t ? 100 * d / t : 0}')
+            DROPS[$mode]+="$drop_pct "
+        fi
         [[ $mode == stalled ]] && unstall_mirror
         stop_pgdog
         tps=$(awk '/^tps = / {print $3}' <<<"$out")
@@ -151,7 +166,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         TPS[$mode]+="$tps "
         CPU[$mode]+="$us "
         ROUND_TPS[$r,$mode]=$tps
-        log "round $r $mode: $tps tps, proxy CPU $us us/txn"
+        log "round $r $mode: $tps tps, proxy CPU $us us/txn, dropped $drop_pct %"
     done
 done
 
@@ -163,15 +178,17 @@ for mode in $MODES; do
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 row() { # row MODE LABEL
-    [[ -n ${TPS_M[$1]:-} ]] && echo "| $2 | ${TPS_M[$1]} | ${CPU_M[$1]} us |"
+    local drops=-
+    [[ -n ${DROPS[$1]:-} ]] && drops="$(med "${DROPS[$1]}") %"
+    [[ -n ${TPS_M[$1]:-} ]] && echo "| $2 | ${TPS_M[$1]} | ${CPU_M[$1]} us | $drops |"
     return 0
 }
 cat <<MD
 
 ### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M prepared -c $CLIENTS -j 2, scale $SCALE; medians)
 
-| mode | tps | proxy CPU per transaction |
-|---|---:|---:|
+| mode | tps | proxy CPU per transaction | mirrored requests dropped |
+|---|---:|---:|---:|
 $(row off "mirroring off")
 $(row on "mirroring on (healthy mirror, exposure 1.0, comparison on)")
 $(row nocompare "mirroring on, mirror_compare = false")
