@@ -282,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_waits_for_the_answer_after_a_requests_last_ready() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        assert_eq!(b.wake_at(f.status(), 64), None);
+        // A preparing batch joined to its execution: two ReadyForQuery, seq 4 and 5. The
+        // first (idle) is answered before the execution is even sent.
+        let mut joined = f.request(5);
+        joined.readies = 2;
+        f.answers.insert(4, Some(b'I'));
+        b.take(joined, f.status(), |_| panic!());
+        assert_eq!(b.wake_at(f.status(), 64), Some((5, 4 + 64)));
+        // All answered, transaction open: the next request (6), if queued, ends it.
+        f.answers.insert(5, Some(b'T'));
+        assert_eq!(b.wake_at(f.status(), 64), Some((6, 4 + 64)));
+    }
+
+    #[test]
     fn unknown_status_counts_as_an_end_and_as_possibly_open() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
