@@ -54,7 +54,7 @@ pub use plugin::{
     PluginModRef,
 };
 pub use readiness::{DatabaseReport, ReadinessCriteria, ReadinessReport, Reason};
-pub use scrape::{ReadinessVerdict, ScrapeAnswer, ScrapeRequest, Verdicts};
+pub use scrape::{ReadinessVerdict, RecentLatency, ScrapeAnswer, ScrapeRequest, Verdicts};
 pub use stats::{
     Counts, DatabaseStats, ErrorCounts, FingerprintStats, LatencyBucket, LatencySummary,
     StatsSnapshot,

@@ -248,6 +248,7 @@ pub trait Plugin: Send + 'static {
         Ok(ScrapeAnswer {
             snapshot: bounded(snapshot, &request.latency_bounds_us),
             verdicts,
+            recent: ROption::RNone,
         })
     }
 }

@@ -72,7 +72,7 @@ impl Entry {
             }
             Entry::Plugin(f) => {
                 w.begin_family(&f.name, &f.help, f.kind);
-                f.samples(w, view.points);
+                f.samples(w, view.points, view.spec.as_ref());
             }
         }
         w.end_family();

@@ -15,8 +15,13 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
+use super::scrape::SpecRows;
 use super::text::{Kind, Writer};
 use crate::plugins::{MetricKind, MetricPoint};
+
+/// The spec's family: written from [`SpecRows`] when the stats plugin's `scrape` answer
+/// carried them, instead of from that plugin's points.
+pub const SPEC_FAMILY: &str = "mirror";
 
 /// A family plugins contribute, as declared by the first point seen at start-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,14 +61,30 @@ impl PluginFamily {
         })
     }
 
-    /// Writes the samples of this family found in `points`.
-    pub fn samples(&self, w: &mut Writer, points: &[MetricPoint]) {
+    /// Writes the samples of this family found in `points` (and in `spec`, for the
+    /// spec's family).
+    pub fn samples(&self, w: &mut Writer, points: &[MetricPoint], spec: Option<&SpecRows<'_>>) {
         let mut labels = Labels::with_capacity(2 * points.len());
-        let series: Vec<Series> = points
+        let mut series: Vec<Series> = points
             .iter()
             .filter(|p| p.name.as_str() == self.source && p.value.is_finite())
-            .map(|p| Series::new(p, &mut labels))
+            .map(|p| {
+                let pairs: SmallVec<[(&str, &str); 4]> = p
+                    .labels
+                    .iter()
+                    .map(|t| (t.0.as_str(), t.1.as_str()))
+                    .collect();
+                Series::new(&pairs, p.value, &mut labels)
+            })
             .collect();
+        if let Some(spec) = spec.filter(|_| self.source == SPEC_FAMILY) {
+            labels.reserve(2 * 4 * spec.databases_len());
+            for (pairs, n, value) in spec.series() {
+                if value.is_finite() {
+                    series.push(Series::new(&pairs[..n], value, &mut labels));
+                }
+            }
+        }
         let order = sorted(&series, &labels);
         for (k, &i) in order.iter().enumerate() {
             let s = &series[i];
@@ -94,23 +115,22 @@ struct Series {
 }
 
 impl Series {
-    fn new<'a>(p: &'a MetricPoint, labels: &mut Labels<'a>) -> Self {
+    fn new<'a>(pairs: &[(&'a str, &'a str)], value: f64, labels: &mut Labels<'a>) -> Self {
         let start = labels.len();
         // Usual case: names already valid, distinct and in order.
-        let pairs = &p.labels;
-        if pairs.iter().all(|t| valid_label(&t.0)) && pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+        if pairs.iter().all(|t| valid_label(t.0)) && pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             labels.extend(
                 pairs
                     .iter()
-                    .map(|t| (Cow::Borrowed(t.0.as_str()), Cow::Borrowed(t.1.as_str()))),
+                    .map(|&(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v))),
             );
         } else {
-            normalise(p, labels);
+            normalise(pairs, labels);
         }
         Series {
             start,
             end: labels.len(),
-            value: p.value,
+            value,
         }
     }
 
@@ -119,13 +139,9 @@ impl Series {
     }
 }
 
-/// Appends `p`'s labels sanitised, de-duplicated, merged and sorted by name.
-fn normalise<'a>(p: &'a MetricPoint, labels: &mut Labels<'a>) {
-    let mut original: SmallVec<[(&str, &str); 4]> = p
-        .labels
-        .iter()
-        .map(|t| (t.0.as_str(), t.1.as_str()))
-        .collect();
+/// Appends the labels `pairs` sanitised, de-duplicated, merged and sorted by name.
+fn normalise<'a>(pairs: &[(&'a str, &'a str)], labels: &mut Labels<'a>) {
+    let mut original: SmallVec<[(&'a str, &'a str); 4]> = pairs.iter().copied().collect();
     original.sort_by(|a, b| a.0.cmp(b.0));
     original.dedup_by(|later, first| later.0 == first.0);
     let mut sanitised: SmallVec<[(Cow<'a, str>, &str); 4]> = original

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use super::histogram::BOUNDS_US;
 use super::text::escaped;
-use crate::plugins::{DatabaseStats, MetricPoint, ReadinessVerdict, StatsSnapshot, Verdicts};
+use crate::plugins::{
+    Counts, DatabaseStats, MetricPoint, ReadinessVerdict, RecentLatency, StatsSnapshot, Verdicts,
+};
 use crate::proxy::Proxy;
 
 /// Where a family's data comes from.
@@ -45,7 +47,9 @@ impl Source {
 
 /// What a plugin call produced.
 pub enum Part {
-    Points(Vec<MetricPoint>),
+    /// Plugins' metric points; with the recent-latency window when the stats plugin's
+    /// `scrape` answer carried the spec family's data (see [`SpecRows`]).
+    Points(Vec<MetricPoint>, Option<RecentLatency>),
     Snapshot(Arc<StatsSnapshot>),
     Verdicts(Verdicts),
 }
@@ -76,6 +80,9 @@ pub struct Scrape {
     pub points: Vec<MetricPoint>,
     /// The stats plugin's snapshot (idiomatic `pgdog_mirror_*` families).
     pub snapshot: Option<Arc<StatsSnapshot>>,
+    /// The spec family's recent-latency window, when the host writes that family from
+    /// the snapshot.
+    pub recent: Option<RecentLatency>,
     /// The readiness plugin's verdicts on `snapshot`.
     pub verdicts: Option<Verdicts>,
     pub pools: Vec<PoolSample>,
@@ -140,8 +147,9 @@ impl Scrape {
     /// Stores a plugin call's result; returns the source it completes.
     pub fn add(&mut self, part: Part) -> Source {
         match part {
-            Part::Points(points) => {
+            Part::Points(points, recent) => {
                 self.points = points;
+                self.recent = recent;
                 Source::Points
             }
             Part::Snapshot(snapshot) => {
@@ -160,7 +168,6 @@ impl Scrape {
 /// snapshot, handing each result to `got` as soon as it is there. A failed call is
 /// logged and its part left out (and so are the families it feeds).
 pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
-    got(Part::Points(proxy.plugins.metric_points()));
     let criteria = crate::plugins::criteria_of(&proxy.config().general);
     match proxy.plugins.scrape(&BOUNDS_US, &criteria) {
         Ok(Some(answer)) => {
@@ -169,14 +176,23 @@ pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
                 Some(verdicts) => got(Part::Verdicts(verdicts)),
                 None => tracing::debug!("metrics: no readiness plugin"),
             }
+            // The spec family from the answer: the stats plugin's points are not needed.
+            let recent = answer.recent.into_option();
+            let points = match recent {
+                Some(_) => proxy.plugins.metric_points_besides_stats(),
+                None => proxy.plugins.metric_points(),
+            };
+            got(Part::Points(points, recent));
             return;
         }
         Ok(None) => {}
         Err(e) => {
             tracing::debug!("metrics: no stats snapshot: {e}");
+            got(Part::Points(proxy.plugins.metric_points(), None));
             return;
         }
     }
+    got(Part::Points(proxy.plugins.metric_points(), None));
     let snapshot = match proxy.plugins.snapshot() {
         Ok(snapshot) => Arc::new(snapshot),
         Err(e) => {
@@ -205,6 +221,8 @@ pub struct Named<'a, T> {
 /// proxy, databases from the stats plugin).
 pub struct View<'a> {
     pub points: &'a [MetricPoint],
+    /// The spec family's rows, when written from the stats plugin's `scrape` answer.
+    pub spec: Option<SpecRows<'a>>,
     pub pools: Vec<Named<'a, PoolSample>>,
     pub databases: Vec<Named<'a, DatabaseStats>>,
     pub reports: Vec<Named<'a, ReadinessVerdict>>,
@@ -215,6 +233,7 @@ impl<'a> View<'a> {
     pub fn new(scrape: &'a Scrape, source: Source) -> Self {
         let mut view = View {
             points: &[],
+            spec: None,
             pools: Vec::new(),
             databases: Vec::new(),
             reports: Vec::new(),
@@ -228,7 +247,13 @@ impl<'a> View<'a> {
                     view.queues = sorted(&scrape.queues, |q| &q.0);
                 }
             }
-            Source::Points if mirror => view.points = &scrape.points,
+            Source::Points if mirror => {
+                view.points = &scrape.points;
+                view.spec = scrape
+                    .recent
+                    .zip(scrape.snapshot.as_deref())
+                    .map(|(recent, snapshot)| SpecRows::new(snapshot, recent));
+            }
             Source::Snapshot if mirror => {
                 if let Some(s) = &scrape.snapshot {
                     view.databases = sorted(&s.databases, |d| d.database.as_str());
@@ -242,6 +267,64 @@ impl<'a> View<'a> {
             _ => {}
         }
         view
+    }
+}
+
+/// The spec's `mirror` family, from the stats snapshot's counts and the recent-latency
+/// window: the same series, with the same values, as the bundled plugin's metric points
+/// (`plugins/mirror-stats/src/metrics.rs`), without building 4 points per database.
+pub struct SpecRows<'a> {
+    overall: Counts,
+    databases: &'a [DatabaseStats],
+    recent: RecentLatency,
+}
+
+impl<'a> SpecRows<'a> {
+    fn new(snapshot: &'a StatsSnapshot, recent: RecentLatency) -> Self {
+        let mut overall = Counts::default();
+        for d in snapshot.databases.iter() {
+            overall.add(&d.counts);
+        }
+        SpecRows {
+            overall,
+            databases: &snapshot.databases,
+            recent,
+        }
+    }
+
+    pub fn databases_len(&self) -> usize {
+        self.databases.len()
+    }
+
+    /// Every series: its labels (as the plugin names them; the first `n` pairs) and value.
+    pub fn series(&self) -> impl Iterator<Item = ([(&'a str, &'a str); 2], usize, f64)> + '_ {
+        let c = &self.overall;
+        let e = &c.by_category;
+        let one = |k: &'static str, v: &'static str, value: f64| ([(k, v), ("", "")], 1, value);
+        let totals = [
+            one("type", "total", c.total as f64),
+            one("type", "mirrored", c.mirrored as f64),
+            one("type", "dropped", c.dropped as f64),
+            one("error_type", "connection", e.connection as f64),
+            one("error_type", "query", e.query as f64),
+            one("error_type", "timeout", e.timeout as f64),
+            one("error_type", "buffer_full", e.buffer_full as f64),
+            one("error_type", "protocol", e.protocol as f64),
+            one("stat", "avg_latency_ms", self.recent.avg_ms),
+            one("stat", "max_latency_ms", self.recent.max_ms),
+        ];
+        let per_database = self.databases.iter().flat_map(|d| {
+            let name = d.database.as_str();
+            let c = &d.counts;
+            [
+                ("mirrored", c.mirrored),
+                ("dropped", c.dropped),
+                ("errors", c.errors),
+                ("total", c.total),
+            ]
+            .map(|(metric, v)| ([("database", name), ("metric", metric)], 2, v as f64))
+        });
+        totals.into_iter().chain(per_database)
     }
 }
 

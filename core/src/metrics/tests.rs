@@ -93,6 +93,7 @@ fn scrape(enabled: bool) -> Scrape {
         mirror_enabled: enabled,
         points: spec_points(),
         snapshot: Some(Arc::new(snapshot())),
+        recent: None,
         verdicts: Some(Verdicts::of(&report)),
         pools: vec![pool("primary")],
         queues: vec![("primary".into(), 7)],
@@ -351,7 +352,8 @@ async fn a_scrape_right_after_traffic_sees_it() {
     );
 
     // The plugin's scrape answer (plugin API 2.1: distributions at the histogram's
-    // bounds, verdicts without texts) writes what a whole snapshot and report write.
+    // bounds, verdicts without texts, and the spec family's data instead of the stats
+    // plugin's metric points) writes what a whole snapshot, report and points write.
     for i in 0..3_000u64 {
         let event = match i % 37 {
             0 => MirrorEvent::error(app.clone(), crate::plugins::ErrorCategory::Timeout, None),
@@ -365,8 +367,10 @@ async fn a_scrape_right_after_traffic_sees_it() {
         .mirror_latency
         .buckets;
     assert_eq!(buckets.len(), histogram::BOUNDS_US.len());
+    assert!(fast.recent.is_some() && fast.points.is_empty());
     let mut whole = Scrape::own(&proxy, true);
-    whole.points = fast.points.clone();
+    whole.points = proxy.plugins.metric_points();
+    assert!(!whole.points.is_empty());
     let snapshot = proxy.plugins.snapshot().unwrap();
     assert!(snapshot.databases[0].mirror_latency.buckets.len() > 100);
     let criteria = crate::plugins::criteria_of(&proxy.config().general);
@@ -642,6 +646,7 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
         mirror_enabled: true,
         points,
         snapshot: Some(Arc::new(snapshot)),
+        recent: None,
         verdicts: Some(Verdicts::of(&report)),
         pools: vec![
             pool("primary", 7),

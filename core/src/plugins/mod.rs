@@ -35,9 +35,9 @@ pub use error::PluginError;
 pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef};
 pub use load::{BUNDLED_STATS_FILE, BUNDLED_STATS_NAME};
 pub use pgdog_plugin_api::{
-    Capabilities, DatabaseReport, DatabaseStats, FingerprintStats, MetricKind, MetricPoint,
-    ReadinessCriteria, ReadinessReport, ReadinessVerdict, Reason, ScrapeAnswer, StatsSnapshot,
-    Verdicts, API_VERSION,
+    Capabilities, Counts, DatabaseReport, DatabaseStats, FingerprintStats, MetricKind, MetricPoint,
+    ReadinessCriteria, ReadinessReport, ReadinessVerdict, Reason, RecentLatency, ScrapeAnswer,
+    StatsSnapshot, Verdicts, API_VERSION,
 };
 pub use sink::EventSink;
 
@@ -309,9 +309,20 @@ impl PluginHost {
     /// Metric points of every plugin that contributes some. A failing plugin's points
     /// are left out (and its error logged), so one bad plugin cannot blank the endpoint.
     pub fn metric_points(&self) -> Vec<MetricPoint> {
+        self.metric_points_of(None)
+    }
+
+    /// [`PluginHost::metric_points`] of every plugin but the stats plugin (whose `scrape`
+    /// answer carried the spec family's data instead).
+    pub fn metric_points_besides_stats(&self) -> Vec<MetricPoint> {
+        self.metric_points_of(self.stats)
+    }
+
+    fn metric_points_of(&self, skip: Option<usize>) -> Vec<MetricPoint> {
         let mut points = Vec::new();
-        for p in &self.plugins {
-            if !p.capabilities.contains(Capabilities::METRICS) || p.failure().is_some() {
+        for (i, p) in self.plugins.iter().enumerate() {
+            let contributes = p.capabilities.contains(Capabilities::METRICS);
+            if !contributes || skip == Some(i) || p.failure().is_some() {
                 continue;
             }
             match p.call("metric_points", |i| i.metric_points()) {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use pgdog_plugin_api::{
     abi_stable::std_types::ROption, export_plugin, scrape::bounded, stats::now_unix_us,
     Capabilities, EventBatch, MetricPoint, MirrorEvent, Outcome, Plugin, ReadinessCriteria,
-    ReadinessReport, ScrapeAnswer, ScrapeRequest, StatsSnapshot,
+    ReadinessReport, RecentLatency, ScrapeAnswer, ScrapeRequest, StatsSnapshot,
 };
 use serde::Deserialize;
 
@@ -226,7 +226,18 @@ impl Stats {
             snapshot = bounded(snapshot, &asked);
         }
         snapshot.fingerprints = Default::default();
-        ScrapeAnswer { snapshot, verdicts }
+        // The host writes the spec's `mirror` family from the snapshot's counts and this
+        // window, instead of asking for `metric_points`.
+        let window = self.window.read(now_unix_us());
+        let recent = ROption::RSome(RecentLatency {
+            avg_ms: window.avg_ms,
+            max_ms: window.max_ms,
+        });
+        ScrapeAnswer {
+            snapshot,
+            verdicts,
+            recent,
+        }
     }
 
     /// The spec's `mirror` points. Built from the counters alone, not from a snapshot:
