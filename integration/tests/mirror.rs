@@ -506,7 +506,8 @@ async fn a_prepared_statement_cancelled_on_the_mirror_is_prepared_again() -> Res
     assert_eq!(
         metric(&text, "mirror{error_type=\"query\"}"),
         0,
-        "no 26000 on the mirror: {c:?}"
+        "no 26000 on the mirror: {c:?}\n{}",
+        m.log_tail(40)
     );
     assert!(
         metric(&text, "mirror{error_type=\"timeout\"}") >= 1,

@@ -395,6 +395,11 @@ impl Worker {
             let mut digest = Digest::default();
             let mut last_done = Instant::now();
             let mut cancel_deadline: Option<Instant> = None;
+            // When the last timed-out (cancelled) request was answered. The server applies
+            // a cancel to whatever runs when it arrives, and under load a request right
+            // after the cancelled one can fail with 57014 too (seen in tests: two cancel
+            // errors 2 ms apart for one cancel sent).
+            let mut last_cancelled: Option<Instant> = None;
             loop {
                 let front = in_flight
                     .lock()
@@ -508,7 +513,17 @@ impl Worker {
                         let latency = now - done.sent.max(last_done);
                         last_done = now;
                         cancel_deadline = None;
-                        let outcome = if done.timed_out {
+                        let cancelled = done.error == Some(Some(*b"57014"));
+                        // The proxy's own late cancel is a timeout, not the mirror's error.
+                        let hit_by_stray = !done.timed_out
+                            && cancelled
+                            && last_cancelled.is_some_and(|at| now - at < CANCEL_GRACE);
+                        if done.timed_out {
+                            last_cancelled = Some(now);
+                        }
+                        let timed_out = done.timed_out || hit_by_stray;
+                        done.timed_out = timed_out; // not compared either
+                        let outcome = if timed_out {
                             Outcome::Error {
                                 category: ErrorCategory::Timeout,
                                 sqlstate: None,
@@ -522,7 +537,7 @@ impl Worker {
                                 },
                             }
                         };
-                        let latency = (!done.timed_out).then_some(latency);
+                        let latency = (!timed_out).then_some(latency);
                         if done.is_client() {
                             self.emit_answered(&done, outcome, latency);
                         }
