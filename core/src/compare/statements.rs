@@ -8,7 +8,7 @@
 //! statements before its Sync is counted under the first one it executes.
 
 use super::fingerprint::{fingerprint, Fingerprint};
-use crate::protocol::frame::Frames;
+use crate::protocol::frame::{split_cstr as cstr, Frames};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,12 +88,6 @@ impl Statements {
         }
         executed.or(parsed)
     }
-}
-
-/// A NUL-terminated string and what follows it.
-fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
 }
 
 fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::protocol::frame::Frames;
+use crate::protocol::frame::{split_cstr as cstr, Frames};
 
 /// Most statements, and bytes of their Parse messages, kept per client session. Past
 /// either, new definitions are not kept and their statements are not repaired.
@@ -232,12 +232,6 @@ fn forgets_statements(body: &[u8]) -> bool {
     let starts =
         |word: &[u8]| text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word);
     starts(b"discard") || starts(b"deallocate")
-}
-
-/// A NUL-terminated string and what follows it.
-fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
 }
 
 #[cfg(test)]

@@ -148,6 +148,12 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A NUL-terminated string at the start of `b` (without the NUL) and what follows it.
+pub fn split_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
