@@ -49,25 +49,7 @@ trap 'exit 130' INT TERM
 pair_start "$WORK"
 export PGPASSWORD=pgdog
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
-cat >"$WORK/pgdog.toml" <<TOML
-[general]
-port = $PORT
-admin_port = $ADMIN
-metrics_port = $METRICS
-pool_size = 20
-
-[[pools]]
-name = "pgdog"
-port = $PRIMARY
-password = "pgdog"
-mirror_of = "mirror"
-
-[[pools]]
-name = "mirror"
-database = "pgdog"
-port = $MIRROR
-password = "pgdog"
-TOML
+pair_config 1 >"$WORK/pgdog.toml"
 rows() { psql -h 127.0.0.1 -p "$1" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history'; }
 
 echo "| run | binary | primary tps | dropped | history rows primary / mirror | mirror log warnings+errors |"
@@ -80,13 +62,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         PGDOG_PID=$!
         wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; exit 1; }
         out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T "$DURATION" pgdog 2>&1)
-        last=-1
-        for _ in $(seq 120); do
-            now=$(metric "$METRICS" 'mirror{type="total"}')
-            [[ $now == "$last" ]] && break
-            last=$now
-            sleep 0.5
-        done
+        last=$(settled_total "$METRICS" 120 0.5)
         dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
         kill "$PGDOG_PID"
         wait "$PGDOG_PID" 2>/dev/null || true

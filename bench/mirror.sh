@@ -76,26 +76,7 @@ init_data
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
 
 config() { # config MIRRORED(0|1) [COMPARE(0|1)]
-    cat <<TOML
-[general]
-port = $PORT
-admin_port = $ADMIN
-metrics_port = $METRICS
-pool_size = 20
-
-[[pools]]
-name = "pgdog"
-port = $PRIMARY
-password = "pgdog"
-$( (($1)) && echo 'mirror_of = "mirror"')
-$( ((${2:-1})) || echo 'mirror_compare = false')
-
-[[pools]]
-name = "mirror"
-database = "pgdog"
-port = $MIRROR
-password = "pgdog"
-TOML
+    pair_config "$1" "$( ((${2:-1})) || echo 'mirror_compare = false')"
 }
 
 start_pgdog() { # start_pgdog MIRRORED [COMPARE]
@@ -146,13 +127,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         # everything by design); read once the totals stop moving.
         drop_pct=-
         if [[ $mode == on || $mode == nocompare ]]; then
-            last=-1
-            for _ in $(seq 40); do
-                now=$(metric "$METRICS" 'mirror{type="total"}')
-                [[ $now == "$last" ]] && break
-                last=$now
-                sleep 0.25
-            done
+            last=$(settled_total "$METRICS" 40 0.25)
             drop_pct=$(awk -v d="$(metric "$METRICS" 'mirror{type="dropped"}')" -v t="$last" \
                 'BEGIN {printf "%.2f", t ? 100 * d / t : 0}')
             DROPS[$mode]+="$drop_pct "
@@ -216,15 +191,7 @@ init_data
 start_pgdog 1
 tpcb=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T $((DURATION * 2)) pgdog 2>&1)
 tpcb_tps=$(awk '/^tps = / {print $3}' <<<"$tpcb")
-# Drained when the totals stop moving.
-last=-1
-for _ in $(seq 100); do
-    now=$(metric "$METRICS" 'mirror{type="total"}')
-    [[ $now == "$last" ]] && break
-    last=$now
-    sleep 1
-done
-total=$(metric "$METRICS" 'mirror{type="total"}')
+total=$(settled_total "$METRICS")
 dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
 errors=$(($(metric "$METRICS" 'mirror{error_type="connection"}') + $(metric "$METRICS" 'mirror{error_type="query"}') + $(metric "$METRICS" 'mirror{error_type="timeout"}')))
 stop_pgdog

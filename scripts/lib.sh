@@ -51,3 +51,42 @@ metric() {
     page=$(curl -s "http://127.0.0.1:$1/metrics" || true)
     awk -v k="$2" 'index($0, k) == 1 {v = $2} END {print v + 0}' <<<"$page"
 }
+
+# pair_config MIRRORED(0|1) [EXTRA]: pgdog's config for the pair started by pair_start, on
+# PORT, ADMIN and METRICS: pool "pgdog" on the primary (mirrored to pool "mirror" when
+# MIRRORED is 1; EXTRA is one more line of its table), pool "mirror" on the mirror.
+pair_config() {
+    cat <<TOML
+[general]
+port = $PORT
+admin_port = $ADMIN
+metrics_port = $METRICS
+pool_size = 20
+
+[[pools]]
+name = "pgdog"
+port = $PRIMARY
+password = "pgdog"
+$( (($1)) && echo 'mirror_of = "mirror"')
+${2:-}
+
+[[pools]]
+name = "mirror"
+database = "pgdog"
+port = $MIRROR
+password = "pgdog"
+TOML
+}
+
+# settled_total PORT [TRIES] [INTERVAL]: waits until pgdog's mirror{type="total"} stops
+# moving (the mirror drained its queues), then prints it.
+settled_total() {
+    local last=-1 now
+    for _ in $(seq "${2:-100}"); do
+        now=$(metric "$1" 'mirror{type="total"}')
+        [[ $now == "$last" ]] && break
+        last=$now
+        sleep "${3:-1}"
+    done
+    echo "$last"
+}

@@ -192,6 +192,7 @@ pub fn read_plugins(proxy: &Proxy, mut got: impl FnMut(Part)) {
             return;
         }
     }
+    // A separate readiness plugin (or no `scrape`): a whole snapshot and report.
     got(Part::Points(proxy.plugins.metric_points(), None));
     let snapshot = match proxy.plugins.snapshot() {
         Ok(snapshot) => Arc::new(snapshot),

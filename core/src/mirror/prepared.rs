@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::protocol::frame::{split_cstr as cstr, Frames};
+use crate::protocol::messages;
 
 /// Most statements, and bytes of their Parse messages, kept per client session. Past
 /// either, new definitions are not kept and their statements are not repaired.
@@ -208,18 +209,17 @@ impl OnMirror {
 
 /// `Close` (statement) then the client's `Parse`, for each statement to repair.
 fn repair_messages(parses: &[Bytes]) -> Bytes {
-    let len: usize = parses.iter().map(|p| p.len() + p.len().min(64) + 6).sum();
-    let mut out = BytesMut::with_capacity(len);
+    let mut out = BytesMut::new();
     for parse in parses {
         let name = parse
             .get(5..)
             .and_then(cstr)
             .map_or(&[][..], |(name, _)| name);
-        out.put_u8(b'C');
-        out.put_u32((4 + 1 + name.len() + 1) as u32);
-        out.put_u8(b'S');
-        out.put_slice(name);
-        out.put_u8(0);
+        messages::put(&mut out, b'C', |b| {
+            b.put_u8(b'S');
+            b.put_slice(name);
+            b.put_u8(0);
+        });
         out.put_slice(parse);
     }
     out.freeze()

@@ -499,6 +499,16 @@ pub fn verdicts(snapshot: &StatsSnapshot, criteria: &ReadinessCriteria) -> Verdi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The overall reasons' messages.
+    fn messages(report: &ReadinessReport) -> Vec<String> {
+        report
+            .overall
+            .reasons
+            .iter()
+            .map(|r| r.message.to_string())
+            .collect()
+    }
     use crate::testing::{error, ok};
     use crate::Stats;
     use pgdog_plugin_api::ErrorCategory;
@@ -583,12 +593,7 @@ mod tests {
         assert!(names.contains(&"min_runtime"), "{names:?}");
         assert!(names.contains(&"max_error_rate"));
         assert!(names.contains(&"max_latency"));
-        let msgs: Vec<_> = report
-            .overall
-            .reasons
-            .iter()
-            .map(|r| r.message.to_string())
-            .collect();
+        let msgs = messages(&report);
         assert!(
             msgs.contains(&"Error rate 25.00% > maximum 5.00%".to_string()),
             "{msgs:?}"
@@ -757,12 +762,7 @@ mod tests {
         stats.consume_events(&["db"], &(0..20).map(|_| dropped(0)).collect::<Vec<_>>());
         let report = assess("mirror-stats", &stats.snapshot(), &criteria());
         assert!(!report.overall.ready);
-        let msgs: Vec<_> = report
-            .overall
-            .reasons
-            .iter()
-            .map(|r| r.message.to_string())
-            .collect();
+        let msgs = messages(&report);
         assert!(
             msgs.contains(
                 &"Dropped 30 of 1020 requests (2.94%) > maximum 1.00%: the mirror fell behind (mirror_queue full)"
