@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # What mirroring costs the primary, and whether the mirror keeps up, measured side by side.
 #
-#   bench/mirror.sh            # 5 rounds x 4 modes, 10 s each, then TPC-B keep-up and memory (~8 min)
+#   bench/mirror.sh            # 5 rounds x 5 modes, 10 s each, then TPC-B keep-up and memory (~10 min)
 #   bench/mirror.sh --quick    # smoke: 1 round, 3 s each (~1 min)
 #   bench/mirror.sh --compare  # result comparison's cost only: modes on and nocompare,
 #                              # select-only and 100-row range reads, no keep-up/memory
 #
-# Options: --rounds N --duration SECS --scale N --clients N --modes "off on nocompare stalled"
+# Options: --rounds N --duration SECS --scale N --clients N --modes "direct off on nocompare stalled"
 #          --workload select|range (range: 100-row reads by primary key range) --no-extra
+#          --autogroup keep|off: the kernel's autogroup scheduling as the machine has it
+#          (default), or off for the run (root; put back at the end). See bench/keepup.sh.
 #
 # Two throwaway clusters (primary, mirror) with identical pgbench data; pgdog (release) in front.
 # 1. Select-only (pgbench -S -M prepared), interleaved per round, in these modes:
+#      direct   pgbench straight to the primary, no proxy
 #      off      no mirror_of
 #      on       mirror_exposure 1.0 to a healthy mirror (result comparison on, the default)
 #      nocompare as on, with mirror_compare = false
@@ -19,14 +22,15 @@
 #    reports median tps, the ratio stalled/off, and the proxy's own CPU time per transaction
 #    (utime+stime of the pgdog process from /proc, over the transactions pgbench completed),
 #    with the ratio on/off: tps alone would charge the proxy for the mirror database's CPU,
-#    which shares this machine's cores.
+#    which shares this machine's cores; and off/direct, on/direct.
 # 2. Keep-up: TPC-B-like (pgbench default script, -c 8 -j 2, exposure 1.0, default queue 128)
 #    through a mirrored pool: the share of mirrored requests dropped, and pgbench_history rows
 #    on the primary vs the mirror after the mirror drained.
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
-ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="off on nocompare stalled" WORKLOAD=select EXTRA=1
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select EXTRA=1
+AUTOGROUP=keep
 while (($#)); do
     case $1 in
     --quick) ROUNDS=1 DURATION=3 SCALE=1 ;;
@@ -38,7 +42,8 @@ while (($#)); do
     --duration) DURATION=$2; shift ;;
     --scale) SCALE=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --autogroup) AUTOGROUP=$2; shift ;;
+    -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,8 +63,10 @@ cargo build --release -q -p pgdog -p pgdog-mirror-stats
 WORK=$(mktemp -d /dev/shm/pgdog-mirror-bench.XXXXXX)
 chmod 755 "$WORK"
 PGDOG_PID="" LOCKER_PID=""
+ORIGINAL_AUTOGROUP=$(autogroup_state)
 cleanup() {
     set +e
+    [[ $AUTOGROUP != keep ]] && set_autogroup "$ORIGINAL_AUTOGROUP"
     [[ -n $LOCKER_PID ]] && kill "$LOCKER_PID" 2>/dev/null
     [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
     pair_destroy "$WORK"
@@ -69,6 +76,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 pair_start "$WORK"
+case $AUTOGROUP in
+keep) ;;
+off) set_autogroup off ;;
+*) echo "unknown --autogroup $AUTOGROUP (keep or off)" >&2; exit 2 ;;
+esac
+log "kernel autogroup scheduling: $(autogroup_state) (on this machine: $ORIGINAL_AUTOGROUP)"
 export PGPASSWORD=pgdog
 init_data() { pgbench_init "$SCALE" "$PRIMARY" "$MIRROR" >/dev/null; }
 init_data
@@ -115,14 +128,19 @@ esac
 declare -A TPS CPU ROUND_TPS DROPS
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in $MODES; do
-        mirrored=1 compare=1
+        mirrored=1 compare=1 port=$PORT
         [[ $mode == off ]] && mirrored=0
         [[ $mode == nocompare ]] && compare=0
-        start_pgdog "$mirrored" "$compare"
+        if [[ $mode == direct ]]; then
+            port=$PRIMARY
+        else
+            start_pgdog "$mirrored" "$compare"
+        fi
         [[ $mode == stalled ]] && stall_mirror
-        before=$(cpu_ticks "$PGDOG_PID")
-        out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
-        after=$(cpu_ticks "$PGDOG_PID")
+        before=0 after=0
+        [[ -n $PGDOG_PID ]] && before=$(cpu_ticks "$PGDOG_PID")
+        out=$(pgbench -h 127.0.0.1 -p "$port" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
+        [[ -n $PGDOG_PID ]] && after=$(cpu_ticks "$PGDOG_PID")
         # Share of the mirrored requests dropped (healthy modes only: a stalled mirror drops
         # everything by design); read once the totals stop moving.
         drop_pct=-
@@ -133,13 +151,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
             DROPS[$mode]+="$drop_pct "
         fi
         [[ $mode == stalled ]] && unstall_mirror
-        stop_pgdog
+        [[ -n $PGDOG_PID ]] && stop_pgdog
         tps=$(awk '/^tps = / {print $3}' <<<"$out")
         txns=$(awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}' <<<"$out")
         grep -q 'number of failed transactions: 0 ' <<<"$out" || { echo "$out" >&2; log "failed transactions in $mode"; exit 1; }
         us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+        [[ $mode == direct ]] && us=-
         TPS[$mode]+="$tps "
-        CPU[$mode]+="$us "
+        [[ $mode == direct ]] || CPU[$mode]+="$us "
         ROUND_TPS[$r,$mode]=$tps
         log "round $r $mode: $tps tps, proxy CPU $us us/txn, dropped $drop_pct %"
     done
@@ -149,21 +168,23 @@ med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 declare -A TPS_M CPU_M
 for mode in $MODES; do
     TPS_M[$mode]=$(med "${TPS[$mode]}")
-    CPU_M[$mode]=$(med "${CPU[$mode]}")
+    CPU_M[$mode]=-
+    [[ $mode == direct ]] || CPU_M[$mode]="$(med "${CPU[$mode]}") us"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 row() { # row MODE LABEL
     local drops=-
     [[ -n ${DROPS[$1]:-} ]] && drops="$(med "${DROPS[$1]}") %"
-    [[ -n ${TPS_M[$1]:-} ]] && echo "| $2 | ${TPS_M[$1]} | ${CPU_M[$1]} us | $drops |"
+    [[ -n ${TPS_M[$1]:-} ]] && printf '| %s | %.0f | %s | %s |\n' "$2" "${TPS_M[$1]}" "${CPU_M[$1]}" "$drops"
     return 0
 }
 cat <<MD
 
-### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M prepared -c $CLIENTS -j 2, scale $SCALE; medians)
+### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M prepared -c $CLIENTS -j 2, scale $SCALE, autogroup $(autogroup_state); medians)
 
 | mode | tps | proxy CPU per transaction | mirrored requests dropped |
 |---|---:|---:|---:|
+$(row direct "direct to the primary (no proxy)")
 $(row off "mirroring off")
 $(row on "mirroring on (healthy mirror, exposure 1.0, comparison on)")
 $(row nocompare "mirroring on, mirror_compare = false")
@@ -177,11 +198,13 @@ paired() { # median over rounds of the per-round ratio A/B (modes of one round r
 if both stalled off; then echo "- stalled / off tps: **$(ratio "${TPS_M[stalled]}" "${TPS_M[off]}")** (goal >= 0.95); median of per-round ratios: $(paired stalled off)"; fi
 if both on off; then
     echo "- on / off tps: $(ratio "${TPS_M[on]}" "${TPS_M[off]}") (the mirror database shares the 2 cores)"
-    echo "- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]}" "${CPU_M[off]}")** (goal <= 2)"
+    echo "- proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on]% us}" "${CPU_M[off]% us}")** (goal <= 2)"
 fi
+if both off direct; then echo "- off / direct tps: $(ratio "${TPS_M[off]}" "${TPS_M[direct]}"); median of per-round ratios: $(paired off direct)"; fi
+if both on direct; then echo "- on / direct tps: **$(ratio "${TPS_M[on]}" "${TPS_M[direct]}")**; median of per-round ratios: $(paired on direct)"; fi
 if both on nocompare; then
     echo "- comparison on / off tps: **$(ratio "${TPS_M[on]}" "${TPS_M[nocompare]}")** (goal >= 0.97); median of per-round ratios: $(paired on nocompare)"
-    echo "- proxy CPU per transaction, comparison on / off: $(ratio "${CPU_M[on]}" "${CPU_M[nocompare]}")"
+    echo "- proxy CPU per transaction, comparison on / off: $(ratio "${CPU_M[on]% us}" "${CPU_M[nocompare]% us}")"
 fi
 ((EXTRA)) || exit 0
 
@@ -211,7 +234,7 @@ stop_pgdog
 
 cat <<MD
 
-### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128)
+### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128, autogroup $(autogroup_state))
 
 - primary: $tpcb_tps tps; mirrored requests: $total, dropped: $dropped (**$drop_pct %**, goal < 1 %), mirror errors: $errors
 - pgbench_history rows: primary $hist_p, mirror $hist_m

@@ -20,6 +20,43 @@ pair_start() {
     MIRROR=$("$REPO/scripts/pg-cluster.sh" start "$1/mirror")
 }
 
+# The kernel's autogroup scheduling (kernel.sched_autogroup_enabled): with it on, the processes
+# of the root cgroup get CPU time by session, one share per session.
+AUTOGROUP_SYSCTL=/proc/sys/kernel/sched_autogroup_enabled
+
+# autogroup_state: "on", "off", or "absent" (a kernel without it).
+autogroup_state() {
+    case $(cat "$AUTOGROUP_SYSCTL" 2>/dev/null) in
+    1) echo on ;;
+    0) echo off ;;
+    *) echo absent ;;
+    esac
+}
+
+# set_autogroup on|off: switches it (root only; fails where it cannot).
+set_autogroup() {
+    [[ $(autogroup_state) != absent ]] || { echo "this kernel has no autogroup scheduling" >&2; return 1; }
+    case $1 in
+    on) echo 1 >"$AUTOGROUP_SYSCTL" ;;
+    off) echo 0 >"$AUTOGROUP_SYSCTL" ;;
+    *) echo "set_autogroup: on or off, not $1" >&2; return 1 ;;
+    esac
+}
+
+# cluster_ticks DIR: CPU clock ticks used so far by the cluster under DIR: its postmaster with
+# the children it reaped, plus the children still running.
+cluster_ticks() {
+    local pm child
+    pm=$(head -n 1 "$1/data/postmaster.pid")
+    {
+        # Fields after "pid (comm) ": utime is the 12th; stime, cutime and cstime follow.
+        sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
+        for child in $(pgrep -P "$pm"); do
+            sed 's/^.*) //' "/proc/$child/stat" 2>/dev/null | awk '{print $12 + $13}'
+        done
+    } | awk '{s += $1} END {print s + 0}'
+}
+
 # pair_destroy DIR: stops and removes both clusters.
 pair_destroy() {
     "$REPO/scripts/pg-cluster.sh" destroy "$1/primary" >/dev/null 2>&1
