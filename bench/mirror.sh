@@ -155,10 +155,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
         tps=$(awk '/^tps = / {print $3}' <<<"$out")
         txns=$(awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}' <<<"$out")
         grep -q 'number of failed transactions: 0 ' <<<"$out" || { echo "$out" >&2; log "failed transactions in $mode"; exit 1; }
-        us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
-        [[ $mode == direct ]] && us=-
+        us=-
+        if [[ $mode != direct ]]; then
+            us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+            CPU[$mode]+="$us "
+        fi
         TPS[$mode]+="$tps "
-        [[ $mode == direct ]] || CPU[$mode]+="$us "
         ROUND_TPS[$r,$mode]=$tps
         log "round $r $mode: $tps tps, proxy CPU $us us/txn, dropped $drop_pct %"
     done

@@ -36,24 +36,7 @@ pair_start "$WORK"
 export PGPASSWORD=pgdog
 pgbench_init 1 "$PRIMARY" "$MIRROR" >/dev/null
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
-cat >"$WORK/pgdog.toml" <<TOML
-[general]
-port = $PORT
-admin_port = $ADMIN
-metrics_port = $METRICS
-
-[[pools]]
-name = "pgdog"
-port = $PRIMARY
-password = "pgdog"
-mirror_of = "mirror"
-
-[[pools]]
-name = "mirror"
-database = "pgdog"
-port = $MIRROR
-password = "pgdog"
-TOML
+pair_config 1 >"$WORK/pgdog.toml"
 ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
 PGDOG_PID=$!
 wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; exit 1; }

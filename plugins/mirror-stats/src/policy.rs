@@ -499,6 +499,9 @@ pub fn verdicts(snapshot: &StatsSnapshot, criteria: &ReadinessCriteria) -> Verdi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{error, ok};
+    use crate::Stats;
+    use pgdog_plugin_api::ErrorCategory;
 
     /// The overall reasons' messages.
     fn messages(report: &ReadinessReport) -> Vec<String> {
@@ -509,9 +512,6 @@ mod tests {
             .map(|r| r.message.to_string())
             .collect()
     }
-    use crate::testing::{error, ok};
-    use crate::Stats;
-    use pgdog_plugin_api::ErrorCategory;
 
     /// `ok_n` successes at 2 ms and `err_n` connection errors, on database "db".
     fn snapshot(ok_n: u64, err_n: u64) -> StatsSnapshot {
