@@ -1,44 +1,65 @@
 #!/usr/bin/env bash
 # Keep-up under TPC-B: what share of the mirrored requests one or more pgdog binaries drop,
-# interleaved run by run on the same two clusters, with fresh pgbench data before each run.
+# interleaved run by run on the same two clusters, with fresh pgbench data before each run,
+# under one or more scheduling setups of this machine.
 #
-#   bench/keepup.sh                         # ./target/release/pgdog, 3 runs
-#   bench/keepup.sh --rounds 5 OLD NEW      # two binaries (e.g. built from two commits), A/B
-#   bench/keepup.sh --autogroup both        # the kernel's autogroup scheduling on and off, interleaved
+#   bench/keepup.sh                          # ./target/release/pgdog, 3 runs, the machine as it is
+#   bench/keepup.sh --rounds 5 OLD NEW       # two binaries (e.g. built from two commits), A/B
+#   bench/keepup.sh --setups "shell autogroup-off batch services pinned"
 #
 # Options: --rounds N --duration SECS --scale N --queue N (mirror_queue; default: pgdog's)
-#          --autogroup keep|off|both (default keep: as the machine has it; off and both switch
-#          kernel.sched_autogroup_enabled for the runs, as root, and put it back at the end).
+#          --setups LIST: interleaved run by run (default "shell"; all but shell need root):
+#            shell          everything started from this shell, the machine's settings as they are
+#            autogroup-off  kernel.sched_autogroup_enabled = 0 for the run (put back at the end)
+#            batch          pgdog's threads under SCHED_BATCH (chrt --batch 0): waking pgdog
+#                           never preempts the process that woke it
+#            services       each of primary, mirror, pgdog and pgbench in a CPU cgroup of its
+#                           own with equal weight, as systemd runs services
+#            services-mirror3  the same, with 3 times the CPU weight for the mirror database
+#            pinned         the primary's processes on CPU 0, the mirror's on CPU 1
+#          --autogroup keep|off|both: the same as --setups shell, autogroup-off, or both.
 # Each binary needs the mirror-stats plugin (libpgdog_mirror_stats.so) in its own directory.
 # Per run: pgbench (default TPC-B-like script) -c 8 -j 2 through a pool mirrored with exposure
 # 1.0; the share of mirrored requests dropped once the totals settle; pgbench_history rows on
 # both servers; WARNING/ERROR lines in the mirror's log; CPU seconds used during the run by
-# each cluster and by pgdog.
-# Why autogroup: on a 2-core machine shared by both databases, pgbench and pgdog, whether the
+# each cluster and by pgdog; how often the mirror's backends were preempted (involuntary
+# context switches) per primary transaction.
+# Why setups: on a 2-core machine shared by both databases, pgbench and pgdog, whether the
 # mirror database gets the CPU to catch up after a burst depends on how the kernel shares the
-# cores. Processes in the root cgroup (as here, started from a shell rather than as systemd
-# services) are scheduled by session groups when autogroup is on, and per process when it is off.
+# cores (docs/benchmarks.md). Note that every PostgreSQL backend calls setsid(), so with
+# autogroup on each backend is a scheduling group of its own, while pgdog and pgbench, started
+# from one shell, share one.
 set -euo pipefail
 
-ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" AUTOGROUP=keep BINS=()
+ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" SETUPS=(shell) BINS=()
 while (($#)); do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --scale) SCALE=$2; shift ;;
     --queue) QUEUE=$2; shift ;;
-    --autogroup) AUTOGROUP=$2; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --setups) read -ra SETUPS <<<"$2"; shift ;;
+    --autogroup)
+        case $2 in
+        keep) SETUPS=(shell) ;;
+        off) SETUPS=(autogroup-off) ;;
+        both) SETUPS=(shell autogroup-off) ;;
+        *) echo "unknown --autogroup $2 (keep, off or both)" >&2; exit 2 ;;
+        esac
+        shift
+        ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) BINS+=("$(realpath "$1")") ;;
     esac
     shift
 done
-case $AUTOGROUP in
-keep | off) SETUPS=("$AUTOGROUP") ;;
-both) SETUPS=(on off) ;;
-*) echo "unknown --autogroup $AUTOGROUP (keep, off or both)" >&2; exit 2 ;;
-esac
+for setup in "${SETUPS[@]}"; do
+    case $setup in
+    shell | autogroup-off | batch | services | services-mirror3 | pinned) ;;
+    *) echo "unknown setup $setup (see --help)" >&2; exit 2 ;;
+    esac
+done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -55,9 +76,10 @@ PGDOG_PID=""
 ORIGINAL_AUTOGROUP=$(autogroup_state)
 cleanup() {
     set +e
-    [[ $AUTOGROUP != keep ]] && set_autogroup "$ORIGINAL_AUTOGROUP"
+    [[ $(autogroup_state) != "$ORIGINAL_AUTOGROUP" ]] && set_autogroup "$ORIGINAL_AUTOGROUP"
     [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
     pair_destroy "$WORK"
+    service_cgroups_remove
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -67,6 +89,66 @@ TICK=$(getconf CLK_TCK)
 pgdog_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 seconds() { awk -v t="$1" -v hz="$TICK" 'BEGIN {printf "%.1f", t / hz}'; }
 rows() { psql -h 127.0.0.1 -p "$1" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history'; }
+# preempted DIR: involuntary context switches so far of the cluster's live backends.
+preempted() {
+    local pm
+    pm=$(head -n 1 "$1/data/postmaster.pid")
+    # shellcheck disable=SC2046 # one PID per word
+    awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}' \
+        $(pgrep -P "$pm" | sed 's|^\(.*\)$|/proc/\1/status|') 2>/dev/null
+}
+
+# cluster_pin DIR CPUS|all: the cluster's processes (and those it forks later) on CPUS.
+cluster_pin() {
+    local pm pid cpus=$2
+    [[ $cpus == all ]] && cpus=0-$(($(nproc --all) - 1))
+    pm=$(head -n 1 "$1/data/postmaster.pid")
+    for pid in "$pm" $(pgrep -P "$pm"); do
+        taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done
+}
+
+# prepare SETUP: the machine and the clusters as SETUP has them (undoing the other setups).
+prepare() {
+    service_cgroups_remove
+    cluster_pin "$WORK/primary" all
+    cluster_pin "$WORK/mirror" all
+    [[ $ORIGINAL_AUTOGROUP == absent ]] || set_autogroup "$ORIGINAL_AUTOGROUP"
+    case $1 in
+    autogroup-off) set_autogroup off ;;
+    services*)
+        cluster_move primary "$WORK/primary"
+        cluster_move mirror "$WORK/mirror"
+        if [[ $1 == services-mirror3 ]]; then service_weight mirror 3; fi
+        ;;
+    pinned)
+        cluster_pin "$WORK/primary" 0
+        cluster_pin "$WORK/mirror" 1
+        ;;
+    esac
+}
+
+# launch SETUP BINARY: starts pgdog as SETUP has it; sets PGDOG_PID.
+launch() {
+    "$2" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
+    PGDOG_PID=$!
+    wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; exit 1; }
+    case $1 in
+    batch) chrt --all-tasks --batch --pid 0 "$PGDOG_PID" >/dev/null ;;
+    services*) service_move proxy "$PGDOG_PID" ;;
+    esac
+}
+
+# as_client SETUP COMMAND...: runs the benchmark client as SETUP has it.
+as_client() {
+    if [[ $1 == services* ]]; then
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$(service_cgroup client)" "${@:2}"
+    else
+        "${@:2}"
+    fi
+}
+
 export PGPASSWORD=pgdog
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)
 pair_start "$WORK"
@@ -74,19 +156,22 @@ pair_config 1 "${QUEUE:+mirror_queue = $QUEUE}" >"$WORK/pgdog.toml"
 
 echo "kernel autogroup scheduling: $ORIGINAL_AUTOGROUP on this machine; mirror_queue ${QUEUE:-default}"
 echo
-echo "| run | autogroup | binary | primary tps | dropped | history rows primary / mirror | mirror log warnings+errors | CPU s primary / mirror / pgdog |"
-echo "|---|---|---|---:|---:|---:|---:|---:|"
+echo "| run | setup | binary | primary tps | dropped | history rows primary / mirror | mirror log warnings+errors | CPU s primary / mirror / pgdog | mirror backends preempted per transaction |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
 for ((r = 1; r <= ROUNDS; r++)); do
     for setup in "${SETUPS[@]}"; do
-        [[ $setup == keep ]] || set_autogroup "$setup"
+        prepare "$setup"
         for bin in "${BINS[@]}"; do
             pgbench_init "$SCALE" "$PRIMARY" "$MIRROR" >/dev/null
             : >"$WORK/mirror/postgres.log"
-            "$bin" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
-            PGDOG_PID=$!
-            wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; exit 1; }
+            launch "$setup" "$bin"
             p0=$(cluster_ticks "$WORK/primary") m0=$(cluster_ticks "$WORK/mirror") d0=$(pgdog_ticks "$PGDOG_PID")
-            out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T "$DURATION" pgdog 2>&1)
+            # The mirror's backends are opened by the first queries: count from one second in.
+            (sleep 1 && preempted "$WORK/mirror" >"$WORK/preempted.0") &
+            counter=$!
+            out=$(as_client "$setup" pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T "$DURATION" pgdog 2>&1)
+            wait "$counter"
+            v1=$(preempted "$WORK/mirror")
             p1=$(cluster_ticks "$WORK/primary") m1=$(cluster_ticks "$WORK/mirror") d1=$(pgdog_ticks "$PGDOG_PID")
             last=$(settled_total "$METRICS" 120 0.5)
             dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
@@ -94,11 +179,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
             wait "$PGDOG_PID" 2>/dev/null || true
             PGDOG_PID=""
             noise=$(grep -cE 'WARNING|ERROR' "$WORK/mirror/postgres.log" || true)
-            printf '| %d | %s | %s | %.0f | %s (%s of %s) | %s / %s | %s | %s / %s / %s |\n' "$r" "$(autogroup_state)" "$bin" \
-                "$(awk '/^tps = / {print $3}' <<<"$out")" \
+            tps=$(awk '/^tps = / {print $3}' <<<"$out")
+            printf '| %d | %s | %s | %.0f | %s (%s of %s) | %s / %s | %s | %s / %s / %s | %s |\n' "$r" "$setup" "$bin" \
+                "$tps" \
                 "$(awk -v d="$dropped" -v t="$last" 'BEGIN {printf "%.2f %%", t ? 100 * d / t : 0}')" \
                 "$dropped" "$last" "$(rows "$PRIMARY")" "$(rows "$MIRROR")" "$noise" \
-                "$(seconds $((p1 - p0)))" "$(seconds $((m1 - m0)))" "$(seconds $((d1 - d0)))"
+                "$(seconds $((p1 - p0)))" "$(seconds $((m1 - m0)))" "$(seconds $((d1 - d0)))" \
+                "$(awk -v v="$((v1 - $(cat "$WORK/preempted.0")))" -v x="$tps" -v s="$DURATION" 'BEGIN {printf "%.2f", x ? v / (x * (s - 1)) : 0}')"
         done
     done
 done

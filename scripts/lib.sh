@@ -43,6 +43,72 @@ set_autogroup() {
     esac
 }
 
+# Services as systemd runs them: each in a CPU cgroup of its own, all with the same weight
+# (systemd's default CPUWeight). Inside a cgroup other than the root, autogroup plays no part.
+# cpu_cgroup_root: where the cpu controller is mounted (v1 hierarchy, or v2 with cpu enabled).
+cpu_cgroup_root() {
+    if [[ -f /sys/fs/cgroup/cpu/cpu.shares ]]; then
+        echo /sys/fs/cgroup/cpu
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        echo /sys/fs/cgroup
+    else
+        echo "no cpu cgroup controller on this machine" >&2
+        return 1
+    fi
+}
+
+# service_cgroup NAME: creates (if needed) the cgroup of service NAME and prints its path.
+service_cgroup() {
+    local dir
+    dir="$(cpu_cgroup_root)/pgdog-bench-$1" || return 1
+    mkdir -p "$dir"
+    echo "$dir"
+}
+
+# service_weight NAME FACTOR: service NAME's CPU weight, FACTOR times the default.
+service_weight() {
+    local dir
+    dir=$(service_cgroup "$1") || return 1
+    if [[ -f $dir/cpu.shares ]]; then
+        echo $((1024 * $2)) >"$dir/cpu.shares"
+    else
+        echo $((100 * $2)) >"$dir/cpu.weight"
+    fi
+}
+
+# service_move NAME PID...: moves the processes PID (with all their threads) into service
+# NAME's cgroup; what they fork later is born there.
+service_move() {
+    local dir pid
+    dir=$(service_cgroup "$1") || return 1
+    shift
+    for pid in "$@"; do
+        echo "$pid" >"$dir/cgroup.procs" 2>/dev/null || true
+    done
+}
+
+# cluster_move NAME DIR: moves the cluster under DIR (postmaster and children) to service NAME.
+cluster_move() {
+    local pm
+    pm=$(head -n 1 "$2/data/postmaster.pid")
+    # shellcheck disable=SC2046 # one PID per word
+    service_move "$1" "$pm" $(pgrep -P "$pm")
+}
+
+# service_cgroups_remove: moves what is left back to the root and removes the cgroups.
+service_cgroups_remove() {
+    local root dir pid
+    root=$(cpu_cgroup_root 2>/dev/null) || return 0
+    for dir in "$root"/pgdog-bench-*; do
+        [[ -d $dir ]] || continue
+        while read -r pid; do
+            echo "$pid" >"$root/cgroup.procs" 2>/dev/null || true
+        done <"$dir/cgroup.procs"
+        rmdir "$dir" 2>/dev/null || true
+    done
+}
+
 # cluster_ticks DIR: CPU clock ticks used so far by the cluster under DIR: its postmaster with
 # the children it reaped, plus the children still running.
 cluster_ticks() {
