@@ -113,7 +113,7 @@ prepare() {
     service_cgroups_remove
     cluster_pin "$WORK/primary" all
     cluster_pin "$WORK/mirror" all
-    [[ $ORIGINAL_AUTOGROUP == absent ]] || set_autogroup "$ORIGINAL_AUTOGROUP"
+    [[ $(autogroup_state) == "$ORIGINAL_AUTOGROUP" ]] || set_autogroup "$ORIGINAL_AUTOGROUP"
     case $1 in
     autogroup-off) set_autogroup off ;;
     services*)

@@ -50,7 +50,6 @@ cpu_cgroup_root() {
     if [[ -f /sys/fs/cgroup/cpu/cpu.shares ]]; then
         echo /sys/fs/cgroup/cpu
     elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
-        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
         echo /sys/fs/cgroup
     else
         echo "no cpu cgroup controller on this machine" >&2
@@ -60,8 +59,13 @@ cpu_cgroup_root() {
 
 # service_cgroup NAME: creates (if needed) the cgroup of service NAME and prints its path.
 service_cgroup() {
-    local dir
-    dir="$(cpu_cgroup_root)/pgdog-bench-$1" || return 1
+    local root dir
+    root=$(cpu_cgroup_root) || return 1
+    # cgroup v2: the cpu controller must be enabled for the root's children.
+    if [[ -f $root/cgroup.subtree_control ]] && ! grep -qw cpu "$root/cgroup.subtree_control"; then
+        echo +cpu >"$root/cgroup.subtree_control" || return 1
+    fi
+    dir="$root/pgdog-bench-$1"
     mkdir -p "$dir"
     echo "$dir"
 }
