@@ -22,8 +22,8 @@
 # Per run: pgbench (default TPC-B-like script) -c 8 -j 2 through a pool mirrored with exposure
 # 1.0; the share of mirrored requests dropped once the totals settle; pgbench_history rows on
 # both servers; WARNING/ERROR lines in the mirror's log; CPU seconds used during the run by
-# each cluster and by pgdog; how often the mirror's backends were preempted (involuntary
-# context switches) per primary transaction.
+# each cluster and by pgdog; how often the mirror cluster's processes (its backends and its
+# background processes) were preempted (involuntary context switches) per primary transaction.
 # Why setups: on a 2-core machine shared by both databases, pgbench and pgdog, whether the
 # mirror database gets the CPU to catch up after a burst depends on how the kernel shares the
 # cores (docs/benchmarks.md). Note that every PostgreSQL backend calls setsid(), so with
@@ -89,25 +89,6 @@ TICK=$(getconf CLK_TCK)
 pgdog_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 seconds() { awk -v t="$1" -v hz="$TICK" 'BEGIN {printf "%.1f", t / hz}'; }
 rows() { psql -h 127.0.0.1 -p "$1" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history'; }
-# preempted DIR: involuntary context switches so far of the cluster's live backends.
-preempted() {
-    local pm
-    pm=$(head -n 1 "$1/data/postmaster.pid")
-    # shellcheck disable=SC2046 # one PID per word
-    awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}' \
-        $(pgrep -P "$pm" | sed 's|^\(.*\)$|/proc/\1/status|') 2>/dev/null
-}
-
-# cluster_pin DIR CPUS|all: the cluster's processes (and those it forks later) on CPUS.
-cluster_pin() {
-    local pm pid cpus=$2
-    [[ $cpus == all ]] && cpus=0-$(($(nproc --all) - 1))
-    pm=$(head -n 1 "$1/data/postmaster.pid")
-    for pid in "$pm" $(pgrep -P "$pm"); do
-        taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
-    done
-}
-
 # prepare SETUP: the machine and the clusters as SETUP has them (undoing the other setups).
 prepare() {
     service_cgroups_remove
@@ -156,7 +137,7 @@ pair_config 1 "${QUEUE:+mirror_queue = $QUEUE}" >"$WORK/pgdog.toml"
 
 echo "kernel autogroup scheduling: $ORIGINAL_AUTOGROUP on this machine; mirror_queue ${QUEUE:-default}"
 echo
-echo "| run | setup | binary | primary tps | dropped | history rows primary / mirror | mirror log warnings+errors | CPU s primary / mirror / pgdog | mirror backends preempted per transaction |"
+echo "| run | setup | binary | primary tps | dropped | history rows primary / mirror | mirror log warnings+errors | CPU s primary / mirror / pgdog | mirror cluster preempted per transaction |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
 for ((r = 1; r <= ROUNDS; r++)); do
     for setup in "${SETUPS[@]}"; do
@@ -167,11 +148,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
             launch "$setup" "$bin"
             p0=$(cluster_ticks "$WORK/primary") m0=$(cluster_ticks "$WORK/mirror") d0=$(pgdog_ticks "$PGDOG_PID")
             # The mirror's backends are opened by the first queries: count from one second in.
-            (sleep 1 && preempted "$WORK/mirror" >"$WORK/preempted.0") &
+            (sleep 1 && cluster_preempted "$WORK/mirror" >"$WORK/preempted.0") &
             counter=$!
             out=$(as_client "$setup" pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T "$DURATION" pgdog 2>&1)
             wait "$counter"
-            v1=$(preempted "$WORK/mirror")
+            v1=$(cluster_preempted "$WORK/mirror")
             p1=$(cluster_ticks "$WORK/primary") m1=$(cluster_ticks "$WORK/mirror") d1=$(pgdog_ticks "$PGDOG_PID")
             last=$(settled_total "$METRICS" 120 0.5)
             dropped=$(metric "$METRICS" 'mirror{type="dropped"}')

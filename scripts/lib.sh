@@ -100,6 +100,16 @@ cluster_move() {
     service_move "$1" "$pm" $(pgrep -P "$pm")
 }
 
+# cluster_pin DIR CPUS|all: the cluster's processes (and those it forks later) on CPUS.
+cluster_pin() {
+    local pm pid cpus=$2
+    [[ $cpus == all ]] && cpus=0-$(($(nproc --all) - 1))
+    pm=$(head -n 1 "$1/data/postmaster.pid")
+    for pid in "$pm" $(pgrep -P "$pm"); do
+        taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done
+}
+
 # service_cgroups_remove: moves what is left back to the root and removes the cgroups.
 service_cgroups_remove() {
     local root dir pid
@@ -125,6 +135,16 @@ cluster_ticks() {
             sed 's/^.*) //' "/proc/$child/stat" 2>/dev/null | awk '{print $12 + $13}'
         done
     } | awk '{s += $1} END {print s + 0}'
+}
+
+# cluster_preempted DIR: involuntary context switches so far of the cluster's live processes
+# (a process that exits meanwhile is skipped).
+cluster_preempted() {
+    local pm pid
+    pm=$(head -n 1 "$1/data/postmaster.pid")
+    for pid in $(pgrep -P "$pm"); do
+        cat "/proc/$pid/status" 2>/dev/null
+    done | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}'
 }
 
 # pair_destroy DIR: stops and removes both clusters.
