@@ -590,3 +590,111 @@ async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()>
     assert_eq!(open, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_transaction_cut_by_drops_is_rolled_back_when_the_primary_finishes_it() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE t(v int); CREATE TABLE s(id int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_queue", 2)
+        .start()
+        .await?;
+    let locker = lock_table(&m, "s").await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for (sql, replayed) in [("BEGIN", 1), ("INSERT INTO t VALUES (1)", 2)] {
+        client.simple_query(sql).await?;
+        settled_counts(&pgdog, "primary", sql, |c| c.mirrored == replayed).await?;
+    }
+    for sql in [
+        "INSERT INTO s VALUES (1)",
+        "INSERT INTO t VALUES (2)",
+        "COMMIT",
+    ] {
+        client.simple_query(sql).await?;
+    }
+    locker.batch_execute("COMMIT").await?;
+    // No further request from the client: the rollback must not wait for one.
+    settled_counts(
+        &pgdog,
+        "primary",
+        "the head replayed, the end dropped",
+        |c| c.total == 5 && c.mirrored == 4 && c.dropped == 1 && invariant(c),
+    )
+    .await?;
+    common::eventually(
+        Duration::from_secs(10),
+        "the mirror leaves the cut transaction",
+        || async {
+            let open: i64 = m
+                .query_scalar_in(
+                    "pgdog",
+                    "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+                )
+                .await?;
+            Ok((open == 0).then_some(()))
+        },
+    )
+    .await?;
+    let rows: i64 = m.query_scalar_in("pgdog", "SELECT count(*) FROM t").await?;
+    assert_eq!(rows, 0, "the cut transaction was rolled back");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transaction_whose_mirror_connection_broke_is_not_finished_outside_it() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE t(v int)").await?;
+    // Queue of 2: the transaction's statements go out one by one (hold limit 1), so the
+    // mirror has run its head when its connection is killed.
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_queue", 2)
+        .start()
+        .await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for (sql, replayed) in [("BEGIN", 1), ("INSERT INTO t VALUES (1)", 2)] {
+        client.simple_query(sql).await?;
+        settled_counts(&pgdog, "primary", sql, |c| c.mirrored == replayed).await?;
+    }
+    let killed: i64 = m
+        .query_scalar_in(
+            "pgdog",
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = 'pgdog' AND backend_type = 'client backend' \
+             AND pid <> pg_backend_pid()) k",
+        )
+        .await?;
+    assert!(killed >= 1, "the mirror session's backend");
+    // Past the reconnect back-off (100 ms): a new connection is available by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sql in [
+        "INSERT INTO t VALUES (2)",
+        "INSERT INTO t VALUES (3)",
+        "COMMIT",
+    ] {
+        client.simple_query(sql).await?;
+    }
+    client.simple_query("INSERT INTO t VALUES (4)").await?;
+    let c = settled_counts(&pgdog, "primary", "all 6 accounted for", |c| {
+        c.total == 6 && invariant(c)
+    })
+    .await?;
+    assert_eq!((c.mirrored, c.dropped, c.errors), (3, 0, 3), "{c:?}");
+    let text = scrape(&pgdog).await?;
+    assert_eq!(metric(&text, "mirror{error_type=\"connection\"}"), 3);
+    let on_mirror: Vec<i32> = m
+        .connect("pgdog", "pgdog")
+        .await?
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        on_mirror,
+        [4],
+        "no statement of the broken transaction ran outside it"
+    );
+    let primary: i64 = p.query_scalar_in("pgdog", "SELECT count(*) FROM t").await?;
+    assert_eq!(primary, 4);
+    Ok(())
+}

@@ -198,23 +198,30 @@ impl SessionState {
                         .is_some_and(|s| s.is_none_or(|status| status == b'I'))
                 })
         };
-        let result = loop {
+        // Nobody waits once this returns or is dropped (the writer may race it against its
+        // queue): answers stop waking anyone.
+        struct Unregister<'a>(&'a SessionState);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.wake_idle.store(u64::MAX, Ordering::Relaxed);
+                self.0.wake_done.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+        let _unregister = Unregister(self);
+        loop {
             let notified = self.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.wake_idle.store(from, Ordering::SeqCst);
             self.wake_done.store(until, Ordering::SeqCst);
             if satisfied(self.done.load(Ordering::SeqCst)) {
-                break true;
+                return true;
             }
             if self.closed.load(Ordering::Acquire) {
-                break false;
+                return false;
             }
             notified.await;
-        };
-        self.wake_idle.store(u64::MAX, Ordering::Relaxed);
-        self.wake_done.store(u64::MAX, Ordering::Relaxed);
-        result
+        }
     }
 
     /// Like [`SessionState::answered`] without waiting: `None` while request `seq` is

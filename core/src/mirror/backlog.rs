@@ -8,10 +8,14 @@
 //! - the longest run of held requests that ends where the primary was idle again goes out
 //!   in one write ([`Backlog::ready`]); a request answered too long ago for its status to
 //!   be recorded belongs to a mirror far behind, and counts as a transaction end;
-//! - a transaction longer than the hold limit goes out as far as the primary answered it;
+//! - a transaction longer than the hold limit (counted in sequence numbers, as
+//!   [`Backlog::wake_at`] counts it) goes out as far as the primary answered it;
 //! - a gap in the sequence (requests dropped in between, see [`Backlog::take`]) drops the
 //!   held head of the transaction it cut, and rolls back the transaction the mirror may
-//!   have open: its rest will never come.
+//!   have open: its rest will never come;
+//! - so does the primary finishing a transaction whose end was never queued while the
+//!   mirror is inside it ([`Backlog::abandoned`]), without waiting for the client's next
+//!   mirrored request.
 
 use super::request::Request;
 
@@ -88,14 +92,18 @@ impl Backlog {
     }
 
     /// What to send now: the held requests up to the last one after which the primary was
-    /// idle; or, past `hold_limit` held requests, those the primary has answered.
+    /// idle; or, once the held requests span `hold_limit` sequence numbers, those the
+    /// primary has answered; or the proxy's own requests when nothing else is held.
     pub fn ready(&mut self, status: impl Fn(u64) -> Answered, hold_limit: usize) -> Vec<Request> {
         let (cut, last) = self.cut(&status);
         if cut > 0 {
             self.open = open_after(last);
             return self.held.drain(..cut).collect();
         }
-        if self.held.len() >= hold_limit {
+        if self.held.iter().all(|r| !r.is_client()) {
+            return std::mem::take(&mut self.held);
+        }
+        if self.span() >= hold_limit as u64 {
             let answered = self
                 .held
                 .iter()
@@ -107,6 +115,48 @@ impl Backlog {
             }
         }
         Vec::new()
+    }
+
+    /// Sequence numbers from the first held client request to the last: the measure of the
+    /// hold limit ([`Backlog::wake_at`] wakes the writer when it is reached).
+    fn span(&self) -> u64 {
+        let mut clients = self.held.iter().filter(|r| r.is_client());
+        match (clients.next(), clients.last()) {
+            (Some(first), last) => last.unwrap_or(first).seq + 1 - first.first_seq(),
+            (None, _) => 0,
+        }
+    }
+
+    /// The mirror may be inside a transaction (the hold limit sent its head) whose end will
+    /// never be queued: nothing is held, and the primary has finished a transaction after
+    /// the last request taken. The caller checks the queue once more (a request is queued
+    /// before the primary sees it) and then calls [`Backlog::roll_back`].
+    pub fn abandoned(&self, status: impl Fn(u64) -> Answered) -> bool {
+        let Some(last) = self
+            .last_taken
+            .filter(|_| self.open && self.held.is_empty())
+        else {
+            return false;
+        };
+        (last + 1..)
+            .map(&status)
+            .take_while(Option::is_some)
+            .any(|answered| matches!(answered, Some(Some(b'I') | None)))
+    }
+
+    /// Queues the proxy's own `ROLLBACK` for the transaction [`Backlog::abandoned`] found.
+    pub fn roll_back(&mut self) {
+        let seq = self.last_taken.unwrap_or_default();
+        self.held.push(Request::rollback(seq));
+        self.open = false;
+    }
+
+    /// Sequence number the primary's idle answer must reach for [`Backlog::abandoned`] to
+    /// hold (`None` when the mirror is not inside a transaction of ours).
+    pub fn open_from(&self) -> Option<u64> {
+        self.last_taken
+            .filter(|_| self.open && self.held.is_empty())
+            .map(|last| last + 1)
     }
 
     /// Everything held, as it is (the session ended, or the connection broke).
@@ -296,6 +346,68 @@ mod tests {
         // All answered, transaction open: the next request (6), if queued, ends it.
         f.answers.insert(5, Some(b'T'));
         assert_eq!(b.wake_at(f.status(), 64), Some((6, 4 + 64)));
+    }
+
+    #[test]
+    fn the_hold_limit_counts_sequence_numbers_as_the_wake_up_does() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // Three joined prepare+execute requests: 3 held, 6 sequence numbers.
+        for seq in [1, 3, 5] {
+            let mut r = f.request(seq);
+            r.readies = 2;
+            f.answers.insert(seq - 1, Some(b'T'));
+            f.answers.insert(seq, Some(b'T'));
+            b.take(r, f.status(), |_| panic!());
+        }
+        // The writer is woken once the primary answered up to the limit...
+        assert_eq!(b.wake_at(f.status(), 6), Some((6, 6)));
+        // ...and then has something to send, though fewer than 6 requests are held.
+        assert_eq!(seqs(&b.ready(f.status(), 6)), [Some(1), Some(3), Some(5)]);
+        assert!(b.open);
+    }
+
+    #[test]
+    fn an_open_transaction_whose_end_never_comes_is_rolled_back_once_the_primary_ends_it() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // The hold limit sent the head of a transaction: the mirror is inside it.
+        for seq in 0..2 {
+            f.answers.insert(seq, Some(b'T'));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        assert_eq!(b.ready(f.status(), 2).len(), 2);
+        assert_eq!(b.open_from(), Some(2));
+        // Its next requests were dropped, not queued; the primary is still inside it.
+        f.answers.insert(2, Some(b'T'));
+        assert!(!b.abandoned(f.status()), "its end may still be queued");
+        // The primary ended it: the end will never be queued.
+        f.answers.insert(3, Some(b'I'));
+        assert!(b.abandoned(f.status()));
+        b.roll_back();
+        assert_eq!(
+            seqs(&b.ready(f.status(), 2)),
+            [None],
+            "the proxy's ROLLBACK alone"
+        );
+        assert_eq!(b.open_from(), None);
+        // The client's next request shows the gap, and is not preceded by a second one.
+        b.take(f.request(4), f.status(), |_| panic!("nothing held to drop"));
+        f.answers.insert(4, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 2)), [Some(4)]);
+    }
+
+    #[test]
+    fn a_finished_transaction_is_not_abandoned() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        for (seq, s) in [(0, b'T'), (1, b'I')] {
+            f.answers.insert(seq, Some(s));
+            b.take(f.request(seq), f.status(), |_| panic!());
+        }
+        assert_eq!(b.ready(f.status(), 64).len(), 2);
+        f.answers.insert(2, Some(b'I'));
+        assert!(!b.abandoned(f.status()) && b.open_from().is_none());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Worker {
     statements: Option<Mutex<Statements>>,
     /// The client's named statements, to define on the mirror when it lacks them.
     definitions: Arc<Definitions>,
+    /// A request of the current transaction never reached the mirror (connection failure):
+    /// the rest of that transaction is reported as `connection` errors, not run on a new
+    /// connection outside its transaction.
+    lost_transaction: bool,
 }
 
 /// How a pipelined run on one connection ended.
@@ -87,6 +91,7 @@ impl Worker {
             episode: Episode::default(),
             statements,
             definitions,
+            lost_transaction: false,
         }
     }
 
@@ -101,8 +106,17 @@ impl Worker {
                     None => break,
                 },
             };
+            if self.lost_transaction {
+                if self.starts_transaction(&request).await {
+                    self.lost_transaction = false;
+                } else {
+                    self.emit(request.seq, connection_error(), None);
+                    continue;
+                }
+            }
             if !self.connect().await {
                 self.emit(request.seq, connection_error(), None);
+                self.lost_transaction = true;
                 continue;
             }
             let mut conn = self.conn.take().expect("connected");
@@ -119,6 +133,7 @@ impl Worker {
                     RunEnd::Broken(why) => {
                         drop(conn);
                         self.episode.failed(&self.target, &why);
+                        self.lost_transaction = true;
                         break;
                     }
                     RunEnd::Retry(why, requests) => {
@@ -140,6 +155,7 @@ impl Worker {
                                     self.emit(r.seq, connection_error(), None);
                                 }
                                 self.episode.failed(&self.target, &e.to_string());
+                                self.lost_transaction = true;
                                 break;
                             }
                         }
@@ -150,6 +166,17 @@ impl Worker {
         if let Some(conn) = self.conn.take() {
             conn.release().await;
         }
+    }
+
+    /// `r` starts a transaction on the primary: the primary was idle after the request
+    /// before it (or answered it too long ago to know, as [`Backlog`] counts it). A
+    /// pipelining client's previous request may still be unanswered: this waits for it.
+    async fn starts_transaction(&self, r: &Request) -> bool {
+        let Some(before) = r.first_seq().checked_sub(1) else {
+            return true;
+        };
+        self.primary.wait_idle(before, before + 1).await;
+        matches!(self.primary.answered_now(before), Some(Some(b'I') | None))
     }
 
     fn emit(&self, seq: u64, outcome: Outcome, mirror_latency: Option<Duration>) {
@@ -344,6 +371,22 @@ impl Worker {
                         }
                     }
                 }
+                // The mirror is inside a transaction whose end was never queued (dropped), and
+                // the primary has finished it: roll it back now rather than when the client's
+                // next mirrored request shows the gap. A request is queued before the primary
+                // sees it, so one the primary answered since the drain above is queued by now.
+                if !session_over && backlog.lock().unwrap().abandoned(status) {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            took += 1;
+                            backlog.lock().unwrap().take(r, status, dropped);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            backlog.lock().unwrap().roll_back();
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => session_over = true,
+                    }
+                }
                 let mut batch = if session_over {
                     // The session ended: whatever is held goes out as it is.
                     backlog.lock().unwrap().take_all()
@@ -374,12 +417,23 @@ impl Worker {
                         }
                     }
                     // Nothing held, or the transaction held ended in requests that were not
-                    // queued (dropped): the client's next request decides.
+                    // queued (dropped): the client's next request decides; or, while the
+                    // mirror is inside a transaction, the primary finishing it first.
                     _ => {
                         idle_seen = false;
-                        match rx.recv().await {
-                            Some(r) => backlog.lock().unwrap().take(r, status, dropped),
-                            None => session_over = true,
+                        let open_from = backlog.lock().unwrap().open_from();
+                        let next = match open_from {
+                            Some(from) => tokio::select! {
+                                next = rx.recv() => Some(next),
+                                _ = self.primary.wait_idle(from, u64::MAX) => None,
+                            },
+                            None => Some(rx.recv().await),
+                        };
+                        match next {
+                            Some(Some(r)) => backlog.lock().unwrap().take(r, status, dropped),
+                            Some(None) => session_over = true,
+                            // Checked at the top: the transaction is rolled back.
+                            None => {}
                         }
                     }
                 }
@@ -487,6 +541,10 @@ impl Worker {
                                 let ordered = front.statement.as_ref().is_some_and(|s| s.ordered);
                                 let primary = self.primary.primary_digest(seq);
                                 front.paired.add(primary.as_ref(), &digest.take(), ordered);
+                            } else if compare {
+                                // The proxy's own request: its answer is not compared, and
+                                // must not count towards the next request's.
+                                digest.take();
                             }
                             match q.front_mut() {
                                 None => {
