@@ -284,12 +284,23 @@ fn feed_tap(
         // The tap sees the frame before it is counted, so its sequence number is the
         // request's own.
         tap.frame(tag, shared, at, end, state, now);
-        if matches!(tag, b'Q' | b'S' | b'F') {
-            state.request_sent(now);
-        }
+        count_request(tag, state, now);
         at = end;
     }
     (shared.len(), false)
+}
+
+/// Counts the client's message `tag` if it ends a request: Query, FunctionCall, or a Sync,
+/// except the Sync that completes an extended-protocol COPY FROM STDIN.
+#[inline]
+fn count_request(tag: u8, state: &SessionState, now: Instant) {
+    match tag {
+        b'S' if state.copy_sync_owed() => state.copy_sync_received(),
+        b'Q' | b'S' | b'F' => {
+            state.request_sent(now, tag == b'S');
+        }
+        _ => {}
+    }
 }
 
 /// Counts requests and finds Terminate in a run of whole client messages.
@@ -297,13 +308,10 @@ fn feed_tap(
 fn count_requests(buf: &[u8], state: &SessionState, now: Instant) -> (usize, bool) {
     let mut at = 0;
     for (tag, msg) in Frames::new(buf) {
-        match tag {
-            b'Q' | b'S' | b'F' => {
-                state.request_sent(now);
-            }
-            b'X' => return (at, true),
-            _ => {}
+        if tag == b'X' {
+            return (at, true);
         }
+        count_request(tag, state, now);
         at += msg.len();
     }
     (buf.len(), false)
@@ -349,6 +357,7 @@ where
                 b'Z' if compare => state.ready_with(ready_status(msg), now, Some(&digest.take())),
                 b'Z' => state.ready(ready_status(msg), now),
                 b'E' => errors += 1,
+                b'G' => state.copy_in_started(),
                 _ => {}
             }
         }

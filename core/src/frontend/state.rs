@@ -31,6 +31,12 @@ pub struct SessionState {
     latency_seq: [AtomicI64; RING],
     /// Set when the session ends: nothing more will be answered.
     closed: AtomicBool,
+    /// The last request sent ended with a Sync (extended protocol).
+    last_sync: AtomicBool,
+    /// The server started COPY FROM STDIN for a request that ended with a Sync: it ignores
+    /// Syncs during the copy, and answers the one the client sends after CopyDone/CopyFail,
+    /// which completes that request rather than starting one.
+    copy_sync_owed: AtomicBool,
     /// Wakes the mirror worker waiting for the primary's answer.
     progress: Notify,
     /// What the waiting mirror worker wants (see [`SessionState::wait_idle`]): an answer
@@ -126,6 +132,8 @@ impl Default for SessionState {
             status_at: std::array::from_fn(|_| AtomicU8::new(b'I')),
             latency_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             closed: AtomicBool::new(false),
+            last_sync: AtomicBool::new(false),
+            copy_sync_owed: AtomicBool::new(false),
             progress: Notify::new(),
             wake_idle: AtomicU64::new(u64::MAX),
             wake_done: AtomicU64::new(u64::MAX),
@@ -137,11 +145,34 @@ impl Default for SessionState {
 impl SessionState {
     /// A request was sent; returns its sequence number.
     #[inline]
-    pub fn request_sent(&self, now: Instant) -> u64 {
+    pub fn request_sent(&self, now: Instant, sync: bool) -> u64 {
+        self.last_sync.store(sync, Ordering::Relaxed);
         let seq = self.sent.fetch_add(1, Ordering::Relaxed);
         let ns = now.duration_since(self.epoch).as_nanos() as u64;
         self.started_ns[seq as usize % RING].store(ns, Ordering::Relaxed);
         seq
+    }
+
+    /// The server answered CopyInResponse. The client sends nothing more before it gets it,
+    /// so the last request sent is the one that started the copy.
+    #[inline]
+    pub fn copy_in_started(&self) {
+        if self.last_sync.load(Ordering::Relaxed) {
+            self.copy_sync_owed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a Sync from the client now completes an extended-protocol COPY (see
+    /// `copy_sync_owed`) instead of being a request of its own.
+    #[inline]
+    pub fn copy_sync_owed(&self) -> bool {
+        self.copy_sync_owed.load(Ordering::Relaxed)
+    }
+
+    /// The client sent the Sync [`SessionState::copy_sync_owed`] waited for.
+    #[inline]
+    pub fn copy_sync_received(&self) {
+        self.copy_sync_owed.store(false, Ordering::Relaxed);
     }
 
     /// A ReadyForQuery arrived with `status`.
@@ -282,8 +313,8 @@ mod tests {
     fn pairs_requests_with_ready_for_query() {
         let s = SessionState::default();
         let t0 = Instant::now();
-        let a = s.request_sent(t0);
-        let b = s.request_sent(t0);
+        let a = s.request_sent(t0, false);
+        let b = s.request_sent(t0, false);
         assert_eq!((a, b, s.pending()), (0, 1, 2));
         s.ready(b'T', t0 + Duration::from_millis(3));
         assert_eq!(s.primary_latency(0).unwrap().as_millis(), 3);

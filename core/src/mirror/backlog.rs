@@ -73,6 +73,15 @@ impl Backlog {
         status: impl Fn(u64) -> Answered,
         mut dropped: impl FnMut(Request),
     ) {
+        if r.continues {
+            // COPY data joins the held request that started the copy. Held it is: its
+            // answer comes after this data, and it goes out only once answered. Without it
+            // (dropped, or lost with a connection) the data has nothing to complete.
+            if let Some(head) = self.held.last_mut().filter(|h| h.seq == r.seq) {
+                head.payload.extend(r.payload);
+            }
+            return;
+        }
         let gap = self
             .last_taken
             .is_some_and(|last| r.first_seq() != last + 1);
@@ -238,6 +247,7 @@ mod tests {
                     self.places.clone().try_acquire_owned().unwrap(),
                     self.target.clone(),
                 )),
+                continues: false,
             }
         }
 

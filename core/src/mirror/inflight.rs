@@ -54,6 +54,7 @@ impl InFlight {
             readies: self.readies,
             received: self.received,
             slot: self._slot,
+            continues: false,
         }
     }
 }
@@ -83,11 +84,13 @@ pub fn connection_error() -> Outcome {
     }
 }
 
-/// Whether the request carries its own COPY data (it ends with CopyDone or CopyFail).
+/// Whether the request carries its own COPY data: it ends with CopyDone or CopyFail, or
+/// (extended protocol) with one of them and a Sync.
 pub fn ends_with_copy_data(request: &Request) -> bool {
-    request
-        .payload
-        .last()
-        .and_then(|last| Frames::new(last).last())
-        .is_some_and(|(tag, _)| tag == b'c' || tag == b'f')
+    let n = request.payload.len();
+    let tags = request.payload[n.saturating_sub(2)..]
+        .iter()
+        .flat_map(|slice| Frames::new(slice).map(|(tag, _)| tag));
+    let (before, last) = tags.fold((0, 0), |(_, last), tag| (last, tag));
+    matches!(last, b'c' | b'f') || (last == b'S' && matches!(before, b'c' | b'f'))
 }

@@ -24,6 +24,10 @@ pub struct Request {
     /// `None` for the proxy's own requests (see [`Request::rollback`]), which take no place
     /// and are not reported.
     pub slot: Option<Slot>,
+    /// The data of an extended-protocol COPY FROM STDIN, to its CopyDone/CopyFail and the
+    /// Sync after it: it completes the request before it (same `seq`, no place, not
+    /// reported), which was queued at its first Sync, before the copy began.
+    pub continues: bool,
 }
 
 impl Request {
@@ -39,6 +43,23 @@ impl Request {
             readies: 1,
             received: Instant::now(),
             slot: None,
+            continues: false,
+        }
+    }
+
+    /// A continuation (see `continues`) that ends the mirror's COPY with CopyFail: its data
+    /// was too big to hold.
+    pub fn copy_fail(seq: u64) -> Request {
+        let mut msg = bytes::BytesMut::with_capacity(48);
+        crate::protocol::messages::copy_fail(&mut msg, "COPY data too big to mirror");
+        crate::protocol::messages::sync(&mut msg);
+        Request {
+            payload: SmallVec::from_iter([msg.freeze()]),
+            seq,
+            readies: 0,
+            received: Instant::now(),
+            slot: None,
+            continues: true,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Tap {
     executes: bool,
     seq: u64,
     received: Option<Instant>,
+    /// The request being assembled is the data of an extended-protocol COPY FROM STDIN
+    /// (see [`Request::continues`]).
+    continues: bool,
 }
 
 impl Tap {
@@ -66,6 +69,7 @@ impl Tap {
             executes: false,
             seq: 0,
             received: None,
+            continues: false,
         }
     }
 
@@ -119,6 +123,12 @@ impl Tap {
             b'C' => {
                 self.definitions.closed(&chunk[start + 5..end]);
                 false
+            }
+            // The Sync after the data of an extended-protocol COPY FROM STDIN: it completes
+            // the request that started the copy (the server ignored that one's Sync).
+            b'S' if state.copy_sync_owed() => {
+                self.continues = true;
+                true
             }
             // A batch that only prepares (Parse/Describe/Sync, as drivers send before the
             // first execution of a statement) joins the batch that executes it: one query
@@ -182,6 +192,27 @@ impl Tap {
         self.in_request = false;
         self.executes = false;
         if !self.mirroring {
+            self.continues = false;
+            return;
+        }
+        if std::mem::take(&mut self.continues) {
+            // Not a request of its own: no place, nothing to report. Its request was
+            // dropped if the transaction is poisoned; then the data goes too.
+            if !self.poisoned {
+                let request = if too_big {
+                    Request::copy_fail(self.seq)
+                } else {
+                    Request {
+                        payload,
+                        seq: self.seq,
+                        readies: 0,
+                        received: self.received.take().unwrap_or(now),
+                        slot: None,
+                        continues: true,
+                    }
+                };
+                let _ = self.tx.send(request);
+            }
             return;
         }
         // Non-blocking: no free place means the mirror is `mirror_queue` requests behind.
@@ -199,6 +230,7 @@ impl Tap {
             readies,
             received: self.received.take().unwrap_or(now),
             slot: Some(Slot::new(permit, self.target.clone())),
+            continues: false,
         };
         if self.tx.send(request).is_err() {
             self.dropped(DropReason::Shutdown);

@@ -106,6 +106,11 @@ impl Worker {
                     None => break,
                 },
             };
+            if request.continues {
+                // COPY data whose request is not held here (reported already, with a
+                // connection failure): nothing to complete.
+                continue;
+            }
             if self.lost_transaction {
                 if self.starts_transaction(&request).await {
                     self.lost_transaction = false;

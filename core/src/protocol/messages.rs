@@ -121,6 +121,14 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     put(buf, b'Q', |b| put_cstr(b, sql));
 }
 
+pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
+    put(buf, b'f', |b| put_cstr(b, reason));
+}
+
+pub fn sync(buf: &mut BytesMut) {
+    put(buf, b'S', |_| {});
+}
+
 pub fn password(buf: &mut BytesMut, password: &str) {
     put(buf, b'p', |b| put_cstr(b, password));
 }
