@@ -255,8 +255,8 @@ impl SessionState {
         }
     }
 
-    /// Like [`SessionState::answered`] without waiting: `None` while request `seq` is
-    /// unanswered, else the status after it (`None` inside when no longer recorded).
+    /// The primary's answer to request `seq` so far: `None` while it is unanswered, else
+    /// the status after it (`None` inside when no longer recorded).
     pub fn answered_now(&self, seq: u64) -> Option<Option<u8>> {
         if self.done.load(Ordering::Acquire) <= seq {
             return None;

@@ -97,15 +97,7 @@ impl Worker {
 
     /// Replays requests until the session's tap is dropped and the queue is empty.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        let mut next = None;
-        loop {
-            let request = match next.take() {
-                Some(r) => r,
-                None => match rx.recv().await {
-                    Some(r) => r,
-                    None => break,
-                },
-            };
+        while let Some(request) = rx.recv().await {
             if request.continues {
                 // COPY data whose request is not held here (reported already, with a
                 // connection failure): nothing to complete.
