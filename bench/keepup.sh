@@ -86,7 +86,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 TICK=$(getconf CLK_TCK)
-pgdog_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 seconds() { awk -v t="$1" -v hz="$TICK" 'BEGIN {printf "%.1f", t / hz}'; }
 rows() { psql -h 127.0.0.1 -p "$1" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history'; }
 # prepare SETUP: the machine and the clusters as SETUP has them (undoing the other setups).
@@ -146,14 +145,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
             pgbench_init "$SCALE" "$PRIMARY" "$MIRROR" >/dev/null
             : >"$WORK/mirror/postgres.log"
             launch "$setup" "$bin"
-            p0=$(cluster_ticks "$WORK/primary") m0=$(cluster_ticks "$WORK/mirror") d0=$(pgdog_ticks "$PGDOG_PID")
+            p0=$(cluster_ticks "$WORK/primary") m0=$(cluster_ticks "$WORK/mirror") d0=$(process_ticks "$PGDOG_PID")
             # The mirror's backends are opened by the first queries: count from one second in.
             (sleep 1 && cluster_preempted "$WORK/mirror" >"$WORK/preempted.0") &
             counter=$!
             out=$(as_client "$setup" pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T "$DURATION" pgdog 2>&1)
             wait "$counter"
             v1=$(cluster_preempted "$WORK/mirror")
-            p1=$(cluster_ticks "$WORK/primary") m1=$(cluster_ticks "$WORK/mirror") d1=$(pgdog_ticks "$PGDOG_PID")
+            p1=$(cluster_ticks "$WORK/primary") m1=$(cluster_ticks "$WORK/mirror") d1=$(process_ticks "$PGDOG_PID")
             last=$(settled_total "$METRICS" 120 0.5)
             dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
             kill "$PGDOG_PID"

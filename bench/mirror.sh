@@ -56,7 +56,6 @@ source scripts/lib.sh
 log() { printf '[mirror-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
 cargo build --release -q -p pgdog -p pgdog-mirror-stats
@@ -138,9 +137,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         [[ $mode == stalled ]] && stall_mirror
         before=0 after=0
-        [[ -n $PGDOG_PID ]] && before=$(cpu_ticks "$PGDOG_PID")
+        [[ -n $PGDOG_PID ]] && before=$(process_ticks "$PGDOG_PID")
         out=$(pgbench -h 127.0.0.1 -p "$port" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
-        [[ -n $PGDOG_PID ]] && after=$(cpu_ticks "$PGDOG_PID")
+        [[ -n $PGDOG_PID ]] && after=$(process_ticks "$PGDOG_PID")
         # Share of the mirrored requests dropped (healthy modes only: a stalled mirror drops
         # everything by design); read once the totals stop moving.
         drop_pct=-

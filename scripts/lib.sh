@@ -123,16 +123,23 @@ service_cgroups_remove() {
     done
 }
 
+# process_ticks PID [REAPED]: CPU clock ticks (user + system) process PID used so far; with
+# REAPED 1, those of the children it reaped too. Nothing for a process that is gone.
+process_ticks() {
+    # Fields after "pid (comm) ": utime is the 12th; stime, cutime and cstime follow.
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null |
+        awk -v reaped="${2:-0}" '{print $12 + $13 + (reaped ? $14 + $15 : 0)}' || true
+}
+
 # cluster_ticks DIR: CPU clock ticks used so far by the cluster under DIR: its postmaster with
 # the children it reaped, plus the children still running.
 cluster_ticks() {
     local pm child
     pm=$(head -n 1 "$1/data/postmaster.pid")
     {
-        # Fields after "pid (comm) ": utime is the 12th; stime, cutime and cstime follow.
-        sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
+        process_ticks "$pm" 1
         for child in $(pgrep -P "$pm"); do
-            sed 's/^.*) //' "/proc/$child/stat" 2>/dev/null | awk '{print $12 + $13}'
+            process_ticks "$child"
         done
     } | awk '{s += $1} END {print s + 0}'
 }

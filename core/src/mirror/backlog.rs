@@ -141,13 +141,10 @@ impl Backlog {
     /// the last request taken. The caller checks the queue once more (a request is queued
     /// before the primary sees it) and then calls [`Backlog::roll_back`].
     pub fn abandoned(&self, status: impl Fn(u64) -> Answered) -> bool {
-        let Some(last) = self
-            .last_taken
-            .filter(|_| self.open && self.held.is_empty())
-        else {
+        let Some(from) = self.open_from() else {
             return false;
         };
-        (last + 1..)
+        (from..)
             .map(&status)
             .take_while(Option::is_some)
             .any(|answered| matches!(answered, Some(Some(b'I') | None)))
@@ -254,6 +251,17 @@ mod tests {
         fn status(&self) -> impl Fn(u64) -> Answered + '_ {
             |seq| self.answers.get(&seq).copied()
         }
+
+        /// Requests `seq` the primary answered with status `s`, taken in order (no gap,
+        /// nothing dropped).
+        fn take_answered(&mut self, b: &mut Backlog, answers: &[(u64, u8)]) {
+            for &(seq, s) in answers {
+                self.answers.insert(seq, Some(s));
+                b.take(self.request(seq), self.status(), |_| {
+                    panic!("nothing dropped")
+                });
+            }
+        }
     }
 
     fn seqs(batch: &[Request]) -> Vec<Option<u64>> {
@@ -283,10 +291,7 @@ mod tests {
     fn several_finished_transactions_go_out_together_and_an_open_one_waits() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        for (seq, s) in [(0, b'I'), (1, b'T'), (2, b'I'), (3, b'T')] {
-            f.answers.insert(seq, Some(s));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'I'), (1, b'T'), (2, b'I'), (3, b'T')]);
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
         assert_eq!(b.len(), 1);
     }
@@ -295,10 +300,7 @@ mod tests {
     fn a_long_transaction_goes_out_at_the_hold_limit() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        for seq in 0..4 {
-            f.answers.insert(seq, Some(b'T'));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'T'), (1, b'T'), (2, b'T'), (3, b'T')]);
         b.take(f.request(4), f.status(), |_| panic!()); // unanswered
         assert!(b.ready(f.status(), 8).is_empty());
         assert_eq!(b.ready(f.status(), 5).len(), 4);
@@ -310,10 +312,7 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         // Sent: a transaction's first two requests (hold limit), so the mirror is in it.
-        for seq in 0..2 {
-            f.answers.insert(seq, Some(b'T'));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'T'), (1, b'T')]);
         assert_eq!(b.ready(f.status(), 2).len(), 2);
         // Held: its third; then 3..=5 were dropped, and 6 starts a new transaction.
         f.answers.insert(2, Some(b'T'));
@@ -330,10 +329,7 @@ mod tests {
     fn a_gap_after_finished_transactions_keeps_them_and_rolls_back_nothing() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        for (seq, s) in [(0, b'T'), (1, b'I')] {
-            f.answers.insert(seq, Some(s));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'T'), (1, b'I')]);
         b.take(f.request(5), f.status(), |_| {
             panic!("a finished transaction is kept")
         });
@@ -382,10 +378,7 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         // The hold limit sent the head of a transaction: the mirror is inside it.
-        for seq in 0..2 {
-            f.answers.insert(seq, Some(b'T'));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'T'), (1, b'T')]);
         assert_eq!(b.ready(f.status(), 2).len(), 2);
         assert_eq!(b.open_from(), Some(2));
         // Its next requests were dropped, not queued; the primary is still inside it.
@@ -411,10 +404,7 @@ mod tests {
     fn a_finished_transaction_is_not_abandoned() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        for (seq, s) in [(0, b'T'), (1, b'I')] {
-            f.answers.insert(seq, Some(s));
-            b.take(f.request(seq), f.status(), |_| panic!());
-        }
+        f.take_answered(&mut b, &[(0, b'T'), (1, b'I')]);
         assert_eq!(b.ready(f.status(), 64).len(), 2);
         f.answers.insert(2, Some(b'I'));
         assert!(!b.abandoned(f.status()) && b.open_from().is_none());

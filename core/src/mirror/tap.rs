@@ -206,7 +206,7 @@ impl Tap {
                         payload,
                         seq: self.seq,
                         readies: 0,
-                        received: self.received.take().unwrap_or(now),
+                        received: now,
                         slot: None,
                         continues: true,
                     }

@@ -419,18 +419,14 @@ impl Worker {
                     _ => {
                         idle_seen = false;
                         let open_from = backlog.lock().unwrap().open_from();
-                        let next = match open_from {
-                            Some(from) => tokio::select! {
-                                next = rx.recv() => Some(next),
-                                _ = self.primary.wait_idle(from, u64::MAX) => None,
+                        tokio::select! {
+                            next = rx.recv() => match next {
+                                Some(r) => backlog.lock().unwrap().take(r, status, dropped),
+                                None => session_over = true,
                             },
-                            None => Some(rx.recv().await),
-                        };
-                        match next {
-                            Some(Some(r)) => backlog.lock().unwrap().take(r, status, dropped),
-                            Some(None) => session_over = true,
-                            // Checked at the top: the transaction is rolled back.
-                            None => {}
+                            // The check at the top then rolls the transaction back.
+                            _ = self.primary.wait_idle(open_from.unwrap_or(u64::MAX), u64::MAX),
+                                if open_from.is_some() => {}
                         }
                     }
                 }
