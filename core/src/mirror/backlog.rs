@@ -45,23 +45,19 @@ impl Backlog {
     }
 
     /// What the writer waits for while requests are held: the primary's first answer
-    /// leaving no transaction open at or after the returned sequence number (the first
-    /// held request not answered yet; else the next request, which, if mirrored, will be
-    /// queued), and the sequence number at which the hold limit is reached. `None` when
+    /// leaving no transaction open at or after the returned sequence number (the first held
+    /// request's), and the sequence number at which the hold limit is reached. `None` when
     /// nothing is held.
-    pub fn wake_at(
-        &self,
-        status: impl Fn(u64) -> Answered,
-        hold_limit: usize,
-    ) -> Option<(u64, u64)> {
-        let mut clients = self.held.iter().filter(|r| r.is_client());
-        let first = clients.clone().next()?.first_seq();
+    ///
+    /// The wait starts at the first held request even when it is answered already: an
+    /// answer that came after [`Backlog::ready`] looked must satisfy the wait at once, or
+    /// the writer would sleep on a finished transaction until the client's next request.
+    pub fn wake_at(&self, hold_limit: usize) -> Option<(u64, u64)> {
+        let first = self.held.iter().find(|r| r.is_client())?;
         // A request's status is the one after its last ReadyForQuery (a joined preparing
         // batch answers idle before its execution is even sent).
-        let from = clients
-            .find(|r| status(r.seq).is_none())
-            .map_or(self.last_taken.map_or(first, |l| l + 1), |r| r.seq);
-        Some((from, first.saturating_add(hold_limit as u64)))
+        let limit = first.first_seq().saturating_add(hold_limit as u64);
+        Some((first.seq, limit))
     }
 
     /// Takes `r` from the queue. After a gap, the held requests past the last transaction
@@ -341,17 +337,41 @@ mod tests {
     fn the_writer_waits_for_the_answer_after_a_requests_last_ready() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        assert_eq!(b.wake_at(f.status(), 64), None);
+        assert_eq!(b.wake_at(64), None);
         // A preparing batch joined to its execution: two ReadyForQuery, seq 4 and 5. The
         // first (idle) is answered before the execution is even sent.
         let mut joined = f.request(5);
         joined.readies = 2;
         f.answers.insert(4, Some(b'I'));
         b.take(joined, f.status(), |_| panic!());
-        assert_eq!(b.wake_at(f.status(), 64), Some((5, 4 + 64)));
-        // All answered, transaction open: the next request (6), if queued, ends it.
+        assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
+        // All answered, transaction open: a later answer leaving it (the next request's,
+        // queued before the primary sees it) ends the wait.
         f.answers.insert(5, Some(b'T'));
-        assert_eq!(b.wake_at(f.status(), 64), Some((6, 4 + 64)));
+        assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
+    }
+
+    /// Whether the primary's answers already satisfy the wait [`Backlog::wake_at`] asks for,
+    /// as `SessionState::wait_idle` judges it with `done` answers so far.
+    fn wait_satisfied(f: &Fixture, (from, until): (u64, u64), done: u64) -> bool {
+        done >= until || (from..done).any(|seq| f.answers.get(&seq) == Some(&Some(b'I')))
+    }
+
+    #[test]
+    fn an_answer_arriving_after_ready_looked_does_not_leave_the_writer_asleep() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        f.take_answered(&mut b, &[(0, b'I')]);
+        assert_eq!(b.ready(f.status(), 64).len(), 1);
+        // The client's last request: unanswered when the writer looks...
+        b.take(f.request(1), f.status(), |_| panic!());
+        assert!(b.ready(f.status(), 64).is_empty());
+        // ...answered before it computes what to wait for. No further request will come,
+        // so the wait must be satisfied now, and then the request goes out.
+        f.answers.insert(1, Some(b'I'));
+        let wake = b.wake_at(64).expect("a request is held");
+        assert!(wait_satisfied(&f, wake, 2), "{wake:?}");
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(1)]);
     }
 
     #[test]
@@ -367,7 +387,7 @@ mod tests {
             b.take(r, f.status(), |_| panic!());
         }
         // The writer is woken once the primary answered up to the limit...
-        assert_eq!(b.wake_at(f.status(), 6), Some((6, 6)));
+        assert_eq!(b.wake_at(6), Some((1, 6)));
         // ...and then has something to send, though fewer than 6 requests are held.
         assert_eq!(seqs(&b.ready(f.status(), 6)), [Some(1), Some(3), Some(5)]);
         assert!(b.open);

@@ -400,7 +400,7 @@ impl Worker {
                     sent.notify_one();
                     return Ok(());
                 }
-                let wake = backlog.lock().unwrap().wake_at(status, self.hold_limit());
+                let wake = backlog.lock().unwrap().wake_at(self.hold_limit());
                 match wake {
                     // Held requests wait for the primary to finish their transaction.
                     Some((from, until)) if !idle_seen || progressed => {
