@@ -94,13 +94,18 @@ impl Proxy {
     pub fn start_mirror(&self, target: Arc<MirrorTarget>, state: &Arc<SessionState>) -> Tap {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let definitions = Arc::new(Definitions::default());
+        // The session keeps its queue length: a `RELOAD` changing `mirror_queue` applies
+        // to sessions started after it, and the worker's hold limit must stay within the
+        // tap's places.
+        let places = target.queue();
         let worker = Worker::new(
             target.clone(),
             self.events.clone(),
             state.clone(),
             definitions.clone(),
+            places,
         );
         self.mirror_tasks.spawn(worker.run(rx));
-        Tap::new(target, tx, self.events.clone(), definitions)
+        Tap::new(target, tx, self.events.clone(), definitions, places)
     }
 }

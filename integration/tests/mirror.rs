@@ -607,6 +607,60 @@ async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()>
     Ok(())
 }
 
+/// A `RELOAD` that raises `mirror_queue` applies to new sessions; one already mirroring
+/// keeps its places, and the hold limit that goes with them. Held back to the new, larger
+/// limit, a transaction would take all of the session's places and have its rest dropped.
+#[tokio::test]
+async fn a_session_keeps_its_queue_length_across_a_reload() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE t(v int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .set("admin_password", "reload-secret")
+        .pool_set("primary", "mirror_queue", 4)
+        .start()
+        .await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    client.simple_query("SELECT 1").await?; // the session starts, with 4 places
+
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(pgdog.config_path())?)?;
+    let primary = config["pools"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["name"].as_str() == Some("primary"))
+        .unwrap();
+    primary
+        .as_table_mut()
+        .unwrap()
+        .insert("mirror_queue".into(), 100.into());
+    std::fs::write(pgdog.config_path(), toml::to_string(&config)?)?;
+    let console = pgdog
+        .connect_admin("admin", "reload-secret", "pgdog")
+        .await?;
+    let out = common::admin_lines(&console, "RELOAD").await?.join("\n");
+    assert!(
+        out.contains("mirror_queue 4 -> 100 (new sessions)"),
+        "{out}"
+    );
+
+    client.simple_query("BEGIN").await?;
+    for v in 1..=10 {
+        client
+            .simple_query(&format!("INSERT INTO t VALUES ({v})"))
+            .await?;
+        // Slower than the mirror: 4 places are enough when the writer sends every 2.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.simple_query("COMMIT").await?;
+    let c = settled_counts(&pgdog, "primary", "all 13 accounted for", |c| {
+        c.total == 13 && invariant(c)
+    })
+    .await?;
+    assert_eq!((c.mirrored, c.dropped, c.errors), (13, 0, 0), "{c:?}");
+    assert_eq!(values_of_t(&m).await?, (1..=10).collect::<Vec<_>>());
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_transaction_whose_mirror_connection_broke_is_not_finished_outside_it() -> Result<()> {
     let (p, m) = clusters().await?;

@@ -60,6 +60,15 @@ impl Backlog {
         Some((first.seq, limit))
     }
 
+    /// Sequence number of the first held request of the client's (its first
+    /// ReadyForQuery's), `None` when none is held.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.held
+            .iter()
+            .find(|r| r.is_client())
+            .map(Request::first_seq)
+    }
+
     /// Takes `r` from the queue. After a gap, the held requests past the last transaction
     /// end are handed to `dropped` (their transaction was cut), and a `ROLLBACK` goes
     /// before `r` if the mirror may be inside a transaction by then.

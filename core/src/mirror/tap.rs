@@ -52,9 +52,10 @@ impl Tap {
         tx: mpsc::UnboundedSender<Request>,
         events: EventSink,
         definitions: Arc<Definitions>,
+        places: usize,
     ) -> Tap {
         Tap {
-            places: Arc::new(Semaphore::new(target.queue())),
+            places: Arc::new(Semaphore::new(places)),
             target,
             tx,
             events,

@@ -12,8 +12,9 @@
 //!
 //! The writer holds a transaction's requests until the primary has finished it, then sends
 //! everything finished in one write ([`Backlog`]); it wakes once per transaction, not per
-//! answer ([`SessionState::wait_idle`]). A mirror that fell behind thus catches up in
-//! batches. Named prepared statements the mirror lacks are defined again before use
+//! answer ([`SessionState::wait_idle`]), and then lingers up to 2 ms for the client's next
+//! transactions to join the same write ([`Worker::linger`]). A mirror that fell behind
+//! thus catches up in batches. Named prepared statements the mirror lacks are defined again before use
 //! ([`super::prepared`]).
 //!
 //! A connection failure starts an "episode": the worker retries with exponential backoff,
@@ -47,6 +48,12 @@ use tokio::sync::mpsc;
 /// connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
+/// How long the writer waits after a finished transaction for more of the client's
+/// requests to go in the same write ([`Worker::linger`]), and how many sequence numbers
+/// it waits for at most.
+const LINGER: Duration = Duration::from_millis(2);
+const LINGER_SEQS: u64 = 16;
+
 pub struct Worker {
     target: Arc<MirrorTarget>,
     events: EventSink,
@@ -61,6 +68,8 @@ pub struct Worker {
     /// the rest of that transaction is reported as `connection` errors, not run on a new
     /// connection outside its transaction.
     lost_transaction: bool,
+    /// The session's `mirror_queue` places (the tap's), as they were when it started.
+    places: usize,
 }
 
 /// How a pipelined run on one connection ended.
@@ -81,6 +90,7 @@ impl Worker {
         events: EventSink,
         primary: Arc<SessionState>,
         definitions: Arc<Definitions>,
+        places: usize,
     ) -> Worker {
         let statements = primary.compares().then(Mutex::default);
         Worker {
@@ -92,6 +102,7 @@ impl Worker {
             statements,
             definitions,
             lost_transaction: false,
+            places,
         }
     }
 
@@ -254,7 +265,23 @@ impl Worker {
     /// Most requests of one open transaction held back before they are sent anyway (a long
     /// transaction must not use up the session's queue places).
     fn hold_limit(&self) -> usize {
-        (self.target.queue() / 2).max(1)
+        (self.places / 2).max(1)
+    }
+
+    /// Once a held transaction is finished, waits a moment (at most [`LINGER`]) for the
+    /// client's next requests to be answered too, so that they reach the mirror in the
+    /// same write: one wake-up of the mirror's backend and of this worker for several
+    /// requests rather than one each. Only this worker waits; the mirror falls behind by
+    /// at most that long, and latency is measured from the send, so it is not affected.
+    /// The requests stay in `backlog` meanwhile: a connection that breaks reports them.
+    async fn linger(&self, backlog: &Mutex<Backlog>) {
+        let Some(first) = backlog.lock().unwrap().first_seq() else {
+            return;
+        };
+        // Within the hold limit, so that the session's queue places never run out while
+        // it waits (with `mirror_queue = 2`, it does not wait at all).
+        let until = first + LINGER_SEQS.min(self.hold_limit() as u64);
+        let _ = tokio::time::timeout(LINGER, self.primary.wait_idle(u64::MAX, until)).await;
     }
 
     /// Records `batch` as in flight and writes it in one go.
@@ -405,7 +432,9 @@ impl Worker {
                     // Held requests wait for the primary to finish their transaction.
                     Some((from, until)) if !idle_seen || progressed => {
                         idle_seen = self.primary.wait_idle(from, until).await;
-                        if !idle_seen {
+                        if idle_seen {
+                            self.linger(&backlog).await;
+                        } else {
                             // The session is over; its tap goes next, closing the queue.
                             match rx.recv().await {
                                 Some(r) => backlog.lock().unwrap().take(r, status, dropped),
@@ -486,7 +515,10 @@ impl Worker {
                                 }
                                 cancel_deadline = Some(Instant::now() + CANCEL_GRACE);
                                 let addr = self.target.pool.addr();
-                                let _ = Server::cancel(&addr.host, addr.port, key).await;
+                                // Within the grace: a mirror host that stopped answering
+                                // must not hold the reader for the system's connect timeout.
+                                let cancel = Server::cancel(&addr.host, addr.port, key);
+                                let _ = tokio::time::timeout(CANCEL_GRACE, cancel).await;
                                 continue;
                             }
                         }
