@@ -607,6 +607,52 @@ async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()>
     Ok(())
 }
 
+/// A transaction whose head the writer still holds, and whose end was dropped, is given up
+/// as soon as the primary has finished it: its held requests are reported as dropped and
+/// the part the mirror already ran is rolled back, without waiting for the client's next
+/// request (which, for a client of a connection pool, may come hours later).
+#[tokio::test]
+async fn a_held_transaction_head_is_given_up_once_the_primary_ends_it() -> Result<()> {
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE t(v int); CREATE TABLE s(id int)").await?;
+    // Queue of 4: an open transaction's statements are held two at a time (hold limit 2).
+    let pgdog = mirrored(&p, &m)
+        .pool_set("primary", "mirror_queue", 4)
+        .start()
+        .await?;
+    let locker = lock_table(&m, "s").await?;
+    let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
+    for sql in [
+        "INSERT INTO s VALUES (1)", // waits for the lock on the mirror: 1 place
+        "BEGIN",                    // held: 2 places
+        "INSERT INTO t VALUES (1)", // both sent at the hold limit: 3 places
+        "INSERT INTO t VALUES (2)", // held: 4 places
+        "INSERT INTO t VALUES (3)", // dropped
+        "COMMIT",                   // dropped
+    ] {
+        client.simple_query(sql).await?;
+        // Slower than the writer: it acts on each request before the next comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The primary has finished the transaction; no further request comes from the client.
+    locker.batch_execute("COMMIT").await?;
+    let c = settled_counts(&pgdog, "primary", "all 6 accounted for", |c| {
+        c.total == 6 && invariant(c)
+    })
+    .await?;
+    // The insert into s, BEGIN and the first insert into t ran on the mirror; the held
+    // insert and the two after it are dropped.
+    assert_eq!((c.mirrored, c.dropped, c.errors), (3, 3, 0), "{c:?}");
+    common::eventually(
+        Duration::from_secs(10),
+        "the mirror leaves the cut transaction",
+        || async { Ok((idle_in_transaction(&m).await? == 0).then_some(())) },
+    )
+    .await?;
+    assert!(values_of_t(&m).await?.is_empty(), "rolled back");
+    Ok(())
+}
+
 /// A `RELOAD` that raises `mirror_queue` applies to new sessions; one already mirroring
 /// keeps its places, and the hold limit that goes with them. Held back to the new, larger
 /// limit, a transaction would take all of the session's places and have its rest dropped.

@@ -13,9 +13,8 @@
 //! - a gap in the sequence (requests dropped in between, see [`Backlog::take`]) drops the
 //!   held head of the transaction it cut, and rolls back the transaction the mirror may
 //!   have open: its rest will never come;
-//! - so does the primary finishing a transaction whose end was never queued while the
-//!   mirror is inside it ([`Backlog::abandoned`]), without waiting for the client's next
-//!   mirrored request.
+//! - so does the primary finishing a transaction whose end was never queued
+//!   ([`Backlog::cut_short`]), without waiting for the client's next mirrored request.
 
 use super::request::Request;
 
@@ -76,7 +75,7 @@ impl Backlog {
         &mut self,
         r: Request,
         status: impl Fn(u64) -> Answered,
-        mut dropped: impl FnMut(Request),
+        dropped: impl FnMut(Request),
     ) {
         if r.continues {
             // COPY data joins the held request that started the copy. Held it is: its
@@ -91,18 +90,58 @@ impl Backlog {
             .last_taken
             .is_some_and(|last| r.first_seq() != last + 1);
         if gap {
-            let (cut, last) = self.cut(&status);
-            for cut_off in self.held.drain(cut..) {
-                dropped(cut_off);
-            }
-            let open = if cut > 0 { open_after(last) } else { self.open };
-            if open {
-                self.held
-                    .push(Request::rollback(r.first_seq().saturating_sub(1)));
-            }
+            self.cut_off(&status, dropped, r.first_seq().saturating_sub(1));
         }
         self.last_taken = Some(r.seq);
         self.held.push(r);
+    }
+
+    /// The requests after the last one taken were never queued (dropped), and the primary
+    /// has finished a transaction among them: the backlog holds the head of a transaction
+    /// whose end will never come, or the mirror may be inside one with nothing held to end
+    /// it. The caller checks the queue once more (a request is queued before the primary
+    /// sees it) and then calls [`Backlog::cut_off`], rather than leaving it all for the
+    /// client's next mirrored request, which may be hours away.
+    pub fn cut_short(&self, status: impl Fn(u64) -> Answered) -> bool {
+        let Some(last) = self.last_taken else {
+            return false;
+        };
+        let ended_since = (last + 1..)
+            .map(&status)
+            .take_while(Option::is_some)
+            .any(|answered| matches!(answered, Some(Some(b'I') | None)));
+        ended_since && self.dangling(&status)
+    }
+
+    /// Held requests past the last transaction end, or no ROLLBACK on its way to a mirror
+    /// that may be inside a transaction after them.
+    fn dangling(&self, status: &impl Fn(u64) -> Answered) -> bool {
+        let (cut, last) = self.cut(status);
+        let rest = &self.held[cut..];
+        if rest.iter().any(Request::is_client) {
+            return true;
+        }
+        // Only the proxy's own ROLLBACK can be past the end: it is on its way.
+        rest.is_empty() && if cut > 0 { open_after(last) } else { self.open }
+    }
+
+    /// Ends a transaction that was cut by drops: its held requests past the last transaction
+    /// end go to `dropped`, and a `ROLLBACK` (numbered `seq`) is queued if the mirror may be
+    /// inside it by then.
+    pub fn cut_off(
+        &mut self,
+        status: &impl Fn(u64) -> Answered,
+        mut dropped: impl FnMut(Request),
+        seq: u64,
+    ) {
+        let (cut, last) = self.cut(status);
+        for cut_off in self.held.drain(cut..) {
+            dropped(cut_off);
+        }
+        let open = if cut > 0 { open_after(last) } else { self.open };
+        if open {
+            self.held.push(Request::rollback(seq));
+        }
     }
 
     /// What to send now: the held requests up to the last one after which the primary was
@@ -115,6 +154,10 @@ impl Backlog {
             return self.held.drain(..cut).collect();
         }
         if self.held.iter().all(|r| !r.is_client()) {
+            // The proxy's own requests are ROLLBACKs: after them, no transaction is open.
+            if !self.held.is_empty() {
+                self.open = false;
+            }
             return std::mem::take(&mut self.held);
         }
         if self.span() >= hold_limit as u64 {
@@ -141,33 +184,21 @@ impl Backlog {
         }
     }
 
-    /// The mirror may be inside a transaction (the hold limit sent its head) whose end will
-    /// never be queued: nothing is held, and the primary has finished a transaction after
-    /// the last request taken. The caller checks the queue once more (a request is queued
-    /// before the primary sees it) and then calls [`Backlog::roll_back`].
-    pub fn abandoned(&self, status: impl Fn(u64) -> Answered) -> bool {
-        let Some(from) = self.open_from() else {
-            return false;
-        };
-        (from..)
-            .map(&status)
-            .take_while(Option::is_some)
-            .any(|answered| matches!(answered, Some(Some(b'I') | None)))
-    }
-
-    /// Queues the proxy's own `ROLLBACK` for the transaction [`Backlog::abandoned`] found.
-    pub fn roll_back(&mut self) {
-        let seq = self.last_taken.unwrap_or_default();
-        self.held.push(Request::rollback(seq));
-        self.open = false;
-    }
-
-    /// Sequence number the primary's idle answer must reach for [`Backlog::abandoned`] to
-    /// hold (`None` when the mirror is not inside a transaction of ours).
-    pub fn open_from(&self) -> Option<u64> {
+    /// Sequence number from which an idle answer of the primary can make
+    /// [`Backlog::cut_short`] hold: the writer, with nothing to send, waits for it as well
+    /// as for the client's next request. `None` when no transaction of the client's is
+    /// held or open on the mirror.
+    pub fn watch_from(&self) -> Option<u64> {
+        let held = self.held.iter().any(Request::is_client);
+        let open = self.open && self.held.is_empty();
         self.last_taken
-            .filter(|_| self.open && self.held.is_empty())
+            .filter(|_| held || open)
             .map(|last| last + 1)
+    }
+
+    /// Sequence number of the last request taken.
+    pub fn last_taken(&self) -> Option<u64> {
+        self.last_taken
     }
 
     /// Everything held, as it is (the session ended, or the connection broke).
@@ -409,20 +440,21 @@ mod tests {
         // The hold limit sent the head of a transaction: the mirror is inside it.
         f.take_answered(&mut b, &[(0, b'T'), (1, b'T')]);
         assert_eq!(b.ready(f.status(), 2).len(), 2);
-        assert_eq!(b.open_from(), Some(2));
+        assert_eq!(b.watch_from(), Some(2));
         // Its next requests were dropped, not queued; the primary is still inside it.
         f.answers.insert(2, Some(b'T'));
-        assert!(!b.abandoned(f.status()), "its end may still be queued");
+        assert!(!b.cut_short(f.status()), "its end may still be queued");
         // The primary ended it: the end will never be queued.
         f.answers.insert(3, Some(b'I'));
-        assert!(b.abandoned(f.status()));
-        b.roll_back();
+        assert!(b.cut_short(f.status()));
+        b.cut_off(&f.status(), |_| panic!("nothing held to drop"), 1);
+        assert!(!b.cut_short(f.status()), "the ROLLBACK is on its way");
         assert_eq!(
             seqs(&b.ready(f.status(), 2)),
             [None],
             "the proxy's ROLLBACK alone"
         );
-        assert_eq!(b.open_from(), None);
+        assert_eq!(b.watch_from(), None);
         // The client's next request shows the gap, and is not preceded by a second one.
         b.take(f.request(4), f.status(), |_| panic!("nothing held to drop"));
         f.answers.insert(4, Some(b'I'));
@@ -430,13 +462,37 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_transaction_is_not_abandoned() {
+    fn a_finished_transaction_is_not_cut_short() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         f.take_answered(&mut b, &[(0, b'T'), (1, b'I')]);
+        assert!(!b.cut_short(f.status()), "held, but finished");
         assert_eq!(b.ready(f.status(), 64).len(), 2);
         f.answers.insert(2, Some(b'I'));
-        assert!(!b.abandoned(f.status()) && b.open_from().is_none());
+        assert!(!b.cut_short(f.status()) && b.watch_from().is_none());
+    }
+
+    #[test]
+    fn a_held_head_whose_end_was_dropped_is_dropped_once_the_primary_ends_it() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // A finished transaction, then the head of the next one, held.
+        f.take_answered(&mut b, &[(0, b'I'), (1, b'T'), (2, b'T')]);
+        // Its rest (3, 4) was dropped, and the primary finished it.
+        f.answers.insert(3, Some(b'T'));
+        assert!(!b.cut_short(f.status()), "its end may still be queued");
+        f.answers.insert(4, Some(b'I'));
+        assert!(b.cut_short(f.status()));
+        let mut dropped = Vec::new();
+        b.cut_off(&f.status(), |r| dropped.push(r.seq), 2);
+        assert_eq!(dropped, [1, 2]);
+        // The finished one goes out; the mirror never started the cut one: no ROLLBACK.
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0)]);
+        assert!(!b.cut_short(f.status()) && b.watch_from().is_none());
+        // The client's next request shows the gap, and finds nothing left to cut.
+        b.take(f.request(5), f.status(), |_| panic!("nothing held to drop"));
+        f.answers.insert(5, Some(b'I'));
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(5)]);
     }
 
     #[test]

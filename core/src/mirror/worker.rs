@@ -395,18 +395,21 @@ impl Worker {
                         }
                     }
                 }
-                // The mirror is inside a transaction whose end was never queued (dropped), and
-                // the primary has finished it: roll it back now rather than when the client's
-                // next mirrored request shows the gap. A request is queued before the primary
-                // sees it, so one the primary answered since the drain above is queued by now.
-                if !session_over && backlog.lock().unwrap().abandoned(status) {
+                // A transaction whose end was never queued (dropped) is held or open on the
+                // mirror, and the primary has finished it: end it now rather than when the
+                // client's next mirrored request shows the gap. A request is queued before
+                // the primary sees it, so one the primary answered since the drain above is
+                // queued by now.
+                if !session_over && backlog.lock().unwrap().cut_short(status) {
                     match rx.try_recv() {
                         Ok(r) => {
                             took += 1;
                             backlog.lock().unwrap().take(r, status, dropped);
                         }
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            backlog.lock().unwrap().roll_back();
+                            let mut backlog = backlog.lock().unwrap();
+                            let seq = backlog.last_taken().unwrap_or_default();
+                            backlog.cut_off(&status, dropped, seq);
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => session_over = true,
                     }
@@ -442,20 +445,20 @@ impl Worker {
                             }
                         }
                     }
-                    // Nothing held, or the transaction held ended in requests that were not
-                    // queued (dropped): the client's next request decides; or, while the
-                    // mirror is inside a transaction, the primary finishing it first.
+                    // Nothing to send until the client's next request, or until the primary
+                    // finishes a transaction whose end was dropped while its head is held or
+                    // open on the mirror (`watch_from`, `cut_short`).
                     _ => {
                         idle_seen = false;
-                        let open_from = backlog.lock().unwrap().open_from();
+                        let watch_from = backlog.lock().unwrap().watch_from();
                         tokio::select! {
                             next = rx.recv() => match next {
                                 Some(r) => backlog.lock().unwrap().take(r, status, dropped),
                                 None => session_over = true,
                             },
-                            // The check at the top then rolls the transaction back.
-                            _ = self.primary.wait_idle(open_from.unwrap_or(u64::MAX), u64::MAX),
-                                if open_from.is_some() => {}
+                            // The check at the top then ends the cut transaction.
+                            _ = self.primary.wait_idle(watch_from.unwrap_or(u64::MAX), u64::MAX),
+                                if watch_from.is_some() => {}
                         }
                     }
                 }
