@@ -6,6 +6,10 @@
 #   bench/mirror.sh --compare  # result comparison's cost only: modes on and nocompare,
 #                              # select-only and 100-row range reads, no keep-up/memory
 #
+#   bench/mirror.sh --baseline OLD --modes "direct off on off-base on-base"
+#                              # A/B: modes ending in -base run the pgdog binary OLD (built from
+#                              # another commit, its plugin .so beside it), interleaved
+#
 # Options: --rounds N --duration SECS --scale N --clients N --modes "direct off on nocompare stalled"
 #          --workload select|range (range: 100-row reads by primary key range) --no-extra
 #          --autogroup keep|off: the kernel's autogroup scheduling as the machine has it
@@ -30,7 +34,7 @@
 set -euo pipefail
 
 ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select EXTRA=1
-AUTOGROUP=keep
+AUTOGROUP=keep BASELINE=""
 while (($#)); do
     case $1 in
     --quick) ROUNDS=1 DURATION=3 SCALE=1 ;;
@@ -43,7 +47,8 @@ while (($#)); do
     --scale) SCALE=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
     --autogroup) AUTOGROUP=$2; shift ;;
-    -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --baseline) BASELINE=$2; shift ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -91,9 +96,9 @@ config() { # config MIRRORED(0|1) [COMPARE(0|1)]
     pair_config "$1" "$( ((${2:-1})) || echo 'mirror_compare = false')"
 }
 
-start_pgdog() { # start_pgdog MIRRORED [COMPARE]
+start_pgdog() { # start_pgdog MIRRORED [COMPARE] [BINARY]
     config "$1" "${2:-1}" >"$WORK/pgdog.toml"
-    ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
+    "${3:-./target/release/pgdog}" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
     PGDOG_PID=$!
     wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; return 1; }
 }
@@ -127,15 +132,19 @@ esac
 declare -A TPS CPU ROUND_TPS DROPS
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in $MODES; do
-        mirrored=1 compare=1 port=$PORT
-        [[ $mode == off ]] && mirrored=0
-        [[ $mode == nocompare ]] && compare=0
-        if [[ $mode == direct ]]; then
+        mirrored=1 compare=1 port=$PORT bin=./target/release/pgdog kind=$mode
+        if [[ $mode == *-base ]]; then
+            [[ -n $BASELINE ]] || { echo "mode $mode needs --baseline" >&2; exit 2; }
+            bin=$BASELINE kind=${mode%-base}
+        fi
+        [[ $kind == off ]] && mirrored=0
+        [[ $kind == nocompare ]] && compare=0
+        if [[ $kind == direct ]]; then
             port=$PRIMARY
         else
-            start_pgdog "$mirrored" "$compare"
+            start_pgdog "$mirrored" "$compare" "$bin"
         fi
-        [[ $mode == stalled ]] && stall_mirror
+        [[ $kind == stalled ]] && stall_mirror
         before=0 after=0
         [[ -n $PGDOG_PID ]] && before=$(process_ticks "$PGDOG_PID")
         out=$(pgbench -h 127.0.0.1 -p "$port" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
@@ -143,19 +152,19 @@ for ((r = 1; r <= ROUNDS; r++)); do
         # Share of the mirrored requests dropped (healthy modes only: a stalled mirror drops
         # everything by design); read once the totals stop moving.
         drop_pct=-
-        if [[ $mode == on || $mode == nocompare ]]; then
+        if [[ $kind == on || $kind == nocompare ]]; then
             last=$(settled_total "$METRICS" 40 0.25)
             drop_pct=$(awk -v d="$(metric "$METRICS" 'mirror{type="dropped"}')" -v t="$last" \
                 'BEGIN {printf "%.2f", t ? 100 * d / t : 0}')
             DROPS[$mode]+="$drop_pct "
         fi
-        [[ $mode == stalled ]] && unstall_mirror
+        [[ $kind == stalled ]] && unstall_mirror
         [[ -n $PGDOG_PID ]] && stop_pgdog
         tps=$(awk '/^tps = / {print $3}' <<<"$out")
         txns=$(awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}' <<<"$out")
         grep -q 'number of failed transactions: 0 ' <<<"$out" || { echo "$out" >&2; log "failed transactions in $mode"; exit 1; }
         us=-
-        if [[ $mode != direct ]]; then
+        if [[ $kind != direct ]]; then
             us=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
             CPU[$mode]+="$us "
         fi
@@ -185,11 +194,16 @@ cat <<MD
 
 | mode | tps | proxy CPU per transaction | mirrored requests dropped |
 |---|---:|---:|---:|
-$(row direct "direct to the primary (no proxy)")
-$(row off "mirroring off")
-$(row on "mirroring on (healthy mirror, exposure 1.0, comparison on)")
-$(row nocompare "mirroring on, mirror_compare = false")
-$(row stalled "mirroring on, mirror stalled (queue full, dropping)")
+$(
+    row direct "direct to the primary (no proxy)"
+    row off "mirroring off"
+    row on "mirroring on (healthy mirror, exposure 1.0, comparison on)"
+    row nocompare "mirroring on, mirror_compare = false"
+    row stalled "mirroring on, mirror stalled (queue full, dropping)"
+    row off-base "baseline binary: mirroring off"
+    row on-base "baseline binary: mirroring on"
+    row stalled-base "baseline binary: mirror stalled"
+)
 
 MD
 both() { [[ -n ${TPS_M[$1]:-} && -n ${TPS_M[$2]:-} ]]; }
@@ -206,6 +220,14 @@ if both on direct; then echo "- on / direct tps: **$(ratio "${TPS_M[on]}" "${TPS
 if both on nocompare; then
     echo "- comparison on / off tps: **$(ratio "${TPS_M[on]}" "${TPS_M[nocompare]}")** (goal >= 0.97); median of per-round ratios: $(paired on nocompare)"
     echo "- proxy CPU per transaction, comparison on / off: $(ratio "${CPU_M[on]% us}" "${CPU_M[nocompare]% us}")"
+fi
+if both on-base off-base; then
+    echo "- baseline binary: proxy CPU per transaction, on / off: **$(ratio "${CPU_M[on-base]% us}" "${CPU_M[off-base]% us}")**"
+fi
+if both on-base direct; then echo "- baseline binary: on / direct tps: **$(ratio "${TPS_M[on-base]}" "${TPS_M[direct]}")**; median of per-round ratios: $(paired on-base direct)"; fi
+if both stalled-base off-base; then echo "- baseline binary: stalled / off tps: **$(ratio "${TPS_M[stalled-base]}" "${TPS_M[off-base]}")**; median of per-round ratios: $(paired stalled-base off-base)"; fi
+if both on on-base; then
+    echo "- this binary / baseline, mirroring on: tps $(ratio "${TPS_M[on]}" "${TPS_M[on-base]}") (per round: $(paired on on-base)), proxy CPU per transaction $(ratio "${CPU_M[on]% us}" "${CPU_M[on-base]% us}")"
 fi
 ((EXTRA)) || exit 0
 

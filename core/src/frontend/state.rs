@@ -293,6 +293,19 @@ impl SessionState {
         self.pending() == 0 && self.status() == b'I'
     }
 
+    /// How long before `now` the primary answered request `seq`, if it has been answered and
+    /// is still recorded.
+    pub fn answered_ago(&self, seq: u64, now: Instant) -> Option<Duration> {
+        let slot = seq as usize % RING;
+        if self.latency_seq[slot].load(Ordering::Acquire) != seq as i64 {
+            return None;
+        }
+        let end_ns = self.started_ns[slot].load(Ordering::Relaxed)
+            + self.latency_ns[slot].load(Ordering::Relaxed);
+        let since_epoch = now.saturating_duration_since(self.epoch);
+        Some(since_epoch.saturating_sub(Duration::from_nanos(end_ns)))
+    }
+
     /// The primary's time for request `seq`, if it has been answered and is still recorded.
     pub fn primary_latency(&self, seq: u64) -> Option<Duration> {
         let slot = seq as usize % RING;
@@ -323,5 +336,10 @@ mod tests {
         s.ready(b'I', t0 + Duration::from_millis(5));
         assert!(s.idle());
         assert_eq!(s.primary_latency(1).unwrap().as_millis(), 5);
+        // When each was answered, seen from 9 ms after the start.
+        let later = t0 + Duration::from_millis(9);
+        assert_eq!(s.answered_ago(0, later).unwrap().as_millis(), 6);
+        assert_eq!(s.answered_ago(1, later).unwrap().as_millis(), 4);
+        assert_eq!(s.answered_ago(2, later), None, "not sent");
     }
 }

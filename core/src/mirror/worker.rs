@@ -12,8 +12,8 @@
 //!
 //! The writer holds a transaction's requests until the primary has finished it, then sends
 //! everything finished in one write ([`Backlog`]); it wakes once per transaction, not per
-//! answer ([`SessionState::wait_idle`]), and then lingers up to 2 ms for the client's next
-//! transactions to join the same write ([`Worker::linger`]). A mirror that fell behind
+//! answer ([`SessionState::wait_idle`]), and, for a client whose transactions come fast,
+//! lingers up to 2 ms for its next ones to join the same write ([`Worker::linger`]). A mirror that fell behind
 //! thus catches up in batches. Named prepared statements the mirror lacks are defined again before use
 //! ([`super::prepared`]).
 //!
@@ -278,6 +278,15 @@ impl Worker {
         let Some(first) = backlog.lock().unwrap().first_seq() else {
             return;
         };
+        // Only for a client whose transactions come faster than the wait: the transaction
+        // held began after the previous one ended, and ended just now. A slower client's
+        // next transaction would not come in time, and waiting would only delay this one.
+        let cycle = first
+            .checked_sub(1)
+            .and_then(|before| self.primary.answered_ago(before, Instant::now()));
+        if cycle.is_none_or(|cycle| cycle >= LINGER / 2) {
+            return;
+        }
         // Within the hold limit, so that the session's queue places never run out while
         // it waits (with `mirror_queue = 2`, it does not wait at all).
         let until = first + LINGER_SEQS.min(self.hold_limit() as u64);
