@@ -54,8 +54,13 @@ impl Backlog {
     pub fn wake_at(&self, hold_limit: usize) -> Option<(u64, u64)> {
         let first = self.held.iter().find(|r| r.is_client())?;
         // A request's status is the one after its last ReadyForQuery (a joined preparing
-        // batch answers idle before its execution is even sent).
-        let limit = first.first_seq().saturating_add(hold_limit as u64);
+        // batch answers idle before its execution is even sent). Nothing goes out before
+        // that answer, so the hold limit is not reached before it either, however many
+        // sequence numbers the request spans.
+        let limit = first
+            .first_seq()
+            .saturating_add(hold_limit as u64)
+            .max(first.seq + 1);
         Some((first.seq, limit))
     }
 
@@ -151,14 +156,12 @@ impl Backlog {
         let (cut, last) = self.cut(&status);
         if cut > 0 {
             self.open = open_after(last);
-            return self.held.drain(..cut).collect();
+            let mut batch: Vec<Request> = self.held.drain(..cut).collect();
+            batch.extend(self.proxy_only());
+            return batch;
         }
         if self.held.iter().all(|r| !r.is_client()) {
-            // The proxy's own requests are ROLLBACKs: after them, no transaction is open.
-            if !self.held.is_empty() {
-                self.open = false;
-            }
-            return std::mem::take(&mut self.held);
+            return self.proxy_only();
         }
         if self.span() >= hold_limit as u64 {
             let answered = self
@@ -172,6 +175,16 @@ impl Backlog {
             }
         }
         Vec::new()
+    }
+
+    /// Everything held when it is only the proxy's own requests (ROLLBACKs: after them, no
+    /// transaction is open); else nothing. They wait for no answer of the primary's.
+    fn proxy_only(&mut self) -> Vec<Request> {
+        if self.held.is_empty() || self.held.iter().any(Request::is_client) {
+            return Vec::new();
+        }
+        self.open = false;
+        std::mem::take(&mut self.held)
     }
 
     /// Sequence numbers from the first held client request to the last: the measure of the
@@ -389,6 +402,43 @@ mod tests {
         // queued before the primary sees it) ends the wait.
         f.answers.insert(5, Some(b'T'));
         assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
+    }
+
+    #[test]
+    fn a_joined_request_longer_than_the_hold_limit_is_waited_for_to_its_last_answer() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // Hold limit 1; a preparing batch joined to its execution: seq 4 (answered, idle,
+        // before the request was even queued) and seq 5.
+        let mut joined = f.request(5);
+        joined.readies = 2;
+        f.answers.insert(4, Some(b'I'));
+        b.take(joined, f.status(), |_| panic!());
+        assert!(b.ready(f.status(), 1).is_empty());
+        let wake = b.wake_at(1).unwrap();
+        assert!(
+            !wait_satisfied(&f, wake, 5),
+            "woken before the answer: {wake:?}"
+        );
+        f.answers.insert(5, Some(b'I'));
+        assert!(wait_satisfied(&f, wake, 6), "{wake:?}");
+        assert_eq!(seqs(&b.ready(f.status(), 1)), [Some(5)]);
+    }
+
+    #[test]
+    fn a_rollback_after_held_requests_goes_out_with_them() {
+        let mut f = Fixture::new();
+        let mut b = Backlog::default();
+        // Answered too long ago for its status to be known: maybe inside a transaction.
+        f.answers.insert(0, None);
+        b.take(f.request(0), f.status(), |_| panic!());
+        // 1 and 2 were dropped; the primary ended a transaction at 2.
+        f.answers.insert(1, Some(b'T'));
+        f.answers.insert(2, Some(b'I'));
+        assert!(b.cut_short(f.status()));
+        b.cut_off(&f.status(), |_| panic!("nothing past an end"), 0);
+        assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), None]);
+        assert!(!b.open && b.watch_from().is_none());
     }
 
     /// Whether the primary's answers already satisfy the wait [`Backlog::wake_at`] asks for,

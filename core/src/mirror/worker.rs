@@ -287,9 +287,10 @@ impl Worker {
         if cycle.is_none_or(|cycle| cycle >= LINGER / 2) {
             return;
         }
-        // Within the hold limit, so that the session's queue places never run out while
-        // it waits (with `mirror_queue = 2`, it does not wait at all).
-        let until = first + LINGER_SEQS.min(self.hold_limit() as u64);
+        // A quarter of the session's places at most: requests keep their places until the
+        // mirror answers them, so waiting must leave room for the ones still in flight
+        // (with `mirror_queue` under 8 it does not wait at all).
+        let until = first + LINGER_SEQS.min(self.places as u64 / 4);
         let _ = tokio::time::timeout(LINGER, self.primary.wait_idle(u64::MAX, until)).await;
     }
 
@@ -525,12 +526,13 @@ impl Worker {
                                 if let Some(f) = in_flight.lock().unwrap().front_mut() {
                                     f.timed_out = true;
                                 }
-                                cancel_deadline = Some(Instant::now() + CANCEL_GRACE);
                                 let addr = self.target.pool.addr();
                                 // Within the grace: a mirror host that stopped answering
                                 // must not hold the reader for the system's connect timeout.
                                 let cancel = Server::cancel(&addr.host, addr.port, key);
                                 let _ = tokio::time::timeout(CANCEL_GRACE, cancel).await;
+                                // The answer's grace counts from the cancel, not before it.
+                                cancel_deadline = Some(Instant::now() + CANCEL_GRACE);
                                 continue;
                             }
                         }
