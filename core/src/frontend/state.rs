@@ -296,10 +296,7 @@ impl SessionState {
     /// How long before `now` the primary answered request `seq`, if it has been answered and
     /// is still recorded.
     pub fn answered_ago(&self, seq: u64, now: Instant) -> Option<Duration> {
-        let slot = seq as usize % RING;
-        if self.latency_seq[slot].load(Ordering::Acquire) != seq as i64 {
-            return None;
-        }
+        let slot = self.recorded(seq)?;
         let end_ns = self.started_ns[slot].load(Ordering::Relaxed)
             + self.latency_ns[slot].load(Ordering::Relaxed);
         let since_epoch = now.saturating_duration_since(self.epoch);
@@ -308,13 +305,17 @@ impl SessionState {
 
     /// The primary's time for request `seq`, if it has been answered and is still recorded.
     pub fn primary_latency(&self, seq: u64) -> Option<Duration> {
-        let slot = seq as usize % RING;
-        if self.latency_seq[slot].load(Ordering::Acquire) != seq as i64 {
-            return None;
-        }
+        let slot = self.recorded(seq)?;
         Some(Duration::from_nanos(
             self.latency_ns[slot].load(Ordering::Relaxed),
         ))
+    }
+
+    /// The ring slot holding request `seq`'s answer, if it has been answered and is still
+    /// recorded there.
+    fn recorded(&self, seq: u64) -> Option<usize> {
+        let slot = seq as usize % RING;
+        (self.latency_seq[slot].load(Ordering::Acquire) == seq as i64).then_some(slot)
     }
 }
 

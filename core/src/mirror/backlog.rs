@@ -52,7 +52,7 @@ impl Backlog {
     /// answer that came after [`Backlog::ready`] looked must satisfy the wait at once, or
     /// the writer would sleep on a finished transaction until the client's next request.
     pub fn wake_at(&self, hold_limit: usize) -> Option<(u64, u64)> {
-        let first = self.held.iter().find(|r| r.is_client())?;
+        let first = self.first_client()?;
         // A request's status is the one after its last ReadyForQuery (a joined preparing
         // batch answers idle before its execution is even sent). Nothing goes out before
         // that answer, so the hold limit is not reached before it either, however many
@@ -67,10 +67,11 @@ impl Backlog {
     /// Sequence number of the first held request of the client's (its first
     /// ReadyForQuery's), `None` when none is held.
     pub fn first_seq(&self) -> Option<u64> {
-        self.held
-            .iter()
-            .find(|r| r.is_client())
-            .map(Request::first_seq)
+        self.first_client().map(Request::first_seq)
+    }
+
+    fn first_client(&self) -> Option<&Request> {
+        self.held.iter().find(|r| r.is_client())
     }
 
     /// Takes `r` from the queue. After a gap, the held requests past the last transaction
@@ -95,7 +96,7 @@ impl Backlog {
             .last_taken
             .is_some_and(|last| r.first_seq() != last + 1);
         if gap {
-            self.cut_off(&status, dropped, r.first_seq().saturating_sub(1));
+            self.cut_off(&status, dropped);
         }
         self.last_taken = Some(r.seq);
         self.held.push(r);
@@ -127,25 +128,30 @@ impl Backlog {
             return true;
         }
         // Only the proxy's own ROLLBACK can be past the end: it is on its way.
-        rest.is_empty() && if cut > 0 { open_after(last) } else { self.open }
+        rest.is_empty() && self.open_after_cut(cut, last)
     }
 
     /// Ends a transaction that was cut by drops: its held requests past the last transaction
-    /// end go to `dropped`, and a `ROLLBACK` (numbered `seq`) is queued if the mirror may be
-    /// inside it by then.
-    pub fn cut_off(
-        &mut self,
-        status: &impl Fn(u64) -> Answered,
-        mut dropped: impl FnMut(Request),
-        seq: u64,
-    ) {
+    /// end go to `dropped`, and a `ROLLBACK` (numbered after the last request taken) is
+    /// queued if the mirror may be inside it by then.
+    pub fn cut_off(&mut self, status: &impl Fn(u64) -> Answered, mut dropped: impl FnMut(Request)) {
         let (cut, last) = self.cut(status);
         for cut_off in self.held.drain(cut..) {
             dropped(cut_off);
         }
-        let open = if cut > 0 { open_after(last) } else { self.open };
-        if open {
+        if self.open_after_cut(cut, last) {
+            let seq = self.last_taken.unwrap_or_default();
             self.held.push(Request::rollback(seq));
+        }
+    }
+
+    /// The mirror may be inside a transaction once the held requests up to `cut` (ending
+    /// with answer `last`) are sent: after them if any, else after what was sent already.
+    fn open_after_cut(&self, cut: usize, last: Answered) -> bool {
+        if cut > 0 {
+            open_after(last)
+        } else {
+            self.open
         }
     }
 
@@ -207,11 +213,6 @@ impl Backlog {
         self.last_taken
             .filter(|_| held || open)
             .map(|last| last + 1)
-    }
-
-    /// Sequence number of the last request taken.
-    pub fn last_taken(&self) -> Option<u64> {
-        self.last_taken
     }
 
     /// Everything held, as it is (the session ended, or the connection broke).
@@ -313,6 +314,18 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// A preparing batch joined to its execution, taken: two ReadyForQuery, `seq - 1`
+        /// and `seq`. The first (idle) was answered before the request was even queued;
+        /// `seq` is unanswered.
+        fn take_joined(&mut self, b: &mut Backlog, seq: u64) {
+            let mut joined = self.request(seq);
+            joined.readies = 2;
+            self.answers.insert(seq - 1, Some(b'I'));
+            b.take(joined, self.status(), |_| panic!("nothing dropped"));
+        }
+    }
+
     fn seqs(batch: &[Request]) -> Vec<Option<u64>> {
         batch
             .iter()
@@ -391,12 +404,7 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         assert_eq!(b.wake_at(64), None);
-        // A preparing batch joined to its execution: two ReadyForQuery, seq 4 and 5. The
-        // first (idle) is answered before the execution is even sent.
-        let mut joined = f.request(5);
-        joined.readies = 2;
-        f.answers.insert(4, Some(b'I'));
-        b.take(joined, f.status(), |_| panic!());
+        f.take_joined(&mut b, 5);
         assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
         // All answered, transaction open: a later answer leaving it (the next request's,
         // queued before the primary sees it) ends the wait.
@@ -408,12 +416,8 @@ mod tests {
     fn a_joined_request_longer_than_the_hold_limit_is_waited_for_to_its_last_answer() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        // Hold limit 1; a preparing batch joined to its execution: seq 4 (answered, idle,
-        // before the request was even queued) and seq 5.
-        let mut joined = f.request(5);
-        joined.readies = 2;
-        f.answers.insert(4, Some(b'I'));
-        b.take(joined, f.status(), |_| panic!());
+        // Hold limit 1, and a request spanning two sequence numbers.
+        f.take_joined(&mut b, 5);
         assert!(b.ready(f.status(), 1).is_empty());
         let wake = b.wake_at(1).unwrap();
         assert!(
@@ -436,7 +440,7 @@ mod tests {
         f.answers.insert(1, Some(b'T'));
         f.answers.insert(2, Some(b'I'));
         assert!(b.cut_short(f.status()));
-        b.cut_off(&f.status(), |_| panic!("nothing past an end"), 0);
+        b.cut_off(&f.status(), |_| panic!("nothing past an end"));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), None]);
         assert!(!b.open && b.watch_from().is_none());
     }
@@ -497,7 +501,7 @@ mod tests {
         // The primary ended it: the end will never be queued.
         f.answers.insert(3, Some(b'I'));
         assert!(b.cut_short(f.status()));
-        b.cut_off(&f.status(), |_| panic!("nothing held to drop"), 1);
+        b.cut_off(&f.status(), |_| panic!("nothing held to drop"));
         assert!(!b.cut_short(f.status()), "the ROLLBACK is on its way");
         assert_eq!(
             seqs(&b.ready(f.status(), 2)),
@@ -534,7 +538,7 @@ mod tests {
         f.answers.insert(4, Some(b'I'));
         assert!(b.cut_short(f.status()));
         let mut dropped = Vec::new();
-        b.cut_off(&f.status(), |r| dropped.push(r.seq), 2);
+        b.cut_off(&f.status(), |r| dropped.push(r.seq));
         assert_eq!(dropped, [1, 2]);
         // The finished one goes out; the mirror never started the cut one: no ROLLBACK.
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0)]);

@@ -13,9 +13,9 @@
 //! The writer holds a transaction's requests until the primary has finished it, then sends
 //! everything finished in one write ([`Backlog`]); it wakes once per transaction, not per
 //! answer ([`SessionState::wait_idle`]), and, for a client whose transactions come fast,
-//! lingers up to 2 ms for its next ones to join the same write ([`Worker::linger`]). A mirror that fell behind
-//! thus catches up in batches. Named prepared statements the mirror lacks are defined again before use
-//! ([`super::prepared`]).
+//! lingers up to 2 ms for its next ones to join the same write ([`Worker::linger`]). A
+//! mirror that fell behind thus catches up in batches. Named prepared statements the mirror
+//! lacks are defined again before use ([`super::prepared`]).
 //!
 //! A connection failure starts an "episode": the worker retries with exponential backoff,
 //! requests that arrive meanwhile are reported as `connection` errors, and the log says so
@@ -417,9 +417,7 @@ impl Worker {
                             backlog.lock().unwrap().take(r, status, dropped);
                         }
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            let mut backlog = backlog.lock().unwrap();
-                            let seq = backlog.last_taken().unwrap_or_default();
-                            backlog.cut_off(&status, dropped, seq);
+                            backlog.lock().unwrap().cut_off(&status, dropped);
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => session_over = true,
                     }
