@@ -17,6 +17,11 @@
 #                           own with equal weight, as systemd runs services
 #            services-mirror3  the same, with 3 times the CPU weight for the mirror database
 #            pinned         the primary's processes on CPU 0, the mirror's on CPU 1
+#            twins          two identical database hosts: primary and mirror each in a CPU
+#                           cgroup capped at the same --twin-cpu processors (default 0.6), with
+#                           16 times the default weight so that each gets its cap when it needs
+#                           it; pgdog and pgbench as in shell
+#          --twin-cpu CPUS: each database's cap under twins
 #          --autogroup keep|off|both: the same as --setups shell, autogroup-off, or both.
 # Each binary needs the mirror-stats plugin (libpgdog_mirror_stats.so) in its own directory.
 # Per run: pgbench (default TPC-B-like script) -c 8 -j 2 through a pool mirrored with exposure
@@ -31,13 +36,14 @@
 # from one shell, share one.
 set -euo pipefail
 
-ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" SETUPS=(shell) BINS=()
+ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" SETUPS=(shell) BINS=() TWIN_CPU=0.6
 while (($#)); do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --scale) SCALE=$2; shift ;;
     --queue) QUEUE=$2; shift ;;
+    --twin-cpu) TWIN_CPU=$2; shift ;;
     --setups) read -ra SETUPS <<<"$2"; shift ;;
     --autogroup)
         case $2 in
@@ -48,7 +54,7 @@ while (($#)); do
         esac
         shift
         ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) BINS+=("$(realpath "$1")") ;;
     esac
@@ -56,7 +62,7 @@ while (($#)); do
 done
 for setup in "${SETUPS[@]}"; do
     case $setup in
-    shell | autogroup-off | batch | services | services-mirror3 | pinned) ;;
+    shell | autogroup-off | batch | services | services-mirror3 | pinned | twins) ;;
     *) echo "unknown setup $setup (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -101,6 +107,7 @@ prepare() {
         cluster_move mirror "$WORK/mirror"
         if [[ $1 == services-mirror3 ]]; then service_weight mirror 3; fi
         ;;
+    twins) twin_hosts "$WORK" "$TWIN_CPU" ;;
     pinned)
         cluster_pin "$WORK/primary" 0
         cluster_pin "$WORK/mirror" 1

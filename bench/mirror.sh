@@ -14,6 +14,7 @@
 #          --workload select|range (range: 100-row reads by primary key range) --no-extra
 #          --autogroup keep|off: the kernel's autogroup scheduling as the machine has it
 #          (default), or off for the run (root; put back at the end). See bench/keepup.sh.
+#          --twin-cpu CPUS: each database's CPU cap in the keep-up run as twin hosts
 #
 # Two throwaway clusters (primary, mirror) with identical pgbench data; pgdog (release) in front.
 # 1. Select-only (pgbench -S -M prepared), interleaved per round, in these modes:
@@ -28,12 +29,14 @@
 #    with the ratio on/off: tps alone would charge the proxy for the mirror database's CPU,
 #    which shares this machine's cores; and off/direct, on/direct.
 # 2. Keep-up: TPC-B-like (pgbench default script, -c 8 -j 2, exposure 1.0, default queue 128)
-#    through a mirrored pool: the share of mirrored requests dropped, and pgbench_history rows
-#    on the primary vs the mirror after the mirror drained.
+#    through a mirrored pool: the share of mirrored requests dropped, pgbench_history rows on
+#    the primary vs the mirror after the mirror drained, and the CPU each database used. Run
+#    twice: on the machine as it is, and (root) with the databases as twin hosts, each capped
+#    at the same --twin-cpu processors (default 0.6; see bench/keepup.sh --help).
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
-ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select EXTRA=1
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select EXTRA=1 TWIN_CPU=0.6
 AUTOGROUP=keep BASELINE=""
 while (($#)); do
     case $1 in
@@ -47,6 +50,7 @@ while (($#)); do
     --scale) SCALE=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
     --autogroup) AUTOGROUP=$2; shift ;;
+    --twin-cpu) TWIN_CPU=$2; shift ;;
     --baseline) BASELINE=$2; shift ;;
     -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -74,6 +78,7 @@ cleanup() {
     [[ -n $LOCKER_PID ]] && kill "$LOCKER_PID" 2>/dev/null
     [[ -n $PGDOG_PID ]] && kill "$PGDOG_PID" 2>/dev/null && wait "$PGDOG_PID" 2>/dev/null
     pair_destroy "$WORK"
+    service_cgroups_remove
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -232,18 +237,34 @@ fi
 ((EXTRA)) || exit 0
 
 # --- 2. keep-up under TPC-B ------------------------------------------------------------------
-log "TPC-B keep-up ($((DURATION * 2)) s)"
-init_data
-start_pgdog 1
-tpcb=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T $((DURATION * 2)) pgdog 2>&1)
-tpcb_tps=$(awk '/^tps = / {print $3}' <<<"$tpcb")
-total=$(settled_total "$METRICS")
-dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
-errors=$(($(metric "$METRICS" 'mirror{error_type="connection"}') + $(metric "$METRICS" 'mirror{error_type="query"}') + $(metric "$METRICS" 'mirror{error_type="timeout"}')))
-stop_pgdog
-hist_p=$(psql -h 127.0.0.1 -p "$PRIMARY" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
-hist_m=$(psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
-drop_pct=$(awk -v d="$dropped" -v t="$total" 'BEGIN {printf "%.2f", t ? 100 * d / t : 0}')
+# keepup SETUP: one TPC-B run through a mirrored pool, fresh data; appends its table row.
+KEEPUP_ROWS=""
+keepup() {
+    log "TPC-B keep-up ($((DURATION * 2)) s, $1)"
+    init_data
+    start_pgdog 1
+    local p0 m0 p1 m1 out tps total dropped errors hist_p hist_m
+    p0=$(cluster_ticks "$WORK/primary") m0=$(cluster_ticks "$WORK/mirror")
+    out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c 8 -j 2 -T $((DURATION * 2)) pgdog 2>&1)
+    p1=$(cluster_ticks "$WORK/primary") m1=$(cluster_ticks "$WORK/mirror")
+    tps=$(awk '/^tps = / {printf "%.0f", $3}' <<<"$out")
+    total=$(settled_total "$METRICS")
+    dropped=$(metric "$METRICS" 'mirror{type="dropped"}')
+    errors=$(($(metric "$METRICS" 'mirror{error_type="connection"}') + $(metric "$METRICS" 'mirror{error_type="query"}') + $(metric "$METRICS" 'mirror{error_type="timeout"}')))
+    stop_pgdog
+    hist_p=$(psql -h 127.0.0.1 -p "$PRIMARY" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
+    hist_m=$(psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')
+    KEEPUP_ROWS+="| $1 | $tps | **$(awk -v d="$dropped" -v t="$total" 'BEGIN {printf "%.2f", t ? 100 * d / t : 0}') %** ($dropped of $total) | $errors | $hist_p / $hist_m | $(awk -v a=$((p1 - p0)) -v b=$((m1 - m0)) -v hz="$TICK" 'BEGIN {printf "%.1f / %.1f", a / hz, b / hz}') |
+"
+}
+keepup "this machine as it is (autogroup $(autogroup_state))"
+if [[ $EUID == 0 ]] && cpu_cgroup_root >/dev/null 2>&1; then
+    twin_hosts "$WORK" "$TWIN_CPU"
+    keepup "twins: each database capped at $TWIN_CPU CPU"
+    service_cgroups_remove
+else
+    log "keep-up with twins skipped: it needs root and a cpu cgroup controller"
+fi
 
 # --- 3. memory with a stalled mirror under load ----------------------------------------------
 log "memory with a stalled mirror ($((DURATION * 2)) s)"
@@ -257,11 +278,15 @@ stop_pgdog
 
 cat <<MD
 
-### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128, autogroup $(autogroup_state))
+### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128; goal: under 1 % dropped with a mirror as fast as the primary)
 
-- primary: $tpcb_tps tps; mirrored requests: $total, dropped: $dropped (**$drop_pct %**, goal < 1 %), mirror errors: $errors
-- pgbench_history rows: primary $hist_p, mirror $hist_m
+"twins" is that goal's condition: the two databases as identical hosts, each capped at the same
+CPU (bench/keepup.sh --help). As it is, the mirror database competes with the primary's closed
+loop (pgbench, pgdog, primary) for the same two cores.
 
+| setup | primary tps | mirrored requests dropped | mirror errors | pgbench_history rows primary / mirror | CPU s primary / mirror database |
+|---|---:|---:|---:|---:|---:|
+$KEEPUP_ROWS
 ### Memory with a stalled mirror under load ($((DURATION * 2)) s select-only, every request dropped)
 
 - pgdog resident: $((rss_before / 1024)) MB before, $((rss_after / 1024)) MB after

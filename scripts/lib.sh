@@ -81,6 +81,20 @@ service_weight() {
     fi
 }
 
+# service_quota NAME CPUS: caps service NAME at CPUS processors' worth of time (e.g. 0.6),
+# in 10 ms periods, so that a capped service is held back for at most a few ms at a time.
+service_quota() {
+    local dir period=10000 quota
+    dir=$(service_cgroup "$1") || return 1
+    quota=$(awk -v c="$2" -v p="$period" 'BEGIN {printf "%d", c * p}')
+    if [[ -f $dir/cpu.cfs_quota_us ]]; then
+        echo "$period" >"$dir/cpu.cfs_period_us"
+        echo "$quota" >"$dir/cpu.cfs_quota_us"
+    else
+        echo "$quota $period" >"$dir/cpu.max"
+    fi
+}
+
 # service_move NAME PID...: moves the processes PID (with all their threads) into service
 # NAME's cgroup; what they fork later is born there.
 service_move() {
@@ -107,6 +121,20 @@ cluster_pin() {
     pm=$(head -n 1 "$1/data/postmaster.pid")
     for pid in "$pm" $(pgrep -P "$pm"); do
         taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done
+}
+
+# twin_hosts DIR CPUS: the clusters under DIR/primary and DIR/mirror as two identical database
+# hosts: each in a CPU cgroup of its own, capped at the same CPUS processors' worth of time,
+# with 16 times the default weight so that each gets its cap whenever it needs it. The
+# benchmarks' model of "a mirror as fast as the primary" (root only; service_cgroups_remove
+# undoes it).
+twin_hosts() {
+    local db
+    for db in primary mirror; do
+        cluster_move "$db" "$1/$db" || return 1
+        service_weight "$db" 16 || return 1
+        service_quota "$db" "$2" || return 1
     done
 }
 
