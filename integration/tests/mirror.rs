@@ -4,7 +4,9 @@
 mod common;
 
 use anyhow::Result;
-use common::{metric, run_with_password, scrape, settled_counts, Counts};
+use common::{
+    metric, raw_login, raw_request, run_with_password, scrape, settled_counts, wire, Counts,
+};
 use pgdog_integration::{ConfigBuilder, PgCluster};
 use std::time::{Duration, Instant};
 
@@ -531,6 +533,81 @@ async fn a_prepared_statement_cancelled_on_the_mirror_is_prepared_again() -> Res
     let on_mirror: i64 = m.query_scalar_in("pgdog", "SELECT count(*) FROM s").await?;
     assert_eq!(on_mirror as u64, c.mirrored);
     Ok(())
+}
+
+/// A client may close a named statement and define the name again. When the mirror missed
+/// that (the request was dropped), it still has the old statement under the name: the next
+/// Bind must run the client's new definition there, not the old one.
+#[tokio::test]
+async fn a_statement_redefined_in_a_dropped_request_runs_in_its_new_definition() -> Result<()> {
+    use wire::{bind, close, execute, parse, query, sync};
+    let (p, m) = clusters().await?;
+    both(&p, &m, "CREATE TABLE a(v int); CREATE TABLE b(v int)").await?;
+    let pgdog = mirrored(&p, &m)
+        .set("auth_type", "trust")
+        .pool_set("primary", "mirror_queue", 2)
+        .start()
+        .await?;
+    let mut s = raw_login(pgdog.port(), "pgdog", "primary").await?;
+
+    let first = [
+        parse("s1", "INSERT INTO a VALUES (1)"),
+        bind("s1"),
+        execute(),
+        sync(),
+    ];
+    raw_request(&mut s, &first).await?;
+    settled_counts(&pgdog, "primary", "s1 confirmed", |c| c.mirrored == 1).await?;
+
+    // The mirror stalls on `a`: the next use of s1 waits there, and a query takes the
+    // second of the session's two places. The client then redefines s1 and uses it; the
+    // proxy mirrors a lone Parse with the request that uses it, and that finds no place.
+    let locker = lock_table(&m, "a").await?;
+    raw_request(&mut s, &[bind("s1"), execute(), sync()]).await?;
+    raw_request(&mut s, &[query("SELECT 1")]).await?;
+    let redefine = [close("s1"), parse("s1", "INSERT INTO b VALUES (3)"), sync()];
+    raw_request(&mut s, &redefine).await?;
+    raw_request(&mut s, &[bind("s1"), execute(), sync()]).await?;
+    locker.batch_execute("COMMIT").await?;
+    let c = settled_counts(&pgdog, "primary", "4 accounted for", |c| {
+        c.total == 4 && invariant(c)
+    })
+    .await?;
+    assert_eq!(
+        c.dropped, 1,
+        "the redefinition must have been dropped: {c:?}"
+    );
+
+    // The mirror still has the old s1. The next use must run the new one there.
+    raw_request(&mut s, &[bind("s1"), execute(), sync()]).await?;
+    let c = settled_counts(&pgdog, "primary", "5 accounted for", |c| {
+        c.total == 5 && invariant(c)
+    })
+    .await?;
+    assert_eq!(
+        (c.mirrored, c.dropped, c.errors),
+        (4, 1, 0),
+        "{}",
+        m.log_tail(20)
+    );
+    let rows = |c, table| values_in(c, table);
+    assert_eq!(
+        (rows(&p, "a").await?, rows(&p, "b").await?),
+        ("1,1".into(), "3,3".into())
+    );
+    // On the mirror: both uses of the old s1, and the last use of the new one (the first
+    // was dropped).
+    assert_eq!(
+        (rows(&m, "a").await?, rows(&m, "b").await?),
+        ("1,1".into(), "3".into())
+    );
+    Ok(())
+}
+
+/// The values of `table` (one int column `v`) on `c`, in order, comma-separated.
+async fn values_in(c: &PgCluster, table: &str) -> Result<String> {
+    let sql = format!("SELECT coalesce(string_agg(v::text, ',' ORDER BY v), '') FROM {table}");
+    c.query_scalar_in("pgdog", &sql).await
 }
 
 /// The values of table `t` (one int column `v`) on `c`, in order.

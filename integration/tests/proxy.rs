@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Result;
 use bytes::Bytes;
-use common::{connect_err, eventually, run_with_password, sqlstate};
+use common::{connect_err, eventually, raw_login, read_until, run_with_password, sqlstate};
 use futures_util::{SinkExt, StreamExt};
 use pgdog_integration::{ConfigBuilder, PgCluster, Pgdog};
 use std::time::{Duration, Instant};
@@ -374,41 +374,6 @@ async fn sessions_are_reset_between_clients() -> Result<()> {
         .get(0);
     assert!(gone, "a new client must not inherit an open transaction");
     Ok(())
-}
-
-/// Logs in over a raw socket with trust auth; returns the socket after ReadyForQuery.
-async fn raw_login(port: u16, user: &str, db: &str) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut packet = vec![0, 0, 0, 0, 0, 3, 0, 0];
-    for (k, v) in [("user", user), ("database", db)] {
-        packet.extend_from_slice(k.as_bytes());
-        packet.push(0);
-        packet.extend_from_slice(v.as_bytes());
-        packet.push(0);
-    }
-    packet.push(0);
-    let len = packet.len() as u32;
-    packet[..4].copy_from_slice(&len.to_be_bytes());
-    s.write_all(&packet).await?;
-    read_until(&mut s, b'Z').await?;
-    Ok(s)
-}
-
-/// Reads messages until one with `tag`; returns all bytes read.
-async fn read_until(s: &mut TcpStream, tag: u8) -> Result<Vec<u8>> {
-    let mut all = Vec::new();
-    loop {
-        let mut header = [0u8; 5];
-        s.read_exact(&mut header).await?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).await?;
-        all.extend_from_slice(&header);
-        all.extend_from_slice(&body);
-        if header[0] == tag {
-            return Ok(all);
-        }
-    }
 }
 
 #[tokio::test]

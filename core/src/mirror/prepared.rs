@@ -6,16 +6,19 @@
 //!
 //! So the client session's tap keeps the client's own definitions ([`Definitions`]: the
 //! Parse message of each named statement, copied, whatever became of its request), and
-//! the mirror connection keeps what its server has confirmed ([`OnMirror`]). A request that
-//! binds or describes a statement the mirror has not confirmed gets `Close` + `Parse` of
-//! that statement put in front of it: closing a statement that does not exist is not an
+//! the mirror connection keeps what its server has confirmed ([`OnMirror`]), by name and
+//! definition: a client may close a statement and define its name again, and if the mirror
+//! missed that, it still has the old one. A request that binds or describes a statement
+//! the mirror has not confirmed in the client's current definition gets `Close` + `Parse`
+//! of that statement put in front of it: closing a statement that does not exist is not an
 //! error, so the pair is right whether or not the mirror had it. The two messages answer
 //! CloseComplete and ParseComplete, which change nothing the mirror worker measures.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
@@ -42,6 +45,8 @@ struct DefinitionMap {
 struct Definition {
     /// The whole Parse message.
     parse: Bytes,
+    /// Its [`version`].
+    version: u64,
     /// Sequence number of the first request that could bind it: requests before it
     /// refer to an earlier definition of the same name, which is gone.
     from_seq: u64,
@@ -69,6 +74,7 @@ impl Definitions {
             name.into(),
             Definition {
                 parse: Bytes::copy_from_slice(parse),
+                version: version(parse),
                 from_seq: seq,
             },
         );
@@ -87,19 +93,29 @@ impl Definitions {
     }
 
     /// The Parse message defining `name` for a request whose first ReadyForQuery has
-    /// sequence number `seq`.
-    fn get(&self, name: &[u8], seq: u64) -> Option<Bytes> {
+    /// sequence number `seq`, unless its [`version`] is `known` (then `Ok(())`).
+    fn get(&self, name: &[u8], seq: u64, known: Option<u64>) -> Option<Result<(), (Bytes, u64)>> {
         let map = self.inner.lock().unwrap();
-        let d = map.by_name.get(name)?;
-        (d.from_seq <= seq).then(|| d.parse.clone())
+        let d = map.by_name.get(name).filter(|d| d.from_seq <= seq)?;
+        Some(if known == Some(d.version) {
+            Ok(())
+        } else {
+            Err((d.parse.clone(), d.version))
+        })
     }
+}
+
+/// Tells two definitions of one statement name apart: a hash of the whole Parse message
+/// (name, text and parameter types). Equal messages define the same statement.
+fn version(parse: &[u8]) -> u64 {
+    xxh3_64(parse)
 }
 
 /// What one request does to the mirror's statements, settled when it is answered.
 #[derive(Default, Debug)]
 pub struct Effects {
-    /// Statements it (re)defines, repairs included.
-    defines: SmallVec<[Box<[u8]>; 1]>,
+    /// Statements it (re)defines, repairs included, with the [`version`] of each.
+    defines: SmallVec<[(Box<[u8]>, u64); 1]>,
     /// [`OnMirror::epoch`] when it was sent.
     epoch: u64,
 }
@@ -107,7 +123,8 @@ pub struct Effects {
 /// The statements one mirror server connection has, as far as its answers confirm.
 #[derive(Default)]
 pub struct OnMirror {
-    confirmed: HashSet<Box<[u8]>>,
+    /// Statement name to the [`version`] the mirror's answers confirmed.
+    confirmed: HashMap<Box<[u8]>, u64>,
     /// Raised when a request that closes statements is sent: definitions confirmed by
     /// answers to requests sent before it may no longer hold.
     epoch: u64,
@@ -132,7 +149,7 @@ impl OnMirror {
                 match tag {
                     b'P' => {
                         if let Some((name, _)) = cstr(body).filter(|(n, _)| !n.is_empty()) {
-                            effects.defines.push(name.into());
+                            effects.defines.push((name.into(), version(msg)));
                         }
                     }
                     b'B' => {
@@ -149,7 +166,7 @@ impl OnMirror {
                     b'C' if body.first() == Some(&b'S') => {
                         if let Some((name, _)) = cstr(&body[1..]) {
                             self.confirmed.remove(name);
-                            effects.defines.retain(|d| **d != *name);
+                            effects.defines.retain(|(d, _)| **d != *name);
                             closes = true;
                         }
                     }
@@ -172,7 +189,9 @@ impl OnMirror {
     }
 
     /// A statement the request binds: fine when defined earlier in the request or
-    /// confirmed on the mirror, else repaired when its definition is known.
+    /// confirmed on the mirror in the client's definition, else repaired when that
+    /// definition is known. When it is not (never kept, or already replaced by a later
+    /// one), whatever the mirror confirmed under the name is the best there is.
     fn need(
         &self,
         name: &[u8],
@@ -181,14 +200,12 @@ impl OnMirror {
         effects: &mut Effects,
         repairs: &mut SmallVec<[Bytes; 1]>,
     ) {
-        if name.is_empty()
-            || self.confirmed.contains(name)
-            || effects.defines.iter().any(|d| **d == *name)
-        {
+        if name.is_empty() || effects.defines.iter().any(|(d, _)| **d == *name) {
             return;
         }
-        if let Some(parse) = definitions.get(name, seq) {
-            effects.defines.push(name.into());
+        let confirmed = self.confirmed.get(name).copied();
+        if let Some(Err((parse, version))) = definitions.get(name, seq, confirmed) {
+            effects.defines.push((name.into(), version));
             repairs.push(parse);
         }
     }
@@ -197,9 +214,9 @@ impl OnMirror {
     /// (unless statements were closed since it was sent); with one, which of them ran is
     /// unknown, so none is trusted.
     pub fn answered(&mut self, effects: Effects, ok: bool) {
-        for name in effects.defines {
+        for (name, version) in effects.defines {
             if ok && effects.epoch == self.epoch {
-                self.confirmed.insert(name);
+                self.confirmed.insert(name, version);
             } else {
                 self.confirmed.remove(&name);
             }
@@ -329,6 +346,30 @@ mod tests {
     }
 
     #[test]
+    fn a_name_redefined_in_a_request_the_mirror_missed_is_repaired_with_the_new_definition() {
+        let defs = Definitions::default();
+        let mut on = OnMirror::default();
+        // s1 defined and confirmed on the mirror.
+        defs.parsed(&parse("s1", "insert into a values (1)"), 1);
+        let mut p = payload(&[parse("s1", "insert into a values (1)"), bind_execute("s1")]);
+        let e = on.prepare(&mut p, 1, &defs);
+        on.answered(e, true);
+        // The client closes s1 and defines it again, in a request the mirror never gets.
+        defs.closed(b"Ss1\0");
+        defs.parsed(&parse("s1", "update b set x = 2"), 2);
+        // Its next Bind of s1 must not run the old statement on the mirror.
+        let mut p = payload(&[bind_execute("s1")]);
+        let e = on.prepare(&mut p, 3, &defs);
+        assert_eq!(tags(&p), "CPBES");
+        assert!(p[0].windows(18).any(|w| w == b"update b set x = 2"));
+        on.answered(e, true);
+        // Confirmed in the new definition: left alone from then on.
+        let mut p = payload(&[bind_execute("s1")]);
+        on.prepare(&mut p, 4, &defs);
+        assert_eq!(tags(&p), "BES");
+    }
+
+    #[test]
     fn a_newer_definition_is_not_used_for_an_older_request() {
         let defs = Definitions::default();
         // s1 was redefined by the client at request 10; the mirror is at request 5.
@@ -371,7 +412,7 @@ mod tests {
         assert!(defs.inner.lock().unwrap().by_name.is_empty());
         let big = "x".repeat(MAX_DEFINITION_BYTES);
         defs.parsed(&parse("huge", &big), 1);
-        assert!(defs.get(b"huge", 1).is_none());
+        assert!(defs.get(b"huge", 1, None).is_none());
         defs.parsed(&parse("s", "select 1"), 1);
         defs.parsed(&parse("s", "select 22"), 2);
         let map = defs.inner.lock().unwrap();

@@ -5,6 +5,8 @@ use anyhow::{bail, Result};
 use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
@@ -102,11 +104,18 @@ pub async fn settled_counts(
     what: &str,
     done: impl Fn(&Counts) -> bool,
 ) -> Result<Counts> {
-    eventually(Duration::from_secs(20), what, || async {
+    let settled = eventually(Duration::from_secs(20), what, || async {
         let c = counts(pgdog, database).await?;
         Ok(done(&c).then_some(c))
     })
-    .await
+    .await;
+    match settled {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let last = counts(pgdog, database).await.ok();
+            Err(e.context(format!("counts at the end: {last:?}")))
+        }
+    }
 }
 
 /// An admin console result row, by column name.
@@ -136,4 +145,102 @@ pub async fn admin_lines(client: &tokio_postgres::Client, sql: &str) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// Logs in over a raw socket with trust auth; returns the socket after ReadyForQuery.
+pub async fn raw_login(port: u16, user: &str, db: &str) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut packet = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    for (k, v) in [("user", user), ("database", db)] {
+        packet.extend_from_slice(k.as_bytes());
+        packet.push(0);
+        packet.extend_from_slice(v.as_bytes());
+        packet.push(0);
+    }
+    packet.push(0);
+    let len = packet.len() as u32;
+    packet[..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&packet).await?;
+    read_until(&mut s, b'Z').await?;
+    Ok(s)
+}
+
+/// Reads messages until one with `tag`; returns all bytes read.
+pub async fn read_until(s: &mut TcpStream, tag: u8) -> Result<Vec<u8>> {
+    let mut all = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        s.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await?;
+        all.extend_from_slice(&header);
+        all.extend_from_slice(&body);
+        if header[0] == tag {
+            return Ok(all);
+        }
+    }
+}
+
+/// Frontend messages, built byte by byte, for clients that no driver imitates (one that
+/// reuses a statement name, for instance).
+pub mod wire {
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Parse of statement `name`, no parameter types.
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+    }
+
+    /// Bind of statement `name` to the unnamed portal, no parameters, text results.
+    pub fn bind(name: &str) -> Vec<u8> {
+        let mut body = format!("\0{name}\0").into_bytes();
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        message(b'B', &body)
+    }
+
+    pub fn execute() -> Vec<u8> {
+        message(b'E', &[0, 0, 0, 0, 0])
+    }
+
+    /// Close of statement `name`.
+    pub fn close(name: &str) -> Vec<u8> {
+        message(b'C', format!("S{name}\0").as_bytes())
+    }
+
+    pub fn sync() -> Vec<u8> {
+        message(b'S', &[])
+    }
+
+    pub fn query(sql: &str) -> Vec<u8> {
+        message(b'Q', format!("{sql}\0").as_bytes())
+    }
+}
+
+/// Sends `messages` as one write and reads up to ReadyForQuery; fails on an ErrorResponse.
+pub async fn raw_request(s: &mut TcpStream, messages: &[Vec<u8>]) -> Result<()> {
+    s.write_all(&messages.concat()).await?;
+    let answer = read_until(s, b'Z').await?;
+    let mut at = 0;
+    while at + 5 <= answer.len() {
+        let len = u32::from_be_bytes([
+            answer[at + 1],
+            answer[at + 2],
+            answer[at + 3],
+            answer[at + 4],
+        ]);
+        if answer[at] == b'E' {
+            bail!(
+                "error answer: {}",
+                String::from_utf8_lossy(&answer[at + 5..])
+            );
+        }
+        at += 1 + len as usize;
+    }
+    Ok(())
 }
