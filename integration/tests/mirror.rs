@@ -708,8 +708,9 @@ async fn a_held_transaction_head_is_given_up_once_the_primary_ends_it() -> Resul
         "COMMIT",                   // dropped
     ] {
         client.simple_query(sql).await?;
-        // Slower than the writer: it acts on each request before the next comes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Slower than the writer: it acts on each request before the next comes (with a
+        // margin for a loaded CI machine; a writer later than this gives (4, 2, 0) below).
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The primary has finished the transaction; no further request comes from the client.
     locker.batch_execute("COMMIT").await?;

@@ -343,4 +343,34 @@ mod tests {
         assert_eq!(s.answered_ago(1, later).unwrap().as_millis(), 4);
         assert_eq!(s.answered_ago(2, later), None, "not sent");
     }
+
+    /// The mirror writer's wait: an end that came before the wait began satisfies it at
+    /// once (the writer computes what to wait for after looking at the answers, and one may
+    /// arrive in between); an end that comes later wakes it; answers inside a transaction
+    /// do not.
+    #[tokio::test]
+    async fn wait_idle_sees_ends_from_before_and_after_it_began() {
+        let s = std::sync::Arc::new(SessionState::default());
+        let t0 = Instant::now();
+        const WITHIN: Duration = Duration::from_secs(10);
+        s.request_sent(t0, false);
+        s.request_sent(t0, false);
+        s.ready(b'T', t0);
+        s.ready(b'I', t0);
+        let now = tokio::time::timeout(WITHIN, s.wait_idle(1, u64::MAX)).await;
+        assert!(now.expect("an end already there"));
+
+        s.request_sent(t0, false);
+        s.request_sent(t0, false);
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait_idle(2, u64::MAX).await }
+        });
+        s.ready(b'T', t0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "woken inside the transaction");
+        s.ready(b'I', t0);
+        let woken = tokio::time::timeout(WITHIN, waiter).await;
+        assert!(woken.expect("woken by the end").unwrap());
+    }
 }
