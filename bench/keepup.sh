@@ -17,11 +17,11 @@
 #                           own with equal weight, as systemd runs services
 #            services-mirror3  the same, with 3 times the CPU weight for the mirror database
 #            pinned         the primary's processes on CPU 0, the mirror's on CPU 1
-#            twins          two identical database hosts: primary and mirror each in a CPU
-#                           cgroup capped at the same --twin-cpu processors (default 0.6), with
-#                           16 times the default weight so that each gets its cap when it needs
-#                           it; pgdog and pgbench as in shell
-#          --twin-cpu CPUS: each database's cap under twins
+#            twins          "a mirror as fast as the primary": twin_hosts in scripts/lib.sh, each
+#                           database capped at --twin-cpu processors (default 0.6) with
+#                           --twin-weight times the default weight (default 16); pgdog and
+#                           pgbench as in shell
+#          --twin-cpu CPUS, --twin-weight N: each database's cap and weight under twins
 #          --autogroup keep|off|both: the same as --setups shell, autogroup-off, or both.
 # Each binary needs the mirror-stats plugin (libpgdog_mirror_stats.so) in its own directory.
 # Per run: pgbench (default TPC-B-like script) -c 8 -j 2 through a pool mirrored with exposure
@@ -36,7 +36,7 @@
 # from one shell, share one.
 set -euo pipefail
 
-ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" SETUPS=(shell) BINS=() TWIN_CPU=0.6
+ROUNDS=3 DURATION=15 SCALE=10 QUEUE="" SETUPS=(shell) BINS=() TWIN_CPU=0.6 TWIN_WEIGHT=16
 while (($#)); do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
@@ -44,6 +44,7 @@ while (($#)); do
     --scale) SCALE=$2; shift ;;
     --queue) QUEUE=$2; shift ;;
     --twin-cpu) TWIN_CPU=$2; shift ;;
+    --twin-weight) TWIN_WEIGHT=$2; shift ;;
     --setups) read -ra SETUPS <<<"$2"; shift ;;
     --autogroup)
         case $2 in
@@ -107,7 +108,7 @@ prepare() {
         cluster_move mirror "$WORK/mirror"
         if [[ $1 == services-mirror3 ]]; then service_weight mirror 3; fi
         ;;
-    twins) twin_hosts "$WORK" "$TWIN_CPU" ;;
+    twins) twin_hosts "$WORK" "$TWIN_CPU" "$TWIN_WEIGHT" ;;
     pinned)
         cluster_pin "$WORK/primary" 0
         cluster_pin "$WORK/mirror" 1

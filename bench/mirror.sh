@@ -31,8 +31,8 @@
 # 2. Keep-up: TPC-B-like (pgbench default script, -c 8 -j 2, exposure 1.0, default queue 128)
 #    through a mirrored pool: the share of mirrored requests dropped, pgbench_history rows on
 #    the primary vs the mirror after the mirror drained, and the CPU each database used. Run
-#    twice: on the machine as it is, and (root) with the databases as twin hosts, each capped
-#    at the same --twin-cpu processors (default 0.6; see bench/keepup.sh --help).
+#    twice: on the machine as it is, and (root) as twin_hosts (scripts/lib.sh), each database
+#    capped at --twin-cpu processors (default 0.6).
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
@@ -52,7 +52,7 @@ while (($#)); do
     --autogroup) AUTOGROUP=$2; shift ;;
     --twin-cpu) TWIN_CPU=$2; shift ;;
     --baseline) BASELINE=$2; shift ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -258,13 +258,12 @@ keepup() {
 "
 }
 keepup "this machine as it is (autogroup $(autogroup_state))"
-if [[ $EUID == 0 ]] && cpu_cgroup_root >/dev/null 2>&1; then
-    twin_hosts "$WORK" "$TWIN_CPU"
+if [[ $EUID == 0 ]] && cpu_cgroup_root >/dev/null 2>&1 && twin_hosts "$WORK" "$TWIN_CPU"; then
     keepup "twins: each database capped at $TWIN_CPU CPU"
-    service_cgroups_remove
 else
-    log "keep-up with twins skipped: it needs root and a cpu cgroup controller"
+    log "keep-up with twins skipped: it needs root and cpu cgroups this shell may create"
 fi
+service_cgroups_remove
 
 # --- 3. memory with a stalled mirror under load ----------------------------------------------
 log "memory with a stalled mirror ($((DURATION * 2)) s)"
@@ -280,9 +279,9 @@ cat <<MD
 
 ### Keep-up (TPC-B-like, -c 8 -j 2, $((DURATION * 2)) s, exposure 1.0, mirror_queue 128; goal: under 1 % dropped with a mirror as fast as the primary)
 
-"twins" is that goal's condition: the two databases as identical hosts, each capped at the same
-CPU (bench/keepup.sh --help). As it is, the mirror database competes with the primary's closed
-loop (pgbench, pgdog, primary) for the same two cores.
+"twins" models that goal's condition, two database hosts of the same capacity (twin_hosts in
+scripts/lib.sh). As it is, the mirror database competes with the primary's closed loop
+(pgbench, pgdog, primary) for the same two cores.
 
 | setup | primary tps | mirrored requests dropped | mirror errors | pgbench_history rows primary / mirror | CPU s primary / mirror database |
 |---|---:|---:|---:|---:|---:|

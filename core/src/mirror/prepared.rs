@@ -63,8 +63,9 @@ impl Definitions {
             return; // The unnamed statement travels in the request that uses it.
         }
         let mut map = self.inner.lock().unwrap();
-        if let Some(old) = map.by_name.remove(name) {
-            map.bytes -= old.parse.len();
+        if map.by_name.contains_key(name) {
+            // The server refuses to define a name twice (42P05) and keeps the first.
+            return;
         }
         if map.by_name.len() >= MAX_DEFINITIONS || map.bytes + parse.len() > MAX_DEFINITION_BYTES {
             return;
@@ -84,11 +85,31 @@ impl Definitions {
     pub fn closed(&self, close_body: &[u8]) {
         if let Some((b'S', rest)) = close_body.split_first().map(|(k, r)| (*k, r)) {
             if let Some((name, _)) = cstr(rest) {
-                let mut map = self.inner.lock().unwrap();
+                self.forget(Some(name));
+            }
+        }
+    }
+
+    /// The client sent a simple query (the body of a Query message). `DEALLOCATE` and
+    /// `DISCARD ALL` make the server forget statements; so do their definitions here.
+    pub fn query(&self, body: &[u8]) {
+        match deallocation(body) {
+            None => {}
+            Some(Deallocation::All) => self.forget(None),
+            Some(Deallocation::One(name)) => self.forget(Some(&name)),
+        }
+    }
+
+    /// Forgets statement `name`, or all of them.
+    fn forget(&self, name: Option<&[u8]>) {
+        let mut map = self.inner.lock().unwrap();
+        match name {
+            Some(name) => {
                 if let Some(old) = map.by_name.remove(name) {
                     map.bytes -= old.parse.len();
                 }
             }
+            None => *map = DefinitionMap::default(),
         }
     }
 
@@ -170,10 +191,19 @@ impl OnMirror {
                             closes = true;
                         }
                     }
-                    b'Q' if forgets_statements(body) => {
-                        self.confirmed.clear();
-                        closes = true;
-                    }
+                    b'Q' => match deallocation(body) {
+                        None => {}
+                        Some(Deallocation::All) => {
+                            self.confirmed.clear();
+                            effects.defines.clear();
+                            closes = true;
+                        }
+                        Some(Deallocation::One(name)) => {
+                            self.confirmed.remove(&name[..]);
+                            effects.defines.retain(|(d, _)| **d != *name);
+                            closes = true;
+                        }
+                    },
                     _ => {}
                 }
             }
@@ -242,13 +272,94 @@ fn repair_messages(parses: &[Bytes]) -> Bytes {
     out.freeze()
 }
 
-/// A simple query that makes the server forget prepared statements (`DISCARD ALL`,
-/// `DEALLOCATE ...`).
-fn forgets_statements(body: &[u8]) -> bool {
-    let text = body.trim_ascii_start();
-    let starts =
-        |word: &[u8]| text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word);
-    starts(b"discard") || starts(b"deallocate")
+/// What a simple query makes the server forget of its prepared statements.
+#[derive(Debug, PartialEq)]
+enum Deallocation {
+    All,
+    /// One statement, by its name as the server keeps it.
+    One(Vec<u8>),
+}
+
+/// `DISCARD ALL`, `DEALLOCATE [PREPARE] ALL` and `DEALLOCATE [PREPARE] name` (an unquoted
+/// name folded to lower case, as the server folds it). A query that starts with
+/// `DEALLOCATE` and is not understood forgets everything: a statement forgotten here is
+/// only no longer repaired on the mirror. Other queries, multi-statement ones included,
+/// forget nothing.
+fn deallocation(body: &[u8]) -> Option<Deallocation> {
+    let mut words = Words(body.strip_suffix(b"\0").unwrap_or(body));
+    let first = words.next()?;
+    if first.eq_ignore_ascii_case(b"discard") {
+        let all = words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"all"));
+        return all.then_some(Deallocation::All);
+    }
+    if !first.eq_ignore_ascii_case(b"deallocate") {
+        return None;
+    }
+    let mut target = words.next();
+    if target.is_some_and(|w| w.eq_ignore_ascii_case(b"prepare")) {
+        target = words.next().or(target);
+    }
+    let rest_is_empty = words
+        .rest()
+        .iter()
+        .all(|&b| b == b';' || b.is_ascii_whitespace());
+    match target {
+        Some(w) if rest_is_empty && w.eq_ignore_ascii_case(b"all") => Some(Deallocation::All),
+        Some(w) if rest_is_empty => identifier(w).map_or(Some(Deallocation::All), |name| {
+            Some(Deallocation::One(name))
+        }),
+        _ => Some(Deallocation::All),
+    }
+}
+
+/// The name a word of SQL stands for: `"Quoted"` as written (doubled quotes undone),
+/// unquoted folded to lower case. `None` for anything else, `""` included.
+fn identifier(word: &[u8]) -> Option<Vec<u8>> {
+    if let Some(inner) = word.strip_prefix(b"\"").and_then(|w| w.strip_suffix(b"\"")) {
+        let mut name = Vec::with_capacity(inner.len());
+        let mut bytes = inner.iter();
+        while let Some(&b) = bytes.next() {
+            if b == b'"' && bytes.next() != Some(&b'"') {
+                return None;
+            }
+            name.push(b);
+        }
+        // A zero-length quoted name is a syntax error to the server.
+        return (!name.is_empty()).then_some(name);
+    }
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80;
+    (!word.is_empty() && word.iter().all(plain)).then(|| word.to_ascii_lowercase())
+}
+
+/// The words of a query: runs of bytes between white space and `;`, a double-quoted run
+/// counting as one word.
+struct Words<'a>(&'a [u8]);
+
+impl<'a> Words<'a> {
+    fn rest(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let text = self.0.trim_ascii_start();
+        let mut end = 0;
+        let mut quoted = false;
+        while end < text.len() {
+            match text[end] {
+                b'"' => quoted = !quoted,
+                b';' if !quoted => break,
+                b if b.is_ascii_whitespace() && !quoted => break,
+                _ => {}
+            }
+            end += 1;
+        }
+        self.0 = &text[end..];
+        (end > 0).then(|| &text[..end])
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +517,75 @@ mod tests {
     }
 
     #[test]
+    fn a_parse_the_server_refuses_does_not_replace_the_definition() {
+        let defs = Definitions::default();
+        defs.parsed(&parse("s1", "select 1"), 1);
+        // s1 exists: the server answers 42P05 and keeps the first definition.
+        defs.parsed(&parse("s1", "select 2"), 2);
+        let (kept, _) = defs.get(b"s1", 3, None).unwrap().unwrap_err();
+        assert_eq!(&kept[..], &parse("s1", "select 1")[..]);
+        // Once the client deallocates it with SQL, the name can be defined again.
+        defs.query(b"DEALLOCATE s1\0");
+        assert!(defs.get(b"s1", 3, None).is_none());
+        defs.parsed(&parse("s1", "select 2"), 3);
+        let (now, _) = defs.get(b"s1", 4, None).unwrap().unwrap_err();
+        assert_eq!(&now[..], &parse("s1", "select 2")[..]);
+        defs.query(b"discard all\0");
+        assert!(defs.get(b"s1", 4, None).is_none());
+    }
+
+    #[test]
+    fn deallocations_are_read_as_the_server_reads_them() {
+        use Deallocation::{All, One};
+        let one = |name: &[u8]| Some(One(name.to_vec()));
+        for (sql, expected) in [
+            (&b"DEALLOCATE s1\0"[..], one(b"s1")),
+            (b"  deallocate Prepare S1 ;", one(b"s1")),
+            (b"DEALLOCATE \"S1\"", one(b"S1")),
+            (b"DEALLOCATE \"a\"\"b c\"", one(b"a\"b c")),
+            (b"DEALLOCATE prepare", one(b"prepare")),
+            (b"DEALLOCATE ALL", Some(All)),
+            (b"deallocate prepare all;", Some(All)),
+            (b"DISCARD ALL", Some(All)),
+            (b"DISCARD PLANS", None),
+            (b"SELECT 1", None),
+            (b"", None),
+            // Not understood: everything is forgotten (repairs stop; nothing runs wrong).
+            (b"DEALLOCATE s1; SELECT 1", Some(All)),
+            (b"DEALLOCATE \"s1", Some(All)),
+            (b"DEALLOCATE \"\"", Some(All)),
+            (b"DEALLOCATE", Some(All)),
+        ] {
+            assert_eq!(
+                deallocation(sql),
+                expected,
+                "{}",
+                String::from_utf8_lossy(sql)
+            );
+        }
+    }
+
+    /// Whatever a client sends as a simple query: no panic, and a name read is never empty.
+    #[test]
+    fn deallocation_takes_any_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let alphabet = b"deallocatepreparADISCRL \";\"\t\nsx1\0\xff";
+        for _ in 0..20_000 {
+            let mut sql = if rng.gen_bool(0.5) {
+                b"DEALLOCATE ".to_vec()
+            } else {
+                Vec::new()
+            };
+            let len = rng.gen_range(0..24);
+            sql.extend((0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]));
+            if let Some(Deallocation::One(name)) = deallocation(&sql) {
+                assert!(!name.is_empty(), "{sql:?}");
+            }
+        }
+    }
+
+    #[test]
     fn unnamed_statements_and_limits() {
         let defs = Definitions::default();
         defs.parsed(&parse("", "select 1"), 1);
@@ -414,6 +594,7 @@ mod tests {
         defs.parsed(&parse("huge", &big), 1);
         assert!(defs.get(b"huge", 1, None).is_none());
         defs.parsed(&parse("s", "select 1"), 1);
+        defs.closed(b"Ss\0");
         defs.parsed(&parse("s", "select 22"), 2);
         let map = defs.inner.lock().unwrap();
         assert_eq!(map.by_name.len(), 1);

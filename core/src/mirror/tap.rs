@@ -97,6 +97,7 @@ impl Tap {
                 self.seq = state.next_seq();
                 self.readies += 1;
                 self.executes = true;
+                self.definitions.query(&chunk[start + 5..end]);
                 if is_copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
                     false
