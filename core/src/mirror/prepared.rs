@@ -17,6 +17,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -29,11 +30,14 @@ const MAX_DEFINITIONS: usize = 10_000;
 const MAX_DEFINITION_BYTES: usize = 4 * 1024 * 1024;
 
 /// The client's named statements, as it defined them on the primary. Written by the tap
-/// (only on Parse and Close of a named statement), read by the mirror worker when a repair
-/// is needed.
+/// (only on Parse and Close of a named statement, and on `DEALLOCATE`/`DISCARD ALL`), read
+/// by the mirror worker.
 #[derive(Default)]
 pub struct Definitions {
     inner: Mutex<DefinitionMap>,
+    /// Raised on every change, so that the worker checks a statement it already found
+    /// confirmed in the client's definition only when the definitions changed since.
+    changes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -71,6 +75,7 @@ impl Definitions {
             return;
         }
         map.bytes += parse.len();
+        self.changes.fetch_add(1, Ordering::Release);
         map.by_name.insert(
             name.into(),
             Definition {
@@ -103,6 +108,7 @@ impl Definitions {
     /// Forgets statement `name`, or all of them.
     fn forget(&self, name: Option<&[u8]>) {
         let mut map = self.inner.lock().unwrap();
+        self.changes.fetch_add(1, Ordering::Release);
         match name {
             Some(name) => {
                 if let Some(old) = map.by_name.remove(name) {
@@ -144,11 +150,19 @@ pub struct Effects {
 /// The statements one mirror server connection has, as far as its answers confirm.
 #[derive(Default)]
 pub struct OnMirror {
-    /// Statement name to the [`version`] the mirror's answers confirmed.
-    confirmed: HashMap<Box<[u8]>, u64>,
+    /// Statement name to what the mirror's answers confirmed.
+    confirmed: HashMap<Box<[u8]>, Confirmed>,
     /// Raised when a request that closes statements is sent: definitions confirmed by
     /// answers to requests sent before it may no longer hold.
     epoch: u64,
+}
+
+/// A statement the mirror has.
+struct Confirmed {
+    /// The [`version`] its answers confirmed.
+    version: u64,
+    /// [`Definitions::changes`] when the version was last found to be the client's.
+    checked: Option<u64>,
 }
 
 impl OnMirror {
@@ -223,7 +237,7 @@ impl OnMirror {
     /// definition is known. When it is not (never kept, or already replaced by a later
     /// one), whatever the mirror confirmed under the name is the best there is.
     fn need(
-        &self,
+        &mut self,
         name: &[u8],
         seq: u64,
         definitions: &Definitions,
@@ -233,10 +247,25 @@ impl OnMirror {
         if name.is_empty() || effects.defines.iter().any(|(d, _)| **d == *name) {
             return;
         }
-        let confirmed = self.confirmed.get(name).copied();
-        if let Some(Err((parse, version))) = definitions.get(name, seq, confirmed) {
-            effects.defines.push((name.into(), version));
-            repairs.push(parse);
+        // Read before the definitions: a change after this is seen at the next check.
+        let changes = definitions.changes.load(Ordering::Acquire);
+        let confirmed = self.confirmed.get_mut(name);
+        let known = match confirmed {
+            Some(Confirmed { checked, .. }) if *checked == Some(changes) => return,
+            Some(ref c) => Some(c.version),
+            None => None,
+        };
+        match definitions.get(name, seq, known) {
+            Some(Ok(())) => {
+                if let Some(c) = confirmed {
+                    c.checked = Some(changes);
+                }
+            }
+            Some(Err((parse, version))) => {
+                effects.defines.push((name.into(), version));
+                repairs.push(parse);
+            }
+            None => {}
         }
     }
 
@@ -246,7 +275,8 @@ impl OnMirror {
     pub fn answered(&mut self, effects: Effects, ok: bool) {
         for (name, version) in effects.defines {
             if ok && effects.epoch == self.epoch {
-                self.confirmed.insert(name, version);
+                let checked = None;
+                self.confirmed.insert(name, Confirmed { version, checked });
             } else {
                 self.confirmed.remove(&name);
             }
@@ -465,18 +495,22 @@ mod tests {
         let mut p = payload(&[parse("s1", "insert into a values (1)"), bind_execute("s1")]);
         let e = on.prepare(&mut p, 1, &defs);
         on.answered(e, true);
+        // Used again: found to be the client's definition, and left alone.
+        let mut p = payload(&[bind_execute("s1")]);
+        on.prepare(&mut p, 2, &defs);
+        assert_eq!(tags(&p), "BES");
         // The client closes s1 and defines it again, in a request the mirror never gets.
         defs.closed(b"Ss1\0");
-        defs.parsed(&parse("s1", "update b set x = 2"), 2);
+        defs.parsed(&parse("s1", "update b set x = 2"), 3);
         // Its next Bind of s1 must not run the old statement on the mirror.
         let mut p = payload(&[bind_execute("s1")]);
-        let e = on.prepare(&mut p, 3, &defs);
+        let e = on.prepare(&mut p, 4, &defs);
         assert_eq!(tags(&p), "CPBES");
         assert!(p[0].windows(18).any(|w| w == b"update b set x = 2"));
         on.answered(e, true);
         // Confirmed in the new definition: left alone from then on.
         let mut p = payload(&[bind_execute("s1")]);
-        on.prepare(&mut p, 4, &defs);
+        on.prepare(&mut p, 5, &defs);
         assert_eq!(tags(&p), "BES");
     }
 
