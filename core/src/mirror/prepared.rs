@@ -67,8 +67,14 @@ impl Definitions {
             return; // The unnamed statement travels in the request that uses it.
         }
         let mut map = self.inner.lock().unwrap();
-        if map.by_name.contains_key(name) {
-            // The server refuses to define a name twice (42P05) and keeps the first.
+        if let Some(old) = map.by_name.remove(name) {
+            // Defined again without a Close seen here. The server refuses that (42P05) and
+            // keeps the first, unless it had forgotten the first in a way not seen here
+            // (DEALLOCATE sent through the extended protocol or inside a longer query, or a
+            // Parse it refused). Which definition it has is not known, so neither is kept:
+            // the statement is no longer repaired, and never repaired to the wrong text.
+            map.bytes -= old.parse.len();
+            self.changes.fetch_add(1, Ordering::Release);
             return;
         }
         if map.by_name.len() >= MAX_DEFINITIONS || map.bytes + parse.len() > MAX_DEFINITION_BYTES {
@@ -311,12 +317,16 @@ enum Deallocation {
 }
 
 /// `DISCARD ALL`, `DEALLOCATE [PREPARE] ALL` and `DEALLOCATE [PREPARE] name` (an unquoted
-/// name folded to lower case, as the server folds it). A query that starts with
-/// `DEALLOCATE` and is not understood forgets everything: a statement forgotten here is
-/// only no longer repaired on the mirror. Other queries, multi-statement ones included,
-/// forget nothing.
+/// name folded to lower case, as the server folds ASCII letters), after any leading
+/// comments. A query that starts with `DEALLOCATE` and is not understood forgets
+/// everything: a statement forgotten here is only no longer repaired on the mirror. Other
+/// queries forget nothing, multi-statement ones included; a definition the server lost
+/// that way is dropped when the client defines the name again (see
+/// [`Definitions::parsed`]).
 fn deallocation(body: &[u8]) -> Option<Deallocation> {
-    let mut words = Words(body.strip_suffix(b"\0").unwrap_or(body));
+    let mut words = Words(super::tap::trim_leading(
+        body.strip_suffix(b"\0").unwrap_or(body),
+    ));
     let first = words.next()?;
     if first.eq_ignore_ascii_case(b"discard") {
         let all = words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"all"));
@@ -551,21 +561,24 @@ mod tests {
     }
 
     #[test]
-    fn a_parse_the_server_refuses_does_not_replace_the_definition() {
+    fn a_name_defined_twice_without_a_close_is_no_longer_repaired() {
         let defs = Definitions::default();
+        let mut on = OnMirror::default();
         defs.parsed(&parse("s1", "select 1"), 1);
-        // s1 exists: the server answers 42P05 and keeps the first definition.
+        // Without a Close: the server refused this (42P05), or had lost the first in a way
+        // the proxy did not see. Neither text is safe to repair with.
         defs.parsed(&parse("s1", "select 2"), 2);
-        let (kept, _) = defs.get(b"s1", 3, None).unwrap().unwrap_err();
-        assert_eq!(&kept[..], &parse("s1", "select 1")[..]);
-        // Once the client deallocates it with SQL, the name can be defined again.
-        defs.query(b"DEALLOCATE s1\0");
         assert!(defs.get(b"s1", 3, None).is_none());
-        defs.parsed(&parse("s1", "select 2"), 3);
-        let (now, _) = defs.get(b"s1", 4, None).unwrap().unwrap_err();
-        assert_eq!(&now[..], &parse("s1", "select 2")[..]);
+        let mut p = payload(&[bind_execute("s1")]);
+        on.prepare(&mut p, 3, &defs);
+        assert_eq!(tags(&p), "BES");
+        // After a DEALLOCATE the proxy sees, the name is followed again.
+        defs.query(b"/* app */ DEALLOCATE s1\0");
+        defs.parsed(&parse("s1", "select 3"), 4);
+        let (now, _) = defs.get(b"s1", 5, None).unwrap().unwrap_err();
+        assert_eq!(&now[..], &parse("s1", "select 3")[..]);
         defs.query(b"discard all\0");
-        assert!(defs.get(b"s1", 4, None).is_none());
+        assert!(defs.get(b"s1", 5, None).is_none());
     }
 
     #[test]
@@ -575,6 +588,7 @@ mod tests {
         for (sql, expected) in [
             (&b"DEALLOCATE s1\0"[..], one(b"s1")),
             (b"  deallocate Prepare S1 ;", one(b"s1")),
+            (b"-- why\n/* app */ DEALLOCATE s1", one(b"s1")),
             (b"DEALLOCATE \"S1\"", one(b"S1")),
             (b"DEALLOCATE \"a\"\"b c\"", one(b"a\"b c")),
             (b"DEALLOCATE prepare", one(b"prepare")),

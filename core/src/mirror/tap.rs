@@ -256,7 +256,8 @@ fn is_copy_from_stdin(body: &[u8]) -> bool {
     upper.windows(5).any(|w| w == b"STDIN") && upper.windows(4).any(|w| w == b"FROM")
 }
 
-fn trim_leading(mut s: &[u8]) -> &[u8] {
+/// `s` without the white space and comments it starts with.
+pub(super) fn trim_leading(mut s: &[u8]) -> &[u8] {
     loop {
         while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
             s = rest;
