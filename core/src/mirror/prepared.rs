@@ -60,11 +60,16 @@ impl Definitions {
     /// The client sent `parse` (a whole Parse message); `seq` is the sequence number its
     /// request's first ReadyForQuery gets.
     pub fn parsed(&self, parse: &[u8], seq: u64) {
-        let Some((name, _)) = parse.get(5..).and_then(cstr) else {
+        let Some((name, rest)) = parse.get(5..).and_then(cstr) else {
             return;
         };
         if name.is_empty() {
-            return; // The unnamed statement travels in the request that uses it.
+            // The unnamed statement travels in the request that uses it. It may deallocate
+            // named ones: drivers of the extended protocol send `DEALLOCATE` that way.
+            if let Some((text, _)) = cstr(rest) {
+                self.query(text);
+            }
+            return;
         }
         let mut map = self.inner.lock().unwrap();
         if let Some(old) = map.by_name.remove(name) {
@@ -188,11 +193,16 @@ impl OnMirror {
             for (tag, msg) in Frames::new(part) {
                 let body = msg.get(5..).unwrap_or(&[]);
                 match tag {
-                    b'P' => {
-                        if let Some((name, _)) = cstr(body).filter(|(n, _)| !n.is_empty()) {
+                    b'P' => match cstr(body) {
+                        Some((name, _)) if !name.is_empty() => {
                             effects.defines.push((name.into(), version(msg)));
                         }
-                    }
+                        Some((_, rest)) => {
+                            let text = cstr(rest).map_or(&[][..], |(text, _)| text);
+                            closes |= self.deallocated(text, &mut effects);
+                        }
+                        None => {}
+                    },
                     b'B' => {
                         let statement = cstr(body).and_then(|(_, rest)| cstr(rest));
                         if let Some((name, _)) = statement {
@@ -211,19 +221,7 @@ impl OnMirror {
                             closes = true;
                         }
                     }
-                    b'Q' => match deallocation(body) {
-                        None => {}
-                        Some(Deallocation::All) => {
-                            self.confirmed.clear();
-                            effects.defines.clear();
-                            closes = true;
-                        }
-                        Some(Deallocation::One(name)) => {
-                            self.confirmed.remove(&name[..]);
-                            effects.defines.retain(|(d, _)| **d != *name);
-                            closes = true;
-                        }
-                    },
+                    b'Q' => closes |= self.deallocated(body, &mut effects),
                     _ => {}
                 }
             }
@@ -236,6 +234,24 @@ impl OnMirror {
             payload.insert(0, repair_messages(&repairs));
         }
         effects
+    }
+
+    /// What the SQL `text` of a request deallocates is gone from the mirror once it runs;
+    /// returns whether anything is.
+    fn deallocated(&mut self, text: &[u8], effects: &mut Effects) -> bool {
+        match deallocation(text) {
+            None => false,
+            Some(Deallocation::All) => {
+                self.confirmed.clear();
+                effects.defines.clear();
+                true
+            }
+            Some(Deallocation::One(name)) => {
+                self.confirmed.remove(&name[..]);
+                effects.defines.retain(|(d, _)| **d != *name);
+                true
+            }
+        }
     }
 
     /// A statement the request binds: fine when defined earlier in the request or
@@ -579,6 +595,28 @@ mod tests {
         assert_eq!(&now[..], &parse("s1", "select 3")[..]);
         defs.query(b"discard all\0");
         assert!(defs.get(b"s1", 5, None).is_none());
+    }
+
+    #[test]
+    fn a_deallocate_through_the_extended_protocol_is_followed_too() {
+        let defs = Definitions::default();
+        let mut on = OnMirror::default();
+        defs.parsed(&parse("s1", "select 1"), 1);
+        let mut p = payload(&[parse("s1", "select 1"), bind_execute("s1")]);
+        let e = on.prepare(&mut p, 1, &defs);
+        on.answered(e, true);
+        // As an unnamed statement, the way extended-protocol drivers send any SQL.
+        defs.parsed(&parse("", "DEALLOCATE s1"), 2);
+        let mut p = payload(&[parse("", "DEALLOCATE s1"), bind_execute("")]);
+        let e = on.prepare(&mut p, 2, &defs);
+        on.answered(e, true);
+        assert!(on.confirmed.is_empty(), "no longer on the mirror");
+        // The name is defined again, in a request the mirror misses: the repair uses it.
+        defs.parsed(&parse("s1", "select 2"), 3);
+        let mut p = payload(&[bind_execute("s1")]);
+        on.prepare(&mut p, 4, &defs);
+        assert_eq!(tags(&p), "CPBES");
+        assert!(p[0].windows(8).any(|w| w == b"select 2"));
     }
 
     #[test]
