@@ -12,12 +12,14 @@
 #
 # Options: --rounds N --duration SECS --scale N --clients N --modes "direct off on nocompare stalled"
 #          --workload select|range (range: 100-row reads by primary key range) --no-extra
+#          --protocol prepared|extended|simple: pgbench's -M for the select-only part (default
+#          prepared)
 #          --autogroup keep|off: the kernel's autogroup scheduling as the machine has it
 #          (default), or off for the run (root; put back at the end). See bench/keepup.sh.
 #          --twin-cpu CPUS: each database's CPU cap in the keep-up run as twin hosts
 #
 # Two throwaway clusters (primary, mirror) with identical pgbench data; pgdog (release) in front.
-# 1. Select-only (pgbench -S -M prepared), interleaved per round, in these modes:
+# 1. Select-only (pgbench -S -M prepared, or --protocol), interleaved per round, in these modes:
 #      direct   pgbench straight to the primary, no proxy
 #      off      no mirror_of
 #      on       mirror_exposure 1.0 to a healthy mirror (result comparison on, the default)
@@ -36,7 +38,7 @@
 # 3. Memory: pgdog's resident size before and after a select-only run against the stalled mirror.
 set -euo pipefail
 
-ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select EXTRA=1 TWIN_CPU=0.6
+ROUNDS=5 DURATION=10 SCALE=10 CLIENTS=8 MODES="direct off on nocompare stalled" WORKLOAD=select PROTOCOL=prepared EXTRA=1 TWIN_CPU=0.6
 AUTOGROUP=keep BASELINE=""
 while (($#)); do
     case $1 in
@@ -44,6 +46,7 @@ while (($#)); do
     --compare) MODES="on nocompare" EXTRA=0 ;;
     --modes) MODES=$2; shift ;;
     --workload) WORKLOAD=$2; shift ;;
+    --protocol) PROTOCOL=$2; shift ;;
     --no-extra) EXTRA=0 ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
@@ -152,7 +155,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         [[ $kind == stalled ]] && stall_mirror
         before=0 after=0
         [[ -n $PGDOG_PID ]] && before=$(process_ticks "$PGDOG_PID")
-        out=$(pgbench -h 127.0.0.1 -p "$port" -U pgdog "${LOAD[@]}" -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
+        out=$(pgbench -h 127.0.0.1 -p "$port" -U pgdog "${LOAD[@]}" -M "$PROTOCOL" -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
         [[ -n $PGDOG_PID ]] && after=$(process_ticks "$PGDOG_PID")
         # Share of the mirrored requests dropped (healthy modes only: a stalled mirror drops
         # everything by design); read once the totals stop moving.
@@ -195,7 +198,7 @@ row() { # row MODE LABEL
 }
 cat <<MD
 
-### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M prepared -c $CLIENTS -j 2, scale $SCALE, autogroup $(autogroup_state); medians)
+### Mirroring cost on the primary path ($ROUNDS rounds x ${DURATION}s, pgbench $WORKLOAD -M $PROTOCOL -c $CLIENTS -j 2, scale $SCALE, autogroup $(autogroup_state); medians)
 
 | mode | tps | proxy CPU per transaction | mirrored requests dropped |
 |---|---:|---:|---:|

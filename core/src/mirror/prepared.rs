@@ -72,14 +72,13 @@ impl Definitions {
             return;
         }
         let mut map = self.inner.lock().unwrap();
-        if let Some(old) = map.by_name.remove(name) {
+        if map.by_name.contains_key(name) {
             // Defined again without a Close seen here. The server refuses that (42P05) and
             // keeps the first, unless it had forgotten the first in a way not seen here
-            // (DEALLOCATE sent through the extended protocol or inside a longer query, or a
-            // Parse it refused). Which definition it has is not known, so neither is kept:
-            // the statement is no longer repaired, and never repaired to the wrong text.
-            map.bytes -= old.parse.len();
-            self.changes.fetch_add(1, Ordering::Release);
+            // (DEALLOCATE inside a longer query, or a Parse it refused). Which definition
+            // it has is not known, so neither is kept: the statement is no longer
+            // repaired, and never repaired to the wrong text.
+            self.forget_in(&mut map, Some(name));
             return;
         }
         if map.by_name.len() >= MAX_DEFINITIONS || map.bytes + parse.len() > MAX_DEFINITION_BYTES {
@@ -109,24 +108,28 @@ impl Definitions {
     /// The client sent a simple query (the body of a Query message). `DEALLOCATE` and
     /// `DISCARD ALL` make the server forget statements; so do their definitions here.
     pub fn query(&self, body: &[u8]) {
-        match deallocation(body) {
-            None => {}
-            Some(Deallocation::All) => self.forget(None),
-            Some(Deallocation::One(name)) => self.forget(Some(&name)),
+        if let Some(gone) = deallocation(body) {
+            self.forget(gone.name());
         }
     }
 
     /// Forgets statement `name`, or all of them.
     fn forget(&self, name: Option<&[u8]>) {
         let mut map = self.inner.lock().unwrap();
-        self.changes.fetch_add(1, Ordering::Release);
-        match name {
-            Some(name) => {
-                if let Some(old) = map.by_name.remove(name) {
-                    map.bytes -= old.parse.len();
-                }
-            }
-            None => *map = DefinitionMap::default(),
+        self.forget_in(&mut map, name);
+    }
+
+    /// [`Definitions::forget`], under the lock; raises `changes` when anything was there.
+    fn forget_in(&self, map: &mut DefinitionMap, name: Option<&[u8]>) {
+        let changed = match name {
+            Some(name) => map
+                .by_name
+                .remove(name)
+                .map(|old| map.bytes -= old.parse.len()),
+            None => (!map.by_name.is_empty()).then(|| *map = DefinitionMap::default()),
+        };
+        if changed.is_some() {
+            self.changes.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -199,7 +202,7 @@ impl OnMirror {
                         }
                         Some((_, rest)) => {
                             let text = cstr(rest).map_or(&[][..], |(text, _)| text);
-                            closes |= self.deallocated(text, &mut effects);
+                            closes |= self.deallocates(text, &mut effects);
                         }
                         None => {}
                     },
@@ -216,12 +219,11 @@ impl OnMirror {
                     }
                     b'C' if body.first() == Some(&b'S') => {
                         if let Some((name, _)) = cstr(&body[1..]) {
-                            self.confirmed.remove(name);
-                            effects.defines.retain(|(d, _)| **d != *name);
+                            self.forget(Some(name), &mut effects);
                             closes = true;
                         }
                     }
-                    b'Q' => closes |= self.deallocated(body, &mut effects),
+                    b'Q' => closes |= self.deallocates(body, &mut effects),
                     _ => {}
                 }
             }
@@ -237,19 +239,24 @@ impl OnMirror {
     }
 
     /// What the SQL `text` of a request deallocates is gone from the mirror once it runs;
-    /// returns whether anything is.
-    fn deallocated(&mut self, text: &[u8], effects: &mut Effects) -> bool {
-        match deallocation(text) {
-            None => false,
-            Some(Deallocation::All) => {
+    /// returns whether it deallocates anything.
+    fn deallocates(&mut self, text: &[u8], effects: &mut Effects) -> bool {
+        deallocation(text)
+            .map(|gone| self.forget(gone.name(), effects))
+            .is_some()
+    }
+
+    /// Statement `name`, or all of them, will be gone from the mirror once the request
+    /// with `effects` runs: neither confirmed nor defined by it.
+    fn forget(&mut self, name: Option<&[u8]>, effects: &mut Effects) {
+        match name {
+            Some(name) => {
+                self.confirmed.remove(name);
+                effects.defines.retain(|(d, _)| **d != *name);
+            }
+            None => {
                 self.confirmed.clear();
                 effects.defines.clear();
-                true
-            }
-            Some(Deallocation::One(name)) => {
-                self.confirmed.remove(&name[..]);
-                effects.defines.retain(|(d, _)| **d != *name);
-                true
             }
         }
     }
@@ -330,6 +337,16 @@ enum Deallocation {
     All,
     /// One statement, by its name as the server keeps it.
     One(Vec<u8>),
+}
+
+impl Deallocation {
+    /// The statement forgotten, `None` for all of them.
+    fn name(&self) -> Option<&[u8]> {
+        match self {
+            Deallocation::All => None,
+            Deallocation::One(name) => Some(name),
+        }
+    }
 }
 
 /// `DISCARD ALL`, `DEALLOCATE [PREPARE] ALL` and `DEALLOCATE [PREPARE] name` (an unquoted
@@ -448,6 +465,14 @@ mod tests {
         SmallVec::from_iter([Bytes::from(parts.concat())])
     }
 
+    /// The client defines `name` as `sql` in request `seq`, and the mirror confirms it.
+    fn define_and_confirm(defs: &Definitions, on: &mut OnMirror, name: &str, sql: &str, seq: u64) {
+        defs.parsed(&parse(name, sql), seq);
+        let mut p = payload(&[parse(name, sql), bind_execute(name)]);
+        let e = on.prepare(&mut p, seq, defs);
+        on.answered(e, true);
+    }
+
     fn tags(payload: &SmallVec<[Bytes; 2]>) -> String {
         payload
             .iter()
@@ -517,10 +542,7 @@ mod tests {
         let defs = Definitions::default();
         let mut on = OnMirror::default();
         // s1 defined and confirmed on the mirror.
-        defs.parsed(&parse("s1", "insert into a values (1)"), 1);
-        let mut p = payload(&[parse("s1", "insert into a values (1)"), bind_execute("s1")]);
-        let e = on.prepare(&mut p, 1, &defs);
-        on.answered(e, true);
+        define_and_confirm(&defs, &mut on, "s1", "insert into a values (1)", 1);
         // Used again: found to be the client's definition, and left alone.
         let mut p = payload(&[bind_execute("s1")]);
         on.prepare(&mut p, 2, &defs);
@@ -601,10 +623,7 @@ mod tests {
     fn a_deallocate_through_the_extended_protocol_is_followed_too() {
         let defs = Definitions::default();
         let mut on = OnMirror::default();
-        defs.parsed(&parse("s1", "select 1"), 1);
-        let mut p = payload(&[parse("s1", "select 1"), bind_execute("s1")]);
-        let e = on.prepare(&mut p, 1, &defs);
-        on.answered(e, true);
+        define_and_confirm(&defs, &mut on, "s1", "select 1", 1);
         // As an unnamed statement, the way extended-protocol drivers send any SQL.
         defs.parsed(&parse("", "DEALLOCATE s1"), 2);
         let mut p = payload(&[parse("", "DEALLOCATE s1"), bind_execute("")]);
