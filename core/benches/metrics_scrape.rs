@@ -121,7 +121,7 @@ impl Traffic {
             let i = self.sent;
             self.sent += 1;
             let db = &self.names[i % self.names.len()];
-            if let Some(pool) = proxy.pools.get(db) {
+            if let Some(pool) = proxy.runtime().pools.get(db) {
                 let s = pool.stats();
                 s.queries.fetch_add(1, Ordering::Relaxed);
                 s.bytes_received.fetch_add(40, Ordering::Relaxed);
@@ -132,7 +132,7 @@ impl Traffic {
                 0 => MirrorEvent::error(db.clone(), ErrorCategory::Query, Some(*b"42P01")),
                 _ => MirrorEvent::mirrored(db.clone(), Duration::from_micros(self.latency_us(i))),
             };
-            proxy.events.send(ev);
+            proxy.plugins.events().send(ev);
         }
     }
 

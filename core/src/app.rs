@@ -1,7 +1,8 @@
 //! Start-up and shutdown: bind the listeners, run until a signal, then drain.
 
 use crate::config::{AuthType, Config};
-use crate::frontend::listener;
+use crate::frontend::{listener, Frontend};
+use crate::mirror;
 use crate::plugins::PluginHost;
 use crate::proxy::Proxy;
 use std::path::PathBuf;
@@ -42,6 +43,15 @@ pub async fn run(
     let g = config.general.clone();
     let plugins = Arc::new(plugins);
     let proxy = Proxy::new(config, config_path, plugins.clone());
+    let frontend = Arc::new(Frontend {
+        runtime: proxy.runtime.clone(),
+        cancel: Default::default(),
+        clients: proxy.clients.clone(),
+        shutdown: proxy.shutdown.clone(),
+        sessions: tokio_util::task::TaskTracker::new(),
+        client_slots: Arc::new(tokio::sync::Semaphore::new(g.max_client_conn)),
+        mirrors: mirror::Workers::new(plugins.events()),
+    });
     let listener = bind("proxy", &g.host, g.port).await?;
     tracing::info!(
         "pgdog {} listening on {}:{}",
@@ -65,7 +75,7 @@ pub async fn run(
             Some(tokio::spawn(crate::admin::serve(proxy.clone(), admin)))
         }
     };
-    let accept = tokio::spawn(listener::serve(proxy.clone(), listener));
+    let accept = tokio::spawn(listener::serve(frontend.clone(), listener));
     wait_for_signal(&proxy).await;
     proxy.shutdown.cancel();
     let _ = accept.await;
@@ -73,23 +83,19 @@ pub async fn run(
         let _ = admin.await;
     }
     let _ = metrics.await;
-    proxy.sessions.close();
+    frontend.sessions.close();
     let timeout = Duration::from_millis(g.shutdown_timeout_ms);
-    if tokio::time::timeout(timeout, proxy.sessions.wait())
+    if tokio::time::timeout(timeout, frontend.sessions.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             "{} client session(s) still busy after shutdown_timeout_ms = {}; closing them",
-            proxy.sessions.len(),
+            frontend.sessions.len(),
             g.shutdown_timeout_ms
         );
     }
-    proxy.mirror_tasks.close();
-    if tokio::time::timeout(Duration::from_secs(2), proxy.mirror_tasks.wait())
-        .await
-        .is_err()
-    {
+    if !frontend.mirrors.drain(Duration::from_secs(2)).await {
         tracing::warn!("mirror queues not drained within 2 s of shutdown; their requests are lost");
     }
     plugins.flush().await;

@@ -157,9 +157,12 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     ] {
         messages::parameter_status(&mut out, name, value);
     }
-    let (pid, secret) = (rand::random::<i32>(), rand::random::<i32>());
-    messages::backend_key_data(&mut out, pid, secret);
-    messages::ready_for_query(&mut out, b'I');
+    let key = crate::protocol::BackendKey {
+        pid: rand::random(),
+        secret: rand::random(),
+    };
+    messages::backend_key_data(&mut out, key);
+    messages::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
     write(stream, &out).await?;
     Ok(Some(user.to_string()))
 }

@@ -3,7 +3,7 @@
 use super::{auth, commands, parse, AdminError, Console};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::ProtocolError;
+use crate::protocol::{ProtocolError, TxStatus};
 use crate::proxy::Proxy;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -66,15 +66,15 @@ pub(super) async fn run(
             b'Q' => {
                 skipping = false;
                 match Reader::new(body(&msg), "Query").cstr() {
-                    Ok(sql) => run_query(&proxy, &console, sql, peer, &mut out).await,
+                    Ok(sql) => run_query(&proxy, sql, peer, &mut out).await,
                     Err(e) => error(&mut out, &AdminError::Protocol(e)),
                 }
-                messages::ready_for_query(&mut out, b'I');
+                messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             b'X' => break,
             b'S' => {
                 skipping = false;
-                messages::ready_for_query(&mut out, b'I');
+                messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             b'H' => {}
             tag @ (b'P' | b'B' | b'D' | b'E' | b'C') => {
@@ -85,7 +85,7 @@ pub(super) async fn run(
             }
             b'F' => {
                 error(&mut out, &AdminError::Extended(b'F'));
-                messages::ready_for_query(&mut out, b'I');
+                messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
             b'd' | b'c' | b'f' => {}
@@ -106,13 +106,7 @@ pub(super) async fn run(
 }
 
 /// Runs each statement of a simple Query; the first failure ends the query.
-async fn run_query(
-    proxy: &Arc<Proxy>,
-    console: &Console,
-    sql: &str,
-    peer: SocketAddr,
-    out: &mut BytesMut,
-) {
+async fn run_query(proxy: &Arc<Proxy>, sql: &str, peer: SocketAddr, out: &mut BytesMut) {
     let statements = parse::statements(sql);
     if statements.is_empty() {
         messages::empty_query_response(out);
@@ -124,7 +118,7 @@ async fn run_query(
                 if command.changes_state() {
                     tracing::info!(%peer, "admin: {}", statement.trim());
                 }
-                commands::execute(proxy, console, command).await
+                commands::execute(proxy, command).await
             }
             Err(e) => Err(e.into()),
         };

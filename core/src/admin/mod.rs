@@ -79,8 +79,6 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
 #[derive(Default)]
 struct Console {
     credentials: Mutex<Option<(CredentialKey, Arc<LoginSecrets>)>>,
-    /// Held while a `RELOAD` swaps pools, mirrors and config.
-    reload_lock: Mutex<()>,
 }
 
 type CredentialKey = (String, Option<String>, crate::config::AuthType);

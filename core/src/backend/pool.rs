@@ -129,7 +129,7 @@ impl Pool {
     /// Process ids of the idle server connections (`SHOW SERVERS`).
     pub fn idle_pids(&self) -> Vec<i32> {
         let idle = self.inner.idle.lock().unwrap();
-        idle.iter().map(|s| s.key.0).collect()
+        idle.iter().map(|s| s.key.pid).collect()
     }
 
     pub fn settings(&self) -> &PoolSettings {

@@ -1,13 +1,11 @@
-//! All pools, and the rule that maps a client's `database` to one of them.
-//!
-//! The table sits behind a lock so the admin console's `RELOAD` can add, replace and remove
-//! pools while clients log in; lookups hand out `Pool` handles (an `Arc` clone each).
+//! All pools of one configuration, and the rule that maps a client's `database` to one of
+//! them. Immutable: a `RELOAD` builds a new table from the old one ([`Pools::build`]),
+//! keeping the pools whose settings did not change.
 
 use super::pool::{Pool, PoolSettings};
 use super::ServerAddr;
 use crate::config::Config;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,10 +15,6 @@ pub enum RouteError {
 }
 
 pub struct Pools {
-    table: RwLock<Arc<Table>>,
-}
-
-struct Table {
     by_name: HashMap<String, Pool>,
     /// Server database name -> pool names with it, for routing by database.
     by_database: HashMap<String, Vec<String>>,
@@ -61,8 +55,8 @@ fn wanted(config: &Config) -> Vec<(String, ServerAddr, PoolSettings)> {
         .collect()
 }
 
-impl Table {
-    fn new(pools: Vec<Pool>) -> Table {
+impl Pools {
+    fn new(pools: Vec<Pool>) -> Pools {
         let mut by_name = HashMap::new();
         let mut by_database: HashMap<String, Vec<String>> = HashMap::new();
         for pool in pools {
@@ -72,57 +66,45 @@ impl Table {
                 .push(pool.name().to_string());
             by_name.insert(pool.name().to_string(), pool);
         }
-        Table {
+        Pools {
             by_name,
             by_database,
         }
     }
-}
 
-impl Pools {
     pub fn from_config(config: &Config) -> Pools {
-        let pools = wanted(config)
-            .into_iter()
-            .map(|(name, addr, settings)| Pool::new(&name, addr, settings))
-            .collect();
-        Pools {
-            table: RwLock::new(Arc::new(Table::new(pools))),
-        }
-    }
-
-    fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap().clone()
+        Pools::build(config, None).0
     }
 
     pub fn get(&self, name: &str) -> Option<Pool> {
-        self.table().by_name.get(name).cloned()
+        self.by_name.get(name).cloned()
     }
 
     /// The pool named `database`; else the one pool whose server database is `database`.
     pub fn route(&self, database: &str) -> Result<Pool, RouteError> {
-        let table = self.table();
-        if let Some(pool) = table.by_name.get(database) {
+        if let Some(pool) = self.by_name.get(database) {
             return Ok(pool.clone());
         }
-        match table.by_database.get(database).map(Vec::as_slice) {
-            Some([only]) => Ok(table.by_name[only].clone()),
+        match self.by_database.get(database).map(Vec::as_slice) {
+            Some([only]) => Ok(self.by_name[only].clone()),
             _ => Err(RouteError::NoSuchDatabase(database.to_string())),
         }
     }
 
     /// Every pool, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = Pool> {
-        let mut pools: Vec<Pool> = self.table().by_name.values().cloned().collect();
+        let mut pools: Vec<Pool> = self.by_name.values().cloned().collect();
         pools.sort_by(|a, b| a.name().cmp(b.name()));
         pools.into_iter()
     }
 
-    /// Makes the pools match `config` (`RELOAD`): unchanged pools are kept as they are,
-    /// changed ones are replaced (the new pool inherits `DISABLE`/`PAUSE`; the old one's
-    /// idle connections are closed), new ones added, missing ones removed.
-    pub fn reload(&self, config: &Config) -> Vec<PoolChange> {
-        let mut guard = self.table.write().unwrap();
-        let old = &guard.by_name;
+    /// The pools of `config`, and what changed from `previous`: unchanged pools are kept
+    /// as they are, changed ones replaced by a new pool that inherits `DISABLE`/`PAUSE`,
+    /// new ones added, missing ones removed. The old pools are left as they are (see
+    /// [`Pools::retire`]).
+    pub fn build(config: &Config, previous: Option<&Pools>) -> (Pools, Vec<PoolChange>) {
+        let empty = HashMap::new();
+        let old = previous.map_or(&empty, |p| &p.by_name);
         let mut changes = Vec::new();
         let mut pools = Vec::with_capacity(config.pools.len());
         for (name, addr, settings) in wanted(config) {
@@ -134,13 +116,14 @@ impl Pools {
                     let new = Pool::new(&name, addr, settings);
                     new.set_disabled(pool.is_disabled());
                     new.set_paused(pool.is_paused());
-                    pool.close_idle();
                     pools.push(new);
                     changes.push(PoolChange::Replaced(name));
                 }
                 None => {
                     pools.push(Pool::new(&name, addr, settings));
-                    changes.push(PoolChange::Added(name));
+                    if previous.is_some() {
+                        changes.push(PoolChange::Added(name));
+                    }
                 }
             }
         }
@@ -150,11 +133,19 @@ impl Pools {
             .collect();
         removed.sort_by(|a, b| a.name().cmp(b.name()));
         for pool in removed {
-            pool.close_idle();
             changes.push(PoolChange::Removed(pool.name().to_string()));
         }
-        *guard = Arc::new(Table::new(pools));
-        changes
+        (Pools::new(pools), changes)
+    }
+
+    /// `self` replaced `previous`: the idle connections of the pools it no longer has
+    /// (replaced or removed) are closed; their connected clients keep theirs.
+    pub fn retire(&self, previous: &Pools) {
+        for old in previous.by_name.values() {
+            if !self.get(old.name()).is_some_and(|p| p.ptr_eq(old)) {
+                old.close_idle();
+            }
+        }
     }
 }
 
@@ -228,7 +219,9 @@ mod tests {
             name = "new"
             "#,
         );
-        let changes = pools.reload(&after);
+        let (reloaded, changes) = Pools::build(&after, Some(&pools));
+        reloaded.retire(&pools);
+        let pools = reloaded;
         assert_eq!(
             changes,
             vec![
@@ -243,6 +236,6 @@ mod tests {
         assert_eq!(replaced.addr().port, 5433);
         assert!(replaced.is_disabled(), "DISABLE survives a reload");
         assert!(pools.route("gone").is_err());
-        assert_eq!(pools.reload(&after), vec![]);
+        assert_eq!(Pools::build(&after, Some(&pools)).1, vec![]);
     }
 }

@@ -4,7 +4,8 @@
 use super::BackendError;
 use crate::protocol::backend::{backend_key, error_fields, parameter_status, ready_status};
 use crate::protocol::frame::{body, read_message, Reader};
-use crate::protocol::{messages, startup};
+use crate::protocol::tag::server as tag;
+use crate::protocol::{messages, startup, BackendKey, TxStatus};
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::time::{Duration, Instant};
@@ -46,9 +47,9 @@ pub struct Server {
     /// ParameterStatus values as last reported by the server.
     pub params: Vec<(String, String)>,
     /// The server's BackendKeyData, for cancel requests.
-    pub key: (i32, i32),
+    pub key: BackendKey,
     /// Transaction status of the last ReadyForQuery.
-    pub status: u8,
+    pub status: TxStatus,
     pub created: Instant,
     buf: BytesMut,
 }
@@ -76,8 +77,8 @@ impl Server {
         let mut server = Server {
             stream,
             params: Vec::new(),
-            key: (0, 0),
-            status: b'I',
+            key: BackendKey::default(),
+            status: TxStatus::Idle,
             created: Instant::now(),
             buf: BytesMut::with_capacity(8192),
         };
@@ -97,9 +98,9 @@ impl Server {
         loop {
             let msg = self.read().await?;
             match msg[0] {
-                b'R' => {}
-                b'E' => return Err(BackendError::Auth(error_fields(&msg)?)),
-                b'v' => continue, // NegotiateProtocolVersion: nothing to adjust for 3.0
+                tag::AUTHENTICATION => {}
+                tag::ERROR_RESPONSE => return Err(BackendError::Auth(error_fields(&msg)?)),
+                tag::NEGOTIATE_PROTOCOL_VERSION => continue, // NegotiateProtocolVersion: nothing to adjust for 3.0
                 tag => {
                     return Err(crate::protocol::ProtocolError::Unexpected {
                         tag,
@@ -185,10 +186,10 @@ impl Server {
         loop {
             let msg = self.read().await?;
             match msg[0] {
-                b'S' => self.set_param(parameter_status(&msg)?),
-                b'K' => self.key = backend_key(&msg)?,
-                b'E' => error = Some(error_fields(&msg)?),
-                b'Z' => {
+                tag::PARAMETER_STATUS => self.set_param(parameter_status(&msg)?),
+                tag::BACKEND_KEY_DATA => self.key = backend_key(&msg)?,
+                tag::ERROR_RESPONSE => error = Some(error_fields(&msg)?),
+                tag::READY_FOR_QUERY => {
                     self.status = ready_status(&msg);
                     return match error {
                         Some(e) => Err(BackendError::Server(e)),
@@ -229,7 +230,7 @@ impl Server {
     /// Makes the connection fit for the next client: ends any transaction, then
     /// `DISCARD ALL` (prepared statements, temp tables, session settings, advisory locks).
     pub async fn reset(&mut self) -> Result<(), BackendError> {
-        if self.status != b'I' {
+        if !self.status.is_idle() {
             self.execute("ROLLBACK").await?;
         }
         self.execute("DISCARD ALL").await
@@ -261,11 +262,9 @@ impl Server {
     }
 
     /// Sends a CancelRequest for the query running on the server with `key`.
-    pub async fn cancel(host: &str, port: u16, key: (i32, i32)) -> std::io::Result<()> {
+    pub async fn cancel(host: &str, port: u16, key: BackendKey) -> std::io::Result<()> {
         let mut stream = TcpStream::connect((host, port)).await?;
-        stream
-            .write_all(&startup::encode_cancel(key.0, key.1))
-            .await?;
+        stream.write_all(&startup::encode_cancel(key)).await?;
         stream.shutdown().await
     }
 

@@ -3,6 +3,7 @@
 //! on a new connection can be passed to the right backend.
 
 use crate::backend::Server;
+use crate::protocol::BackendKey;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,21 +12,24 @@ use std::sync::Mutex;
 pub struct CancelTarget {
     pub host: String,
     pub port: u16,
-    pub key: (i32, i32),
+    pub key: BackendKey,
 }
 
 #[derive(Default)]
 pub struct CancelMap {
-    targets: Mutex<HashMap<(i32, i32), CancelTarget>>,
+    targets: Mutex<HashMap<BackendKey, CancelTarget>>,
 }
 
 impl CancelMap {
     /// A fresh, unused key mapped to `target`.
-    pub fn register(&self, target: CancelTarget) -> (i32, i32) {
+    pub fn register(&self, target: CancelTarget) -> BackendKey {
         let mut rng = rand::thread_rng();
         let mut targets = self.targets.lock().unwrap();
         loop {
-            let key = (rng.gen_range(1..i32::MAX), rng.gen());
+            let key = BackendKey {
+                pid: rng.gen_range(1..i32::MAX),
+                secret: rng.gen(),
+            };
             if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(key) {
                 slot.insert(target);
                 return key;
@@ -33,7 +37,7 @@ impl CancelMap {
         }
     }
 
-    pub fn unregister(&self, key: (i32, i32)) {
+    pub fn unregister(&self, key: BackendKey) {
         self.targets.lock().unwrap().remove(&key);
     }
 
@@ -46,7 +50,7 @@ impl CancelMap {
     }
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
-    pub async fn cancel(&self, key: (i32, i32)) {
+    pub async fn cancel(&self, key: BackendKey) {
         let target = self.targets.lock().unwrap().get(&key).cloned();
         match target {
             Some(t) => {

@@ -3,9 +3,9 @@
 //! Login registers a client once its session exists and keeps the returned
 //! [`Registered`] guard for the session's lifetime; dropping the guard removes the entry.
 //! Nothing here is touched on the forwarding path: the live state is the session's own
-//! [`SessionState`] (atomics), read only when the admin asks.
+//! [`Tracker`] (atomics), read only when the admin asks.
 
-use super::state::SessionState;
+use super::tracker::Tracker;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ pub struct ClientInfo {
     /// Process id of the server connection the session holds (its BackendKeyData pid).
     pub server_pid: i32,
     pub connected_at: SystemTime,
-    pub state: Arc<SessionState>,
+    pub tracker: Arc<Tracker>,
     /// Cancelled to end the session at its next idle point (`KILL`).
     pub stop: CancellationToken,
 }
@@ -33,9 +33,9 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// `active` (request in flight), `idle in transaction` or `idle`.
     pub fn activity(&self) -> &'static str {
-        if self.state.pending() > 0 {
+        if self.tracker.pending() > 0 {
             "active"
-        } else if self.state.status() != b'I' {
+        } else if !self.tracker.status().is_idle() {
             "idle in transaction"
         } else {
             "idle"
@@ -99,7 +99,7 @@ mod tests {
             pool: "p".into(),
             server_pid: 7,
             connected_at: SystemTime::now(),
-            state: Arc::new(SessionState::default()),
+            tracker: Arc::new(Tracker::new()),
             stop: CancellationToken::new(),
         }
     }

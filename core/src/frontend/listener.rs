@@ -1,21 +1,20 @@
 //! Accepts client connections until shutdown; each runs as a tracked task.
 
-use super::login;
-use crate::proxy::Proxy;
+use super::{login, Frontend};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+pub async fn serve(frontend: Arc<Frontend>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            _ = proxy.shutdown.cancelled() => break,
+            _ = frontend.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let proxy = proxy.clone();
-                proxy.sessions.clone().spawn(async move {
-                    login::run(stream, peer, proxy).await;
+                let frontend = frontend.clone();
+                frontend.sessions.clone().spawn(async move {
+                    login::run(stream, peer, frontend).await;
                 });
             }
             Err(e) => {

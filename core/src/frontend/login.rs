@@ -3,7 +3,7 @@
 //! server connection for the session, and the startup parameters applied to it.
 
 use super::session::Session;
-use super::ClientError;
+use super::{ClientError, Frontend};
 use crate::auth::exchange::{self, ExchangeError};
 use crate::backend::{Pool, PoolError, PooledServer};
 use crate::config::AuthType;
@@ -11,8 +11,7 @@ use crate::frontend::cancel::CancelTarget;
 use crate::frontend::clients::{ClientInfo, Registered};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{self, Startup};
-use crate::protocol::ProtocolError;
-use crate::proxy::Proxy;
+use crate::protocol::{ProtocolError, TxStatus};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +19,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Runs a client connection from accept to close.
-pub async fn run(mut stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+pub async fn run(mut stream: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8192);
-    match login(&mut stream, &mut buf, &proxy, peer).await {
+    match login(&mut stream, &mut buf, &frontend, peer).await {
         // The registration lasts as long as the session.
         Ok(Some((session, _registered))) => session.run(stream, buf).await,
         Ok(None) => {}
@@ -41,7 +40,7 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
 async fn login(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    proxy: &Arc<Proxy>,
+    frontend: &Arc<Frontend>,
     peer: SocketAddr,
 ) -> Result<Option<(Session, Registered)>, ClientError> {
     let params = loop {
@@ -49,21 +48,24 @@ async fn login(
             Startup::Ssl | Startup::GssEnc => {
                 stream.write_all(b"N").await.map_err(ProtocolError::Io)?
             }
-            Startup::Cancel { pid, secret } => {
-                proxy.cancel.cancel((pid, secret)).await;
+            Startup::Cancel(key) => {
+                frontend.cancel.cancel(key).await;
                 return Ok(None);
             }
             Startup::Startup { params } => break params,
         }
     };
-    if proxy.shutdown.is_cancelled() {
+    if frontend.shutdown.is_cancelled() {
         return Err(ClientError::Shutdown);
     }
-    let slot = proxy
+    // One snapshot for the whole session: its pool, its mirror target and its settings
+    // come from the same generation of the configuration.
+    let runtime = frontend.runtime.load();
+    let slot = frontend
         .client_slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ClientError::TooManyClients(proxy.config().general.max_client_conn))?;
+        .map_err(|_| ClientError::TooManyClients(runtime.config.general.max_client_conn))?;
     let param = |name: &str| {
         params
             .iter()
@@ -81,12 +83,11 @@ async fn login(
             message: "replication connections are not supported by the proxy".into(),
         });
     }
-    let pool = proxy
+    let pool = runtime
         .pools
         .route(database)
-        .map_err(|e| ClientError::NoDatabase(e.to_string()))?
-        .clone();
-    authenticate(stream, buf, proxy.config().general.auth_type, &pool, user).await?;
+        .map_err(|e| ClientError::NoDatabase(e.to_string()))?;
+    authenticate(stream, buf, runtime.config.general.auth_type, &pool, user).await?;
     if pool.is_disabled() {
         return Err(ClientError::PoolDisabled(format!(
             "pool \"{}\" is disabled; try again later",
@@ -102,30 +103,30 @@ async fn login(
         port: pool.addr().port,
         key: server.server().key,
     };
-    let key = proxy.cancel.register(target);
+    let key = frontend.cancel.register(target);
     let mut out = BytesMut::with_capacity(512);
     messages::auth_ok(&mut out);
     for (name, value) in &server.server().params {
         messages::parameter_status(&mut out, name, value);
     }
-    messages::backend_key_data(&mut out, key.0, key.1);
-    messages::ready_for_query(&mut out, b'I');
+    messages::backend_key_data(&mut out, key);
+    messages::ready_for_query(&mut out, TxStatus::Idle);
     if let Err(e) = stream.write_all(&out).await {
-        proxy.cancel.unregister(key);
+        frontend.cancel.unregister(key);
         server.release().await;
         return Err(ProtocolError::Io(e).into());
     }
     tracing::debug!(pool = pool.name(), user, "client logged in");
-    let (pool_name, server_pid) = (pool.name().to_string(), server.server().key.0);
-    let session = Session::new(proxy.clone(), pool, server, key, slot);
-    let registered = proxy.clients.register(ClientInfo {
+    let (pool_name, server_pid) = (pool.name().to_string(), server.server().key.pid);
+    let session = Session::new(frontend.clone(), &runtime, pool, server, key, slot);
+    let registered = frontend.clients.register(ClientInfo {
         id: 0,
         peer,
         user: user.to_string(),
         pool: pool_name,
         server_pid,
         connected_at: std::time::SystemTime::now(),
-        state: session.state().clone(),
+        tracker: session.tracker().clone(),
         stop: session.stop_token().clone(),
     });
     Ok(Some((session, registered)))

@@ -8,16 +8,19 @@
 //! The client-to-server pump also feeds the mirror [`Tap`] when the pool is mirrored: the
 //! prefix is frozen into shared `Bytes` so the mirror holds a reference, never a copy.
 
-use super::state::SessionState;
+use super::tracker::Tracker;
+use super::Frontend;
 use crate::backend::pool::PoolStats;
+use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::backend::{Pool, PooledServer, Server};
 use crate::compare::Digest;
-use crate::mirror::tap::Tap;
+use crate::mirror::{Recorder, Tap};
 use crate::protocol::backend::ready_status;
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::ProtocolError;
-use crate::proxy::Proxy;
+use crate::protocol::tag::{client, server};
+use crate::protocol::{BackendKey, ProtocolError};
+use crate::runtime::Runtime;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,17 +30,17 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::server::MAX_SERVER_MESSAGE;
-
 /// Read buffer size per direction; grows for larger messages.
 const BUF_SIZE: usize = 16 * 1024;
 
 pub struct Session {
-    proxy: Arc<Proxy>,
+    frontend: Arc<Frontend>,
+    /// `max_message_size` of the runtime the client logged in with.
+    max_message_size: usize,
     pool: Pool,
     server: PooledServer,
-    key: (i32, i32),
-    state: Arc<SessionState>,
+    key: BackendKey,
+    tracker: Arc<Tracker>,
     tap: Option<Tap>,
     /// A child of `proxy.shutdown`; the admin's `KILL` cancels it alone.
     stop: CancellationToken,
@@ -59,37 +62,38 @@ enum End {
 }
 
 impl Session {
+    /// A session of `pool`, found in `runtime` (the login's snapshot, which also gives the
+    /// pool's mirror target, if any).
     pub fn new(
-        proxy: Arc<Proxy>,
+        frontend: Arc<Frontend>,
+        runtime: &Runtime,
         pool: Pool,
         server: PooledServer,
-        key: (i32, i32),
+        key: BackendKey,
         slot: OwnedSemaphorePermit,
     ) -> Session {
         pool.stats().clients.fetch_add(1, Ordering::Relaxed);
-        let target = proxy.mirrors().get(pool.name()).cloned();
-        // Answers are digested only when they will be compared with the mirror's.
-        let state = Arc::new(match &target {
-            Some(t) if t.compare => SessionState::comparing(),
-            _ => SessionState::default(),
-        });
-        let tap = target.map(|t| proxy.start_mirror(t, &state));
-        let stop = proxy.shutdown.child_token();
+        let tap = runtime
+            .mirrors
+            .get(pool.name())
+            .map(|target| frontend.mirrors.start(target.clone()));
+        let stop = frontend.shutdown.child_token();
         Session {
-            proxy,
+            max_message_size: runtime.config.general.max_message_size,
+            frontend,
             pool,
             server,
             key,
-            state,
+            tracker: Arc::new(Tracker::new()),
             tap,
             stop,
             _slot: slot,
         }
     }
 
-    /// The state its pumps share (for the admin console's client list).
-    pub fn state(&self) -> &Arc<SessionState> {
-        &self.state
+    /// Where the session stands (for the admin console's client list).
+    pub fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
     }
 
     /// Cancelling this ends the session at its next idle point, as shutdown does.
@@ -98,24 +102,26 @@ impl Session {
     }
 
     pub async fn run(mut self, mut client: TcpStream, client_buf: BytesMut) {
-        let max = self.proxy.config().general.max_message_size;
         let end = {
             let (mut client_rd, mut client_wr) = client.split();
             let (mut server_rd, mut server_wr) = self.server.server().stream.split();
-            let shutdown = &self.stop;
-            let state = &*self.state;
-            let stats = self.pool.stats();
+            let recorder = self.tap.as_ref().map(Tap::recorder);
             let to_server = ClientToServer {
                 buf: client_buf,
-                max,
-                state,
-                stats,
-                shutdown,
+                max: self.max_message_size,
+                tracker: &self.tracker,
+                stats: self.pool.stats(),
+                shutdown: &self.stop,
                 tap: self.tap.as_mut(),
             }
             .run(&mut client_rd, &mut server_wr);
-            let to_client =
-                server_to_client(&mut server_rd, &mut client_wr, state, stats, shutdown);
+            let to_client = ServerToClient {
+                tracker: &self.tracker,
+                stats: self.pool.stats(),
+                shutdown: &self.stop,
+                recorder,
+            }
+            .run(&mut server_rd, &mut client_wr);
             tokio::select! {
                 end = to_server => end,
                 end = to_client => end,
@@ -127,8 +133,7 @@ impl Session {
     async fn finish(mut self, end: End, client: &mut TcpStream) {
         // Dropping the tap closes the mirror queue: the worker drains it and stops.
         self.tap.take();
-        self.state.close();
-        self.proxy.cancel.unregister(self.key);
+        self.frontend.cancel.unregister(self.key);
         self.pool.stats().clients.fetch_sub(1, Ordering::Relaxed);
         let mut out = BytesMut::new();
         match &end {
@@ -172,7 +177,7 @@ impl Session {
         let mut server = self.server;
         if matches!(end, End::ServerGone(_)) {
             drop(server);
-        } else if self.state.pending() > 0 {
+        } else if self.tracker.pending() > 0 {
             // The client left mid-request: stop the query rather than let it run on, and
             // close the connection (its state is unknown).
             let addr = self.pool.addr();
@@ -182,7 +187,7 @@ impl Session {
             }
             drop(server);
         } else {
-            server.server().status = self.state.status();
+            server.server().status = self.tracker.status();
             server.release().await;
         }
     }
@@ -192,7 +197,7 @@ impl Session {
 struct ClientToServer<'a> {
     buf: BytesMut,
     max: usize,
-    state: &'a SessionState,
+    tracker: &'a Tracker,
     stats: &'a PoolStats,
     shutdown: &'a CancellationToken,
     tap: Option<&'a mut Tap>,
@@ -213,11 +218,10 @@ impl ClientToServer<'_> {
             };
             if len > 0 {
                 let now = Instant::now();
-                let requests_before = self.state.next_seq();
+                let requests_before = self.tracker.requests();
                 let result = match self.tap.as_deref_mut() {
                     None => {
-                        let (forward, terminated) =
-                            count_requests(&self.buf[..len], self.state, now);
+                        let (forward, terminated) = count_requests(&self.buf[..len], self.tracker);
                         let written = server.write_all(&self.buf[..forward]).await;
                         self.buf.advance(len);
                         written.map(|()| terminated)
@@ -226,7 +230,7 @@ impl ClientToServer<'_> {
                         // Mirrored: freeze the messages into shared bytes; the mirror queue
                         // keeps slices of the same allocation, never a copy.
                         let shared = self.buf.split_to(len).freeze();
-                        let (forward, terminated) = feed_tap(tap, &shared, self.state, now);
+                        let (forward, terminated) = feed_tap(tap, &shared, self.tracker, now);
                         server
                             .write_all(&shared[..forward])
                             .await
@@ -234,7 +238,7 @@ impl ClientToServer<'_> {
                     }
                 };
                 // Metrics: two relaxed adds per forwarded chunk, not per message.
-                let requests = self.state.next_seq().wrapping_sub(requests_before);
+                let requests = self.tracker.requests() - requests_before;
                 self.stats.queries.fetch_add(requests, Ordering::Relaxed);
                 self.stats
                     .bytes_received
@@ -251,7 +255,7 @@ impl ClientToServer<'_> {
             let read = tokio::select! {
                 read = client.read_buf(&mut self.buf) => read,
                 _ = self.shutdown.cancelled(), if !draining => {
-                    if self.state.idle() {
+                    if self.tracker.idle() {
                         return End::Shutdown;
                     }
                     draining = true;
@@ -272,105 +276,120 @@ impl ClientToServer<'_> {
 fn feed_tap(
     tap: &mut Tap,
     shared: &bytes::Bytes,
-    state: &SessionState,
+    tracker: &Tracker,
     now: Instant,
 ) -> (usize, bool) {
     let mut at = 0;
     for (tag, msg) in Frames::new(shared) {
-        if tag == b'X' {
+        if tag == client::TERMINATE {
             return (at, true);
         }
         let end = at + msg.len();
-        // The tap sees the frame before it is counted, so its sequence number is the
-        // request's own.
-        tap.frame(tag, shared, at, end, state, now);
-        count_request(tag, state, now);
+        // The tap sees the frame before it is counted: a request's first frame finds the
+        // session as it was before the request.
+        tap.frame(tag, shared, at, end, tracker, now);
+        if let Some(seq) = tracker.client_message(tag) {
+            tap.sent(seq, now);
+        }
         at = end;
     }
     (shared.len(), false)
 }
 
-/// Counts the client's message `tag` if it ends a request: Query, FunctionCall, or a Sync,
-/// except the Sync that completes an extended-protocol COPY FROM STDIN.
-#[inline]
-fn count_request(tag: u8, state: &SessionState, now: Instant) {
-    match tag {
-        b'S' if state.copy_sync_owed() => state.copy_sync_received(),
-        b'Q' | b'S' | b'F' => {
-            state.request_sent(now, tag == b'S');
-        }
-        _ => {}
-    }
-}
-
 /// Counts requests and finds Terminate in a run of whole client messages.
 #[inline]
-fn count_requests(buf: &[u8], state: &SessionState, now: Instant) -> (usize, bool) {
+fn count_requests(buf: &[u8], tracker: &Tracker) -> (usize, bool) {
     let mut at = 0;
     for (tag, msg) in Frames::new(buf) {
-        if tag == b'X' {
+        if tag == client::TERMINATE {
             return (at, true);
         }
-        count_request(tag, state, now);
+        tracker.client_message(tag);
         at += msg.len();
     }
     (buf.len(), false)
 }
 
-async fn server_to_client<R, W>(
-    server: &mut R,
-    client: &mut W,
-    state: &SessionState,
-    stats: &PoolStats,
-    shutdown: &CancellationToken,
-) -> End
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = BytesMut::with_capacity(BUF_SIZE);
-    let compare = state.compares();
-    let mut digest = Digest::default();
-    loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(BUF_SIZE);
-        }
-        match server.read_buf(&mut buf).await {
-            Ok(0) => return End::ServerGone("server closed the connection".into()),
-            Err(e) => return End::ServerGone(e.to_string()),
-            Ok(_) => {}
-        }
-        let len = match complete_len(&buf, MAX_SERVER_MESSAGE) {
-            Ok(len) => len,
-            Err(e) => return End::ServerGone(e.to_string()),
-        };
-        if len == 0 {
-            continue;
-        }
-        let now = Instant::now();
-        let mut errors = 0;
-        for (tag, msg) in Frames::new(&buf[..len]) {
-            if compare && tag != b'Z' {
-                digest.feed(tag, msg);
+/// The server-to-client direction.
+struct ServerToClient<'a> {
+    tracker: &'a Tracker,
+    stats: &'a PoolStats,
+    shutdown: &'a CancellationToken,
+    /// Where the primary's answers are recorded for the mirror, when mirrored.
+    recorder: Option<Recorder>,
+}
+
+impl ServerToClient<'_> {
+    async fn run<R, W>(self, server: &mut R, client: &mut W) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut buf = BytesMut::with_capacity(BUF_SIZE);
+        // Answers are digested only when they will be compared with the mirror's.
+        let mut digest = self
+            .recorder
+            .as_ref()
+            .filter(|r| r.compares())
+            .map(|_| Digest::default());
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(BUF_SIZE);
             }
+            match server.read_buf(&mut buf).await {
+                Ok(0) => return End::ServerGone("server closed the connection".into()),
+                Err(e) => return End::ServerGone(e.to_string()),
+                Ok(_) => {}
+            }
+            let len = match complete_len(&buf, MAX_SERVER_MESSAGE) {
+                Ok(len) => len,
+                Err(e) => return End::ServerGone(e.to_string()),
+            };
+            if len == 0 {
+                continue;
+            }
+            let now = Instant::now();
+            let errors = self.answers(&buf[..len], digest.as_mut(), now);
+            self.stats
+                .bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+            if errors > 0 {
+                self.stats.errors.fetch_add(errors, Ordering::Relaxed);
+            }
+            if client.write_all(&buf[..len]).await.is_err() {
+                return End::ClientGone;
+            }
+            buf.advance(len);
+            if self.shutdown.is_cancelled() && self.tracker.idle() {
+                return End::Shutdown;
+            }
+        }
+    }
+
+    /// Looks at a run of whole server messages: counts answers (recording them for the
+    /// mirror) and COPY starts; returns how many were errors.
+    #[inline]
+    fn answers(&self, buf: &[u8], mut digest: Option<&mut Digest>, now: Instant) -> u64 {
+        let mut errors = 0;
+        for (tag, msg) in Frames::new(buf) {
             match tag {
-                b'Z' if compare => state.ready_with(ready_status(msg), now, Some(&digest.take())),
-                b'Z' => state.ready(ready_status(msg), now),
-                b'E' => errors += 1,
-                b'G' => state.copy_in_started(),
+                server::READY_FOR_QUERY => {
+                    let status = ready_status(msg);
+                    let seq = self.tracker.ready(status);
+                    if let Some(recorder) = &self.recorder {
+                        let answer = digest.as_deref_mut().map(Digest::take);
+                        recorder.answered(seq, status, now, answer.as_ref());
+                    }
+                    continue;
+                }
+                server::ERROR_RESPONSE => errors += 1,
+                server::COPY_IN_RESPONSE => self.tracker.copy_in_started(),
                 _ => {}
             }
+            if let Some(digest) = digest.as_deref_mut() {
+                digest.feed(tag, msg);
+            }
         }
-        stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
-        if errors > 0 {
-            stats.errors.fetch_add(errors, Ordering::Relaxed);
-        }
-        if client.write_all(&buf[..len]).await.is_err() {
-            return End::ClientGone;
-        }
-        buf.advance(len);
-        if shutdown.is_cancelled() && state.idle() {
-            return End::Shutdown;
-        }
+        errors
     }
 }

@@ -108,6 +108,7 @@ impl Scrape {
     /// The proxy's own counters: pools, and mirror queues when `mirror` metrics are on.
     pub fn own(proxy: &Proxy, mirror: bool) -> Scrape {
         let pools = proxy
+            .runtime()
             .pools
             .iter()
             .map(|pool| {
@@ -136,7 +137,8 @@ impl Scrape {
         };
         if scrape.mirror_enabled {
             scrape.queues = proxy
-                .mirrors()
+                .runtime()
+                .mirrors
                 .values()
                 .map(|t| (t.database.to_string(), t.queue_depth() as u64))
                 .collect();

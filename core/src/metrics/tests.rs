@@ -314,13 +314,13 @@ async fn a_scrape_right_after_traffic_sees_it() {
     let mut sent = 0u64;
     for round in 1..=5u64 {
         for _ in 0..round * 100 {
-            proxy.events.send(MirrorEvent::mirrored(
+            proxy.plugins.events().send(MirrorEvent::mirrored(
                 app.clone(),
                 Duration::from_micros(700),
             ));
         }
         sent += round * 100;
-        let stats = proxy.pools.get("app").unwrap();
+        let stats = proxy.runtime().pools.get("app").unwrap();
         stats.stats().queries.fetch_add(round, Ordering::Relaxed);
         let body = http_get(port, "/metrics").await;
         let queries: u64 = (1..=round).sum();
@@ -359,7 +359,7 @@ async fn a_scrape_right_after_traffic_sees_it() {
             0 => MirrorEvent::error(app.clone(), crate::plugins::ErrorCategory::Timeout, None),
             _ => MirrorEvent::mirrored(app.clone(), Duration::from_micros(100 + i * i % 3_000_000)),
         };
-        proxy.events.send(event);
+        proxy.plugins.events().send(event);
     }
     proxy.plugins.flush().await;
     let fast = Scrape::collect(&proxy);

@@ -23,6 +23,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
+use crate::protocol::tag::client;
 
 /// Most statements, and bytes of their Parse messages, kept per client session. Past
 /// either, new definitions are not kept and their statements are not repaired.
@@ -98,7 +99,7 @@ impl Definitions {
 
     /// The client closed statement `name` (the body of a Close message).
     pub fn closed(&self, close_body: &[u8]) {
-        if let Some((b'S', rest)) = close_body.split_first().map(|(k, r)| (*k, r)) {
+        if let Some((&client::STATEMENT, rest)) = close_body.split_first() {
             if let Some((name, _)) = cstr(rest) {
                 self.forget(Some(name));
             }
@@ -196,7 +197,7 @@ impl OnMirror {
             for (tag, msg) in Frames::new(part) {
                 let body = msg.get(5..).unwrap_or(&[]);
                 match tag {
-                    b'P' => match cstr(body) {
+                    client::PARSE => match cstr(body) {
                         Some((name, _)) if !name.is_empty() => {
                             effects.defines.push((name.into(), version(msg)));
                         }
@@ -206,24 +207,24 @@ impl OnMirror {
                         }
                         None => {}
                     },
-                    b'B' => {
+                    client::BIND => {
                         let statement = cstr(body).and_then(|(_, rest)| cstr(rest));
                         if let Some((name, _)) = statement {
                             self.need(name, seq, definitions, &mut effects, &mut repairs);
                         }
                     }
-                    b'D' if body.first() == Some(&b'S') => {
+                    client::DESCRIBE if body.first() == Some(&client::STATEMENT) => {
                         if let Some((name, _)) = cstr(&body[1..]) {
                             self.need(name, seq, definitions, &mut effects, &mut repairs);
                         }
                     }
-                    b'C' if body.first() == Some(&b'S') => {
+                    client::CLOSE if body.first() == Some(&client::STATEMENT) => {
                         if let Some((name, _)) = cstr(&body[1..]) {
                             self.forget(Some(name), &mut effects);
                             closes = true;
                         }
                     }
-                    b'Q' => closes |= self.deallocates(body, &mut effects),
+                    client::QUERY => closes |= self.deallocates(body, &mut effects),
                     _ => {}
                 }
             }
@@ -321,8 +322,8 @@ fn repair_messages(parses: &[Bytes]) -> Bytes {
             .get(5..)
             .and_then(cstr)
             .map_or(&[][..], |(name, _)| name);
-        messages::put(&mut out, b'C', |b| {
-            b.put_u8(b'S');
+        messages::put(&mut out, client::CLOSE, |b| {
+            b.put_u8(client::STATEMENT);
             b.put_slice(name);
             b.put_u8(0);
         });

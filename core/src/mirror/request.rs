@@ -4,7 +4,6 @@
 use super::MirrorTarget;
 use bytes::Bytes;
 use smallvec::SmallVec;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -84,7 +83,7 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(permit: OwnedSemaphorePermit, target: Arc<MirrorTarget>) -> Slot {
-        target.depth.fetch_add(1, Ordering::Relaxed);
+        target.queued(true);
         Slot {
             _permit: permit,
             target,
@@ -94,6 +93,6 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.target.depth.fetch_sub(1, Ordering::Relaxed);
+        self.target.queued(false);
     }
 }

@@ -1,10 +1,17 @@
 //! The client session's side of mirroring: it sees every frame the client sends, groups
 //! them into requests and offers each to the mirror queue without ever waiting.
+//!
+//! A request is one simple Query, one extended-protocol batch up to its Sync (a batch
+//! that only prepares joins the one that executes it), one FunctionCall, or one COPY to
+//! its end. Exposure is decided per transaction, at the first request after the session
+//! was idle; a transaction with a dropped request is poisoned, so the mirror never runs
+//! the tail of a transaction without its head.
 
+use super::ledger::{Ledger, Recorder};
 use super::prepared::Definitions;
 use super::request::{Request, Slot};
 use super::{DropReason, Event, EventSink, MirrorTarget};
-use crate::frontend::state::SessionState;
+use crate::protocol::tag::client;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -15,6 +22,17 @@ use tokio::sync::{mpsc, Semaphore};
 /// by reference, and a huge COPY must not pin unbounded memory behind a slow mirror.
 pub const MAX_MIRRORED_REQUEST: usize = 16 * 1024 * 1024;
 
+/// What the tap needs to know of the client's session (its own request count and
+/// transaction status, kept by the session).
+pub trait ClientSession {
+    /// Sequence number the next request will get.
+    fn next_seq(&self) -> u64;
+    /// No request in flight and no transaction open: a transaction boundary.
+    fn idle(&self) -> bool;
+    /// The next Sync completes an extended-protocol COPY rather than starting a request.
+    fn copy_sync_owed(&self) -> bool;
+}
+
 pub struct Tap {
     target: Arc<MirrorTarget>,
     tx: mpsc::UnboundedSender<Request>,
@@ -23,10 +41,11 @@ pub struct Tap {
     events: EventSink,
     /// The client's named statements, kept whether or not their requests are mirrored.
     definitions: Arc<Definitions>,
+    /// The primary's answers, for the worker to pair with the mirror's.
+    ledger: Arc<Ledger>,
     /// The current transaction's exposure decision.
     mirroring: bool,
-    /// A request of the current transaction was dropped: the rest of it is dropped too, so
-    /// the mirror never runs the tail of a transaction without its head.
+    /// A request of the current transaction was dropped: the rest of it is dropped too.
     poisoned: bool,
     /// Frames of the request being assembled.
     current: SmallVec<[Bytes; 2]>,
@@ -47,19 +66,20 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(
+    pub(super) fn new(
         target: Arc<MirrorTarget>,
         tx: mpsc::UnboundedSender<Request>,
         events: EventSink,
         definitions: Arc<Definitions>,
-        places: usize,
+        ledger: Arc<Ledger>,
     ) -> Tap {
         Tap {
-            places: Arc::new(Semaphore::new(places)),
+            places: Arc::new(Semaphore::new(target.queue)),
             target,
             tx,
             events,
             definitions,
+            ledger,
             mirroring: false,
             poisoned: false,
             current: SmallVec::new(),
@@ -74,8 +94,20 @@ impl Tap {
         }
     }
 
-    /// Sees one client frame, `chunk[start..end]`, with tag `tag`. `seq` is the sequence
-    /// number the frame gets if it is a request boundary (Query, Sync, FunctionCall).
+    /// The handle the session records the primary's answers with.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.ledger.clone())
+    }
+
+    /// The session sent request `seq` to the primary at `now` (after its last frame went
+    /// through [`Tap::frame`]).
+    #[inline]
+    pub fn sent(&self, seq: u64, now: Instant) {
+        self.ledger.request_sent(seq, now);
+    }
+
+    /// Sees one client frame, `chunk[start..end]`, with tag `tag`, before the session
+    /// counts it.
     #[inline]
     pub fn frame(
         &mut self,
@@ -83,18 +115,18 @@ impl Tap {
         chunk: &Bytes,
         start: usize,
         end: usize,
-        state: &SessionState,
+        session: &impl ClientSession,
         now: Instant,
     ) {
         if !self.in_request {
-            self.begin(state, now);
+            self.begin(session, now);
         }
         if self.mirroring {
             self.append(chunk, start, end);
         }
         let boundary = match tag {
-            b'Q' => {
-                self.seq = state.next_seq();
+            client::QUERY => {
+                self.seq = session.next_seq();
                 self.readies += 1;
                 self.executes = true;
                 self.definitions.query(&chunk[start + 5..end]);
@@ -105,42 +137,42 @@ impl Tap {
                     true
                 }
             }
-            b'F' => {
-                self.seq = state.next_seq();
+            client::FUNCTION_CALL => {
+                self.seq = session.next_seq();
                 self.readies += 1;
                 self.executes = true;
                 true
             }
-            b'E' => {
+            client::EXECUTE => {
                 self.executes = true;
                 false
             }
             // Named statements are remembered even when this request is not mirrored: a
             // later mirrored Bind may need the definition (see `prepared`).
-            b'P' => {
+            client::PARSE => {
                 self.definitions
-                    .parsed(&chunk[start..end], state.next_seq());
+                    .parsed(&chunk[start..end], session.next_seq());
                 false
             }
-            b'C' => {
+            client::CLOSE => {
                 self.definitions.closed(&chunk[start + 5..end]);
                 false
             }
             // The Sync after the data of an extended-protocol COPY FROM STDIN: it completes
             // the request that started the copy (the server ignored that one's Sync).
-            b'S' if state.copy_sync_owed() => {
+            client::SYNC if session.copy_sync_owed() => {
                 self.continues = true;
                 true
             }
             // A batch that only prepares (Parse/Describe/Sync, as drivers send before the
             // first execution of a statement) joins the batch that executes it: one query
             // of the application is one request.
-            b'S' => {
-                self.seq = state.next_seq();
+            client::SYNC => {
+                self.seq = session.next_seq();
                 self.readies += 1;
                 self.executes
             }
-            b'c' | b'f' if self.in_copy => {
+            client::COPY_DONE | client::COPY_FAIL if self.in_copy => {
                 self.in_copy = false;
                 true
             }
@@ -153,10 +185,10 @@ impl Tap {
 
     /// A request starts: decide exposure when no transaction is open and nothing is in
     /// flight (a transaction boundary), else keep the transaction's decision.
-    fn begin(&mut self, state: &SessionState, now: Instant) {
+    fn begin(&mut self, session: &impl ClientSession, now: Instant) {
         self.in_request = true;
         self.received = Some(now);
-        if state.idle() {
+        if session.idle() {
             self.poisoned = false;
             let exposure = self.target.exposure();
             self.mirroring =
@@ -243,6 +275,14 @@ impl Tap {
         self.target.note_drop();
         self.events
             .send(Event::dropped(self.target.database.clone(), reason));
+    }
+}
+
+impl Drop for Tap {
+    /// The session is over: its queue closes (the worker drains it and stops), and a
+    /// worker waiting for the primary's answers stops waiting.
+    fn drop(&mut self) {
+        self.ledger.close();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reading fields of the server messages the proxy looks into.
 
 use super::frame::{body, Reader};
-use super::ProtocolError;
+use super::{BackendKey, ProtocolError, TxStatus};
 
 /// Fields of an ErrorResponse / NoticeResponse the proxy uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,10 +52,11 @@ pub fn sqlstate(msg: &[u8]) -> Option<[u8; 5]> {
     }
 }
 
-/// Transaction status of a ReadyForQuery: `I`, `T` or `E`.
+/// Transaction status of a ReadyForQuery (whole message).
 #[inline]
-pub fn ready_status(msg: &[u8]) -> u8 {
-    msg.get(5).copied().unwrap_or(b'I')
+pub fn ready_status(msg: &[u8]) -> TxStatus {
+    msg.get(5)
+        .map_or(TxStatus::Idle, |&b| TxStatus::from_byte(b))
 }
 
 /// `(name, value)` of a ParameterStatus.
@@ -64,8 +65,11 @@ pub fn parameter_status(msg: &[u8]) -> Result<(String, String), ProtocolError> {
     Ok((r.cstr()?.to_string(), r.cstr()?.to_string()))
 }
 
-/// `(pid, secret)` of a BackendKeyData.
-pub fn backend_key(msg: &[u8]) -> Result<(i32, i32), ProtocolError> {
+/// The key of a BackendKeyData.
+pub fn backend_key(msg: &[u8]) -> Result<BackendKey, ProtocolError> {
     let mut r = Reader::new(body(msg), "BackendKeyData");
-    Ok((r.i32()?, r.i32()?))
+    Ok(BackendKey {
+        pid: r.i32()?,
+        secret: r.i32()?,
+    })
 }

@@ -1,6 +1,8 @@
 //! Messages the proxy writes itself (to clients during login and from the admin console,
 //! and to servers for resets). Forwarded traffic never goes through here.
 
+use super::tag::{client, server};
+use super::{BackendKey, TxStatus};
 use bytes::{BufMut, BytesMut};
 
 /// Appends a message: tag, length placeholder, body from `f`, then patches the length.
@@ -19,22 +21,22 @@ pub fn put_cstr(buf: &mut BytesMut, s: &str) {
 }
 
 pub fn auth_ok(buf: &mut BytesMut) {
-    put(buf, b'R', |b| b.put_i32(0));
+    put(buf, server::AUTHENTICATION, |b| b.put_i32(0));
 }
 
 pub fn auth_cleartext(buf: &mut BytesMut) {
-    put(buf, b'R', |b| b.put_i32(3));
+    put(buf, server::AUTHENTICATION, |b| b.put_i32(3));
 }
 
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
-    put(buf, b'R', |b| {
+    put(buf, server::AUTHENTICATION, |b| {
         b.put_i32(5);
         b.put_slice(&salt);
     });
 }
 
 pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
-    put(buf, b'R', |b| {
+    put(buf, server::AUTHENTICATION, |b| {
         b.put_i32(10);
         for m in mechanisms {
             put_cstr(b, m);
@@ -44,35 +46,35 @@ pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
 }
 
 pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
-    put(buf, b'R', |b| {
+    put(buf, server::AUTHENTICATION, |b| {
         b.put_i32(11);
         b.put_slice(data);
     });
 }
 
 pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
-    put(buf, b'R', |b| {
+    put(buf, server::AUTHENTICATION, |b| {
         b.put_i32(12);
         b.put_slice(data);
     });
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(buf, b'S', |b| {
+    put(buf, server::PARAMETER_STATUS, |b| {
         put_cstr(b, name);
         put_cstr(b, value);
     });
 }
 
-pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
-    put(buf, b'K', |b| {
-        b.put_i32(pid);
-        b.put_i32(secret);
+pub fn backend_key_data(buf: &mut BytesMut, key: BackendKey) {
+    put(buf, server::BACKEND_KEY_DATA, |b| {
+        b.put_i32(key.pid);
+        b.put_i32(key.secret);
     });
 }
 
-pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
-    put(buf, b'Z', |b| b.put_u8(status));
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
+    put(buf, server::READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 
 /// Severity of an ErrorResponse.
@@ -88,7 +90,7 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, messag
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",
     };
-    put(buf, b'E', |b| {
+    put(buf, server::ERROR_RESPONSE, |b| {
         b.put_u8(b'S');
         put_cstr(b, sev);
         b.put_u8(b'V');
@@ -102,7 +104,7 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, messag
 }
 
 pub fn notice(buf: &mut BytesMut, code: &str, message: &str) {
-    put(buf, b'N', |b| {
+    put(buf, server::NOTICE_RESPONSE, |b| {
         for (field, value) in [
             (b'S', "WARNING"),
             (b'V', "WARNING"),
@@ -118,23 +120,23 @@ pub fn notice(buf: &mut BytesMut, code: &str, message: &str) {
 
 /// A simple Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
-    put(buf, b'Q', |b| put_cstr(b, sql));
+    put(buf, client::QUERY, |b| put_cstr(b, sql));
 }
 
 pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
-    put(buf, b'f', |b| put_cstr(b, reason));
+    put(buf, client::COPY_FAIL, |b| put_cstr(b, reason));
 }
 
 pub fn sync(buf: &mut BytesMut) {
-    put(buf, b'S', |_| {});
+    put(buf, client::SYNC, |_| {});
 }
 
 pub fn password(buf: &mut BytesMut, password: &str) {
-    put(buf, b'p', |b| put_cstr(b, password));
+    put(buf, client::PASSWORD, |b| put_cstr(b, password));
 }
 
 pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
-    put(buf, b'p', |b| {
+    put(buf, client::PASSWORD, |b| {
         put_cstr(b, mechanism);
         b.put_i32(data.len() as i32);
         b.put_slice(data);
@@ -142,16 +144,16 @@ pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
 }
 
 pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
-    put(buf, b'p', |b| b.put_slice(data));
+    put(buf, client::PASSWORD, |b| b.put_slice(data));
 }
 
 pub fn terminate(buf: &mut BytesMut) {
-    put(buf, b'X', |_| {});
+    put(buf, client::TERMINATE, |_| {});
 }
 
 /// A text-format column of a RowDescription.
 pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
-    put(buf, b'T', |b| {
+    put(buf, server::ROW_DESCRIPTION, |b| {
         b.put_i16(columns.len() as i16);
         for name in columns {
             put_cstr(b, name);
@@ -167,7 +169,7 @@ pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
 
 /// A DataRow of text values (`None` is NULL).
 pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
-    put(buf, b'D', |b| {
+    put(buf, server::DATA_ROW, |b| {
         b.put_i16(values.len() as i16);
         for v in values {
             match v {
@@ -182,11 +184,11 @@ pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
 }
 
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
-    put(buf, b'C', |b| put_cstr(b, tag));
+    put(buf, server::COMMAND_COMPLETE, |b| put_cstr(b, tag));
 }
 
 pub fn empty_query_response(buf: &mut BytesMut) {
-    put(buf, b'I', |_| {});
+    put(buf, server::EMPTY_QUERY_RESPONSE, |_| {});
 }
 
 #[cfg(test)]
@@ -198,7 +200,7 @@ mod tests {
     fn lengths_are_patched() {
         let mut buf = BytesMut::new();
         error_response(&mut buf, Severity::Fatal, "28P01", "nope");
-        ready_for_query(&mut buf, b'I');
+        ready_for_query(&mut buf, TxStatus::Idle);
         let first = frame_len(&buf, 1024).unwrap().unwrap();
         assert_eq!(buf[0], b'E');
         assert_eq!(&buf[first..], &[b'Z', 0, 0, 0, 5, b'I']);

@@ -1,7 +1,7 @@
 //! The untagged first packet a client sends: `length | code | payload`.
 
 use super::frame::Reader;
-use super::ProtocolError;
+use super::{BackendKey, ProtocolError};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -21,10 +21,8 @@ pub enum Startup {
     },
     Ssl,
     GssEnc,
-    Cancel {
-        pid: i32,
-        secret: i32,
-    },
+    /// A CancelRequest for the backend with this key.
+    Cancel(BackendKey),
 }
 
 impl Startup {
@@ -53,7 +51,7 @@ pub fn parse(packet: &[u8]) -> Result<Startup, ProtocolError> {
         CANCEL_REQUEST => {
             let pid = r.i32()?;
             let secret = r.i32()?;
-            Ok(Startup::Cancel { pid, secret })
+            Ok(Startup::Cancel(BackendKey { pid, secret }))
         }
         SSL_REQUEST | GSSENC_REQUEST => Err(ProtocolError::malformed("startup", "trailing bytes")),
         _ if code >> 16 == 3 => {
@@ -129,12 +127,12 @@ pub fn encode(params: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// Encodes a CancelRequest.
-pub fn encode_cancel(pid: i32, secret: i32) -> [u8; 16] {
+pub fn encode_cancel(key: BackendKey) -> [u8; 16] {
     let mut out = [0u8; 16];
     out[..4].copy_from_slice(&16i32.to_be_bytes());
     out[4..8].copy_from_slice(&CANCEL_REQUEST.to_be_bytes());
-    out[8..12].copy_from_slice(&pid.to_be_bytes());
-    out[12..].copy_from_slice(&secret.to_be_bytes());
+    out[8..12].copy_from_slice(&key.pid.to_be_bytes());
+    out[12..].copy_from_slice(&key.secret.to_be_bytes());
     out
 }
 
@@ -153,8 +151,8 @@ mod tests {
     #[test]
     fn cancel_and_ssl() {
         assert_eq!(
-            parse(&encode_cancel(7, 9)).unwrap(),
-            Startup::Cancel { pid: 7, secret: 9 }
+            parse(&encode_cancel(BackendKey { pid: 7, secret: 9 })).unwrap(),
+            Startup::Cancel(BackendKey { pid: 7, secret: 9 })
         );
         let mut ssl = 8i32.to_be_bytes().to_vec();
         ssl.extend_from_slice(&SSL_REQUEST.to_be_bytes());

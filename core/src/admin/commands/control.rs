@@ -31,7 +31,11 @@ pub fn kill(proxy: &Proxy, name: &str) -> Result<Output, AdminError> {
 pub fn set_paused(proxy: &Proxy, name: Option<&str>, paused: bool) -> Result<Output, AdminError> {
     match name {
         Some(name) => pool(proxy, name)?.set_paused(paused),
-        None => proxy.pools.iter().for_each(|p| p.set_paused(paused)),
+        None => proxy
+            .runtime()
+            .pools
+            .iter()
+            .for_each(|p| p.set_paused(paused)),
     }
     Ok(Output::done(if paused { "PAUSE" } else { "RESUME" }))
 }

@@ -64,7 +64,8 @@ const STATS_COLUMNS: &[&str] = &[
 pub async fn stats(proxy: &Proxy) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
     let snapshot = proxy.plugins.snapshot()?;
-    let mirrors = proxy.mirrors();
+    let runtime = proxy.runtime();
+    let mirrors = &runtime.mirrors;
     let names: BTreeSet<&str> = mirrors
         .keys()
         .map(String::as_str)
@@ -214,10 +215,8 @@ fn query_row(ranking: &str, f: &FingerprintStats) -> Vec<Option<String>> {
 /// starts comparing answers again on mirrors that had dropped requests (the operator
 /// re-synced their data, or accepts that it differs).
 pub async fn reset(proxy: &Proxy) -> Result<Output, AdminError> {
-    for target in proxy.mirrors().values() {
-        target
-            .diverged
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+    for target in proxy.runtime().mirrors.values() {
+        target.forget_drops();
     }
     proxy
         .plugins

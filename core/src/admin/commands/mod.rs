@@ -9,16 +9,12 @@ mod reload;
 mod show;
 
 use super::output::Output;
-use super::{AdminError, Command, Console};
+use super::{AdminError, Command};
 use crate::backend::Pool;
 use crate::proxy::Proxy;
 use std::sync::Arc;
 
-pub(super) async fn execute(
-    proxy: &Arc<Proxy>,
-    console: &Console,
-    command: Command,
-) -> Result<Output, AdminError> {
+pub(super) async fn execute(proxy: &Arc<Proxy>, command: Command) -> Result<Output, AdminError> {
     match command {
         Command::ShowMirrorReadiness { database } => {
             mirror::readiness(proxy, database.as_deref()).await
@@ -40,24 +36,24 @@ pub(super) async fn execute(
         Command::Kill { pool } => control::kill(proxy, &pool),
         Command::Pause { pool } => control::set_paused(proxy, pool.as_deref(), true),
         Command::Resume { pool } => control::set_paused(proxy, pool.as_deref(), false),
-        Command::Reload => {
-            // One RELOAD at a time: the pools, mirrors and config are swapped in turn.
-            let _one = console.reload_lock.lock().unwrap();
-            reload::reload(proxy)
-        }
+        Command::Reload => reload::reload(proxy),
         Command::Shutdown => Ok(control::shutdown(proxy)),
     }
 }
 
 /// The pool named `name`, or an error listing the pools.
 fn pool(proxy: &Proxy, name: &str) -> Result<Pool, AdminError> {
-    proxy.pools.get(name).ok_or_else(|| AdminError::NoSuchPool {
-        name: name.to_string(),
-        known: proxy
-            .pools
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    let runtime = proxy.runtime();
+    runtime
+        .pools
+        .get(name)
+        .ok_or_else(|| AdminError::NoSuchPool {
+            name: name.to_string(),
+            known: runtime
+                .pools
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }

@@ -26,9 +26,9 @@ const POOL_COLUMNS: &[&str] = &[
 ];
 
 pub fn pools(proxy: &Proxy) -> Output {
-    let mirrors = proxy.mirrors();
+    let runtime = proxy.runtime();
     let mut out = Output::table("SHOW", POOL_COLUMNS);
-    for pool in proxy.pools.iter() {
+    for pool in runtime.pools.iter() {
         let s = pool.stats();
         let servers = s.servers.load(Ordering::Relaxed);
         let idle = s.idle.load(Ordering::Relaxed);
@@ -49,7 +49,10 @@ pub fn pools(proxy: &Proxy) -> Output {
             text(s.connect_errors.load(Ordering::Relaxed)),
             text(pool.is_disabled()),
             text(pool.is_paused()),
-            mirrors.get(pool.name()).map(|t| t.pool.name().to_string()),
+            runtime
+                .mirrors
+                .get(pool.name())
+                .map(|t| t.pool.name().to_string()),
         ]);
     }
     out
@@ -79,7 +82,7 @@ pub fn clients(proxy: &Proxy) -> Output {
             text(c.peer.ip()),
             text(c.peer.port()),
             text(c.activity()),
-            text(c.state.next_seq()),
+            text(c.tracker.requests()),
             Some(format!("{age:.1}")),
             text(c.server_pid),
         ]);
@@ -107,7 +110,7 @@ pub fn servers(proxy: &Proxy) -> Output {
     for c in proxy.clients.list() {
         by_pool.entry(c.pool.clone()).or_default().push(c);
     }
-    for pool in proxy.pools.iter() {
+    for pool in proxy.runtime().pools.iter() {
         let addr = pool.addr();
         let base = || {
             vec![

@@ -14,11 +14,8 @@ use crate::admin::output::Output;
 use crate::admin::AdminError;
 use crate::backend::PoolChange;
 use crate::config::Config;
-use crate::mirror::{CompareSettings, MirrorTarget};
-use crate::proxy::{MirrorMap, Proxy};
+use crate::proxy::Proxy;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// `[general]` keys read only at start-up.
 const RESTART_KEYS: &[&str] = &[
@@ -40,7 +37,8 @@ pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
     if old.plugins != new.plugins {
         changes.push("[[plugins]] changed: takes effect after a restart".into());
     }
-    for change in proxy.pools.reload(&new) {
+    let applied = proxy.runtime.reload(new);
+    for change in applied.pools {
         changes.push(match change {
             PoolChange::Added(name) => format!("pool \"{name}\" added"),
             PoolChange::Replaced(name) => format!(
@@ -51,10 +49,7 @@ pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
             ),
         });
     }
-    let (mirrors, mirror_changes) = mirror_targets(proxy, &new);
-    changes.extend(mirror_changes);
-    proxy.set_mirrors(mirrors);
-    proxy.set_config(Arc::new(new));
+    changes.extend(applied.mirrors);
     if changes.is_empty() {
         changes.push("no changes".into());
     }
@@ -95,77 +90,4 @@ fn general_changes(old: &Config, new: &Config) -> Result<Vec<String>, AdminError
         changes.push(format!("general.{key}: {a} -> {b} ({when})"));
     }
     Ok(changes)
-}
-
-/// The mirror targets of `new`: unchanged targets are kept (exposure and queue length
-/// updated in place), changed ones rebuilt.
-fn mirror_targets(proxy: &Proxy, new: &Config) -> (MirrorMap, Vec<String>) {
-    let old = proxy.mirrors();
-    let mut targets = MirrorMap::new();
-    let mut changes = Vec::new();
-    let timeout = Duration::from_millis(new.general.mirror_timeout_ms);
-    for p in &new.pools {
-        let Some(to) = p.mirror_of.as_deref() else {
-            continue;
-        };
-        // Validation guarantees the target pool exists.
-        let Some(pool) = proxy.pools.get(to) else {
-            continue;
-        };
-        let queue = p.mirror_queue.unwrap_or(new.general.mirror_queue);
-        let compare = CompareSettings::of(new, p);
-        match old.get(&p.name) {
-            Some(t)
-                if t.pool.ptr_eq(&pool)
-                    && t.timeout == timeout
-                    && t.compare_settings() == compare =>
-            {
-                if t.exposure() != p.mirror_exposure {
-                    changes.push(format!(
-                        "pool \"{}\": mirror_exposure {} -> {} (applied)",
-                        p.name,
-                        t.exposure(),
-                        p.mirror_exposure
-                    ));
-                    t.set_exposure(p.mirror_exposure);
-                }
-                if t.queue() != queue {
-                    changes.push(format!(
-                        "pool \"{}\": mirror_queue {} -> {} (new sessions)",
-                        p.name,
-                        t.queue(),
-                        queue
-                    ));
-                    t.set_queue(queue);
-                }
-                targets.insert(p.name.clone(), t.clone());
-            }
-            previous => {
-                changes.push(match previous {
-                    Some(_) => format!(
-                        "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms or comparison changed; new sessions)",
-                        p.name
-                    ),
-                    None => format!("pool \"{}\": now mirrored to \"{to}\" (new sessions)", p.name),
-                });
-                targets.insert(
-                    p.name.clone(),
-                    Arc::new(MirrorTarget::new(
-                        &p.name,
-                        pool,
-                        p.mirror_exposure,
-                        queue,
-                        timeout,
-                        compare,
-                    )),
-                );
-            }
-        }
-    }
-    let mut stopped: Vec<&String> = old.keys().filter(|k| !targets.contains_key(*k)).collect();
-    stopped.sort();
-    for name in stopped {
-        changes.push(format!("pool \"{name}\": mirroring stopped (new sessions)"));
-    }
-    (targets, changes)
 }

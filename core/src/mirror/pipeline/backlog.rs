@@ -3,8 +3,8 @@
 //! mirror runs it back to back instead of holding its locks while waiting for the client's
 //! next statement (which would stall other mirror sessions behind those locks).
 //!
-//! The rule needs only the primary's transaction status after each request (`status`,
-//! [`SessionState::answered_now`](crate::frontend::state::SessionState::answered_now)):
+//! The rule needs only what became of each request on the primary (`status`,
+//! [`Ledger::answer`](crate::mirror::ledger::Ledger::answer)):
 //! - the longest run of held requests that ends where the primary was idle again goes out
 //!   in one write ([`Backlog::ready`]); a request answered too long ago for its status to
 //!   be recorded belongs to a mirror far behind, and counts as a transaction end;
@@ -16,11 +16,8 @@
 //! - so does the primary finishing a transaction whose end was never queued
 //!   ([`Backlog::cut_short`]), without waiting for the client's next mirrored request.
 
-use super::request::Request;
-
-/// The primary's answer to a request: `None` while unanswered, `Some(None)` when answered
-/// too long ago to know the status, else the transaction status after it.
-pub type Answered = Option<Option<u8>>;
+use crate::mirror::ledger::Answer;
+use crate::mirror::request::Request;
 
 #[derive(Default)]
 pub struct Backlog {
@@ -30,11 +27,6 @@ pub struct Backlog {
     /// The mirror may be inside a transaction after the last request sent (a pooled
     /// connection starts idle).
     open: bool,
-}
-
-/// A transaction may still be open after a request with this answer (unknown counts).
-fn open_after(answered: Answered) -> bool {
-    answered != Some(Some(b'I'))
 }
 
 impl Backlog {
@@ -80,7 +72,7 @@ impl Backlog {
     pub fn take(
         &mut self,
         r: Request,
-        status: impl Fn(u64) -> Answered,
+        status: impl Fn(u64) -> Answer,
         dropped: impl FnMut(Request),
     ) {
         if r.continues {
@@ -108,20 +100,20 @@ impl Backlog {
     /// it. The caller checks the queue once more (a request is queued before the primary
     /// sees it) and then calls [`Backlog::cut_off`], rather than leaving it all for the
     /// client's next mirrored request, which may be hours away.
-    pub fn cut_short(&self, status: impl Fn(u64) -> Answered) -> bool {
+    pub fn cut_short(&self, status: impl Fn(u64) -> Answer) -> bool {
         let Some(last) = self.last_taken else {
             return false;
         };
         let ended_since = (last + 1..)
             .map(&status)
-            .take_while(Option::is_some)
-            .any(|answered| matches!(answered, Some(Some(b'I') | None)));
+            .take_while(|answer| answer.is_answered())
+            .any(Answer::ends_transaction);
         ended_since && self.dangling(&status)
     }
 
     /// Held requests past the last transaction end, or no ROLLBACK on its way to a mirror
     /// that may be inside a transaction after them.
-    fn dangling(&self, status: &impl Fn(u64) -> Answered) -> bool {
+    fn dangling(&self, status: &impl Fn(u64) -> Answer) -> bool {
         let (cut, last) = self.cut(status);
         let rest = &self.held[cut..];
         if rest.iter().any(Request::is_client) {
@@ -134,7 +126,7 @@ impl Backlog {
     /// Ends a transaction that was cut by drops: its held requests past the last transaction
     /// end go to `dropped`, and a `ROLLBACK` (numbered after the last request taken) is
     /// queued if the mirror may be inside it by then.
-    pub fn cut_off(&mut self, status: &impl Fn(u64) -> Answered, mut dropped: impl FnMut(Request)) {
+    pub fn cut_off(&mut self, status: &impl Fn(u64) -> Answer, mut dropped: impl FnMut(Request)) {
         let (cut, last) = self.cut(status);
         for cut_off in self.held.drain(cut..) {
             dropped(cut_off);
@@ -147,9 +139,9 @@ impl Backlog {
 
     /// The mirror may be inside a transaction once the held requests up to `cut` (ending
     /// with answer `last`) are sent: after them if any, else after what was sent already.
-    fn open_after_cut(&self, cut: usize, last: Answered) -> bool {
+    fn open_after_cut(&self, cut: usize, last: Answer) -> bool {
         if cut > 0 {
-            open_after(last)
+            last.may_leave_open()
         } else {
             self.open
         }
@@ -158,10 +150,10 @@ impl Backlog {
     /// What to send now: the held requests up to the last one after which the primary was
     /// idle; or, once the held requests span `hold_limit` sequence numbers, those the
     /// primary has answered; or the proxy's own requests when nothing else is held.
-    pub fn ready(&mut self, status: impl Fn(u64) -> Answered, hold_limit: usize) -> Vec<Request> {
+    pub fn ready(&mut self, status: impl Fn(u64) -> Answer, hold_limit: usize) -> Vec<Request> {
         let (cut, last) = self.cut(&status);
         if cut > 0 {
-            self.open = open_after(last);
+            self.open = last.may_leave_open();
             let mut batch: Vec<Request> = self.held.drain(..cut).collect();
             batch.extend(self.proxy_only());
             return batch;
@@ -173,7 +165,7 @@ impl Backlog {
             let answered = self
                 .held
                 .iter()
-                .take_while(|r| !r.is_client() || status(r.seq).is_some())
+                .take_while(|r| !r.is_client() || status(r.seq).is_answered())
                 .count();
             if answered > 0 {
                 self.open = true;
@@ -223,16 +215,16 @@ impl Backlog {
 
     /// Length of the longest run of held requests ending at a transaction end, and the
     /// answer that ends it. The proxy's own requests neither end nor interrupt a run.
-    fn cut(&self, status: &impl Fn(u64) -> Answered) -> (usize, Answered) {
-        let mut cut = (0, None);
+    fn cut(&self, status: &impl Fn(u64) -> Answer) -> (usize, Answer) {
+        let mut cut = (0, Answer::Pending);
         for (i, r) in self.held.iter().enumerate() {
             if !r.is_client() {
                 continue;
             }
             match status(r.seq) {
-                None => break,
-                Some(Some(b'T' | b'E')) => {}
-                answered => cut = (i + 1, answered),
+                Answer::Pending => break,
+                answer if answer.ends_transaction() => cut = (i + 1, answer),
+                _ => {}
             }
         }
         cut
@@ -242,64 +234,35 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mirror::request::Slot;
-    use crate::mirror::MirrorTarget;
+    use crate::mirror::testing::{self, Places};
+    use crate::protocol::TxStatus;
     use std::collections::HashMap;
-    use std::sync::Arc;
-    use tokio::sync::Semaphore;
 
     struct Fixture {
-        target: Arc<MirrorTarget>,
-        places: Arc<Semaphore>,
-        /// Transaction status after each answered request.
+        places: Places,
+        /// Transaction status after each answered request (`None`: no longer recorded).
         answers: HashMap<u64, Option<u8>>,
     }
 
     impl Fixture {
         fn new() -> Fixture {
-            let addr = crate::backend::server::ServerAddr {
-                host: "127.0.0.1".into(),
-                port: 1,
-                database: "m".into(),
-                user: "m".into(),
-                password: None,
-            };
-            let settings = crate::backend::pool::PoolSettings {
-                size: 1,
-                connect_timeout: std::time::Duration::from_secs(1),
-                checkout_timeout: std::time::Duration::from_secs(1),
-            };
-            let pool = crate::backend::Pool::new("m", addr, settings);
+            let target = testing::target(100, std::time::Duration::from_secs(1), false);
             Fixture {
-                target: Arc::new(MirrorTarget::new(
-                    "db",
-                    pool,
-                    1.0,
-                    100,
-                    std::time::Duration::from_secs(1),
-                    Default::default(),
-                )),
-                places: Arc::new(Semaphore::new(100)),
+                places: Places::new(target),
                 answers: HashMap::new(),
             }
         }
 
         fn request(&self, seq: u64) -> Request {
-            Request {
-                payload: Default::default(),
-                seq,
-                readies: 1,
-                received: std::time::Instant::now(),
-                slot: Some(Slot::new(
-                    self.places.clone().try_acquire_owned().unwrap(),
-                    self.target.clone(),
-                )),
-                continues: false,
-            }
+            self.places.request(seq)
         }
 
-        fn status(&self) -> impl Fn(u64) -> Answered + '_ {
-            |seq| self.answers.get(&seq).copied()
+        fn status(&self) -> impl Fn(u64) -> Answer + '_ {
+            |seq| match self.answers.get(&seq) {
+                None => Answer::Pending,
+                Some(None) => Answer::Unrecorded,
+                Some(&Some(s)) => Answer::After(TxStatus::from_byte(s)),
+            }
         }
 
         /// Requests `seq` the primary answered with status `s`, taken in order (no gap,
@@ -433,7 +396,7 @@ mod tests {
     fn a_rollback_after_held_requests_goes_out_with_them() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        // Answered too long ago for its status to be known: maybe inside a transaction.
+        // Answer too long ago for its status to be known: maybe inside a transaction.
         f.answers.insert(0, None);
         b.take(f.request(0), f.status(), |_| panic!());
         // 1 and 2 were dropped; the primary ended a transaction at 2.

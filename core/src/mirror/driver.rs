@@ -1,0 +1,303 @@
+//! The I/O of one mirror connection's replay: a thin driver around [`Pipeline`], which
+//! makes every decision.
+//!
+//! One loop owns the pipeline and waits, all at once, for whatever can happen next: an
+//! answer from the mirror (handed to [`Pipeline::on_message`]), room to write the batch
+//! in progress, the front request's deadline (a cancel), and what the last
+//! [`Pipeline::next_step`] said to wait for (the session's [`Ledger`] or queue). So a
+//! mirror answering slowly never stops requests going out, nor a large write stops
+//! answers coming in, and nothing is shared between tasks. Every wait is cancel-safe: a
+//! wait that loses the race is simply made again on the next turn.
+
+use super::ledger::Ledger;
+use super::pipeline::{Pipeline, Step, CANCEL_GRACE, LINGER};
+use super::request::Request;
+use super::{MirrorError, Report};
+use crate::backend::server::MAX_SERVER_MESSAGE;
+use crate::protocol::frame::{complete_len, Frames};
+use crate::protocol::TxStatus;
+use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+/// A session's mirror queue (bounded by its places, see [`super::request::Slot`]).
+pub type Queue = mpsc::UnboundedReceiver<Request>;
+
+/// What the driver needs besides the connection.
+pub struct Context<'a, C, E> {
+    pub ledger: &'a Ledger,
+    pub events: &'a E,
+    /// Sends a CancelRequest for the request running on the mirror connection; run in a
+    /// task of its own, bounded by [`CANCEL_GRACE`].
+    pub cancel: C,
+}
+
+/// What the writer waits for before it asks the pipeline again.
+enum Waiting {
+    /// Nothing: ask now.
+    Ask,
+    /// The batch in progress to be written.
+    Write,
+    Primary {
+        from: u64,
+        until: u64,
+    },
+    Linger {
+        until: u64,
+        end: Instant,
+    },
+    Client {
+        watch_from: Option<u64>,
+    },
+    Finished,
+}
+
+/// Replays the session on one connection until the queue is closed and everything was
+/// answered (returns the mirror's transaction status after the last answer), or the
+/// connection fails.
+pub async fn run<R, W, C, F, E>(
+    rd: &mut R,
+    wr: &mut W,
+    p: &mut Pipeline,
+    queue: &mut Queue,
+    cx: Context<'_, C, E>,
+) -> Result<TxStatus, MirrorError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    C: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+    E: Report,
+{
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut waiting = Waiting::Ask;
+    // The part of the batch in progress not written yet.
+    let mut out = Bytes::new();
+    loop {
+        if let Waiting::Ask = waiting {
+            let step = p.next_step(queue, Instant::now());
+            p.flush_events(cx.events);
+            waiting = match step? {
+                Step::Write(bytes) => {
+                    out = bytes;
+                    Waiting::Write
+                }
+                Step::AwaitPrimary { from, until } => Waiting::Primary { from, until },
+                Step::Linger { until } => Waiting::Linger {
+                    until,
+                    end: Instant::now() + LINGER,
+                },
+                Step::AwaitClient { watch_from } => Waiting::Client { watch_from },
+                Step::Finished => Waiting::Finished,
+            };
+        }
+        if matches!(waiting, Waiting::Finished) && p.is_done() {
+            return Ok(p.mirror_status());
+        }
+        let deadline = p.deadline();
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return Err(MirrorError::Closed);
+                }
+                answers(p, &mut buf, cx.events)?;
+            }
+            written = wr.write(&out), if matches!(waiting, Waiting::Write) => {
+                match written? {
+                    0 => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    n => out.advance(n),
+                }
+                if out.is_empty() {
+                    waiting = Waiting::Ask;
+                }
+            }
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                // Too slow: cancel what runs now; its answer still ends it. Within the
+                // grace: a mirror host that stopped answering must not hold anything up
+                // for the system's connect timeout.
+                p.deadline_passed()?;
+                tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
+                p.cancel_sent(Instant::now());
+            }
+            next = wait(cx.ledger, queue, &waiting) => {
+                match next {
+                    Woken::Primary(seen) => p.primary_waited(seen),
+                    Woken::Request(Some(r)) => p.offer(r),
+                    Woken::Request(None) => p.queue_closed(),
+                    Woken::Other => {}
+                }
+                waiting = Waiting::Ask;
+            }
+        }
+    }
+}
+
+/// Hands every whole message in `buf` to the pipeline.
+fn answers(p: &mut Pipeline, buf: &mut BytesMut, events: &impl Report) -> Result<(), MirrorError> {
+    let len = complete_len(buf, MAX_SERVER_MESSAGE)?;
+    let now = Instant::now();
+    for (_, msg) in Frames::new(&buf[..len]) {
+        p.on_message(msg, now)?;
+    }
+    buf.advance(len);
+    p.flush_events(events);
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(8192);
+    }
+    Ok(())
+}
+
+/// What ended the writer's wait.
+enum Woken {
+    Primary(bool),
+    Request(Option<Request>),
+    Other,
+}
+
+/// The writer's wait, as the last step said. Pending forever when it waits for nothing
+/// here (a write in progress, or finished).
+async fn wait(ledger: &Ledger, queue: &mut Queue, waiting: &Waiting) -> Woken {
+    match *waiting {
+        Waiting::Primary { from, until } => Woken::Primary(ledger.wait_idle(from, until).await),
+        Waiting::Linger { until, end } => {
+            let _ = tokio::time::timeout_at(end.into(), ledger.wait_idle(u64::MAX, until)).await;
+            Woken::Other
+        }
+        Waiting::Client { watch_from } => {
+            let watch = ledger.wait_idle(watch_from.unwrap_or(u64::MAX), u64::MAX);
+            tokio::select! {
+                next = queue.recv() => Woken::Request(next),
+                // The next step then ends the cut transaction.
+                _ = watch, if watch_from.is_some() => Woken::Other,
+            }
+        }
+        Waiting::Ask | Waiting::Write | Waiting::Finished => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver over an in-memory connection, with a scripted mirror server at the
+    //! other end.
+
+    use super::*;
+    use crate::mirror::prepared::Definitions;
+    use crate::mirror::testing::{self, Places};
+    use crate::mirror::{Event, Outcome};
+    use crate::protocol::frame::Frames;
+    use crate::protocol::messages::{self, Severity};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    #[derive(Default)]
+    struct Collected(Mutex<Vec<Event>>);
+
+    impl Report for Collected {
+        fn report(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    /// A mirror server that answers each simple query with CommandComplete and
+    /// ReadyForQuery, except `select pg_sleep(...)`, which it answers with a cancel
+    /// error once `cancels` signals. Returns the number of queries in each read.
+    async fn mirror_server(
+        mut io: tokio::io::DuplexStream,
+        mut cancels: mpsc::UnboundedReceiver<()>,
+    ) -> Vec<usize> {
+        let mut reads = Vec::new();
+        let mut buf = BytesMut::new();
+        loop {
+            buf.clear();
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return reads,
+                Ok(_) => {}
+            }
+            let mut out = BytesMut::new();
+            let mut queries = 0;
+            for (_, msg) in Frames::new(&buf) {
+                queries += 1;
+                if msg.windows(8).any(|w| w == b"pg_sleep") {
+                    cancels.recv().await;
+                    messages::error_response(&mut out, Severity::Error, "57014", "canceling");
+                } else {
+                    messages::command_complete(&mut out, "SELECT 1");
+                }
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+            }
+            reads.push(queries);
+            if io.write_all(&out).await.is_err() {
+                return reads;
+            }
+        }
+    }
+
+    /// Runs `sqls` (each answered idle by the primary) through the driver; returns the
+    /// events, the mirror's reads and the run's end.
+    async fn replay(
+        sqls: &[&str],
+        timeout: Duration,
+    ) -> (Vec<Event>, Vec<usize>, Result<TxStatus, MirrorError>) {
+        let target = testing::target(128, timeout, false);
+        let places = Places::new(target.clone());
+        let ledger = Arc::new(Ledger::new(false));
+        let mut pipeline = Pipeline::new(target, ledger.clone(), Arc::new(Definitions::default()));
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        let t = Instant::now() - Duration::from_secs(1);
+        for (seq, sql) in sqls.iter().enumerate() {
+            let seq = seq as u64;
+            ledger.request_sent(seq, t);
+            ledger.answered(seq, TxStatus::Idle, t, None);
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, sql);
+            tx.send(places.request_with(seq, &msg)).unwrap();
+        }
+        drop(tx);
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
+        let server = tokio::spawn(mirror_server(theirs, cancel_rx));
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        let events = Collected::default();
+        let cx = Context {
+            ledger: &ledger,
+            events: &events,
+            cancel: || {
+                let _ = cancel_tx.send(());
+                std::future::ready(())
+            },
+        };
+        let end = run(&mut rd, &mut wr, &mut pipeline, &mut queue, cx).await;
+        drop((rd, wr));
+        let reads = server.await.unwrap();
+        (events.0.into_inner().unwrap(), reads, end)
+    }
+
+    #[tokio::test]
+    async fn queued_requests_reach_the_mirror_in_one_write_and_each_is_reported() {
+        let (events, reads, end) = replay(
+            &["select 1", "select 2", "select 3"],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(end.unwrap(), TxStatus::Idle);
+        assert_eq!(reads, [3], "one write for the three finished requests");
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(|e| e.outcome == Outcome::Mirrored));
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_timeout_is_cancelled_on_the_mirror() {
+        let (events, _, end) = replay(
+            &["select pg_sleep(10)", "select 1"],
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(end.unwrap(), TxStatus::Idle);
+        let outcomes: Vec<Outcome> = events.iter().map(|e| e.outcome).collect();
+        assert_eq!(outcomes, [crate::mirror::timeout(), Outcome::Mirrored]);
+    }
+}

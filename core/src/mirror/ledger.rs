@@ -1,0 +1,396 @@
+//! The primary's side of one mirrored session, as the mirror worker needs it: when each
+//! recent request was sent, how it was answered (latency, transaction status after it,
+//! and a digest of the answer when results are compared), and a way to wait for the
+//! answer that ends a transaction.
+//!
+//! The client session writes it through a [`Recorder`] (one atomic store per field, no
+//! lock); the mirror worker reads it. Requests are numbered in the session's order and
+//! kept in a ring of [`RING`] slots: a mirror more than that many requests behind loses
+//! the pairing with the primary's answer (reported as unpaired), never correctness.
+
+use crate::compare::ResultDigest;
+use crate::protocol::TxStatus;
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How many recent requests' answers are kept.
+pub const RING: usize = 256;
+
+/// What became of a request on the primary, as far as the ledger knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Not answered yet.
+    Pending,
+    /// Answered, so long ago that its slot was reused: the status after it is unknown.
+    Unrecorded,
+    /// Answered; the transaction status after it.
+    After(TxStatus),
+}
+
+impl Answer {
+    pub fn is_answered(self) -> bool {
+        self != Answer::Pending
+    }
+
+    /// No transaction is open after it, or it is too old to tell (a mirror that far
+    /// behind treats it as a transaction end).
+    pub fn ends_transaction(self) -> bool {
+        matches!(self, Answer::After(TxStatus::Idle) | Answer::Unrecorded)
+    }
+
+    /// A transaction may still be open after it (unanswered and unknown count).
+    pub fn may_leave_open(self) -> bool {
+        self != Answer::After(TxStatus::Idle)
+    }
+}
+
+pub struct Ledger {
+    epoch: Instant,
+    /// Answers recorded (the next answer's sequence number).
+    done: AtomicU64,
+    /// Per request (by sequence number modulo RING): when it was sent, in ns since `epoch`.
+    started_ns: [AtomicU64; RING],
+    /// Per request: the primary's latency in ns.
+    latency_ns: [AtomicU64; RING],
+    /// Per request: the transaction status after it ([`TxStatus::as_byte`]).
+    status_at: [AtomicU8; RING],
+    /// The sequence number each answer slot belongs to (-1 while it is rewritten).
+    answer_seq: [AtomicI64; RING],
+    /// Per request: the digest of the primary's answer, when results are compared.
+    digests: Option<Box<[DigestSlot]>>,
+    /// The session is over: nothing more will be answered.
+    closed: AtomicBool,
+    /// Wakes the worker waiting in [`Ledger::wait_idle`].
+    progress: Notify,
+    /// What the waiting worker wants: an answer leaving no transaction open at or after
+    /// `wake_idle`, or answers up to `wake_done`. `u64::MAX` when nobody waits, so that
+    /// other answers wake nobody.
+    wake_idle: AtomicU64,
+    wake_done: AtomicU64,
+}
+
+impl Ledger {
+    /// A ledger that keeps a digest of each answer when `compare` is set.
+    pub fn new(compare: bool) -> Ledger {
+        Ledger {
+            epoch: Instant::now(),
+            done: AtomicU64::new(0),
+            started_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+            status_at: std::array::from_fn(|_| AtomicU8::new(TxStatus::Idle.as_byte())),
+            answer_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
+            digests: compare.then(|| (0..RING).map(|_| DigestSlot::default()).collect()),
+            closed: AtomicBool::new(false),
+            progress: Notify::new(),
+            wake_idle: AtomicU64::new(u64::MAX),
+            wake_done: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Whether answers are digested for comparison.
+    #[inline]
+    pub fn compares(&self) -> bool {
+        self.digests.is_some()
+    }
+
+    /// Request `seq` was sent to the primary at `now`.
+    #[inline]
+    pub fn request_sent(&self, seq: u64, now: Instant) {
+        let ns = now.duration_since(self.epoch).as_nanos() as u64;
+        self.started_ns[seq as usize % RING].store(ns, Ordering::Relaxed);
+    }
+
+    /// The primary answered request `seq` (its ReadyForQuery) with `status` at `now`.
+    #[inline]
+    pub fn answered(
+        &self,
+        seq: u64,
+        status: TxStatus,
+        now: Instant,
+        digest: Option<&ResultDigest>,
+    ) {
+        let slot = seq as usize % RING;
+        if let (Some(digests), Some(d)) = (&self.digests, digest) {
+            // Unpublish the slot while it is rewritten (a reader re-checks the number).
+            self.answer_seq[slot].store(-1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            digests[slot].store(d);
+        }
+        let ns = now.duration_since(self.epoch).as_nanos() as u64;
+        let started = self.started_ns[slot].load(Ordering::Relaxed);
+        self.latency_ns[slot].store(ns.saturating_sub(started), Ordering::Relaxed);
+        self.status_at[slot].store(status.as_byte(), Ordering::Relaxed);
+        self.answer_seq[slot].store(seq as i64, Ordering::Release);
+        // SeqCst with `wait_idle`'s side: either this sees the worker's wish or the worker
+        // sees this answer.
+        self.done.store(seq + 1, Ordering::SeqCst);
+        let wanted = (status.is_idle() && seq >= self.wake_idle.load(Ordering::SeqCst))
+            || seq + 1 >= self.wake_done.load(Ordering::SeqCst);
+        if wanted {
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// The session is over: wakes a worker waiting for answers that will not come.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.progress.notify_waiters();
+    }
+
+    /// Waits until the primary has answered request `from` or a later one with no
+    /// transaction open after it, or has answered requests up to `until` (exclusive).
+    /// Returns `false` when the session ended instead.
+    ///
+    /// The mirror worker waits here for the end of the transaction it holds: one wake-up
+    /// per transaction rather than one per answer.
+    pub async fn wait_idle(&self, from: u64, until: u64) -> bool {
+        let satisfied = |done: u64| {
+            done >= until
+                || (from..done)
+                    .rev()
+                    .any(|seq| self.answer(seq).ends_transaction())
+        };
+        // Nobody waits once this returns or is dropped (the driver may race it against
+        // its queue): answers stop waking anyone.
+        struct Unregister<'a>(&'a Ledger);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.wake_idle.store(u64::MAX, Ordering::Relaxed);
+                self.0.wake_done.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+        let _unregister = Unregister(self);
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.wake_idle.store(from, Ordering::SeqCst);
+            self.wake_done.store(until, Ordering::SeqCst);
+            if satisfied(self.done.load(Ordering::SeqCst)) {
+                return true;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            notified.await;
+        }
+    }
+
+    /// What became of request `seq` so far.
+    pub fn answer(&self, seq: u64) -> Answer {
+        if self.done.load(Ordering::Acquire) <= seq {
+            return Answer::Pending;
+        }
+        match self.recorded(seq) {
+            Some(slot) => Answer::After(TxStatus::from_byte(
+                self.status_at[slot].load(Ordering::Relaxed),
+            )),
+            None => Answer::Unrecorded,
+        }
+    }
+
+    /// How long before `now` the primary answered request `seq`, if it has been answered
+    /// and is still recorded.
+    pub fn answered_ago(&self, seq: u64, now: Instant) -> Option<Duration> {
+        let slot = self.recorded(seq)?;
+        let end_ns = self.started_ns[slot].load(Ordering::Relaxed)
+            + self.latency_ns[slot].load(Ordering::Relaxed);
+        let since_epoch = now.saturating_duration_since(self.epoch);
+        Some(since_epoch.saturating_sub(Duration::from_nanos(end_ns)))
+    }
+
+    /// The primary's time for request `seq`, if it has been answered and is still recorded.
+    pub fn primary_latency(&self, seq: u64) -> Option<Duration> {
+        let slot = self.recorded(seq)?;
+        Some(Duration::from_nanos(
+            self.latency_ns[slot].load(Ordering::Relaxed),
+        ))
+    }
+
+    /// The digest of the primary's answer to request `seq`, if still recorded.
+    pub fn primary_digest(&self, seq: u64) -> Option<ResultDigest> {
+        let digests = self.digests.as_ref()?;
+        let slot = self.recorded(seq)?;
+        let d = digests[slot].load();
+        // Overwritten meanwhile by a request RING later: not this one's any more.
+        fence(Ordering::Acquire);
+        (self.answer_seq[slot].load(Ordering::Relaxed) == seq as i64).then_some(d)
+    }
+
+    /// The ring slot holding request `seq`'s answer, if it has been answered and is still
+    /// recorded there.
+    fn recorded(&self, seq: u64) -> Option<usize> {
+        let slot = seq as usize % RING;
+        (self.answer_seq[slot].load(Ordering::Acquire) == seq as i64).then_some(slot)
+    }
+}
+
+/// The client session's handle on its mirror [`Ledger`]: it records, the worker reads.
+#[derive(Clone)]
+pub struct Recorder(Arc<Ledger>);
+
+impl Recorder {
+    pub(super) fn new(ledger: Arc<Ledger>) -> Recorder {
+        Recorder(ledger)
+    }
+
+    /// Whether the answers are to be digested (see [`Ledger::answered`]).
+    #[inline]
+    pub fn compares(&self) -> bool {
+        self.0.compares()
+    }
+
+    /// See [`Ledger::request_sent`].
+    #[inline]
+    pub fn request_sent(&self, seq: u64, now: Instant) {
+        self.0.request_sent(seq, now)
+    }
+
+    /// See [`Ledger::answered`].
+    #[inline]
+    pub fn answered(
+        &self,
+        seq: u64,
+        status: TxStatus,
+        now: Instant,
+        digest: Option<&ResultDigest>,
+    ) {
+        self.0.answered(seq, status, now, digest)
+    }
+}
+
+/// A [`ResultDigest`] in atomics (written by the primary's pump before the slot's
+/// sequence number is published, read by the mirror worker after).
+#[derive(Default)]
+struct DigestSlot {
+    tags: AtomicU64,
+    tag_rows: AtomicU64,
+    columns: AtomicU64,
+    rows: AtomicU64,
+    unordered: AtomicU64,
+    ordered: AtomicU64,
+    sqlstate: AtomicU64,
+}
+
+impl DigestSlot {
+    fn store(&self, d: &ResultDigest) {
+        let r = Ordering::Relaxed;
+        self.tags.store(d.tags, r);
+        self.tag_rows.store(d.tag_rows, r);
+        self.columns.store(d.columns, r);
+        self.rows.store(d.rows, r);
+        self.unordered.store(d.unordered, r);
+        self.ordered.store(d.ordered, r);
+        let mut code = [0u8; 8];
+        code[..5].copy_from_slice(&d.sqlstate);
+        self.sqlstate.store(u64::from_le_bytes(code), r);
+    }
+
+    fn load(&self) -> ResultDigest {
+        let r = Ordering::Relaxed;
+        let code = self.sqlstate.load(r).to_le_bytes();
+        ResultDigest {
+            tags: self.tags.load(r),
+            tag_rows: self.tag_rows.load(r),
+            columns: self.columns.load(r),
+            rows: self.rows.load(r),
+            unordered: self.unordered.load(r),
+            ordered: self.ordered.load(r),
+            sqlstate: code[..5].try_into().expect("5 bytes"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use TxStatus::{Idle, InTransaction};
+
+    /// The primary sends and answers requests `seqs`, with `status` after each, at `at`.
+    pub fn answer_all(ledger: &Ledger, seqs: std::ops::Range<u64>, status: TxStatus, at: Instant) {
+        for seq in seqs {
+            ledger.request_sent(seq, at);
+            ledger.answered(seq, status, at, None);
+        }
+    }
+
+    #[test]
+    fn pairs_requests_with_answers() {
+        let l = Ledger::new(false);
+        let t0 = Instant::now();
+        l.request_sent(0, t0);
+        l.request_sent(1, t0);
+        assert_eq!(l.answer(0), Answer::Pending);
+        l.answered(0, InTransaction, t0 + Duration::from_millis(3), None);
+        assert_eq!(l.primary_latency(0).unwrap().as_millis(), 3);
+        assert_eq!(l.answer(0), Answer::After(InTransaction));
+        assert_eq!(l.primary_latency(1), None);
+        l.answered(1, Idle, t0 + Duration::from_millis(5), None);
+        assert_eq!(l.primary_latency(1).unwrap().as_millis(), 5);
+        // When each was answered, seen from 9 ms after the start.
+        let later = t0 + Duration::from_millis(9);
+        assert_eq!(l.answered_ago(0, later).unwrap().as_millis(), 6);
+        assert_eq!(l.answered_ago(1, later).unwrap().as_millis(), 4);
+        assert_eq!(l.answered_ago(2, later), None, "not sent");
+        // A slot reused RING requests later: the old answer is no longer recorded.
+        answer_all(&l, 2..RING as u64 + 1, Idle, later);
+        assert_eq!(l.answer(0), Answer::Unrecorded);
+        assert!(Answer::Unrecorded.ends_transaction() && Answer::Unrecorded.may_leave_open());
+    }
+
+    #[test]
+    fn digests_are_kept_per_answer() {
+        let l = Ledger::new(true);
+        let t0 = Instant::now();
+        let d = ResultDigest {
+            rows: 3,
+            ..ResultDigest::default()
+        };
+        l.request_sent(0, t0);
+        l.answered(0, Idle, t0, Some(&d));
+        assert_eq!(l.primary_digest(0), Some(d));
+        assert_eq!(l.primary_digest(1), None);
+        assert_eq!(Ledger::new(false).primary_digest(0), None);
+    }
+
+    /// The mirror writer's wait: an end that came before the wait began satisfies it at
+    /// once (the writer computes what to wait for after looking at the answers, and one may
+    /// arrive in between); an end that comes later wakes it; answers inside a transaction
+    /// do not.
+    #[tokio::test]
+    async fn wait_idle_sees_ends_from_before_and_after_it_began() {
+        let l = Arc::new(Ledger::new(false));
+        let t0 = Instant::now();
+        const WITHIN: Duration = Duration::from_secs(10);
+        answer_all(&l, 0..1, InTransaction, t0);
+        answer_all(&l, 1..2, Idle, t0);
+        let now = tokio::time::timeout(WITHIN, l.wait_idle(1, u64::MAX)).await;
+        assert!(now.expect("an end already there"));
+
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.wait_idle(2, u64::MAX).await }
+        });
+        answer_all(&l, 2..3, InTransaction, t0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "woken inside the transaction");
+        answer_all(&l, 3..4, Idle, t0);
+        let woken = tokio::time::timeout(WITHIN, waiter).await;
+        assert!(woken.expect("woken by the end").unwrap());
+    }
+
+    #[tokio::test]
+    async fn wait_idle_ends_with_the_session() {
+        let l = Arc::new(Ledger::new(false));
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.wait_idle(0, u64::MAX).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        l.close();
+        let woken = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+        assert!(!woken.expect("woken by the close").unwrap());
+    }
+}

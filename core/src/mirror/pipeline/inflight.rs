@@ -1,0 +1,123 @@
+//! A request sent to the mirror and not yet answered, and the pieces of the pipeline
+//! that deal with one request at a time (gathering a batch's bytes, recognising COPY data).
+
+use crate::compare::{Fingerprint, Paired};
+use crate::mirror::prepared::Effects;
+use crate::mirror::request::{Request, Slot};
+use crate::protocol::frame::Frames;
+use crate::protocol::tag::client;
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A request sent to the mirror and not yet answered.
+pub struct InFlight {
+    pub seq: u64,
+    /// The frames, kept (as shared references) until answered, so that a request sent on a
+    /// pooled connection found dead can be sent again on a fresh one.
+    pub payload: SmallVec<[Bytes; 2]>,
+    pub received: Instant,
+    /// ReadyForQuery messages still to come for it.
+    pub readies: u32,
+    /// Its queue place, given back when the answer arrives (`None`: the proxy's own).
+    slot: Option<Slot>,
+    pub sent: Instant,
+    /// The request carries its own COPY data (ends with CopyDone/CopyFail).
+    pub has_copy_data: bool,
+    /// Whether the mirror answered it with an error so far.
+    pub answer: MirrorAnswer,
+    /// A cancel was sent for it after `mirror_timeout_ms`.
+    pub timed_out: bool,
+    /// The statement it runs, when results are compared.
+    pub statement: Option<Arc<Fingerprint>>,
+    /// Its answers compared with the primary's so far.
+    pub paired: Paired,
+    /// What it does to the mirror's named statements.
+    pub effects: Effects,
+}
+
+/// Whether the mirror reported an error for a request, and its SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MirrorAnswer {
+    #[default]
+    Ok,
+    /// The first ErrorResponse's SQLSTATE, `None` when it had none.
+    Failed(Option<[u8; 5]>),
+}
+
+impl InFlight {
+    /// `r` (with the statement effects and fingerprint worked out), sent at `sent`.
+    pub fn new(
+        r: Request,
+        sent: Instant,
+        effects: Effects,
+        statement: Option<Arc<Fingerprint>>,
+    ) -> InFlight {
+        InFlight {
+            has_copy_data: ends_with_copy_data(&r.payload),
+            seq: r.seq,
+            readies: r.readies.max(1),
+            received: r.received,
+            payload: r.payload,
+            slot: r.slot,
+            sent,
+            answer: MirrorAnswer::Ok,
+            timed_out: false,
+            statement,
+            paired: Paired::default(),
+            effects,
+        }
+    }
+
+    /// A request of the client (not one of the proxy's own): it is reported.
+    pub fn is_client(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    /// Sequence number of the answer the next ReadyForQuery ends (requests joined from a
+    /// preparing batch have several).
+    pub fn answering_seq(&self) -> u64 {
+        self.seq + 1 - u64::from(self.readies.max(1))
+    }
+
+    /// Back to a request, to be sent again on another connection.
+    pub fn into_request(self) -> Request {
+        Request {
+            payload: self.payload,
+            seq: self.seq,
+            readies: self.readies,
+            received: self.received,
+            slot: self.slot,
+            continues: false,
+        }
+    }
+}
+
+/// The bytes of a batch of payloads, for one write: a single slice as it is, several
+/// gathered into one buffer (one system call for the batch).
+pub fn gather<'a>(payloads: impl Iterator<Item = &'a SmallVec<[Bytes; 2]>> + Clone) -> Bytes {
+    let mut parts = payloads.flatten();
+    let total: usize = parts.clone().map(Bytes::len).sum();
+    let mut first = parts.clone();
+    if let (Some(only), None) = (first.next(), first.next()) {
+        return only.clone();
+    }
+    let mut out = BytesMut::with_capacity(total);
+    for part in parts.by_ref() {
+        out.extend_from_slice(part);
+    }
+    out.freeze()
+}
+
+/// Whether a request's frames carry their own COPY data: they end with CopyDone or
+/// CopyFail, or (extended protocol) with one of them and a Sync.
+pub fn ends_with_copy_data(payload: &[Bytes]) -> bool {
+    let n = payload.len();
+    let tags = payload[n.saturating_sub(2)..]
+        .iter()
+        .flat_map(|slice| Frames::new(slice).map(|(tag, _)| tag));
+    let (before, last) = tags.fold((0, 0), |(_, last), tag| (last, tag));
+    let copy_end = |t| matches!(t, client::COPY_DONE | client::COPY_FAIL);
+    copy_end(last) || (last == client::SYNC && copy_end(before))
+}

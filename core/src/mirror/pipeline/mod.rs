@@ -1,0 +1,237 @@
+//! The rules of replaying one client session on a mirror connection, without I/O.
+//!
+//! [`Pipeline`] owns everything the replay decides with: the requests taken from the
+//! queue and not sent yet ([`Backlog`]), the requests in flight, and what the mirror's
+//! server has of the client's named statements. It is driven from outside
+//! ([`super::driver`]) and never waits itself:
+//! - the writer side asks [`Pipeline::next_step`] what to do, passing a non-blocking view
+//!   of the queue: write these bytes, or wait for something (the primary's answers, the
+//!   client's next request) and come back;
+//! - the reader side hands it each message the mirror sends ([`Pipeline::on_message`]),
+//!   and asks for the front request's [`Pipeline::deadline`];
+//! - what happened to each request comes out as events ([`Pipeline::take_events`]).
+//!
+//! # Vocabulary
+//! - **seq**: a request's sequence number among the session's requests; the primary's
+//!   answers (in the session's [`Ledger`]) are found by it.
+//! - **places**: a session's `mirror_queue` places; a client request holds one from the
+//!   moment it is queued until the mirror answers it, so the places bound everything a
+//!   session has outstanding on the mirror.
+//! - **readies**: the ReadyForQuery messages a request produces. A batch that only
+//!   prepares is joined to the batch that executes it, so a request can have several,
+//!   with as many sequence numbers.
+//! - **held**: taken from the queue, not sent yet. A transaction is held until the
+//!   primary has finished it and then sent in one write, so the mirror never holds its
+//!   locks while waiting for the client's next statement.
+//! - **hold limit**: half the places. A transaction longer than that goes out as far as
+//!   the primary has answered it.
+//! - **linger**: after a finished transaction of a client whose transactions come less
+//!   than 1 ms apart, the writer waits up to 2 ms for the next ones to join the write.
+//! - **poisoned** (in the tap): a transaction with a dropped request; its rest is
+//!   dropped too.
+//! - **cut transaction**: one whose rest was dropped. A gap in the sequence numbers taken
+//!   shows it (`cut_off`: its held head is dropped, and the proxy's own `ROLLBACK` ends
+//!   it on the mirror if the mirror may be inside it); so does the primary finishing a
+//!   transaction whose end never reached the queue (`cut_short`), checked without
+//!   waiting for the client's next request.
+//! - **dangling**: held requests past the last transaction end, or a mirror that may be
+//!   inside a transaction with nothing on its way to end it.
+//! - **continues**: the data of an extended-protocol COPY FROM STDIN, which completes the
+//!   request before it rather than being one.
+//! - **repair**: `Close` + `Parse` put in front of a request that binds a named statement
+//!   the mirror lacks ([`super::prepared`]).
+//! - **timeout**: a request running longer than `mirror_timeout_ms` is cancelled on the
+//!   mirror; its answer still ends it, and it counts as a timeout.
+
+mod backlog;
+mod inflight;
+mod reader;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use self::backlog::Backlog;
+use self::inflight::InFlight;
+use super::ledger::Ledger;
+use super::prepared::{Definitions, OnMirror};
+use super::request::Request;
+use super::{Event, MirrorError, MirrorTarget, Outcome, Report};
+use crate::compare::statements::Statements;
+use crate::compare::Digest;
+use crate::protocol::TxStatus;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use writer::{Step, LINGER};
+
+/// After cancelling a timed-out request, how long to wait for its answer before the
+/// connection is given up.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// One client session's replay on the mirror.
+pub struct Pipeline {
+    target: Arc<MirrorTarget>,
+    ledger: Arc<Ledger>,
+    /// The client's named statements, to define on the mirror when it lacks them.
+    definitions: Arc<Definitions>,
+    /// The client's statements by name, when results are compared (kept across
+    /// connections, as the client's view of them does not depend on the mirror's).
+    statements: Option<Statements>,
+    /// The session's places, as they were when it started.
+    places: usize,
+    /// Events not yet taken by the driver.
+    events: Vec<Event>,
+    /// The state of the current mirror connection.
+    conn: Connection,
+}
+
+/// What one mirror connection's replay has: reset for each new connection.
+#[derive(Default)]
+struct Connection {
+    backlog: Backlog,
+    /// The batch the writer was about to send when it found it could not.
+    unsent: Vec<Request>,
+    in_flight: VecDeque<InFlight>,
+    /// The named statements this connection's server has.
+    on_mirror: OnMirror,
+    /// The session's queue is closed: no request will come.
+    queue_closed: bool,
+    /// Everything was sent and the queue is closed.
+    finished: bool,
+    /// The last wait for the primary found what it waited for, and nothing was sent or
+    /// taken since: waiting again would return at once.
+    idle_seen: bool,
+    /// A wait for the primary just ended with an answer: consider lingering.
+    linger_due: bool,
+    /// A wait for the primary ended with the session: wait for the queue alone once.
+    session_closed: bool,
+    /// ReadyForQuery messages received on this connection.
+    answered: u64,
+    /// Transaction status of the mirror's last ReadyForQuery.
+    mirror_status: TxStatus,
+    /// The digest of the answer being received, when results are compared.
+    digest: Digest,
+    /// When the last answer arrived (a request's service time starts at its send or
+    /// there, whichever is later).
+    last_done: Option<Instant>,
+    /// After a cancel for the front request: when its answer is given up.
+    cancel_deadline: Option<Instant>,
+    /// When the last cancelled request was answered (see [`reader`]).
+    last_cancelled: Option<Instant>,
+}
+
+/// What became of the requests of a connection that broke.
+pub enum Broken {
+    /// Nothing was answered on it, it was a pooled connection, and nothing timed out:
+    /// these client requests can be sent again on a fresh connection.
+    Retry(Vec<Request>),
+    /// Everything unanswered was reported.
+    Reported,
+}
+
+impl Pipeline {
+    pub fn new(
+        target: Arc<MirrorTarget>,
+        ledger: Arc<Ledger>,
+        definitions: Arc<Definitions>,
+    ) -> Pipeline {
+        let statements = ledger.compares().then(Statements::default);
+        Pipeline {
+            places: target.queue,
+            target,
+            ledger,
+            definitions,
+            statements,
+            events: Vec::new(),
+            conn: Connection::default(),
+        }
+    }
+
+    /// A new mirror connection: nothing is held, in flight or known on it.
+    pub fn new_connection(&mut self) {
+        self.conn = Connection::default();
+    }
+
+    /// Events produced since the last call (one per client request that ended).
+    #[cfg(test)]
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Hands the events produced so far to `sink`.
+    pub fn flush_events(&mut self, sink: &impl Report) {
+        for event in self.events.drain(..) {
+            sink.report(event);
+        }
+    }
+
+    /// Transaction status of the mirror's last answer on this connection.
+    pub fn mirror_status(&self) -> TxStatus {
+        self.conn.mirror_status
+    }
+
+    /// Everything was sent and answered, and the queue is closed.
+    pub fn is_done(&self) -> bool {
+        self.conn.finished && self.conn.in_flight.is_empty()
+    }
+
+    /// Most requests of one open transaction held back before they are sent anyway (a
+    /// long transaction must not use up the session's places).
+    fn hold_limit(&self) -> usize {
+        (self.places / 2).max(1)
+    }
+
+    /// Reports `outcome` for client request `seq`, without a comparison.
+    pub fn report(&mut self, seq: u64, outcome: Outcome) {
+        let mut event = Event::new(self.target.database.clone(), outcome);
+        event.primary_latency = self.ledger.primary_latency(seq);
+        self.events.push(event);
+    }
+
+    /// A request of the client never reached the mirror (the queue was full when it was
+    /// needed again): reported as dropped, and the mirror's data may now lack writes.
+    fn dropped(events: &mut Vec<Event>, target: &MirrorTarget, r: Request) {
+        if r.is_client() {
+            target.note_drop();
+            events.push(Event::dropped(
+                target.database.clone(),
+                super::DropReason::BufferFull,
+            ));
+        }
+    }
+
+    /// The connection broke with `why`. When `may_retry` (a pooled connection, on its
+    /// first use here) and nothing was answered or timed out, the client's requests come
+    /// back to be sent on a fresh connection; otherwise every unanswered request is
+    /// reported: as a timeout when it had timed out, else as a connection error.
+    pub fn connection_broken(&mut self, why: &MirrorError, may_retry: bool) -> Broken {
+        let mut conn = std::mem::take(&mut self.conn);
+        let timed_out = conn.in_flight.iter().any(|f| f.timed_out);
+        let held = conn.backlog.take_all();
+        let unanswered = conn
+            .in_flight
+            .into_iter()
+            .map(|f| (f.timed_out, f.into_request()))
+            .chain(conn.unsent.into_iter().map(|r| (false, r)))
+            .chain(held.into_iter().map(|r| (false, r)))
+            .filter(|(_, r)| r.is_client());
+        if may_retry && conn.answered == 0 && !timed_out {
+            return Broken::Retry(unanswered.map(|(_, r)| r).collect());
+        }
+        tracing::debug!(
+            database = &*self.target.database,
+            "mirror connection broke: {why}"
+        );
+        for (timed_out, r) in unanswered {
+            let outcome = if timed_out {
+                super::timeout()
+            } else {
+                super::connection_error()
+            };
+            self.report(r.seq, outcome);
+        }
+        Broken::Reported
+    }
+}

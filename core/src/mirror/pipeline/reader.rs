@@ -1,0 +1,189 @@
+//! The reader's rules: each message the mirror sends belongs to the oldest request in
+//! flight, and its ReadyForQuery ends it. PostgreSQL executes pipelined requests one after
+//! another exactly as if they had been sent one at a time, so the answers come in the
+//! order the requests went out.
+//!
+//! A request's mirror latency is its service time: from when the mirror could start on
+//! it (sent, and the request before it answered) to its ReadyForQuery. One that runs
+//! longer than `mirror_timeout_ms` is cancelled ([`Pipeline::deadline_passed`]); its
+//! answer still ends it, as a timeout. The server applies a cancel to whatever runs when
+//! it arrives, so under load the request right after the cancelled one can fail with
+//! `57014` too: within [`CANCEL_GRACE`] of a cancelled request's answer, such a failure
+//! is the proxy's doing and counts as a timeout as well.
+
+use super::inflight::{InFlight, MirrorAnswer};
+use super::{Pipeline, CANCEL_GRACE};
+use crate::compare::judge;
+use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome};
+use crate::plugins::QueryRef;
+use crate::protocol::backend::{ready_status, sqlstate};
+use crate::protocol::tag::server;
+use pgdog_plugin_api::Verdict;
+use std::time::{Duration, Instant};
+
+/// SQLSTATE of a cancelled statement.
+const QUERY_CANCELED: [u8; 5] = *b"57014";
+
+impl Pipeline {
+    /// When the front request's answer is due: its timeout, or, once cancelled, the end
+    /// of the grace its answer gets. `None` when nothing is in flight.
+    pub fn deadline(&self) -> Option<Instant> {
+        let front = self.conn.in_flight.front()?;
+        let timeout = self.started(front) + self.target.timeout;
+        Some(match self.conn.cancel_deadline {
+            Some(grace) if front.timed_out => grace,
+            _ => timeout,
+        })
+    }
+
+    /// The [`Pipeline::deadline`] passed: the front request is marked timed out, for the
+    /// driver to cancel it and then call [`Pipeline::cancel_sent`]. When it had been
+    /// cancelled already, the connection is given up.
+    pub fn deadline_passed(&mut self) -> Result<(), MirrorError> {
+        match self.conn.in_flight.front_mut() {
+            Some(f) if f.timed_out => Err(MirrorError::NoAnswerAfterCancel),
+            Some(f) => {
+                f.timed_out = true;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The cancel for the front request went out at `now`: its answer gets
+    /// [`CANCEL_GRACE`] from here.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        self.conn.cancel_deadline = Some(now + CANCEL_GRACE);
+    }
+
+    /// One whole message from the mirror, received at `now`.
+    pub fn on_message(&mut self, msg: &[u8], now: Instant) -> Result<(), MirrorError> {
+        let tag = msg[0];
+        if self.statements.is_some() && tag != server::READY_FOR_QUERY {
+            self.conn.digest.feed(tag, msg);
+        }
+        match tag {
+            server::ERROR_RESPONSE => {
+                if let Some(f) = self.conn.in_flight.front_mut() {
+                    if f.answer == MirrorAnswer::Ok {
+                        f.answer = MirrorAnswer::Failed(sqlstate(msg));
+                    }
+                }
+            }
+            server::COPY_IN_RESPONSE => {
+                let has_data = self.conn.in_flight.front().is_some_and(|f| f.has_copy_data);
+                if !has_data {
+                    // The client's COPY data went another way (COPY through the extended
+                    // protocol): end the mirror's COPY rather than hang.
+                    return Err(MirrorError::CopyWithoutData);
+                }
+            }
+            server::COPY_BOTH_RESPONSE => return Err(MirrorError::CopyBoth),
+            server::READY_FOR_QUERY => self.ready(msg, now)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A ReadyForQuery: one answer of the front request, and its end unless it has more.
+    fn ready(&mut self, msg: &[u8], now: Instant) -> Result<(), MirrorError> {
+        let Some(front) = self.conn.in_flight.front_mut() else {
+            return Err(MirrorError::UnexpectedReady);
+        };
+        if self.statements.is_some() {
+            let answer = self.conn.digest.take();
+            // The proxy's own requests are not compared: their answer must not count
+            // towards the next request's either.
+            if front.is_client() {
+                let seq = front.answering_seq();
+                let ordered = front.statement.as_ref().is_some_and(|s| s.ordered);
+                let primary = self.ledger.primary_digest(seq);
+                front.paired.add(primary.as_ref(), &answer, ordered);
+            }
+        }
+        self.conn.answered += 1;
+        self.conn.mirror_status = ready_status(msg);
+        if front.readies > 1 {
+            // A joined preparing batch: its request is not over yet.
+            front.readies -= 1;
+            return Ok(());
+        }
+        let mut done = self.conn.in_flight.pop_front().expect("front");
+        let ok = done.answer == MirrorAnswer::Ok && !done.timed_out;
+        self.conn
+            .on_mirror
+            .answered(std::mem::take(&mut done.effects), ok);
+        let latency = now - self.started(&done);
+        self.conn.last_done = Some(now);
+        self.conn.cancel_deadline = None;
+        // The proxy's own late cancel is a timeout, not the mirror's error.
+        let hit_by_stray = !done.timed_out
+            && done.answer == MirrorAnswer::Failed(Some(QUERY_CANCELED))
+            && self
+                .conn
+                .last_cancelled
+                .is_some_and(|at| now - at < CANCEL_GRACE);
+        if done.timed_out {
+            self.conn.last_cancelled = Some(now);
+        }
+        done.timed_out |= hit_by_stray;
+        let outcome = match done.answer {
+            _ if done.timed_out => crate::mirror::timeout(),
+            MirrorAnswer::Ok => Outcome::Mirrored,
+            MirrorAnswer::Failed(code) => Outcome::Error {
+                category: ErrorCategory::Query,
+                sqlstate: code,
+            },
+        };
+        if done.is_client() {
+            let latency = (!done.timed_out).then_some(latency);
+            self.report_answered(&done, outcome, latency);
+        }
+        Ok(())
+    }
+
+    /// When the mirror could start on `f`: its send, or the previous answer if later.
+    fn started(&self, f: &InFlight) -> Instant {
+        self.conn.last_done.map_or(f.sent, |done| f.sent.max(done))
+    }
+
+    /// Reports an answered request, with its comparison when results are compared.
+    fn report_answered(
+        &mut self,
+        done: &InFlight,
+        outcome: Outcome,
+        mirror_latency: Option<Duration>,
+    ) {
+        let mut event = Event::new(self.target.database.clone(), outcome);
+        event.mirror_latency = mirror_latency;
+        event.primary_latency = self.ledger.primary_latency(done.seq);
+        if let Some(statement) = &done.statement {
+            event.query = Some(QueryRef {
+                fingerprint: statement.id,
+                text: statement.text.clone(),
+            });
+        }
+        if self.statements.is_some() && !done.timed_out {
+            let mirror_error = match outcome {
+                // An error without a SQLSTATE never equals the primary's.
+                Outcome::Error { sqlstate, .. } => Some(sqlstate.unwrap_or(*b"?????")),
+                _ => None,
+            };
+            let ignored = done
+                .statement
+                .as_ref()
+                .is_some_and(|s| self.target.compare.ignore.contains(&s.id));
+            event.comparison = judge(
+                &done.paired,
+                mirror_error,
+                done.statement.as_deref(),
+                ignored,
+                self.target.has_diverged(),
+            );
+            if event.outcome == Outcome::Mirrored && event.comparison.verdict == Verdict::MISMATCH {
+                event.outcome = Outcome::Mismatch;
+            }
+        }
+        self.events.push(event);
+    }
+}

@@ -1,0 +1,443 @@
+//! The pipeline's rules, driven directly (no connection, no runtime): batching, linger,
+//! cut transactions, the timeout cancel and the statement repair. The driver's tests
+//! (`super::super::driver`) run the same pipeline over an in-memory connection.
+
+use super::writer::{Inbox, Taken};
+use super::*;
+use crate::mirror::ledger::Ledger;
+use crate::mirror::testing::{self, Places};
+use crate::mirror::ErrorCategory;
+use crate::protocol::frame::Frames;
+use crate::protocol::messages::{self, Severity};
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use TxStatus::{Idle, InTransaction};
+
+/// A session's queue, as the writer sees it without waiting.
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<Request>,
+    closed: bool,
+}
+
+impl Inbox for Queue {
+    fn try_take(&mut self) -> Taken {
+        match self.requests.pop_front() {
+            Some(r) => Taken::Request(r),
+            None if self.closed => Taken::Closed,
+            None => Taken::Empty,
+        }
+    }
+}
+
+struct Fixture {
+    places: Places,
+    ledger: Arc<Ledger>,
+    definitions: Arc<Definitions>,
+    pipeline: Pipeline,
+    queue: Queue,
+}
+
+impl Fixture {
+    /// A session with `queue` places (hold limit `queue / 2`), comparing answers when
+    /// `compare`.
+    fn new(queue: usize, compare: bool) -> Fixture {
+        let target = testing::target(queue, Duration::from_secs(1), compare);
+        let ledger = Arc::new(Ledger::new(compare));
+        let definitions = Arc::new(Definitions::default());
+        let pipeline = Pipeline::new(target.clone(), ledger.clone(), definitions.clone());
+        Fixture {
+            places: Places::new(target),
+            ledger,
+            definitions,
+            pipeline,
+            queue: Queue::default(),
+        }
+    }
+
+    /// The client sends `sql` as request `seq`, which the primary answers (at `at`) with
+    /// `status`, if given; the request is queued.
+    fn query(&mut self, seq: u64, sql: &str, status: Option<TxStatus>, at: Instant) {
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, sql);
+        self.ledger.request_sent(seq, at);
+        if let Some(status) = status {
+            self.ledger.answered(seq, status, at, None);
+        }
+        self.queue
+            .requests
+            .push_back(self.places.request_with(seq, &msg));
+    }
+
+    fn step(&mut self) -> Step {
+        self.pipeline
+            .next_step(&mut self.queue, Instant::now())
+            .expect("a step")
+    }
+
+    /// The mirror answers the front request: an ErrorResponse with `error` first, if
+    /// given, then ReadyForQuery with `status`.
+    fn mirror_answers(&mut self, error: Option<&str>, status: TxStatus) {
+        let mut out = BytesMut::new();
+        match error {
+            Some(code) => messages::error_response(&mut out, Severity::Error, code, "no"),
+            None => messages::command_complete(&mut out, "SELECT 1"),
+        }
+        messages::ready_for_query(&mut out, status);
+        for (_, msg) in Frames::new(&out) {
+            self.pipeline
+                .on_message(msg, Instant::now())
+                .expect("an answer");
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        self.pipeline.take_events().collect()
+    }
+}
+
+/// The simple queries in a write, in order.
+fn queries(step: &Step) -> Vec<String> {
+    let Step::Write(bytes) = step else {
+        panic!("not a write: {step:?}");
+    };
+    Frames::new(bytes)
+        .filter(|(tag, _)| *tag == b'Q')
+        .map(|(_, msg)| String::from_utf8_lossy(&msg[5..msg.len() - 1]).into_owned())
+        .collect()
+}
+
+fn tags(step: &Step) -> String {
+    let Step::Write(bytes) = step else {
+        panic!("not a write: {step:?}");
+    };
+    Frames::new(bytes).map(|(tag, _)| tag as char).collect()
+}
+
+#[test]
+fn finished_transactions_go_out_in_one_write() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    f.query(1, "begin", Some(InTransaction), t);
+    f.query(2, "commit", Some(Idle), t);
+    f.query(3, "begin", Some(InTransaction), t);
+    assert_eq!(queries(&f.step()), ["select 1", "begin", "commit"]);
+    // The open transaction waits for the primary to finish it.
+    assert_eq!(
+        f.step(),
+        Step::AwaitPrimary {
+            from: 3,
+            until: 3 + 64
+        }
+    );
+}
+
+#[test]
+fn a_transaction_is_held_until_the_primary_finishes_it() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "begin", Some(InTransaction), t);
+    f.query(1, "update t set x = 1", None, t);
+    assert_eq!(f.step(), Step::AwaitPrimary { from: 0, until: 64 });
+    // The client ends it (queued before the primary answers), and the primary's answer
+    // ends the wait: the whole transaction goes out in one write.
+    f.ledger.answered(1, InTransaction, t, None);
+    f.query(2, "commit", Some(Idle), t);
+    f.pipeline.primary_waited(true);
+    assert_eq!(
+        queries(&f.step()),
+        ["begin", "update t set x = 1", "commit"]
+    );
+}
+
+#[test]
+fn a_wait_that_ended_without_progress_is_not_repeated() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "begin", Some(InTransaction), t);
+    assert_eq!(f.step(), Step::AwaitPrimary { from: 0, until: 64 });
+    // Woken, yet nothing can go: the same wait would return at once, so the writer
+    // waits for the client's next request (and the primary ending the transaction).
+    f.pipeline.primary_waited(true);
+    assert_eq!(
+        f.step(),
+        Step::AwaitClient {
+            watch_from: Some(1)
+        }
+    );
+    f.query(1, "update t set x = 1", None, t);
+    assert_eq!(f.step(), Step::AwaitPrimary { from: 0, until: 64 });
+}
+
+#[test]
+fn a_long_transaction_goes_out_at_the_hold_limit() {
+    // 8 places: the hold limit is 4 sequence numbers.
+    let mut f = Fixture::new(8, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "begin", Some(InTransaction), t);
+    for seq in 1..4 {
+        f.query(seq, "insert", Some(InTransaction), t);
+    }
+    assert_eq!(
+        queries(&f.step()).len(),
+        4,
+        "as far as the primary answered"
+    );
+    f.query(4, "insert", None, t);
+    assert_eq!(f.step(), Step::AwaitPrimary { from: 4, until: 8 });
+}
+
+#[test]
+fn a_fast_client_lingers_after_a_finished_transaction_and_a_slow_one_does_not() {
+    for (since_previous, lingers) in [
+        (Duration::from_micros(200), true),
+        (Duration::from_millis(5), false),
+    ] {
+        let mut f = Fixture::new(128, false);
+        // Times are measured from the ledger's start.
+        std::thread::sleep(Duration::from_millis(10));
+        let now = Instant::now();
+        f.query(0, "select 1", Some(Idle), now - since_previous);
+        assert_eq!(queries(&f.step()).len(), 1);
+        f.query(1, "select 2", None, now);
+        assert_eq!(f.step(), Step::AwaitPrimary { from: 1, until: 65 });
+        f.ledger.answered(1, Idle, now, None);
+        f.pipeline.primary_waited(true);
+        let step = f.step();
+        if lingers {
+            // Up to 16 sequence numbers past the held one, for at most LINGER.
+            assert_eq!(step, Step::Linger { until: 17 });
+            assert_eq!(queries(&f.step()), ["select 2"]);
+        } else {
+            assert_eq!(queries(&step), ["select 2"]);
+        }
+    }
+}
+
+#[test]
+fn a_gap_drops_the_cut_head_and_rolls_back_what_the_mirror_started() {
+    let mut f = Fixture::new(4, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    // The hold limit (2) sent the head of a transaction: the mirror is inside it.
+    f.query(0, "begin", Some(InTransaction), t);
+    f.query(1, "insert 1", Some(InTransaction), t);
+    assert_eq!(queries(&f.step()).len(), 2);
+    // Its third request is held; 3..=5 were dropped by the tap; 6 is a new transaction.
+    f.query(2, "insert 2", Some(InTransaction), t);
+    f.query(6, "select 6", Some(Idle), t);
+    assert_eq!(queries(&f.step()), ["ROLLBACK", "select 6"]);
+    let events = f.events();
+    assert_eq!(events.len(), 1, "the held head of the cut transaction");
+    assert!(matches!(events[0].outcome, Outcome::Dropped { .. }));
+    assert!(f.places.target.has_diverged());
+}
+
+#[test]
+fn a_transaction_whose_end_was_dropped_is_rolled_back_once_the_primary_ends_it() {
+    let mut f = Fixture::new(4, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "begin", Some(InTransaction), t);
+    f.query(1, "insert", Some(InTransaction), t);
+    assert_eq!(queries(&f.step()).len(), 2);
+    // Its next requests were dropped by the tap, not queued: the writer watches for the
+    // primary to end the transaction without waiting for the client.
+    assert_eq!(
+        f.step(),
+        Step::AwaitClient {
+            watch_from: Some(2)
+        }
+    );
+    f.ledger.request_sent(2, t);
+    f.ledger.answered(2, InTransaction, t, None);
+    assert_eq!(
+        f.step(),
+        Step::AwaitClient {
+            watch_from: Some(2)
+        },
+        "its end may still come"
+    );
+    f.ledger.request_sent(3, t);
+    f.ledger.answered(3, Idle, t, None);
+    assert_eq!(queries(&f.step()), ["ROLLBACK"]);
+    assert_eq!(f.step(), Step::AwaitClient { watch_from: None });
+}
+
+#[test]
+fn the_queue_closing_sends_what_is_held_and_finishes() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "begin", Some(InTransaction), t);
+    assert!(matches!(f.step(), Step::AwaitPrimary { .. }));
+    f.queue.closed = true;
+    assert_eq!(queries(&f.step()), ["begin"]);
+    assert_eq!(f.step(), Step::Finished);
+    assert!(!f.pipeline.is_done(), "the answer is still due");
+    f.mirror_answers(None, InTransaction);
+    assert!(f.pipeline.is_done());
+    assert_eq!(f.pipeline.mirror_status(), InTransaction);
+}
+
+#[test]
+fn answers_end_requests_in_order_with_their_outcome() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    f.query(1, "select nope", Some(Idle), t);
+    assert_eq!(queries(&f.step()).len(), 2);
+    f.mirror_answers(None, Idle);
+    f.mirror_answers(Some("42703"), Idle);
+    let events = f.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].outcome, Outcome::Mirrored);
+    assert!(events[0].mirror_latency.is_some() && events[0].primary_latency.is_some());
+    assert_eq!(
+        events[1].outcome,
+        Outcome::Error {
+            category: ErrorCategory::Query,
+            sqlstate: Some(*b"42703")
+        }
+    );
+    let mut out = BytesMut::new();
+    messages::ready_for_query(&mut out, Idle);
+    assert!(matches!(
+        f.pipeline.on_message(&out, Instant::now()),
+        Err(MirrorError::UnexpectedReady)
+    ));
+}
+
+#[test]
+fn a_request_past_its_timeout_is_cancelled_and_counted_as_a_timeout() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select pg_sleep(10)", Some(Idle), t);
+    f.query(1, "select 1", Some(Idle), t);
+    let sent = Instant::now();
+    assert_eq!(queries(&f.step()).len(), 2);
+    let deadline = f.pipeline.deadline().expect("in flight");
+    assert!(
+        deadline >= sent + Duration::from_secs(1)
+            && deadline < Instant::now() + Duration::from_secs(1)
+    );
+    // The deadline passes: cancelled, and the answer gets the grace from the cancel.
+    f.pipeline.deadline_passed().expect("cancel it");
+    let cancelled = Instant::now();
+    f.pipeline.cancel_sent(cancelled);
+    assert_eq!(f.pipeline.deadline(), Some(cancelled + CANCEL_GRACE));
+    // The cancel hits it, and the next request too (the server applies a cancel to what
+    // runs when it arrives): both are the proxy's doing, not the mirror's errors.
+    f.mirror_answers(Some("57014"), Idle);
+    f.mirror_answers(Some("57014"), Idle);
+    for e in f.events() {
+        assert_eq!(e.outcome, crate::mirror::timeout());
+        assert_eq!(e.mirror_latency, None);
+    }
+}
+
+#[test]
+fn no_answer_within_the_grace_gives_the_connection_up() {
+    let mut f = Fixture::new(128, false);
+    f.query(0, "select pg_sleep(10)", Some(Idle), Instant::now());
+    assert_eq!(queries(&f.step()).len(), 1);
+    f.pipeline.deadline_passed().expect("cancel it");
+    f.pipeline.cancel_sent(Instant::now());
+    assert!(matches!(
+        f.pipeline.deadline_passed(),
+        Err(MirrorError::NoAnswerAfterCancel)
+    ));
+    // What was in flight timed out, so it is not sent again on another connection.
+    let broken = f
+        .pipeline
+        .connection_broken(&MirrorError::NoAnswerAfterCancel, true);
+    assert!(matches!(broken, Broken::Reported));
+    assert_eq!(f.events()[0].outcome, crate::mirror::timeout());
+}
+
+#[test]
+fn a_pooled_connection_dead_before_any_answer_gives_its_requests_back() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    f.query(1, "begin", Some(InTransaction), t);
+    assert_eq!(queries(&f.step()).len(), 1);
+    let Broken::Retry(requests) = f.pipeline.connection_broken(&MirrorError::Closed, true) else {
+        panic!("nothing was answered: retried");
+    };
+    assert_eq!(requests.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+    // On the fresh connection, a failure is final: both are reported.
+    f.pipeline.new_connection();
+    for r in requests {
+        f.pipeline.offer(r);
+    }
+    assert_eq!(queries(&f.step()).len(), 1);
+    assert!(matches!(
+        f.pipeline.connection_broken(&MirrorError::Closed, false),
+        Broken::Reported
+    ));
+    let outcomes: Vec<Outcome> = f.events().into_iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [crate::mirror::connection_error(); 2]);
+}
+
+#[test]
+fn a_bind_of_a_statement_the_mirror_lacks_is_repaired_in_the_write() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    let parse = |name: &str, sql: &str| {
+        let mut m = BytesMut::new();
+        messages::put(&mut m, b'P', |b| {
+            messages::put_cstr(b, name);
+            messages::put_cstr(b, sql);
+            b.extend_from_slice(&[0, 0]);
+        });
+        m
+    };
+    // The client prepared s1 in a request the mirror never got.
+    f.definitions.parsed(&parse("s1", "select $1"), 0);
+    let mut bind = BytesMut::new();
+    messages::put(&mut bind, b'B', |b| {
+        b.extend_from_slice(b"\0s1\0");
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    });
+    messages::put(&mut bind, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
+    messages::sync(&mut bind);
+    f.ledger.request_sent(1, t);
+    f.ledger.answered(1, Idle, t, None);
+    f.queue.requests.push_back(f.places.request_with(1, &bind));
+    let step = f.step();
+    assert_eq!(tags(&step), "CPBES");
+    // Confirmed by the answer: the next Bind goes out as it is.
+    f.mirror_answers(None, Idle);
+    f.ledger.request_sent(2, t);
+    f.ledger.answered(2, Idle, t, None);
+    f.queue.requests.push_back(f.places.request_with(2, &bind));
+    assert_eq!(tags(&f.step()), "BES");
+}
+
+#[test]
+fn answers_are_compared_with_the_primarys() {
+    let mut f = Fixture::new(128, true);
+    let t = Instant::now() - Duration::from_secs(1);
+    // The primary answered "SELECT 2"; the mirror will answer "SELECT 1".
+    let primary = {
+        let mut d = crate::compare::Digest::default();
+        let mut out = BytesMut::new();
+        messages::command_complete(&mut out, "SELECT 2");
+        for (tag, msg) in Frames::new(&out) {
+            d.feed(tag, msg);
+        }
+        d.take()
+    };
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, "select * from t");
+    f.ledger.request_sent(0, t);
+    f.ledger.answered(0, Idle, t, Some(&primary));
+    f.queue.requests.push_back(f.places.request_with(0, &msg));
+    assert_eq!(queries(&f.step()).len(), 1);
+    f.mirror_answers(None, Idle);
+    let events = f.events();
+    assert_eq!(events[0].outcome, Outcome::Mismatch);
+    assert_eq!(
+        events[0].query.as_ref().map(|q| &*q.text),
+        Some("select * from t")
+    );
+}

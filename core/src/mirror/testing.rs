@@ -1,0 +1,81 @@
+//! Fixtures for the mirror's unit tests: a target on a pool nobody connects to, and
+//! requests that hold a place of a session's queue.
+
+use super::request::{Request, Slot};
+use super::MirrorTarget;
+use crate::backend::pool::PoolSettings;
+use crate::backend::{Pool, ServerAddr};
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// A mirror target named `db` on a pool whose server is never reached, replaying with
+/// `timeout`, comparing answers when `compare` is set.
+pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarget> {
+    let addr = ServerAddr {
+        host: "127.0.0.1".into(),
+        port: 1,
+        database: "m".into(),
+        user: "m".into(),
+        password: None,
+    };
+    let settings = PoolSettings {
+        size: 1,
+        connect_timeout: Duration::from_secs(1),
+        checkout_timeout: Duration::from_secs(1),
+    };
+    let compare = super::CompareSettings {
+        enabled: compare,
+        ..Default::default()
+    };
+    Arc::new(MirrorTarget::new(
+        "db",
+        Pool::new("m", addr, settings),
+        1.0,
+        queue,
+        timeout,
+        compare,
+    ))
+}
+
+/// The places of one session's queue, and the requests that take them.
+pub struct Places {
+    pub target: Arc<MirrorTarget>,
+    places: Arc<Semaphore>,
+}
+
+impl Places {
+    pub fn new(target: Arc<MirrorTarget>) -> Places {
+        Places {
+            places: Arc::new(Semaphore::new(target.queue)),
+            target,
+        }
+    }
+
+    /// A client request numbered `seq`, with one ReadyForQuery, carrying `payload`.
+    pub fn request_with(&self, seq: u64, payload: &[u8]) -> Request {
+        Request {
+            payload: SmallVec::from_iter([Bytes::copy_from_slice(payload)]),
+            seq,
+            readies: 1,
+            received: Instant::now(),
+            slot: Some(Slot::new(
+                self.places
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("a free place"),
+                self.target.clone(),
+            )),
+            continues: false,
+        }
+    }
+
+    /// A client request numbered `seq`, without payload.
+    pub fn request(&self, seq: u64) -> Request {
+        let mut r = self.request_with(seq, b"");
+        r.payload.clear();
+        r
+    }
+}
