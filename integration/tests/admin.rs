@@ -6,34 +6,20 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
-use pgdog_integration::{ConfigBuilder, PgCluster, Pgdog};
+use pgdog_integration::{ConfigBuilder, Pgdog};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 const ADMIN_PASSWORD: &str = "s3cret-admin";
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A primary and a mirror cluster, and pgdog with pool `primary` mirrored to pool `mirror`.
-struct Env {
-    // pgdog first: dropped before the clusters, so it never sees them go away.
-    pgdog: Pgdog,
-    primary: PgCluster,
-    mirror: PgCluster,
-}
-
-async fn start(configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Result<Env> {
-    let (primary, mirror) = tokio::try_join!(PgCluster::start(), PgCluster::start())?;
-    let builder = ConfigBuilder::new()
-        .set("admin_password", ADMIN_PASSWORD)
-        .pool("primary", &primary, "pgdog")
-        .pool("mirror", &mirror, "pgdog")
-        .pool_set("primary", "mirror_of", "mirror");
-    let pgdog = started(configure(builder)).await?;
-    Ok(Env {
-        pgdog,
-        primary,
-        mirror,
-    })
+/// A primary and a mirror cluster, and pgdog with pool `primary` mirrored to pool `mirror`,
+/// its admin console up.
+async fn start(configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Result<MirrorEnv> {
+    MirrorEnv::start("", |b| configure(b.set("admin_password", ADMIN_PASSWORD)))
+        .await?
+        .with_admin()
+        .await
 }
 
 /// Starts pgdog and waits for its admin port too.
@@ -48,7 +34,7 @@ async fn admin(pgdog: &Pgdog) -> Result<Client> {
     pgdog.connect_admin("admin", ADMIN_PASSWORD, "pgdog").await
 }
 
-use common::{admin_lines as lines, admin_rows as rows, AdminRow as Row};
+use common::{admin_lines as lines, admin_rows as rows, AdminRow as Row, MirrorEnv};
 
 fn value<'a>(row: &'a Row, column: &str) -> &'a str {
     row.get(column)
@@ -624,4 +610,85 @@ async fn reload_applies_a_valid_config_and_refuses_an_invalid_one() -> Result<()
 
 fn pools_of(config: &mut toml::Table) -> &mut Vec<toml::Value> {
     config["pools"].as_array_mut().unwrap()
+}
+
+/// RELOADs that switch pool `app` between two generations (database `a` on the primary,
+/// mirrored to `a` on the mirror; or `b` mirrored to `b`) while clients keep logging in.
+/// Each session's inserts must reach the mirror database of its own generation: a pool of
+/// one generation paired with the other's mirror target would leave the databases'
+/// row counts different on the two clusters.
+#[tokio::test]
+async fn a_reload_racing_logins_never_pairs_a_pool_with_another_generations_mirror() -> Result<()> {
+    let (p, m) = tokio::try_join!(
+        pgdog_integration::PgCluster::start(),
+        pgdog_integration::PgCluster::start()
+    )?;
+    for c in [&p, &m] {
+        for db in ["a", "b"] {
+            c.create_database(db).await?;
+            c.execute_in(db, "CREATE TABLE t(v int)").await?;
+        }
+    }
+    let generation = |db: &str| {
+        ConfigBuilder::new()
+            .set("admin_password", ADMIN_PASSWORD)
+            .pool("app", &p, db)
+            .pool("m_a", &m, "a")
+            .pool("m_b", &m, "b")
+            .pool_set("app", "mirror_of", format!("m_{db}"))
+    };
+    let pgdog = started(generation("a")).await?;
+    let texts = [generation("a").build(), generation("b").build()];
+    let console = admin(&pgdog).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloads = tokio::spawn({
+        let (path, stop) = (pgdog.config_path().to_path_buf(), stop.clone());
+        async move {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&path, &texts[n % 2])?;
+                lines(&console, "RELOAD").await?;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            anyhow::Ok(n)
+        }
+    });
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let dsn = pgdog.dsn("pgdog", "pgdog", "app");
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let client = pgdog_integration::connect_dsn(&dsn).await?;
+                    client.simple_query("INSERT INTO t VALUES (1)").await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await??;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reloads = reloads.await??;
+    async fn rows(c: &pgdog_integration::PgCluster, db: &str) -> Result<i64> {
+        c.query_scalar_in(db, "SELECT count(*) FROM t").await
+    }
+    let (on_a, on_b) = (rows(&p, "a").await?, rows(&p, "b").await?);
+    assert_eq!(on_a + on_b, 320);
+    assert!(
+        on_a > 0 && on_b > 0 && reloads > 10,
+        "{on_a} + {on_b} rows, {reloads} reloads"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mirrored = (rows(&m, "a").await?, rows(&m, "b").await?);
+        if mirrored == (on_a, on_b) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("primary a, b = {on_a}, {on_b}; mirror a, b = {mirrored:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

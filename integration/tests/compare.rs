@@ -5,45 +5,32 @@
 mod common;
 
 use anyhow::{bail, Result};
-use common::{admin_lines, admin_rows, metric, scrape, AdminRow};
-use pgdog_integration::{ConfigBuilder, PgCluster, Pgdog};
+use common::{admin_lines, admin_rows, metric, scrape, AdminRow, MirrorEnv};
+use pgdog_integration::{ConfigBuilder, Pgdog};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 const ADMIN_PASSWORD: &str = "s3cret-admin";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Env {
-    // pgdog first: dropped before the clusters.
-    pgdog: Pgdog,
-    primary: PgCluster,
-    mirror: PgCluster,
-}
-
 /// `primary` mirrored to `mirror`, comparison on (the default), `setup` run on both.
-async fn start(setup: &str, configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Result<Env> {
-    let (primary, mirror) = tokio::try_join!(PgCluster::start(), PgCluster::start())?;
-    for c in [&primary, &mirror] {
-        c.execute_in("pgdog", setup).await?;
-    }
+async fn start(
+    setup: &str,
+    configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Result<MirrorEnv> {
     // A long queue (below the 256 answers a session keeps for pairing): these tests are
     // about comparison, and under a loaded test machine the mirror can fall 128 requests
     // behind one busy client, which would drop requests and set comparison aside.
-    let builder = ConfigBuilder::new()
-        .set("admin_password", ADMIN_PASSWORD)
-        .set("mirror_min_runtime_hours", 0)
-        .set("mirror_queue", 250)
-        .pool("primary", &primary, "pgdog")
-        .pool("mirror", &mirror, "pgdog")
-        .pool_set("primary", "mirror_of", "mirror");
-    let mut pgdog = configure(builder).start().await?;
-    let port = pgdog.admin_port();
-    pgdog.wait_for_port(port, Duration::from_secs(10)).await?;
-    Ok(Env {
-        pgdog,
-        primary,
-        mirror,
+    MirrorEnv::start(setup, |b| {
+        configure(
+            b.set("admin_password", ADMIN_PASSWORD)
+                .set("mirror_min_runtime_hours", 0)
+                .set("mirror_queue", 250),
+        )
     })
+    .await?
+    .with_admin()
+    .await
 }
 
 async fn admin(pgdog: &Pgdog) -> Result<Client> {

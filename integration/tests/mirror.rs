@@ -6,22 +6,23 @@ mod common;
 use anyhow::Result;
 use common::{
     metric, raw_login, raw_request, run_with_password, scrape, settled_counts, wire, Counts,
+    MirrorEnv,
 };
 use pgdog_integration::{ConfigBuilder, PgCluster};
 use std::time::{Duration, Instant};
 
-async fn clusters() -> Result<(PgCluster, PgCluster)> {
-    tokio::try_join!(PgCluster::start(), PgCluster::start())
-}
-
-/// `primary` (on `p`) mirrored to `mirror` (on `m`), both database `pgdog`.
-fn mirrored(p: &PgCluster, m: &PgCluster) -> ConfigBuilder {
-    ConfigBuilder::new()
-        .set("mirror_min_runtime_hours", 0)
-        .pool("primary", p, "pgdog")
-        .pool("mirror", m, "pgdog")
-        .pool_set("primary", "mirror_of", "mirror")
-        .pool_set("primary", "mirror_exposure", 1.0)
+/// [`MirrorEnv::start`], with every transaction mirrored and no minimum runtime.
+async fn mirrored(
+    setup: &str,
+    configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Result<MirrorEnv> {
+    MirrorEnv::start(setup, |b| {
+        configure(
+            b.set("mirror_min_runtime_hours", 0)
+                .pool_set("primary", "mirror_exposure", 1.0),
+        )
+    })
+    .await
 }
 
 fn invariant(c: &Counts) -> bool {
@@ -40,15 +41,13 @@ async fn lock_table(c: &PgCluster, table: &str) -> Result<tokio_postgres::Client
     Ok(locker)
 }
 
-async fn both(p: &PgCluster, m: &PgCluster, sql: &str) -> Result<()> {
-    p.execute_in("pgdog", sql).await?;
-    m.execute_in("pgdog", sql).await
-}
-
 #[tokio::test]
 async fn hundred_selects_are_all_mirrored() -> Result<()> {
-    let (p, m) = clusters().await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: _m,
+        primary: _p,
+        pgdog,
+    } = mirrored("", |b| b).await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     for i in 0..50 {
         client.simple_query(&format!("SELECT {i}")).await?;
@@ -79,9 +78,11 @@ async fn hundred_selects_are_all_mirrored() -> Result<()> {
 
 #[tokio::test]
 async fn writes_prepared_statements_and_transactions_replay_in_order() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE log(id serial PRIMARY KEY, v text)").await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("CREATE TABLE log(id serial PRIMARY KEY, v text)", |b| b).await?;
     let mut client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     for i in 0..50 {
         client
@@ -127,16 +128,18 @@ async fn rows(c: &PgCluster) -> Result<Vec<(i32, String)>> {
 
 #[tokio::test]
 async fn exposure_half_mirrors_about_half_of_the_transactions() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE e(id int)").await?;
     // A long queue: this test is about the exposure, and under the load of the parallel
     // tests a sequential client can get 128 requests ahead of the mirror (a drop would
     // keep `mirrored` below `total`).
-    let pgdog = mirrored(&p, &m)
-        .pool_set("primary", "mirror_exposure", 0.5)
-        .pool_set("primary", "mirror_queue", 2000)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE e(id int)", |b| {
+        b.pool_set("primary", "mirror_exposure", 0.5)
+            .pool_set("primary", "mirror_queue", 2000)
+    })
+    .await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     let n = 2000;
     for i in 0..n {
@@ -190,9 +193,11 @@ async fn exposure_half_mirrors_about_half_of_the_transactions() -> Result<()> {
 
 #[tokio::test]
 async fn mirror_down_never_fails_the_primary_and_mirroring_resumes() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE r(id int)").await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("CREATE TABLE r(id int)", |b| b).await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     client.simple_query("INSERT INTO r VALUES (0)").await?;
     m.stop()?;
@@ -233,14 +238,16 @@ async fn mirror_down_never_fails_the_primary_and_mirroring_resumes() -> Result<(
 
 #[tokio::test]
 async fn stalled_mirror_drops_instead_of_slowing_fifty_clients() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE s(id int)").await?;
-    let pgdog = mirrored(&p, &m)
-        .pool_set("primary", "mirror_queue", 2)
-        .pool_set("primary", "pool_size", 60)
-        .pool_set("mirror", "pool_size", 60)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("CREATE TABLE s(id int)", |b| {
+        b.pool_set("primary", "mirror_queue", 2)
+            .pool_set("primary", "pool_size", 60)
+            .pool_set("mirror", "pool_size", 60)
+    })
+    .await?;
     // Stall the mirror: an open transaction holds an exclusive lock on the table.
     let locker = lock_table(&m, "s").await?;
 
@@ -291,11 +298,14 @@ async fn stalled_mirror_drops_instead_of_slowing_fifty_clients() -> Result<()> {
 
 #[tokio::test]
 async fn mirror_query_errors_carry_their_category() -> Result<()> {
-    let (p, m) = clusters().await?;
     // The table exists only on the primary.
+    let MirrorEnv {
+        mirror: _m,
+        primary: p,
+        pgdog,
+    } = mirrored("", |b| b).await?;
     p.execute_in("pgdog", "CREATE TABLE only_primary(id int)")
         .await?;
-    let pgdog = mirrored(&p, &m).start().await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     for i in 0..5 {
         client
@@ -311,8 +321,11 @@ async fn mirror_query_errors_carry_their_category() -> Result<()> {
 
 #[tokio::test]
 async fn pgbench_prepared_through_a_mirrored_pool_has_no_failures() -> Result<()> {
-    let (p, m) = clusters().await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("", |b| b).await?;
     for c in [&p, &m] {
         let port = c.port().to_string();
         let (ok, _, err) = run_with_password(
@@ -377,7 +390,7 @@ async fn pgbench_prepared_through_a_mirrored_pool_has_no_failures() -> Result<()
 
 #[tokio::test]
 async fn hundred_concurrent_clients_on_two_mirrored_pools_keep_the_books() -> Result<()> {
-    let (p, m) = clusters().await?;
+    let (p, m) = tokio::try_join!(PgCluster::start(), PgCluster::start())?;
     for db in ["a", "b"] {
         p.create_database(db).await?;
         m.create_database(db).await?;
@@ -431,11 +444,11 @@ async fn hundred_concurrent_clients_on_two_mirrored_pools_keep_the_books() -> Re
 
 #[tokio::test]
 async fn ended_sessions_give_their_mirror_connections_back() -> Result<()> {
-    let (p, m) = clusters().await?;
-    let pgdog = mirrored(&p, &m)
-        .pool_set("mirror", "pool_size", 2)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: _m,
+        primary: _p,
+        pgdog,
+    } = mirrored("", |b| b.pool_set("mirror", "pool_size", 2)).await?;
     // Ten sessions one after the other through a mirror pool of two connections.
     for i in 0..10 {
         let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
@@ -456,8 +469,11 @@ async fn ended_sessions_give_their_mirror_connections_back() -> Result<()> {
 
 #[tokio::test]
 async fn a_restarted_mirror_does_not_cost_the_next_session_its_requests() -> Result<()> {
-    let (p, m) = clusters().await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("", |b| b).await?;
     {
         let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
         client.simple_query("SELECT 1").await?;
@@ -497,12 +513,14 @@ async fn a_restarted_mirror_does_not_cost_the_next_session_its_requests() -> Res
 /// `26000 prepared statement does not exist`.
 #[tokio::test]
 async fn a_prepared_statement_cancelled_on_the_mirror_is_prepared_again() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE s(id int)").await?;
-    let pgdog = mirrored(&p, &m)
-        .set("mirror_timeout_ms", 400)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE s(id int)", |b| {
+        b.set("mirror_timeout_ms", 400)
+    })
+    .await?;
     let locker = lock_table(&m, "s").await?;
 
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
@@ -541,13 +559,15 @@ async fn a_prepared_statement_cancelled_on_the_mirror_is_prepared_again() -> Res
 #[tokio::test]
 async fn a_statement_redefined_in_a_dropped_request_runs_in_its_new_definition() -> Result<()> {
     use wire::{bind, close, execute, parse, query, sync};
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE a(v int); CREATE TABLE b(v int)").await?;
-    let pgdog = mirrored(&p, &m)
-        .set("auth_type", "trust")
-        .pool_set("primary", "mirror_queue", 2)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("CREATE TABLE a(v int); CREATE TABLE b(v int)", |b| {
+        b.set("auth_type", "trust")
+            .pool_set("primary", "mirror_queue", 2)
+    })
+    .await?;
     let mut s = raw_login(pgdog.port(), "pgdog", "primary").await?;
 
     let first = [
@@ -629,13 +649,15 @@ async fn idle_in_transaction(c: &PgCluster) -> Result<i64> {
 /// swallow the requests that follow.
 #[tokio::test]
 async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE t(v int); CREATE TABLE s(id int)").await?;
     // Queue of 2: a transaction's statements go out one by one (hold limit 1).
-    let pgdog = mirrored(&p, &m)
-        .pool_set("primary", "mirror_queue", 2)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE t(v int); CREATE TABLE s(id int)", |b| {
+        b.pool_set("primary", "mirror_queue", 2)
+    })
+    .await?;
     let locker = lock_table(&m, "s").await?;
 
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
@@ -684,13 +706,15 @@ async fn a_transaction_cut_by_drops_is_rolled_back_on_the_mirror() -> Result<()>
 /// request (which, for a client of a connection pool, may come hours later).
 #[tokio::test]
 async fn a_held_transaction_head_is_given_up_once_the_primary_ends_it() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE t(v int); CREATE TABLE s(id int)").await?;
     // Queue of 4: an open transaction's statements are held two at a time (hold limit 2).
-    let pgdog = mirrored(&p, &m)
-        .pool_set("primary", "mirror_queue", 4)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE t(v int); CREATE TABLE s(id int)", |b| {
+        b.pool_set("primary", "mirror_queue", 4)
+    })
+    .await?;
     let locker = lock_table(&m, "s").await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     for sql in [
@@ -730,13 +754,15 @@ async fn a_held_transaction_head_is_given_up_once_the_primary_ends_it() -> Resul
 /// limit, a transaction would take all of the session's places and have its rest dropped.
 #[tokio::test]
 async fn a_session_keeps_its_queue_length_across_a_reload() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE t(v int)").await?;
-    let pgdog = mirrored(&p, &m)
-        .set("admin_password", "reload-secret")
-        .pool_set("primary", "mirror_queue", 4)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE t(v int)", |b| {
+        b.set("admin_password", "reload-secret")
+            .pool_set("primary", "mirror_queue", 4)
+    })
+    .await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     client.simple_query("SELECT 1").await?; // the session starts, with 4 places
 
@@ -781,14 +807,16 @@ async fn a_session_keeps_its_queue_length_across_a_reload() -> Result<()> {
 
 #[tokio::test]
 async fn a_transaction_whose_mirror_connection_broke_is_not_finished_outside_it() -> Result<()> {
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE t(v int)").await?;
     // Queue of 2: the transaction's statements go out one by one (hold limit 1), so the
     // mirror has run its head when its connection is killed.
-    let pgdog = mirrored(&p, &m)
-        .pool_set("primary", "mirror_queue", 2)
-        .start()
-        .await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: p,
+        pgdog,
+    } = mirrored("CREATE TABLE t(v int)", |b| {
+        b.pool_set("primary", "mirror_queue", 2)
+    })
+    .await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     for (sql, replayed) in [("BEGIN", 1), ("INSERT INTO t VALUES (1)", 2)] {
         client.simple_query(sql).await?;
@@ -834,9 +862,11 @@ async fn a_transaction_whose_mirror_connection_broke_is_not_finished_outside_it(
 #[tokio::test]
 async fn copy_through_the_extended_protocol_is_mirrored_and_keeps_the_books() -> Result<()> {
     use futures_util::SinkExt;
-    let (p, m) = clusters().await?;
-    both(&p, &m, "CREATE TABLE c(a int)").await?;
-    let pgdog = mirrored(&p, &m).start().await?;
+    let MirrorEnv {
+        mirror: m,
+        primary: _p,
+        pgdog,
+    } = mirrored("CREATE TABLE c(a int)", |b| b).await?;
     let client = pgdog.connect("pgdog", "pgdog", "primary").await?;
     // tokio-postgres sends COPY FROM STDIN as Bind/Execute/Sync, then the data, CopyDone
     // and a second Sync; the server ignores the first Sync and answers one ReadyForQuery.

@@ -3,6 +3,7 @@
 use super::{auth, commands, parse, AdminError, Console};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
+use crate::protocol::tag::client;
 use crate::protocol::{ProtocolError, TxStatus};
 use crate::proxy::Proxy;
 use bytes::BytesMut;
@@ -63,7 +64,7 @@ pub(super) async fn run(
         };
         let mut out = BytesMut::new();
         match msg[0] {
-            b'Q' => {
+            client::QUERY => {
                 skipping = false;
                 match Reader::new(body(&msg), "Query").cstr() {
                     Ok(sql) => run_query(&proxy, sql, peer, &mut out).await,
@@ -71,24 +72,28 @@ pub(super) async fn run(
                 }
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'X' => break,
-            b'S' => {
+            client::TERMINATE => break,
+            client::SYNC => {
                 skipping = false;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'H' => {}
-            tag @ (b'P' | b'B' | b'D' | b'E' | b'C') => {
+            client::FLUSH => {}
+            tag @ (client::PARSE
+            | client::BIND
+            | client::DESCRIBE
+            | client::EXECUTE
+            | client::CLOSE) => {
                 if !skipping {
                     skipping = true;
                     error(&mut out, &AdminError::Extended(tag));
                 }
             }
-            b'F' => {
-                error(&mut out, &AdminError::Extended(b'F'));
+            client::FUNCTION_CALL => {
+                error(&mut out, &AdminError::Extended(client::FUNCTION_CALL));
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
-            b'd' | b'c' | b'f' => {}
+            client::COPY_DATA | client::COPY_DONE | client::COPY_FAIL => {}
             tag => {
                 let e = AdminError::Protocol(ProtocolError::Unexpected {
                     tag,

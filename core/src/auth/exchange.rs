@@ -5,6 +5,7 @@
 use super::scram::{self, ScramSecret};
 use super::{md5, AuthError};
 use crate::protocol::frame::{body, read_message, Reader};
+use crate::protocol::tag::client;
 use crate::protocol::{messages, ProtocolError};
 use bytes::BytesMut;
 use rand::RngCore;
@@ -83,7 +84,7 @@ pub async fn read_password<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Result<BytesMut, ProtocolError> {
     let msg = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
-    if msg[0] != b'p' {
+    if msg[0] != client::PASSWORD {
         return Err(ProtocolError::Unexpected {
             tag: msg[0],
             context: "expected a password message",

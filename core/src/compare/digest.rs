@@ -11,6 +11,7 @@
 //! * the first ErrorResponse's SQLSTATE.
 
 use crate::protocol::backend::sqlstate;
+use crate::protocol::tag::server;
 use pgdog_plugin_api::Differences;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
@@ -57,21 +58,21 @@ impl Digest {
     pub fn feed(&mut self, tag: u8, msg: &[u8]) {
         let body = msg.get(5..).unwrap_or(&[]);
         match tag {
-            b'D' | b'd' => {
+            server::DATA_ROW | server::COPY_DATA => {
                 let h = xxh3_64(body);
                 self.d.rows += 1;
                 self.d.unordered = self.d.unordered.wrapping_add(h);
                 self.d.ordered =
                     (self.d.ordered.rotate_left(5) ^ h).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             }
-            b'C' => {
+            server::COMMAND_COMPLETE => {
                 let text = body.strip_suffix(&[0]).unwrap_or(body);
                 self.d.tags = xxh3_64_with_seed(text, self.d.tags);
                 self.d.tag_rows += tag_rows(text);
             }
-            b'I' => self.d.tags = xxh3_64_with_seed(b"EMPTY", self.d.tags),
-            b'T' => self.d.columns = fold_column_types(body, self.d.columns),
-            b'E' if !self.d.failed() => {
+            server::EMPTY_QUERY_RESPONSE => self.d.tags = xxh3_64_with_seed(b"EMPTY", self.d.tags),
+            server::ROW_DESCRIPTION => self.d.columns = fold_column_types(body, self.d.columns),
+            server::ERROR_RESPONSE if !self.d.failed() => {
                 if let Some(code) = sqlstate(msg) {
                     self.d.sqlstate = code;
                 }

@@ -9,6 +9,7 @@
 
 use super::fingerprint::{fingerprint, Fingerprint};
 use crate::protocol::frame::{split_cstr as cstr, Frames};
+use crate::protocol::tag::client;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,11 +37,11 @@ impl Statements {
             for (tag, msg) in Frames::new(part) {
                 let body = msg.get(5..).unwrap_or(&[]);
                 match tag {
-                    b'Q' => {
+                    client::QUERY => {
                         let (text, _) = cstr(body)?;
                         executed.get_or_insert_with(|| Arc::new(fingerprint(&lossy(text))));
                     }
-                    b'P' => {
+                    client::PARSE => {
                         let (name, rest) = cstr(body)?;
                         let (text, _) = cstr(rest)?;
                         let fp = Arc::new(fingerprint(&lossy(text)));
@@ -49,7 +50,7 @@ impl Statements {
                         }
                         parsed = Some(fp);
                     }
-                    b'B' => {
+                    client::BIND => {
                         let (portal, rest) = cstr(body)?;
                         let (statement, _) = cstr(rest)?;
                         let fp = self.statements.get(statement).cloned();
@@ -63,7 +64,7 @@ impl Statements {
                             }
                         }
                     }
-                    b'E' => {
+                    client::EXECUTE => {
                         let (portal, _) = cstr(body)?;
                         if executed.is_none() {
                             executed = if portal.is_empty() {
@@ -73,11 +74,11 @@ impl Statements {
                             };
                         }
                     }
-                    b'C' => {
+                    client::CLOSE => {
                         let (&kind, rest) = body.split_first()?;
                         let (name, _) = cstr(rest)?;
                         match (kind, name.is_empty()) {
-                            (b'S', _) => drop(self.statements.remove(name)),
+                            (client::STATEMENT, _) => drop(self.statements.remove(name)),
                             (_, true) => self.unnamed_portal = None,
                             (_, false) => drop(self.portals.remove(name)),
                         }

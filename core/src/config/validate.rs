@@ -6,56 +6,53 @@ use std::collections::HashSet;
 
 pub fn check(config: &Config, text: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let general = |key: &str, message: String| Problem {
+    check_general(config, text, &mut problems);
+    check_pools(config, text, &mut problems);
+    check_plugins(config, text, &mut problems);
+    problems
+}
+
+/// A problem with `[general] key`.
+fn general(text: &str, key: &str, message: String) -> Problem {
+    Problem {
         line: line_of_key(text, "general", None, key),
         key: format!("general.{key}"),
         message,
-    };
+    }
+}
+
+fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
     let g = &config.general;
-    if !(0.0..=1.0).contains(&g.mirror_max_error_rate) {
-        problems.push(general(
-            "mirror_max_error_rate",
-            format!(
-                "expected a fraction between 0 and 1, got {}",
-                g.mirror_max_error_rate
-            ),
-        ));
-    }
-    if !(0.0..=1.0).contains(&g.mirror_max_drop_rate) {
-        problems.push(general(
-            "mirror_max_drop_rate",
-            format!(
-                "expected a fraction between 0 and 1, got {}",
-                g.mirror_max_drop_rate
-            ),
-        ));
-    }
-    if !(0.0..=1.0).contains(&g.mirror_max_mismatch_rate) {
-        problems.push(general(
-            "mirror_max_mismatch_rate",
-            format!(
-                "expected a fraction between 0 and 1, got {}",
-                g.mirror_max_mismatch_rate
-            ),
-        ));
+    let mut problem = |key: &str, message: String| problems.push(general(text, key, message));
+    for (key, value) in [
+        ("mirror_max_error_rate", g.mirror_max_error_rate),
+        ("mirror_max_drop_rate", g.mirror_max_drop_rate),
+        ("mirror_max_mismatch_rate", g.mirror_max_mismatch_rate),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            problem(
+                key,
+                format!("expected a fraction between 0 and 1, got {value}"),
+            );
+        }
     }
     if !(g.mirror_max_latency_ratio >= 0.0 && g.mirror_max_latency_ratio.is_finite()) {
-        problems.push(general(
+        problem(
             "mirror_max_latency_ratio",
             format!(
                 "expected a ratio >= 0 (0 turns the check off), got {}",
                 g.mirror_max_latency_ratio
             ),
-        ));
+        );
     }
     if !(g.mirror_min_runtime_hours >= 0.0 && g.mirror_min_runtime_hours.is_finite()) {
-        problems.push(general(
+        problem(
             "mirror_min_runtime_hours",
             format!(
                 "expected a number of hours >= 0, got {}",
                 g.mirror_min_runtime_hours
             ),
-        ));
+        );
     }
     for (key, value) in [
         ("pool_size", g.pool_size),
@@ -63,85 +60,88 @@ pub fn check(config: &Config, text: &str) -> Vec<Problem> {
         ("max_client_conn", g.max_client_conn),
     ] {
         if value == 0 {
-            problems.push(general(key, "expected a positive number, got 0".into()));
+            problem(key, "expected a positive number, got 0".into());
         }
     }
     if g.max_message_size < 1024 {
-        problems.push(general(
+        problem(
             "max_message_size",
             format!("expected at least 1024 bytes, got {}", g.max_message_size),
-        ));
+        );
     }
     if g.port == g.admin_port || (g.port == g.metrics_port && g.metrics_port != 0) {
-        problems.push(general(
+        problem(
             "port",
             "port, admin_port and metrics_port must differ".into(),
-        ));
+        );
     }
     if g.admin_port == g.metrics_port && g.admin_port != 0 {
-        problems.push(general(
+        problem(
             "admin_port",
             "port, admin_port and metrics_port must differ".into(),
-        ));
+        );
     }
+}
 
+fn check_pools(config: &Config, text: &str, problems: &mut Vec<Problem>) {
     let mut names = HashSet::new();
     for (i, pool) in config.pools.iter().enumerate() {
-        let at = |key: &str, message: String| Problem {
-            line: line_of_key(text, "pools", Some(i), key)
-                .or_else(|| line_of_key(text, "pools", Some(i), "")),
-            key: format!("pools[{i}].{key}"),
-            message,
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                line: line_of_key(text, "pools", Some(i), key)
+                    .or_else(|| line_of_key(text, "pools", Some(i), "")),
+                key: format!("pools[{i}].{key}"),
+                message,
+            })
         };
         if pool.name.is_empty() {
-            problems.push(at("name", "expected a non-empty pool name".into()));
+            problem("name", "expected a non-empty pool name".into());
         }
         if !names.insert(pool.name.as_str()) {
-            problems.push(at(
+            problem(
                 "name",
                 format!(
                     "duplicate pool name \"{}\": pool names must be unique",
                     pool.name
                 ),
-            ));
+            );
         }
         if let Some(target) = &pool.mirror_of {
             if target == &pool.name {
-                problems.push(at(
+                problem(
                     "mirror_of",
                     format!("pool \"{}\" cannot mirror to itself", pool.name),
-                ));
+                );
             } else if config.pool(target).is_none() {
                 let known: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-                problems.push(at(
+                problem(
                     "mirror_of",
                     format!(
                         "no pool named \"{target}\"; expected one of: {}",
                         known.join(", ")
                     ),
-                ));
+                );
             }
         }
         if !(0.0..=1.0).contains(&pool.mirror_exposure) {
-            problems.push(at(
+            problem(
                 "mirror_exposure",
                 format!(
                     "expected a fraction between 0.0 and 1.0, got {}",
                     pool.mirror_exposure
                 ),
-            ));
+            );
         }
         if pool.mirror_queue == Some(0) {
-            problems.push(at(
-                "mirror_queue",
-                "expected a positive number, got 0".into(),
-            ));
+            problem("mirror_queue", "expected a positive number, got 0".into());
         }
         if pool.pool_size == Some(0) {
-            problems.push(at("pool_size", "expected a positive number, got 0".into()));
+            problem("pool_size", "expected a positive number, got 0".into());
         }
     }
+}
 
+fn check_plugins(config: &Config, text: &str, problems: &mut Vec<Problem>) {
     let mut plugin_names = HashSet::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
         if !plugin_names.insert(plugin.name.as_str()) {
@@ -152,13 +152,13 @@ pub fn check(config: &Config, text: &str) -> Vec<Problem> {
             });
         }
     }
-    if let Some(name) = &g.readiness_plugin {
+    if let Some(name) = &config.general.readiness_plugin {
         if !config.plugins.is_empty() && !plugin_names.contains(name.as_str()) {
             problems.push(general(
+                text,
                 "readiness_plugin",
                 format!("no [[plugins]] entry named \"{name}\""),
             ));
         }
     }
-    problems
 }

@@ -244,3 +244,49 @@ pub async fn raw_request(s: &mut TcpStream, messages: &[Vec<u8>]) -> Result<()> 
     }
     Ok(())
 }
+
+/// A primary and a mirror cluster, and pgdog with pool `primary` (database `pgdog` on the
+/// primary) mirrored to pool `mirror` (the same database on the mirror).
+pub struct MirrorEnv {
+    // pgdog first: dropped before the clusters, so it never sees them go away.
+    pub pgdog: pgdog_integration::Pgdog,
+    pub primary: pgdog_integration::PgCluster,
+    pub mirror: pgdog_integration::PgCluster,
+}
+
+impl MirrorEnv {
+    /// Starts both clusters, runs `setup` (if not empty) in database `pgdog` on both,
+    /// then pgdog with the config `configure` makes of the base one (the two pools and
+    /// `mirror_of`).
+    pub async fn start(
+        setup: &str,
+        configure: impl FnOnce(pgdog_integration::ConfigBuilder) -> pgdog_integration::ConfigBuilder,
+    ) -> Result<MirrorEnv> {
+        use pgdog_integration::{ConfigBuilder, PgCluster};
+        let (primary, mirror) = tokio::try_join!(PgCluster::start(), PgCluster::start())?;
+        if !setup.is_empty() {
+            for c in [&primary, &mirror] {
+                c.execute_in("pgdog", setup).await?;
+            }
+        }
+        let base = ConfigBuilder::new()
+            .pool("primary", &primary, "pgdog")
+            .pool("mirror", &mirror, "pgdog")
+            .pool_set("primary", "mirror_of", "mirror");
+        let pgdog = configure(base).start().await?;
+        Ok(MirrorEnv {
+            pgdog,
+            primary,
+            mirror,
+        })
+    }
+
+    /// Waits until the admin console accepts connections too.
+    pub async fn with_admin(mut self) -> Result<MirrorEnv> {
+        let port = self.pgdog.admin_port();
+        self.pgdog
+            .wait_for_port(port, Duration::from_secs(10))
+            .await?;
+        Ok(self)
+    }
+}

@@ -235,13 +235,13 @@ impl Backlog {
 mod tests {
     use super::*;
     use crate::mirror::testing::{self, Places};
-    use crate::protocol::TxStatus;
+    use crate::protocol::TxStatus::{self, Idle as I, InTransaction as T};
     use std::collections::HashMap;
 
     struct Fixture {
         places: Places,
         /// Transaction status after each answered request (`None`: no longer recorded).
-        answers: HashMap<u64, Option<u8>>,
+        answers: HashMap<u64, Option<TxStatus>>,
     }
 
     impl Fixture {
@@ -261,13 +261,13 @@ mod tests {
             |seq| match self.answers.get(&seq) {
                 None => Answer::Pending,
                 Some(None) => Answer::Unrecorded,
-                Some(&Some(s)) => Answer::After(TxStatus::from_byte(s)),
+                Some(&Some(s)) => Answer::After(s),
             }
         }
 
         /// Requests `seq` the primary answered with status `s`, taken in order (no gap,
         /// nothing dropped).
-        fn take_answered(&mut self, b: &mut Backlog, answers: &[(u64, u8)]) {
+        fn take_answered(&mut self, b: &mut Backlog, answers: &[(u64, TxStatus)]) {
             for &(seq, s) in answers {
                 self.answers.insert(seq, Some(s));
                 b.take(self.request(seq), self.status(), |_| {
@@ -284,7 +284,7 @@ mod tests {
         fn take_joined(&mut self, b: &mut Backlog, seq: u64) {
             let mut joined = self.request(seq);
             joined.readies = 2;
-            self.answers.insert(seq - 1, Some(b'I'));
+            self.answers.insert(seq - 1, Some(I));
             b.take(joined, self.status(), |_| panic!("nothing dropped"));
         }
     }
@@ -304,10 +304,10 @@ mod tests {
             b.take(f.request(seq), f.status(), |_| panic!("nothing dropped"));
         }
         assert!(b.ready(f.status(), 64).is_empty(), "unanswered");
-        f.answers.insert(0, Some(b'T'));
-        f.answers.insert(1, Some(b'T'));
+        f.answers.insert(0, Some(T));
+        f.answers.insert(1, Some(T));
         assert!(b.ready(f.status(), 64).is_empty(), "transaction open");
-        f.answers.insert(2, Some(b'I'));
+        f.answers.insert(2, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
         assert!(b.len() == 0 && !b.open);
     }
@@ -316,7 +316,7 @@ mod tests {
     fn several_finished_transactions_go_out_together_and_an_open_one_waits() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        f.take_answered(&mut b, &[(0, b'I'), (1, b'T'), (2, b'I'), (3, b'T')]);
+        f.take_answered(&mut b, &[(0, I), (1, T), (2, I), (3, T)]);
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
         assert_eq!(b.len(), 1);
     }
@@ -325,7 +325,7 @@ mod tests {
     fn a_long_transaction_goes_out_at_the_hold_limit() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        f.take_answered(&mut b, &[(0, b'T'), (1, b'T'), (2, b'T'), (3, b'T')]);
+        f.take_answered(&mut b, &[(0, T), (1, T), (2, T), (3, T)]);
         b.take(f.request(4), f.status(), |_| panic!()); // unanswered
         assert!(b.ready(f.status(), 8).is_empty());
         assert_eq!(b.ready(f.status(), 5).len(), 4);
@@ -337,15 +337,15 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         // Sent: a transaction's first two requests (hold limit), so the mirror is in it.
-        f.take_answered(&mut b, &[(0, b'T'), (1, b'T')]);
+        f.take_answered(&mut b, &[(0, T), (1, T)]);
         assert_eq!(b.ready(f.status(), 2).len(), 2);
         // Held: its third; then 3..=5 were dropped, and 6 starts a new transaction.
-        f.answers.insert(2, Some(b'T'));
+        f.answers.insert(2, Some(T));
         b.take(f.request(2), f.status(), |_| panic!());
         let mut dropped = Vec::new();
         b.take(f.request(6), f.status(), |r| dropped.push(r.seq));
         assert_eq!(dropped, [2]);
-        f.answers.insert(6, Some(b'I'));
+        f.answers.insert(6, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [None, Some(6)]);
         assert!(!b.open);
     }
@@ -354,11 +354,11 @@ mod tests {
     fn a_gap_after_finished_transactions_keeps_them_and_rolls_back_nothing() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        f.take_answered(&mut b, &[(0, b'T'), (1, b'I')]);
+        f.take_answered(&mut b, &[(0, T), (1, I)]);
         b.take(f.request(5), f.status(), |_| {
             panic!("a finished transaction is kept")
         });
-        f.answers.insert(5, Some(b'I'));
+        f.answers.insert(5, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(5)]);
     }
 
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
         // All answered, transaction open: a later answer leaving it (the next request's,
         // queued before the primary sees it) ends the wait.
-        f.answers.insert(5, Some(b'T'));
+        f.answers.insert(5, Some(T));
         assert_eq!(b.wake_at(64), Some((5, 4 + 64)));
     }
 
@@ -387,7 +387,7 @@ mod tests {
             !wait_satisfied(&f, wake, 5),
             "woken before the answer: {wake:?}"
         );
-        f.answers.insert(5, Some(b'I'));
+        f.answers.insert(5, Some(I));
         assert!(wait_satisfied(&f, wake, 6), "{wake:?}");
         assert_eq!(seqs(&b.ready(f.status(), 1)), [Some(5)]);
     }
@@ -400,8 +400,8 @@ mod tests {
         f.answers.insert(0, None);
         b.take(f.request(0), f.status(), |_| panic!());
         // 1 and 2 were dropped; the primary ended a transaction at 2.
-        f.answers.insert(1, Some(b'T'));
-        f.answers.insert(2, Some(b'I'));
+        f.answers.insert(1, Some(T));
+        f.answers.insert(2, Some(I));
         assert!(b.cut_short(f.status()));
         b.cut_off(&f.status(), |_| panic!("nothing past an end"));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), None]);
@@ -411,21 +411,21 @@ mod tests {
     /// Whether the primary's answers already satisfy the wait [`Backlog::wake_at`] asks for,
     /// as `SessionState::wait_idle` judges it with `done` answers so far.
     fn wait_satisfied(f: &Fixture, (from, until): (u64, u64), done: u64) -> bool {
-        done >= until || (from..done).any(|seq| f.answers.get(&seq) == Some(&Some(b'I')))
+        done >= until || (from..done).any(|seq| f.answers.get(&seq) == Some(&Some(I)))
     }
 
     #[test]
     fn an_answer_arriving_after_ready_looked_does_not_leave_the_writer_asleep() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        f.take_answered(&mut b, &[(0, b'I')]);
+        f.take_answered(&mut b, &[(0, I)]);
         assert_eq!(b.ready(f.status(), 64).len(), 1);
         // The client's last request: unanswered when the writer looks...
         b.take(f.request(1), f.status(), |_| panic!());
         assert!(b.ready(f.status(), 64).is_empty());
         // ...answered before it computes what to wait for. No further request will come,
         // so the wait must be satisfied now, and then the request goes out.
-        f.answers.insert(1, Some(b'I'));
+        f.answers.insert(1, Some(I));
         let wake = b.wake_at(64).expect("a request is held");
         assert!(wait_satisfied(&f, wake, 2), "{wake:?}");
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(1)]);
@@ -439,8 +439,8 @@ mod tests {
         for seq in [1, 3, 5] {
             let mut r = f.request(seq);
             r.readies = 2;
-            f.answers.insert(seq - 1, Some(b'T'));
-            f.answers.insert(seq, Some(b'T'));
+            f.answers.insert(seq - 1, Some(T));
+            f.answers.insert(seq, Some(T));
             b.take(r, f.status(), |_| panic!());
         }
         // The writer is woken once the primary answered up to the limit...
@@ -455,14 +455,14 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         // The hold limit sent the head of a transaction: the mirror is inside it.
-        f.take_answered(&mut b, &[(0, b'T'), (1, b'T')]);
+        f.take_answered(&mut b, &[(0, T), (1, T)]);
         assert_eq!(b.ready(f.status(), 2).len(), 2);
         assert_eq!(b.watch_from(), Some(2));
         // Its next requests were dropped, not queued; the primary is still inside it.
-        f.answers.insert(2, Some(b'T'));
+        f.answers.insert(2, Some(T));
         assert!(!b.cut_short(f.status()), "its end may still be queued");
         // The primary ended it: the end will never be queued.
-        f.answers.insert(3, Some(b'I'));
+        f.answers.insert(3, Some(I));
         assert!(b.cut_short(f.status()));
         b.cut_off(&f.status(), |_| panic!("nothing held to drop"));
         assert!(!b.cut_short(f.status()), "the ROLLBACK is on its way");
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(b.watch_from(), None);
         // The client's next request shows the gap, and is not preceded by a second one.
         b.take(f.request(4), f.status(), |_| panic!("nothing held to drop"));
-        f.answers.insert(4, Some(b'I'));
+        f.answers.insert(4, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 2)), [Some(4)]);
     }
 
@@ -482,10 +482,10 @@ mod tests {
     fn a_finished_transaction_is_not_cut_short() {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
-        f.take_answered(&mut b, &[(0, b'T'), (1, b'I')]);
+        f.take_answered(&mut b, &[(0, T), (1, I)]);
         assert!(!b.cut_short(f.status()), "held, but finished");
         assert_eq!(b.ready(f.status(), 64).len(), 2);
-        f.answers.insert(2, Some(b'I'));
+        f.answers.insert(2, Some(I));
         assert!(!b.cut_short(f.status()) && b.watch_from().is_none());
     }
 
@@ -494,11 +494,11 @@ mod tests {
         let mut f = Fixture::new();
         let mut b = Backlog::default();
         // A finished transaction, then the head of the next one, held.
-        f.take_answered(&mut b, &[(0, b'I'), (1, b'T'), (2, b'T')]);
+        f.take_answered(&mut b, &[(0, I), (1, T), (2, T)]);
         // Its rest (3, 4) was dropped, and the primary finished it.
-        f.answers.insert(3, Some(b'T'));
+        f.answers.insert(3, Some(T));
         assert!(!b.cut_short(f.status()), "its end may still be queued");
-        f.answers.insert(4, Some(b'I'));
+        f.answers.insert(4, Some(I));
         assert!(b.cut_short(f.status()));
         let mut dropped = Vec::new();
         b.cut_off(&f.status(), |r| dropped.push(r.seq));
@@ -508,7 +508,7 @@ mod tests {
         assert!(!b.cut_short(f.status()) && b.watch_from().is_none());
         // The client's next request shows the gap, and finds nothing left to cut.
         b.take(f.request(5), f.status(), |_| panic!("nothing held to drop"));
-        f.answers.insert(5, Some(b'I'));
+        f.answers.insert(5, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(5)]);
     }
 
@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(b.ready(f.status(), 64).len(), 1);
         assert!(b.open);
         b.take(f.request(3), f.status(), |_| panic!());
-        f.answers.insert(3, Some(b'I'));
+        f.answers.insert(3, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [None, Some(3)]);
     }
 }
