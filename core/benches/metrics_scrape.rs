@@ -68,7 +68,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let proxy = Proxy::new(config, dir.join("pgdog.toml"), Arc::new(host));
+        let proxy = Proxy::new(config, dir.join("pgdog.toml"), Arc::new(host)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(pgdog::metrics::serve(proxy.clone(), listener));

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -42,7 +44,7 @@ pub async fn run(
     warn_about(&config);
     let g = config.general.clone();
     let plugins = Arc::new(plugins);
-    let proxy = Proxy::new(config, config_path, plugins.clone());
+    let proxy = Proxy::new(config, config_path, plugins.clone())?;
     let frontend = Arc::new(Frontend {
         runtime: proxy.runtime.clone(),
         cancel: Default::default(),

@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;
+pub mod tls;

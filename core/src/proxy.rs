@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::frontend::clients::ClientRegistry;
 use crate::plugins::PluginHost;
 use crate::runtime::{Live, Runtime};
+use crate::tls::TlsError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +26,19 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: Config, config_path: PathBuf, plugins: Arc<PluginHost>) -> Arc<Proxy> {
-        Arc::new(Proxy {
-            runtime: Arc::new(Live::new(config)),
+    /// The proxy of `config`; its TLS files are read here.
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        plugins: Arc<PluginHost>,
+    ) -> Result<Arc<Proxy>, TlsError> {
+        Ok(Arc::new(Proxy {
+            runtime: Arc::new(Live::new(config)?),
             config_path,
             plugins,
             clients: Arc::default(),
             shutdown: CancellationToken::new(),
-        })
+        }))
     }
 
     /// The running config (a snapshot: a later `RELOAD` does not change it).

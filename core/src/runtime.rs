@@ -1,6 +1,6 @@
-//! The running configuration as one immutable snapshot: the config, the pools and the
-//! mirror targets, built together by one function at start-up and on `RELOAD`, and
-//! swapped in one atomic store.
+//! The running configuration as one immutable snapshot: the config, the pools, the mirror
+//! targets and the TLS certificates, built together by one function at start-up and on
+//! `RELOAD`, and swapped in one atomic store.
 //!
 //! A client session takes one snapshot at login and keeps it: the pool it routes to and
 //! the mirror target of that pool always come from the same generation, however RELOADs
@@ -11,6 +11,7 @@
 use crate::backend::{PoolChange, Pools};
 use crate::config::Config;
 use crate::mirror::{self, MirrorMap};
+use crate::tls::{Acceptor, TlsError};
 use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,8 @@ pub struct Runtime {
     pub pools: Pools,
     /// Source pool name -> where its traffic is mirrored.
     pub mirrors: MirrorMap,
+    /// TLS towards clients (the proxy's and the admin console's).
+    pub client_tls: Arc<Acceptor>,
 }
 
 /// What a new generation changed.
@@ -33,10 +36,14 @@ pub struct Changes {
 }
 
 impl Runtime {
-    /// The runtime of `config`, and what changed from `previous`. `previous` is not
-    /// touched: see [`Runtime::take_over`].
-    pub fn build(config: Config, previous: Option<&Runtime>) -> (Runtime, Changes) {
-        let (pools, pool_changes) = Pools::build(&config, previous.map(|r| &r.pools));
+    /// The runtime of `config`, and what changed from `previous`; certificate files that
+    /// cannot be used are an error. `previous` is not touched: see [`Runtime::take_over`].
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+    ) -> Result<(Runtime, Changes), TlsError> {
+        let client_tls = Arc::new(Acceptor::build(&config.general)?);
+        let (pools, pool_changes) = Pools::build(&config, previous.map(|r| &r.pools))?;
         let (mirrors, mirror_changes) = mirror::targets(
             &config,
             |name| pools.get(name),
@@ -47,12 +54,13 @@ impl Runtime {
             config: Arc::new(config),
             pools,
             mirrors,
+            client_tls,
         };
         let changes = Changes {
             pools: pool_changes,
             mirrors: mirror_changes,
         };
-        (runtime, changes)
+        Ok((runtime, changes))
     }
 
     /// `self` replaces `previous`: sessions of kept mirror targets take the new exposure,
@@ -73,12 +81,12 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(config: Config) -> Live {
-        let (runtime, _) = Runtime::build(config, None);
-        Live {
+    pub fn new(config: Config) -> Result<Live, TlsError> {
+        let (runtime, _) = Runtime::build(config, None)?;
+        Ok(Live {
             current: ArcSwap::from_pointee(runtime),
             reloading: Mutex::new(()),
-        }
+        })
     }
 
     /// The current generation (a snapshot: a later `RELOAD` does not change it).
@@ -91,14 +99,15 @@ impl Live {
         self.current.load().config.clone()
     }
 
-    /// Makes `config` (already validated) the running configuration.
-    pub fn reload(&self, config: Config) -> Changes {
+    /// Makes `config` (already validated) the running configuration. When a certificate
+    /// file cannot be used, nothing changes and the error says why.
+    pub fn reload(&self, config: Config) -> Result<Changes, TlsError> {
         let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.load();
-        let (runtime, changes) = Runtime::build(config, Some(&previous));
+        let (runtime, changes) = Runtime::build(config, Some(&previous))?;
         runtime.take_over(&previous);
         self.current.store(Arc::new(runtime));
-        changes
+        Ok(changes)
     }
 }
 
@@ -133,7 +142,7 @@ mod tests {
     /// pool and a mirror target of one generation.
     #[test]
     fn a_reload_racing_logins_never_pairs_a_pool_with_another_generations_target() {
-        let live = Arc::new(Live::new(config(5001, "new_a")));
+        let live = Arc::new(Live::new(config(5001, "new_a")).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let reloader = std::thread::spawn({
             let (live, stop) = (live.clone(), stop.clone());
@@ -145,7 +154,7 @@ mod tests {
                     } else {
                         (5001, "new_a")
                     };
-                    live.reload(config(port, mirror));
+                    live.reload(config(port, mirror)).unwrap();
                     reloads += 1;
                 }
                 reloads
@@ -189,9 +198,9 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_what_did_not_change() {
-        let live = Live::new(config(5001, "new_a"));
+        let live = Live::new(config(5001, "new_a")).unwrap();
         let before = live.load();
-        let changes = live.reload(config(5001, "new_a"));
+        let changes = live.reload(config(5001, "new_a")).unwrap();
         assert!(
             changes.pools.is_empty() && changes.mirrors.is_empty(),
             "{changes:?}"
@@ -203,7 +212,7 @@ mod tests {
             .get("app")
             .unwrap()
             .ptr_eq(&before.pools.get("app").unwrap()));
-        let changes = live.reload(config(5002, "new_a"));
+        let changes = live.reload(config(5002, "new_a")).unwrap();
         assert_eq!(changes.pools, vec![PoolChange::Replaced("app".into())]);
     }
 }

@@ -11,7 +11,6 @@ use crate::auth::exchange::{self, ExchangeError};
 use crate::auth::scram::ScramSecret;
 use crate::config::{AuthType, General};
 use crate::protocol::messages;
-use crate::protocol::startup::{self, Startup};
 use crate::protocol::ProtocolError;
 use bytes::BytesMut;
 use std::net::IpAddr;
@@ -77,23 +76,18 @@ impl Credentials {
     }
 }
 
-/// Runs startup and authentication. `Ok(None)`: the peer only sent a cancel request.
-/// On success AuthenticationOk, the parameters and ReadyForQuery have been written.
+/// Authenticates a console client that sent startup `params`. `end_point` is the
+/// channel binding data of a TLS connection. On success AuthenticationOk, the parameters
+/// and ReadyForQuery have been written.
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     peer: IpAddr,
+    params: &[(String, String)],
     creds: &Credentials,
     secret: Option<&ScramSecret>,
-) -> Result<Option<String>, AdminError> {
-    let params = loop {
-        match startup::read(stream, buf).await? {
-            Startup::Ssl | Startup::GssEnc => write(stream, b"N").await?,
-            // Nothing on the console runs long enough to be worth cancelling.
-            Startup::Cancel { .. } => return Ok(None),
-            Startup::Startup { params } => break params,
-        }
-    };
+    end_point: Option<&[u8]>,
+) -> Result<String, AdminError> {
     let param = |name: &str| {
         params
             .iter()
@@ -132,7 +126,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 Method::Md5 => exchange::md5(stream, buf, user, password).await,
                 Method::Scram => {
                     let secret = secret.expect("a secret exists when a password does");
-                    exchange::scram(stream, buf, secret).await
+                    exchange::scram(stream, buf, secret, end_point).await
                 }
             }
             .map_err(|e| match e {
@@ -164,7 +158,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     messages::backend_key_data(&mut out, key);
     messages::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
     write(stream, &out).await?;
-    Ok(Some(user.to_string()))
+    Ok(user.to_string())
 }
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), AdminError> {
@@ -203,10 +197,22 @@ mod tests {
         let peer: IpAddr = peer.parse().unwrap();
         let server = tokio::spawn(async move {
             let mut buf = BytesMut::new();
-            login(&mut server, &mut buf, peer, &creds, secret.as_ref())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let params = match crate::protocol::startup::read(&mut server, &mut buf).await {
+                Ok(crate::protocol::startup::Startup::Startup { params }) => params,
+                other => return Err(format!("no startup packet: {other:?}")),
+            };
+            login(
+                &mut server,
+                &mut buf,
+                peer,
+                &params,
+                &creds,
+                secret.as_ref(),
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         });
         let mut config = tokio_postgres_config(password);
         config.user("admin");

@@ -1,14 +1,17 @@
 //! One console connection: login, then simple queries until Terminate or shutdown.
 
 use super::{auth, commands, parse, AdminError, Console};
+use crate::frontend::handshake::{self, HandshakeError, Opened};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::tag::client;
 use crate::protocol::{ProtocolError, TxStatus};
 use crate::proxy::Proxy;
+use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -16,21 +19,53 @@ use tokio::net::TcpStream;
 const MAX_MESSAGE: usize = 1024 * 1024;
 
 pub(super) async fn run(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     console: Arc<Console>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let secrets = console.credentials(&proxy.config().general);
+    let runtime = proxy.runtime();
+    let general = &runtime.config.general;
+    let secrets = console.credentials(general);
+    let limit = Duration::from_millis(general.client_login_timeout_ms);
+    let opened = tokio::select! {
+        _ = proxy.shutdown.cancelled() => return,
+        opened = tokio::time::timeout(limit, handshake::open(tcp, &mut buf, &runtime.client_tls)) => opened,
+    };
+    let (mut stream, params) = match opened {
+        Ok(Ok(Opened::Startup { stream, params })) => (stream, params),
+        // Nothing on the console runs long enough to be worth cancelling.
+        Ok(Ok(Opened::Cancel(_))) => return,
+        Ok(Err(HandshakeError::Protocol(ProtocolError::Eof))) => return,
+        Ok(Err(e)) => return tracing::info!(%peer, "admin login refused: {e}"),
+        Err(_) => {
+            return tracing::info!(%peer, "admin login refused: no startup within client_login_timeout_ms")
+        }
+    };
+    let end_point = match stream {
+        Stream::Tls(_) => runtime.client_tls.end_point(),
+        Stream::Plain(_) => None,
+    };
+    let login = auth::login(
+        &mut stream,
+        &mut buf,
+        peer.ip(),
+        &params,
+        &secrets.creds,
+        secrets.scram.as_ref(),
+        end_point,
+    );
     let login = tokio::select! {
         _ = proxy.shutdown.cancelled() => return,
-        login = auth::login(&mut stream, &mut buf, peer.ip(), &secrets.creds, secrets.scram.as_ref()) => login,
+        login = tokio::time::timeout(limit, login) => login.unwrap_or(Err(AdminError::Refused(
+            "login did not complete within client_login_timeout_ms".into(),
+        ))),
     };
     let user = match login {
-        Ok(Some(user)) => user,
-        Ok(None) | Err(AdminError::Protocol(ProtocolError::Eof)) => return,
+        Ok(user) => user,
+        Err(AdminError::Protocol(ProtocolError::Eof)) => return,
         Err(e) => {
             tracing::info!(%peer, "admin login refused: {e}");
             let mut out = BytesMut::new();
@@ -141,7 +176,7 @@ fn error(out: &mut BytesMut, e: &AdminError) {
     messages::error_response(out, Severity::Error, e.sqlstate(), &e.to_string());
 }
 
-async fn fatal(stream: &mut TcpStream, e: &AdminError) {
+async fn fatal(stream: &mut Stream, e: &AdminError) {
     let mut out = BytesMut::new();
     messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
     let _ = stream.write_all(&out).await;

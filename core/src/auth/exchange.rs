@@ -42,25 +42,34 @@ pub async fn md5<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(md5::verify(user, password, salt, answer))
 }
 
-/// SCRAM-SHA-256 against `secret`; on success the server signature has been sent.
+/// SCRAM-SHA-256 against `secret`; on success the server signature has been sent. With
+/// `end_point` (the connection is TLS), `SCRAM-SHA-256-PLUS` is offered first, binding
+/// the exchange to the connection's certificate.
 pub async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     secret: &ScramSecret,
+    end_point: Option<&[u8]>,
 ) -> Result<bool, ExchangeError> {
     let mut out = BytesMut::new();
-    messages::auth_sasl(&mut out, &[scram::MECHANISM]);
+    match end_point {
+        Some(_) => messages::auth_sasl(&mut out, &[scram::MECHANISM_PLUS, scram::MECHANISM]),
+        None => messages::auth_sasl(&mut out, &[scram::MECHANISM]),
+    }
     write(stream, &out).await?;
     let msg = read_password(stream, buf).await?;
     let mut r = Reader::new(body(&msg), "SASLInitialResponse");
     let mechanism = r.cstr()?;
-    if mechanism != scram::MECHANISM {
-        return Err(ExchangeError::Mechanism(mechanism.to_string()));
-    }
+    let plus = match mechanism {
+        scram::MECHANISM => false,
+        scram::MECHANISM_PLUS if end_point.is_some() => true,
+        _ => return Err(ExchangeError::Mechanism(mechanism.to_string())),
+    };
     let len = r.i32()?;
     let data = r.bytes(len.max(0) as usize)?;
+    let offer = scram::Offer { end_point, plus };
     let (exchange, server_first) =
-        scram::ScramExchange::start(secret, data).map_err(ExchangeError::Scram)?;
+        scram::ScramExchange::start_with(secret, data, offer).map_err(ExchangeError::Scram)?;
     out.clear();
     messages::auth_sasl_continue(&mut out, server_first.as_bytes());
     write(stream, &out).await?;

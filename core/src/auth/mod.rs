@@ -11,6 +11,10 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("channel binding is not supported (no TLS)")]
     ChannelBinding,
+    #[error("the client did not bind to the channel the server offered to bind to")]
+    Downgrade,
+    #[error("channel binding data does not match the connection's")]
+    BindingMismatch,
     #[error("SCRAM nonce mismatch")]
     Nonce,
     #[error("password authentication failed")]

@@ -1,6 +1,6 @@
-//! The server side of SCRAM-SHA-256 (RFC 5802/7677), as PostgreSQL runs it: no channel
-//! binding without TLS, the user name in the SCRAM message ignored in favour of the
-//! startup packet's.
+//! The server side of SCRAM-SHA-256 (RFC 5802/7677), as PostgreSQL runs it: channel
+//! binding (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`, RFC 5929) offered over TLS
+//! only, the user name in the SCRAM message ignored in favour of the startup packet's.
 //!
 //! The salted password is derived once per pool ([`ScramSecret::new`]): PBKDF2 with 4096
 //! iterations costs milliseconds, too much to pay on every login.
@@ -14,6 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 const ITERATIONS: u32 = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -65,22 +66,43 @@ pub struct ScramExchange<'a> {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// What the client-final message's `c=` must carry, base64-encoded: the GS2 header,
+    /// then the channel binding data when the client binds.
+    binding: String,
+}
+
+/// Whether the server offered channel binding, and with what data.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    /// The `tls-server-end-point` data of the connection (`None`: not offered).
+    pub end_point: Option<&'a [u8]>,
+    /// The client chose `SCRAM-SHA-256-PLUS`.
+    pub plus: bool,
 }
 
 impl<'a> ScramExchange<'a> {
-    /// Takes the SASLInitialResponse data; returns the exchange and the server-first message.
+    /// Takes the SASLInitialResponse data of `SCRAM-SHA-256` when no channel binding was
+    /// offered; returns the exchange and the server-first message.
     pub fn start(
         secret: &'a ScramSecret,
         client_first: &[u8],
     ) -> Result<(Self, String), AuthError> {
+        let offer = Offer {
+            end_point: None,
+            plus: false,
+        };
+        Self::start_with(secret, client_first, offer)
+    }
+
+    /// [`ScramExchange::start`] after `offer`.
+    pub fn start_with(
+        secret: &'a ScramSecret,
+        client_first: &[u8],
+        offer: Offer<'_>,
+    ) -> Result<(Self, String), AuthError> {
         let text =
             std::str::from_utf8(client_first).map_err(|_| AuthError::Malformed("not UTF-8"))?;
-        // gs2-header: "n,," (no binding) or "y,," (client could bind, server did not offer).
-        let bare = match text.get(..3) {
-            Some("n,,") | Some("y,,") => &text[3..],
-            _ if text.starts_with("p=") => return Err(AuthError::ChannelBinding),
-            _ => return Err(AuthError::Malformed("bad GS2 header")),
-        };
+        let (header, bare, binding) = gs2_header(text, offer)?;
         let client_nonce = bare
             .split(',')
             .find_map(|attr| attr.strip_prefix("r="))
@@ -100,6 +122,7 @@ impl<'a> ScramExchange<'a> {
                 client_first_bare: bare.to_string(),
                 server_first: server_first.clone(),
                 nonce,
+                binding: B64.encode([header.as_bytes(), binding].concat()),
             },
             server_first,
         ))
@@ -122,8 +145,8 @@ impl<'a> ScramExchange<'a> {
             }
         }
         match binding {
-            // base64("n,,") and base64("y,,")
-            Some("biws") | Some("eSws") => {}
+            Some(c) if c == self.binding => {}
+            Some(_) if self.binding.len() > 4 => return Err(AuthError::BindingMismatch),
             Some(_) => return Err(AuthError::ChannelBinding),
             None => return Err(AuthError::Malformed("missing channel binding")),
         }
@@ -149,6 +172,43 @@ impl<'a> ScramExchange<'a> {
         let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)))
     }
+}
+
+/// Splits the client-first message into its GS2 header, the bare message and the channel
+/// binding data the client binds to, checked against what the server offered:
+/// - `n,,`: the client does not bind (the plain mechanism);
+/// - `y,,`: the client could bind but thinks the server cannot, which is a downgrade when
+///   the server did offer;
+/// - `p=tls-server-end-point,,`: the client binds (`SCRAM-SHA-256-PLUS` only).
+fn gs2_header<'t, 'o>(
+    text: &'t str,
+    offer: Offer<'o>,
+) -> Result<(&'t str, &'t str, &'o [u8]), AuthError> {
+    const BIND: &str = "p=tls-server-end-point,,";
+    let (header, binding) = if text.starts_with("n,,") {
+        ("n,,", &[][..])
+    } else if text.starts_with("y,,") {
+        if offer.end_point.is_some() {
+            return Err(AuthError::Downgrade);
+        }
+        ("y,,", &[][..])
+    } else if text.starts_with(BIND) {
+        match offer.end_point {
+            Some(data) if offer.plus => (BIND, data),
+            Some(_) => return Err(AuthError::Malformed("channel binding with SCRAM-SHA-256")),
+            None => return Err(AuthError::ChannelBinding),
+        }
+    } else if text.starts_with("p=") {
+        return Err(AuthError::ChannelBinding);
+    } else {
+        return Err(AuthError::Malformed("bad GS2 header"));
+    };
+    if offer.plus && header != BIND {
+        return Err(AuthError::Malformed(
+            "SCRAM-SHA-256-PLUS without channel binding",
+        ));
+    }
+    Ok((header, &text[header.len()..], binding))
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub enum BackendError {
     NoPassword,
     #[error("SCRAM exchange with the server failed: {0}")]
     Scram(String),
+    #[error("the server refused TLS, which server_tls_sslmode = {0} requires")]
+    TlsRefused(&'static str),
+    #[error("TLS handshake with the server failed: {0}")]
+    Tls(std::io::Error),
     #[error("server error: {0}")]
     Server(ErrorFields),
     #[error("server protocol error: {0}")]

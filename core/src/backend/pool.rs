@@ -7,6 +7,7 @@
 
 use super::{BackendError, Server, ServerAddr};
 use crate::auth::scram::ScramSecret;
+use crate::tls::Connector;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,11 +54,13 @@ pub struct PoolStats {
     pub errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
     pub size: usize,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
+    /// TLS towards the server.
+    pub tls: Arc<Connector>,
 }
 
 struct Inner {
@@ -126,10 +129,12 @@ impl Pool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Process ids of the idle server connections (`SHOW SERVERS`).
-    pub fn idle_pids(&self) -> Vec<i32> {
+    /// Process id and TLS version of each idle server connection (`SHOW SERVERS`).
+    pub fn idle_servers(&self) -> Vec<(i32, Option<&'static str>)> {
         let idle = self.inner.idle.lock().unwrap();
-        idle.iter().map(|s| s.key.pid).collect()
+        idle.iter()
+            .map(|s| (s.key.pid, s.stream.tls_version()))
+            .collect()
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -242,15 +247,17 @@ impl Pool {
                 server
             }
             None => {
-                let server = Server::connect(&self.inner.addr, self.inner.settings.connect_timeout)
-                    .await
-                    .inspect_err(|_| {
-                        stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    })
-                    .map_err(|source| PoolError::Backend {
-                        pool: self.inner.name.clone(),
-                        source,
-                    })?;
+                let settings = &self.inner.settings;
+                let server =
+                    Server::connect(&self.inner.addr, &settings.tls, settings.connect_timeout)
+                        .await
+                        .inspect_err(|_| {
+                            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .map_err(|source| PoolError::Backend {
+                            pool: self.inner.name.clone(),
+                            source,
+                        })?;
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 stats.servers.fetch_add(1, Ordering::Relaxed);
                 server

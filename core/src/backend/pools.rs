@@ -5,7 +5,9 @@
 use super::pool::{Pool, PoolSettings};
 use super::ServerAddr;
 use crate::config::Config;
+use crate::tls::{Connector, TlsError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,13 +33,14 @@ pub enum PoolChange {
     Removed(String),
 }
 
-/// Address and settings of each `[[pools]]` entry, in config order.
-fn wanted(config: &Config) -> Vec<(String, ServerAddr, PoolSettings)> {
+/// Address and settings of each `[[pools]]` entry, in config order (TLS files read).
+fn wanted(config: &Config) -> Result<Vec<(String, ServerAddr, PoolSettings)>, TlsError> {
     let g = &config.general;
     config
         .pools
         .iter()
         .map(|p| {
+            let tls = Connector::build(&p.name, &p.host, &p.server_tls(g))?;
             let addr = ServerAddr {
                 host: p.host.clone(),
                 port: p.port,
@@ -49,8 +52,9 @@ fn wanted(config: &Config) -> Vec<(String, ServerAddr, PoolSettings)> {
                 size: p.pool_size.unwrap_or(g.pool_size),
                 connect_timeout: Duration::from_millis(g.connect_timeout_ms),
                 checkout_timeout: Duration::from_millis(g.checkout_timeout_ms),
+                tls: Arc::new(tls),
             };
-            (p.name.clone(), addr, settings)
+            Ok((p.name.clone(), addr, settings))
         })
         .collect()
 }
@@ -72,8 +76,8 @@ impl Pools {
         }
     }
 
-    pub fn from_config(config: &Config) -> Pools {
-        Pools::build(config, None).0
+    pub fn from_config(config: &Config) -> Result<Pools, TlsError> {
+        Ok(Pools::build(config, None)?.0)
     }
 
     pub fn get(&self, name: &str) -> Option<Pool> {
@@ -102,12 +106,15 @@ impl Pools {
     /// as they are, changed ones replaced by a new pool that inherits `DISABLE`/`PAUSE`,
     /// new ones added, missing ones removed. The old pools are left as they are (see
     /// [`Pools::retire`]).
-    pub fn build(config: &Config, previous: Option<&Pools>) -> (Pools, Vec<PoolChange>) {
+    pub fn build(
+        config: &Config,
+        previous: Option<&Pools>,
+    ) -> Result<(Pools, Vec<PoolChange>), TlsError> {
         let empty = HashMap::new();
         let old = previous.map_or(&empty, |p| &p.by_name);
         let mut changes = Vec::new();
         let mut pools = Vec::with_capacity(config.pools.len());
-        for (name, addr, settings) in wanted(config) {
+        for (name, addr, settings) in wanted(config)? {
             match old.get(&name) {
                 Some(pool) if *pool.addr() == addr && *pool.settings() == settings => {
                     pools.push(pool.clone());
@@ -135,7 +142,7 @@ impl Pools {
         for pool in removed {
             changes.push(PoolChange::Removed(pool.name().to_string()));
         }
-        (Pools::new(pools), changes)
+        Ok((Pools::new(pools), changes))
     }
 
     /// `self` replaced `previous`: the idle connections of the pools it no longer has
@@ -172,7 +179,7 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let pools = Pools::from_config(&config);
+        let pools = Pools::from_config(&config).unwrap();
         assert_eq!(pools.route("primary").unwrap().name(), "primary");
         assert_eq!(pools.route("test_primary").unwrap().name(), "primary");
         assert_eq!(pools.route("a").unwrap().name(), "a");
@@ -202,7 +209,7 @@ mod tests {
             name = "gone"
             "#,
         );
-        let pools = Pools::from_config(&before);
+        let pools = Pools::from_config(&before).unwrap();
         let same = pools.get("same").unwrap();
         let moved = pools.get("moved").unwrap();
         moved.set_disabled(true);
@@ -219,7 +226,7 @@ mod tests {
             name = "new"
             "#,
         );
-        let (reloaded, changes) = Pools::build(&after, Some(&pools));
+        let (reloaded, changes) = Pools::build(&after, Some(&pools)).unwrap();
         reloaded.retire(&pools);
         let pools = reloaded;
         assert_eq!(
@@ -236,6 +243,6 @@ mod tests {
         assert_eq!(replaced.addr().port, 5433);
         assert!(replaced.is_disabled(), "DISABLE survives a reload");
         assert!(pools.route("gone").is_err());
-        assert_eq!(Pools::build(&after, Some(&pools)).1, vec![]);
+        assert_eq!(Pools::build(&after, Some(&pools)).unwrap().1, vec![]);
     }
 }

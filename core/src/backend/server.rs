@@ -1,15 +1,17 @@
-//! One connection to a PostgreSQL server: connect, log in, run the proxy's own simple
-//! queries (parameter `SET`s, resets), and hand the socket to the forwarding loop.
+//! One connection to a PostgreSQL server: connect (over TLS when the pool's
+//! `server_tls_sslmode` says so), log in, run the proxy's own simple queries (parameter
+//! `SET`s, resets), and hand the stream to the forwarding loop.
 
 use super::BackendError;
 use crate::protocol::backend::{backend_key, error_fields, parameter_status, ready_status};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::tag::server as tag;
 use crate::protocol::{messages, startup, BackendKey, TxStatus};
+use crate::tls::{Connector, Stream};
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
@@ -43,7 +45,7 @@ impl std::fmt::Display for ServerAddr {
 }
 
 pub struct Server {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// ParameterStatus values as last reported by the server.
     pub params: Vec<(String, String)>,
     /// The server's BackendKeyData, for cancel requests.
@@ -56,8 +58,12 @@ pub struct Server {
 
 impl Server {
     /// Opens and authenticates a connection, waiting at most `timeout`.
-    pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Server, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(addr)).await {
+    pub async fn connect(
+        addr: &ServerAddr,
+        tls: &Connector,
+        timeout: Duration,
+    ) -> Result<Server, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, tls)).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout {
                 addr: format!("{}:{}", addr.host, addr.port),
@@ -66,16 +72,16 @@ impl Server {
         }
     }
 
-    async fn connect_inner(addr: &ServerAddr) -> Result<Server, BackendError> {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+    async fn connect_inner(addr: &ServerAddr, tls: &Connector) -> Result<Server, BackendError> {
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
             .map_err(|source| BackendError::Connect {
                 addr: format!("{}:{}", addr.host, addr.port),
                 source,
             })?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
         let mut server = Server {
-            stream,
+            stream: negotiate_tls(tcp, tls).await?,
             params: Vec::new(),
             key: BackendKey::default(),
             status: TxStatus::Idle,
@@ -134,15 +140,9 @@ impl Server {
                         }
                         offered.push(m.to_string());
                     }
-                    if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
-                        return Err(BackendError::UnsupportedAuth(format!(
-                            "SASL {}",
-                            offered.join(",")
-                        )));
-                    }
-                    let client =
-                        ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                    messages::sasl_initial_response(&mut out, "SCRAM-SHA-256", client.message());
+                    let (mechanism, binding) = self.channel_binding(&offered)?;
+                    let client = ScramSha256::new(password()?.as_bytes(), binding);
+                    messages::sasl_initial_response(&mut out, mechanism, client.message());
                     scram = Some(client);
                 }
                 11 => {
@@ -201,6 +201,36 @@ impl Server {
         }
     }
 
+    /// The SASL mechanism to answer `offered` with, and its channel binding: over TLS, with
+    /// the server's certificate when the server offers `SCRAM-SHA-256-PLUS` (as libpq's
+    /// `channel_binding=prefer`).
+    fn channel_binding(
+        &self,
+        offered: &[String],
+    ) -> Result<(&'static str, ChannelBinding), BackendError> {
+        let offers = |m: &str| offered.iter().any(|o| o == m);
+        if let Some(end_point) = self.stream.peer_end_point() {
+            if offers("SCRAM-SHA-256-PLUS") {
+                return Ok((
+                    "SCRAM-SHA-256-PLUS",
+                    ChannelBinding::tls_server_end_point(end_point),
+                ));
+            }
+        }
+        if !offers("SCRAM-SHA-256") {
+            return Err(BackendError::UnsupportedAuth(format!(
+                "SASL {}",
+                offered.join(",")
+            )));
+        }
+        let binding = match self.stream {
+            // We could bind, the server did not offer to.
+            Stream::Tls(_) => ChannelBinding::unrequested(),
+            Stream::Plain(_) => ChannelBinding::unsupported(),
+        };
+        Ok(("SCRAM-SHA-256", binding))
+    }
+
     fn set_param(&mut self, (name, value): (String, String)) {
         match self.params.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
@@ -240,6 +270,8 @@ impl Server {
     /// readable (end of stream, or a FATAL before closing) means it is gone.
     pub fn is_alive(&self) -> bool {
         use std::os::fd::AsRawFd;
+        // Readable TLS records (a close_notify, say) count as much as plain bytes: an
+        // idle server sends nothing either way.
         // A peek straight at the socket: tokio's `try_read` answers from its cached
         // readiness, which may not have seen the close yet.
         let mut probe = [0u8; 1];
@@ -247,7 +279,7 @@ impl Server {
         // belongs to `self.stream`, which outlives the call.
         let n = unsafe {
             libc::recv(
-                self.stream.as_raw_fd(),
+                self.stream.tcp().as_raw_fd(),
                 probe.as_mut_ptr().cast(),
                 probe.len(),
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -261,7 +293,9 @@ impl Server {
         !self.buf.is_empty()
     }
 
-    /// Sends a CancelRequest for the query running on the server with `key`.
+    /// Sends a CancelRequest for the query running on the server with `key`, over plain
+    /// TCP as libpq does (a cancel carries nothing secret, and servers take it before any
+    /// `pg_hba.conf` rule applies).
     pub async fn cancel(host: &str, port: u16, key: BackendKey) -> std::io::Result<()> {
         let mut stream = TcpStream::connect((host, port)).await?;
         stream.write_all(&startup::encode_cancel(key)).await?;
@@ -272,5 +306,25 @@ impl Server {
         let mut out = BytesMut::new();
         messages::terminate(&mut out);
         let _ = self.stream.write_all(&out).await;
+    }
+}
+
+/// The SSLRequest of `tls`'s mode, and the handshake if the server accepts: plain TCP under
+/// `disable`, or when a server under `prefer` answers `N`.
+async fn negotiate_tls(mut tcp: TcpStream, tls: &Connector) -> Result<Stream, BackendError> {
+    use crate::config::ServerTlsMode;
+    if tls.mode == ServerTlsMode::Disable {
+        return Ok(Stream::Plain(tcp));
+    }
+    tcp.write_all(&startup::encode_ssl_request()).await?;
+    match tcp.read_u8().await? {
+        b'S' => tls.connect(tcp).await.map_err(BackendError::Tls),
+        b'N' if tls.mode == ServerTlsMode::Prefer => Ok(Stream::Plain(tcp)),
+        b'N' => Err(BackendError::TlsRefused(tls.mode.as_str())),
+        other => Err(crate::protocol::ProtocolError::Unexpected {
+            tag: other,
+            context: "answer to SSLRequest",
+        }
+        .into()),
     }
 }

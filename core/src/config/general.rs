@@ -1,7 +1,9 @@
 //! `[general]`: listener addresses, client authentication, timeouts and the mirror
 //! defaults and readiness criteria.
 
+use super::tls::{ClientTlsMode, ServerTlsMode};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// How clients authenticate to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -76,6 +78,37 @@ pub struct General {
     /// Largest protocol message accepted from a client. Default 64 MiB.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// Time a new client has for its TLS handshake, startup and authentication. Default
+    /// 60000 ms (PgBouncer's `client_login_timeout`).
+    #[serde(default = "default_client_login_timeout_ms")]
+    pub client_login_timeout_ms: u64,
+
+    /// TLS towards clients: `disable`, `allow`, `prefer`, `require`, `verify-ca` or
+    /// `verify-full`. Default: `prefer` when `client_tls_cert_file` is set, else `disable`.
+    #[serde(default)]
+    pub client_tls_sslmode: Option<ClientTlsMode>,
+    /// Certificate (PEM, with its chain) the proxy and the admin console present.
+    #[serde(default)]
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `client_tls_cert_file`.
+    #[serde(default)]
+    pub client_tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates are checked against (`verify-ca`/`verify-full`).
+    #[serde(default)]
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS towards servers, as libpq's `sslmode`: `disable`, `prefer`, `require`,
+    /// `verify-ca` or `verify-full`. Default `prefer`. A pool's own value wins.
+    #[serde(default)]
+    pub server_tls_sslmode: ServerTlsMode,
+    /// CA bundle (PEM) server certificates are checked against. Default: the system roots.
+    #[serde(default)]
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that authenticate by certificate.
+    #[serde(default)]
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `server_tls_cert_file`.
+    #[serde(default)]
+    pub server_tls_key_file: Option<PathBuf>,
 
     /// Whether mirror statistics are collected and exported. Default true.
     #[serde(default = "default_true")]
@@ -132,6 +165,16 @@ impl General {
     pub fn metrics_host(&self) -> &str {
         self.metrics_host.as_deref().unwrap_or(&self.host)
     }
+
+    /// The client TLS mode in effect: the configured one, else `prefer` when a
+    /// certificate is set, else `disable`.
+    pub fn client_tls_mode(&self) -> ClientTlsMode {
+        self.client_tls_sslmode
+            .unwrap_or(match self.client_tls_cert_file {
+                Some(_) => ClientTlsMode::Prefer,
+                None => ClientTlsMode::Disable,
+            })
+    }
 }
 
 fn default_host() -> String {
@@ -166,6 +209,9 @@ fn default_shutdown_timeout_ms() -> u64 {
 }
 fn default_max_message_size() -> usize {
     64 * 1024 * 1024
+}
+fn default_client_login_timeout_ms() -> u64 {
+    60_000
 }
 fn default_true() -> bool {
     true

@@ -9,12 +9,14 @@ mod general;
 mod locate;
 mod plugin;
 mod pool;
+mod tls;
 mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use general::{AuthType, General};
 pub use plugin::PluginConfig;
 pub use pool::PoolConfig;
+pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -37,7 +39,34 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.resolve_paths(&Config::dir_of(path));
+        Ok(config)
+    }
+
+    /// Makes the relative TLS file paths relative to `dir` (the config file's).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let g = &mut self.general;
+        let files = [
+            &mut g.client_tls_cert_file,
+            &mut g.client_tls_key_file,
+            &mut g.client_tls_ca_file,
+            &mut g.server_tls_ca_file,
+            &mut g.server_tls_cert_file,
+            &mut g.server_tls_key_file,
+        ];
+        let pools = self.pools.iter_mut().flat_map(|p| {
+            [
+                &mut p.server_tls_ca_file,
+                &mut p.server_tls_cert_file,
+                &mut p.server_tls_key_file,
+            ]
+        });
+        for file in files.into_iter().chain(pools).flatten() {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
     }
 
     /// Parses and validates `text`; `file` only names the source in errors.

@@ -1,6 +1,9 @@
 //! `[[pools]]`: one entry per server-side database the proxy serves.
 
+use super::tls::{ServerTlsMode, ServerTlsSettings};
+use super::General;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,12 +40,37 @@ pub struct PoolConfig {
     /// Compare the mirror's answers with the primary's. Default: `[general] mirror_compare`.
     #[serde(default)]
     pub mirror_compare: Option<bool>,
+    /// TLS to this pool's server. Default: `[general] server_tls_sslmode`.
+    #[serde(default)]
+    pub server_tls_sslmode: Option<ServerTlsMode>,
+    /// Default: `[general] server_tls_ca_file`.
+    #[serde(default)]
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Default: `[general] server_tls_cert_file`.
+    #[serde(default)]
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Default: `[general] server_tls_key_file`.
+    #[serde(default)]
+    pub server_tls_key_file: Option<PathBuf>,
 }
 
 impl PoolConfig {
     /// The database name sent to the server.
     pub fn server_database(&self) -> &str {
         self.database.as_deref().unwrap_or(&self.name)
+    }
+
+    /// TLS towards this pool's server: its own settings, else `general`'s.
+    pub fn server_tls(&self, general: &General) -> ServerTlsSettings {
+        let or = |own: &Option<PathBuf>, default: &Option<PathBuf>| own.clone().or(default.clone());
+        ServerTlsSettings {
+            mode: self
+                .server_tls_sslmode
+                .unwrap_or(general.server_tls_sslmode),
+            ca_file: or(&self.server_tls_ca_file, &general.server_tls_ca_file),
+            cert_file: or(&self.server_tls_cert_file, &general.server_tls_cert_file),
+            key_file: or(&self.server_tls_key_file, &general.server_tls_key_file),
+        }
     }
 }
 

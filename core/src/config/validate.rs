@@ -81,6 +81,53 @@ fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
             "port, admin_port and metrics_port must differ".into(),
         );
     }
+    check_client_tls(g, &mut problem);
+    if let Some((key, message)) = pair(
+        ("server_tls_cert_file", &g.server_tls_cert_file),
+        ("server_tls_key_file", &g.server_tls_key_file),
+    ) {
+        problem(key, message);
+    }
+}
+
+fn check_client_tls(g: &super::General, problem: &mut impl FnMut(&str, String)) {
+    let mode = g.client_tls_mode();
+    if let Some((key, message)) = pair(
+        ("client_tls_cert_file", &g.client_tls_cert_file),
+        ("client_tls_key_file", &g.client_tls_key_file),
+    ) {
+        problem(key, message);
+    } else if mode != super::ClientTlsMode::Disable && g.client_tls_cert_file.is_none() {
+        problem(
+            "client_tls_sslmode",
+            format!(
+                "client_tls_sslmode = \"{}\" needs client_tls_cert_file and client_tls_key_file",
+                mode.as_str()
+            ),
+        );
+    }
+    if mode.requires_client_certificate() && g.client_tls_ca_file.is_none() {
+        problem(
+            "client_tls_ca_file",
+            format!(
+                "client_tls_sslmode = \"{}\" checks client certificates: set client_tls_ca_file",
+                mode.as_str()
+            ),
+        );
+    }
+}
+
+/// A certificate file set without its key file, or the other way round: the key to name
+/// and the problem.
+fn pair<'a>(
+    cert: (&'a str, &Option<std::path::PathBuf>),
+    key: (&'a str, &Option<std::path::PathBuf>),
+) -> Option<(&'a str, String)> {
+    match (cert.1, key.1) {
+        (Some(_), None) => Some((key.0, format!("{} is set: set {} too", cert.0, key.0))),
+        (None, Some(_)) => Some((cert.0, format!("{} is set: set {} too", key.0, cert.0))),
+        _ => None,
+    }
 }
 
 fn check_pools(config: &Config, text: &str, problems: &mut Vec<Problem>) {
@@ -137,6 +184,12 @@ fn check_pools(config: &Config, text: &str, problems: &mut Vec<Problem>) {
         }
         if pool.pool_size == Some(0) {
             problem("pool_size", "expected a positive number, got 0".into());
+        }
+        if let Some((key, message)) = pair(
+            ("server_tls_cert_file", &pool.server_tls_cert_file),
+            ("server_tls_key_file", &pool.server_tls_key_file),
+        ) {
+            problem(key, message);
         }
     }
 }

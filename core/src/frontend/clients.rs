@@ -24,6 +24,10 @@ pub struct ClientInfo {
     pub pool: String,
     /// Process id of the server connection the session holds (its BackendKeyData pid).
     pub server_pid: i32,
+    /// The client connection's TLS version, `None` for plain TCP.
+    pub tls: Option<&'static str>,
+    /// The server connection's TLS version, `None` for plain TCP.
+    pub server_tls: Option<&'static str>,
     pub connected_at: SystemTime,
     pub tracker: Arc<Tracker>,
     /// Cancelled to end the session at its next idle point (`KILL`).
@@ -98,6 +102,8 @@ mod tests {
             user: "u".into(),
             pool: "p".into(),
             server_pid: 7,
+            tls: None,
+            server_tls: None,
             connected_at: SystemTime::now(),
             tracker: Arc::new(Tracker::new()),
             stop: CancellationToken::new(),

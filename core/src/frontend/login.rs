@@ -1,7 +1,9 @@
-//! A new client connection up to its first ReadyForQuery: startup packet (SSL and GSS
-//! encryption refused, cancel requests forwarded), routing to a pool, password check, a
-//! server connection for the session, and the startup parameters applied to it.
+//! A new client connection up to its first ReadyForQuery: the opening packets (TLS on
+//! request, cancel requests forwarded; see [`handshake`]), routing to a pool, password
+//! check, a server connection for the session, and the startup parameters applied to it.
+//! All of it within `client_login_timeout_ms`.
 
+use super::handshake::{self, HandshakeError, Opened};
 use super::session::Session;
 use super::{ClientError, Frontend};
 use crate::auth::exchange::{self, ExchangeError};
@@ -10,22 +12,58 @@ use crate::config::AuthType;
 use crate::frontend::cancel::CancelTarget;
 use crate::frontend::clients::{ClientInfo, Registered};
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::startup::{self, Startup};
 use crate::protocol::{ProtocolError, TxStatus};
+use crate::runtime::Runtime;
+use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 
 /// Runs a client connection from accept to close.
-pub async fn run(mut stream: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
-    let _ = stream.set_nodelay(true);
+pub async fn run(tcp: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
+    let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8192);
-    match login(&mut stream, &mut buf, &frontend, peer).await {
+    // One snapshot for the whole session: its pool, its mirror target, its certificate and
+    // its settings come from the same generation of the configuration.
+    let runtime = frontend.runtime.load();
+    let limit = Duration::from_millis(runtime.config.general.client_login_timeout_ms);
+    let deadline = Instant::now() + limit;
+    let (mut stream, params) = match timeout_at(
+        deadline,
+        handshake::open(tcp, &mut buf, &runtime.client_tls),
+    )
+    .await
+    {
+        Ok(Ok(Opened::Startup { stream, params })) => (stream, params),
+        Ok(Ok(Opened::Cancel(key))) => return frontend.cancel.cancel(key).await,
+        Ok(Err(HandshakeError::Protocol(ProtocolError::Eof))) => return,
+        Ok(Err(e)) => return tracing::info!(%peer, "client refused: {e}"),
+        Err(_) => {
+            return tracing::info!(%peer, "client refused: no startup within client_login_timeout_ms")
+        }
+    };
+    let login = Login {
+        frontend: &frontend,
+        runtime: &runtime,
+        peer,
+    };
+    let result = match timeout_at(deadline, login.run(&mut stream, &mut buf, &params)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Rejected {
+            code: "08006".into(),
+            message: format!(
+                "login did not complete within client_login_timeout_ms ({} ms)",
+                limit.as_millis()
+            ),
+        }),
+    };
+    match result {
         // The registration lasts as long as the session.
-        Ok(Some((session, _registered))) => session.run(stream, buf).await,
-        Ok(None) => {}
+        Ok((session, _registered)) => session.run(stream, buf).await,
         Err(ClientError::Protocol(ProtocolError::Eof)) => {}
         Err(e) => {
             tracing::info!(%peer, "client refused: {e}");
@@ -37,99 +75,110 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, frontend: Arc<Frontend
     }
 }
 
-async fn login(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    frontend: &Arc<Frontend>,
+/// One client's login, after its startup packet.
+struct Login<'a> {
+    frontend: &'a Arc<Frontend>,
+    runtime: &'a Arc<Runtime>,
     peer: SocketAddr,
-) -> Result<Option<(Session, Registered)>, ClientError> {
-    let params = loop {
-        match startup::read(stream, buf).await? {
-            Startup::Ssl | Startup::GssEnc => {
-                stream.write_all(b"N").await.map_err(ProtocolError::Io)?
-            }
-            Startup::Cancel(key) => {
-                frontend.cancel.cancel(key).await;
-                return Ok(None);
-            }
-            Startup::Startup { params } => break params,
+}
+
+impl Login<'_> {
+    async fn run(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        params: &[(String, String)],
+    ) -> Result<(Session, Registered), ClientError> {
+        let (frontend, runtime) = (self.frontend, self.runtime);
+        if frontend.shutdown.is_cancelled() {
+            return Err(ClientError::Shutdown);
         }
-    };
-    if frontend.shutdown.is_cancelled() {
-        return Err(ClientError::Shutdown);
-    }
-    // One snapshot for the whole session: its pool, its mirror target and its settings
-    // come from the same generation of the configuration.
-    let runtime = frontend.runtime.load();
-    let slot = frontend
-        .client_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ClientError::TooManyClients(runtime.config.general.max_client_conn))?;
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let user = param("user").ok_or_else(|| ClientError::Rejected {
-        code: "28000".into(),
-        message: "no PostgreSQL user name specified in startup packet".into(),
-    })?;
-    let database = param("database").unwrap_or(user);
-    if param("replication").is_some_and(|v| v != "false" && v != "0") {
-        return Err(ClientError::Rejected {
-            code: "08P01".into(),
-            message: "replication connections are not supported by the proxy".into(),
+        let slot = frontend
+            .client_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ClientError::TooManyClients(runtime.config.general.max_client_conn))?;
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let user = param("user").ok_or_else(|| ClientError::Rejected {
+            code: "28000".into(),
+            message: "no PostgreSQL user name specified in startup packet".into(),
+        })?;
+        let database = param("database").unwrap_or(user);
+        if param("replication").is_some_and(|v| v != "false" && v != "0") {
+            return Err(ClientError::Rejected {
+                code: "08P01".into(),
+                message: "replication connections are not supported by the proxy".into(),
+            });
+        }
+        let pool = runtime
+            .pools
+            .route(database)
+            .map_err(|e| ClientError::NoDatabase(e.to_string()))?;
+        let binding = match stream {
+            Stream::Tls(_) => runtime.client_tls.end_point(),
+            Stream::Plain(_) => None,
+        };
+        authenticate(
+            stream,
+            buf,
+            runtime.config.general.auth_type,
+            &pool,
+            user,
+            binding,
+        )
+        .await?;
+        if pool.is_disabled() {
+            return Err(ClientError::PoolDisabled(format!(
+                "pool \"{}\" is disabled; try again later",
+                pool.name()
+            )));
+        }
+
+        let mut server = pool.get().await.map_err(pool_error)?;
+        apply_startup_params(&mut server, params).await?;
+
+        let target = CancelTarget {
+            host: pool.addr().host.clone(),
+            port: pool.addr().port,
+            key: server.server().key,
+        };
+        let key = frontend.cancel.register(target);
+        let mut out = BytesMut::with_capacity(512);
+        messages::auth_ok(&mut out);
+        for (name, value) in &server.server().params {
+            messages::parameter_status(&mut out, name, value);
+        }
+        messages::backend_key_data(&mut out, key);
+        messages::ready_for_query(&mut out, TxStatus::Idle);
+        if let Err(e) = stream.write_all(&out).await {
+            frontend.cancel.unregister(key);
+            server.release().await;
+            return Err(ProtocolError::Io(e).into());
+        }
+        tracing::debug!(pool = pool.name(), user, "client logged in");
+        let pool_name = pool.name().to_string();
+        let server_pid = server.server().key.pid;
+        let server_tls = server.server().stream.tls_version();
+        let session = Session::new(frontend.clone(), runtime, pool, server, key, slot);
+        let registered = frontend.clients.register(ClientInfo {
+            id: 0,
+            peer: self.peer,
+            user: user.to_string(),
+            pool: pool_name,
+            server_pid,
+            tls: stream.tls_version(),
+            server_tls,
+            connected_at: std::time::SystemTime::now(),
+            tracker: session.tracker().clone(),
+            stop: session.stop_token().clone(),
         });
+        Ok((session, registered))
     }
-    let pool = runtime
-        .pools
-        .route(database)
-        .map_err(|e| ClientError::NoDatabase(e.to_string()))?;
-    authenticate(stream, buf, runtime.config.general.auth_type, &pool, user).await?;
-    if pool.is_disabled() {
-        return Err(ClientError::PoolDisabled(format!(
-            "pool \"{}\" is disabled; try again later",
-            pool.name()
-        )));
-    }
-
-    let mut server = pool.get().await.map_err(pool_error)?;
-    apply_startup_params(&mut server, &params).await?;
-
-    let target = CancelTarget {
-        host: pool.addr().host.clone(),
-        port: pool.addr().port,
-        key: server.server().key,
-    };
-    let key = frontend.cancel.register(target);
-    let mut out = BytesMut::with_capacity(512);
-    messages::auth_ok(&mut out);
-    for (name, value) in &server.server().params {
-        messages::parameter_status(&mut out, name, value);
-    }
-    messages::backend_key_data(&mut out, key);
-    messages::ready_for_query(&mut out, TxStatus::Idle);
-    if let Err(e) = stream.write_all(&out).await {
-        frontend.cancel.unregister(key);
-        server.release().await;
-        return Err(ProtocolError::Io(e).into());
-    }
-    tracing::debug!(pool = pool.name(), user, "client logged in");
-    let (pool_name, server_pid) = (pool.name().to_string(), server.server().key.pid);
-    let session = Session::new(frontend.clone(), &runtime, pool, server, key, slot);
-    let registered = frontend.clients.register(ClientInfo {
-        id: 0,
-        peer,
-        user: user.to_string(),
-        pool: pool_name,
-        server_pid,
-        connected_at: std::time::SystemTime::now(),
-        tracker: session.tracker().clone(),
-        stop: session.stop_token().clone(),
-    });
-    Ok(Some((session, registered)))
 }
 
 fn pool_error(e: PoolError) -> ClientError {
@@ -140,12 +189,15 @@ fn pool_error(e: PoolError) -> ClientError {
     }
 }
 
+/// Checks the client's password against the pool's. `binding` is the channel binding
+/// data SCRAM-SHA-256-PLUS checks, on a TLS connection.
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     auth_type: AuthType,
     pool: &Pool,
     user: &str,
+    binding: Option<&[u8]>,
 ) -> Result<(), ClientError> {
     let failed = || {
         ClientError::Auth(format!(
@@ -170,7 +222,7 @@ async fn authenticate(
         AuthType::Md5 => exchange::md5(stream, buf, user, password).await,
         AuthType::ScramSha256 => {
             let secret = pool.scram_secret().await.expect("password checked above");
-            exchange::scram(stream, buf, secret).await
+            exchange::scram(stream, buf, secret, binding).await
         }
         AuthType::Trust => unreachable!("handled above"),
     }

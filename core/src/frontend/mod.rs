@@ -5,6 +5,7 @@
 
 pub mod cancel;
 pub mod clients;
+pub mod handshake;
 pub mod listener;
 pub mod login;
 pub mod session;

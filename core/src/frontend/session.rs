@@ -21,12 +21,13 @@ use crate::protocol::messages::{self, Severity};
 use crate::protocol::tag::{client, server};
 use crate::protocol::{BackendKey, ProtocolError};
 use crate::runtime::Runtime;
+use crate::tls::Stream;
+use crate::with_halves;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -101,36 +102,35 @@ impl Session {
         &self.stop
     }
 
-    pub async fn run(mut self, mut client: TcpStream, client_buf: BytesMut) {
-        let end = {
-            let (mut client_rd, mut client_wr) = client.split();
-            let (mut server_rd, mut server_wr) = self.server.server().stream.split();
-            let recorder = self.tap.as_ref().map(Tap::recorder);
-            let to_server = ClientToServer {
-                buf: client_buf,
-                max: self.max_message_size,
-                tracker: &self.tracker,
-                stats: self.pool.stats(),
-                shutdown: &self.stop,
-                tap: self.tap.as_mut(),
-            }
-            .run(&mut client_rd, &mut server_wr);
-            let to_client = ServerToClient {
-                tracker: &self.tracker,
-                stats: self.pool.stats(),
-                shutdown: &self.stop,
-                recorder,
-            }
-            .run(&mut server_rd, &mut client_wr);
-            tokio::select! {
-                end = to_server => end,
-                end = to_client => end,
-            }
+    pub async fn run(mut self, mut client: Stream, client_buf: BytesMut) {
+        let recorder = self.tap.as_ref().map(Tap::recorder);
+        let to_server = ClientToServer {
+            buf: client_buf,
+            max: self.max_message_size,
+            tracker: &self.tracker,
+            stats: self.pool.stats(),
+            shutdown: &self.stop,
+            tap: self.tap.as_mut(),
         };
+        let to_client = ServerToClient {
+            tracker: &self.tracker,
+            stats: self.pool.stats(),
+            shutdown: &self.stop,
+            recorder,
+        };
+        let server = &mut self.server.server().stream;
+        let end = with_halves!(&mut client, |client_rd, client_wr| {
+            with_halves!(server, |server_rd, server_wr| {
+                tokio::select! {
+                    end = to_server.run(&mut client_rd, &mut server_wr) => end,
+                    end = to_client.run(&mut server_rd, &mut client_wr) => end,
+                }
+            })
+        });
         self.finish(end, &mut client).await;
     }
 
-    async fn finish(mut self, end: End, client: &mut TcpStream) {
+    async fn finish(mut self, end: End, client: &mut Stream) {
         // Dropping the tap closes the mirror queue: the worker drains it and stops.
         self.tap.take();
         self.frontend.cancel.unregister(self.key);

@@ -305,7 +305,7 @@ async fn a_scrape_right_after_traffic_sees_it() {
     };
     let host = crate::plugins::PluginHost::load(&[], &options)
         .expect("the bundled plugin (run `cargo build --workspace` first)");
-    let proxy = crate::proxy::Proxy::new(config, path, Arc::new(host));
+    let proxy = crate::proxy::Proxy::new(config, path, Arc::new(host)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve(proxy.clone(), listener));

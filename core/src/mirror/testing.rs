@@ -25,6 +25,7 @@ pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarge
         size: 1,
         connect_timeout: Duration::from_secs(1),
         checkout_timeout: Duration::from_secs(1),
+        tls: Arc::new(crate::tls::Connector::disabled()),
     };
     let compare = super::CompareSettings {
         enabled: compare,

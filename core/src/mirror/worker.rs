@@ -17,6 +17,7 @@ use super::prepared::Definitions;
 use super::request::Request;
 use super::{connection_error, EventSink, MirrorError, MirrorTarget};
 use crate::backend::{PooledServer, Server};
+use crate::with_halves;
 use std::sync::Arc;
 
 pub struct Worker {
@@ -141,7 +142,6 @@ impl Worker {
         let server = conn.server();
         let key = server.key;
         let addr = self.target.pool.addr();
-        let (mut rd, mut wr) = server.stream.split();
         let cx = Context {
             ledger: &self.ledger,
             events: &self.events,
@@ -154,7 +154,10 @@ impl Worker {
                 }
             },
         };
-        driver::run(&mut rd, &mut wr, &mut self.pipeline, queue, cx).await
+        let pipeline = &mut self.pipeline;
+        with_halves!(&mut server.stream, |rd, wr| {
+            driver::run(&mut rd, &mut wr, pipeline, queue, cx).await
+        })
     }
 
     /// The connection failed for good: the episode goes on, and the rest of the

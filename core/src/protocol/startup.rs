@@ -126,6 +126,14 @@ pub fn encode(params: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// Encodes an SSLRequest.
+pub fn encode_ssl_request() -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&8i32.to_be_bytes());
+    out[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    out
+}
+
 /// Encodes a CancelRequest.
 pub fn encode_cancel(key: BackendKey) -> [u8; 16] {
     let mut out = [0u8; 16];

@@ -71,6 +71,7 @@ pub fn clients(proxy: &Proxy) -> Output {
             "requests",
             "connected_secs",
             "server_pid",
+            "tls",
         ],
     );
     for c in proxy.clients.list() {
@@ -85,6 +86,7 @@ pub fn clients(proxy: &Proxy) -> Output {
             text(c.tracker.requests()),
             Some(format!("{age:.1}")),
             text(c.server_pid),
+            c.tls.map(str::to_string),
         ]);
     }
     out
@@ -104,6 +106,7 @@ pub fn servers(proxy: &Proxy) -> Output {
             "state",
             "pid",
             "client_id",
+            "tls",
         ],
     );
     let mut by_pool: HashMap<String, Vec<_>> = HashMap::new();
@@ -127,19 +130,20 @@ pub fn servers(proxy: &Proxy) -> Output {
                 text(format!("client ({})", c.activity())),
                 text(c.server_pid),
                 text(c.id),
+                c.server_tls.map(str::to_string),
             ]);
             out.row(row);
         }
-        let idle = pool.idle_pids();
-        for pid in &idle {
+        let idle = pool.idle_servers();
+        for (pid, tls) in &idle {
             let mut row = base();
-            row.extend([text("idle"), text(pid), None]);
+            row.extend([text("idle"), text(pid), None, tls.map(str::to_string)]);
             out.row(row);
         }
         let servers = pool.stats().servers.load(Ordering::Relaxed);
         for _ in 0..servers.saturating_sub(held.len() + idle.len()) {
             let mut row = base();
-            row.extend([text("mirror or login"), None, None]);
+            row.extend([text("mirror or login"), None, None, None]);
             out.row(row);
         }
     }

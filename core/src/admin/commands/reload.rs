@@ -37,7 +37,10 @@ pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
     if old.plugins != new.plugins {
         changes.push("[[plugins]] changed: takes effect after a restart".into());
     }
-    let applied = proxy.runtime.reload(new);
+    let applied = proxy
+        .runtime
+        .reload(new)
+        .map_err(|e| AdminError::Reload(e.to_string()))?;
     for change in applied.pools {
         changes.push(match change {
             PoolChange::Added(name) => format!("pool \"{name}\" added"),

@@ -1,0 +1,125 @@
+//! A connection that may have been upgraded to TLS: what the client session, the admin
+//! console and a server connection read and write, whichever it is.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TLS protocol version (`TLSv1.3`, ...), `None` for plain TCP.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let version = match &**tls {
+            TlsStream::Client(c) => c.get_ref().1.protocol_version(),
+            TlsStream::Server(s) => s.get_ref().1.protocol_version(),
+        };
+        version.and_then(|v| v.as_str())
+    }
+
+    /// The `tls-server-end-point` channel binding data of the server's certificate, on a
+    /// TLS connection the proxy opened to a server.
+    pub fn peer_end_point(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let TlsStream::Client(c) = &**tls else {
+            return None;
+        };
+        let cert = c.get_ref().1.peer_certificates()?.first()?;
+        super::tls_server_end_point(cert)
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+/// Runs `$body` with `$rd` and `$wr` bound to the read and write halves of `$stream` (a
+/// `&mut Stream`): borrowed halves of the socket for plain TCP (no lock), `tokio::io::split`
+/// halves for TLS.
+#[macro_export]
+macro_rules! with_halves {
+    ($stream:expr, |$rd:ident, $wr:ident| $body:expr) => {
+        match $stream {
+            $crate::tls::Stream::Plain(tcp) => {
+                let (mut $rd, mut $wr) = tcp.split();
+                $body
+            }
+            $crate::tls::Stream::Tls(tls) => {
+                let (mut $rd, mut $wr) = tokio::io::split(&mut **tls);
+                $body
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
