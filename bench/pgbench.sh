@@ -6,6 +6,11 @@
 #
 # Options: --rounds N  --duration SECS  --scale N  --clients N  --threads N
 #          --targets direct,pgbouncer,pgdog  --pgdog-bin PATH (default target/release/pgdog, built if missing)
+#          --modes "select-prepared select-simple tpcb select-connect"
+#          --tls: every leg over TLS (clients to the proxies and to PostgreSQL with sslmode=require, the
+#                 proxies to PostgreSQL with server_tls_sslmode=require; PostgreSQL takes TLS only), and
+#                 select-connect (-C: a new connection, so a TLS handshake, per transaction) added
+#          --idle N: after the runs, each proxy's resident memory with N idle clients connected
 #
 # Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
 # available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
@@ -22,6 +27,9 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGDOG_BIN="${PGDOG_BIN:-$REPO/target/release/pgdog}"
 QUICK=0
+TLS=0
+IDLE=0
+MODES_ARG=""
 
 while (($#)); do
     case $1 in
@@ -33,7 +41,10 @@ while (($#)); do
     --threads) THREADS=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
     --pgdog-bin) PGDOG_BIN=$2; shift ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --modes) MODES_ARG=$2; shift ;;
+    --tls) TLS=1 ;;
+    --idle) IDLE=$2; shift ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -97,9 +108,16 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
 
 # --- PostgreSQL --------------------------------------------------------------------------------------
-log "initdb + start PostgreSQL ($WORK/pg)"
-PGPORT=$("$REPO/scripts/pg-cluster.sh" start "$WORK/pg" -p "$(free_port)" -c max_connections=100 \
-    -c shared_buffers=128MB) || die "PostgreSQL did not start"
+TLS_ARGS=()
+if ((TLS)); then
+    bash "$REPO/scripts/tls-certs.sh" "$WORK/certs"
+    ((IS_ROOT)) && chown -R postgres: "$WORK/certs"
+    TLS_ARGS=(--tls "$WORK/certs")
+    export PGSSLMODE=require
+fi
+log "initdb + start PostgreSQL ($WORK/pg)$( ((TLS)) && echo ", TLS only")"
+PGPORT=$("$REPO/scripts/pg-cluster.sh" start "$WORK/pg" -p "$(free_port)" -c max_connections=$((IDLE * 2 + 100)) \
+    -c shared_buffers=128MB "${TLS_ARGS[@]}") || die "PostgreSQL did not start"
 USED_PORTS+="$PGPORT "
 pg_super() { "$REPO/scripts/pg-cluster.sh" psql "$WORK/pg" -q -v ON_ERROR_STOP=1 "$@"; }
 pg_super -d postgres -c 'CREATE DATABASE pgbench OWNER pgdog' >/dev/null
@@ -129,12 +147,20 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = session
-default_pool_size = 20
-max_client_conn = 200
+default_pool_size = $((IDLE + 20))
+max_client_conn = $((IDLE + 200))
 logfile = $WORK/pgbouncer.log
 pidfile = $BOUNCER_PIDFILE
 admin_users = pgdog
 EOF
+    if ((TLS)); then
+        cat >>"$WORK/pgbouncer.ini" <<EOF
+client_tls_sslmode = require
+client_tls_cert_file = $WORK/certs/server.crt
+client_tls_key_file = $WORK/certs/server.key
+server_tls_sslmode = require
+EOF
+    fi
     echo '"pgdog" "pgdog"' >"$WORK/userlist.txt"
     ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
     # PgBouncer refuses to run as root: as_pg runs it as postgres then.
@@ -169,6 +195,8 @@ port = $port
 admin_port = $admin
 metrics_port = $metrics
 auth_type = "scram-sha-256"
+max_client_conn = $((IDLE + 200))
+$( ((TLS)) && printf 'client_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nclient_tls_sslmode = "require"\nserver_tls_sslmode = "require"\n' "$WORK/certs/server.crt" "$WORK/certs/server.key")
 
 [[pools]]
 name = "pgbench"
@@ -177,7 +205,7 @@ host = "127.0.0.1"
 port = $PGPORT
 user = "pgdog"
 password = "pgdog"
-pool_size = 20
+pool_size = $((IDLE + 20))
 EOF
     RUST_LOG="${RUST_LOG:-warn}" "$PGDOG_BIN" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
     PGDOG_PID=$!
@@ -213,11 +241,15 @@ done
 
 # --- runs --------------------------------------------------------------------------------------------
 MODES=(select-prepared select-simple tpcb)
+((TLS)) && MODES+=(select-connect)
+[[ -n $MODES_ARG ]] && read -r -a MODES <<<"$MODES_ARG"
 mode_args() {
     case $1 in
     select-prepared) echo "-S -M prepared" ;;
     select-simple) echo "-S -M simple" ;;
+    select-connect) echo "-S -M simple -C" ;;
     tpcb) echo "-M simple" ;;
+    *) die "unknown mode $1" ;;
     esac
 }
 mkdir -p "$WORK/results"
@@ -232,7 +264,8 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
         FAILED_RUNS=$((FAILED_RUNS + 1))
         return 0
     fi
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    # "(without initial connection time)", or with -C "(including reconnection times)".
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
     if [[ -n $failed && $failed != 0 ]]; then
@@ -271,6 +304,31 @@ done
 declare -A RSS=()
 for t in "${!PROXY_PID[@]}"; do RSS[$t]=$(rss_kb "${PROXY_PID[$t]}"); done
 
+# --- idle clients ------------------------------------------------------------------------------------
+declare -A IDLE_RSS=()
+if ((IDLE > 0)); then
+    for t in "${!PROXY_PID[@]}"; do
+        # One process holds them all (psycopg, libpq underneath), with sslmode from the environment.
+        /usr/bin/python3 - "${PORT[$t]}" "$IDLE" "$WORK/idle.$t" <<'PY' &
+import psycopg, sys, time, pathlib
+port, n, flag = int(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+conns = [psycopg.connect(host="127.0.0.1", port=port, user="pgdog", password="pgdog", dbname="pgbench") for _ in range(n)]
+for c in conns:
+    c.execute("select 1")
+    c.commit()
+flag.write_text("up")
+time.sleep(30)
+PY
+        holder=$!
+        for _ in $(seq 300); do [[ -f $WORK/idle.$t ]] && break; sleep 0.1; done
+        [[ -f $WORK/idle.$t ]] || log "$t: $IDLE idle clients did not all connect"
+        sleep 2
+        IDLE_RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
+        log "$t with $IDLE idle clients: $(awk -v k="${IDLE_RSS[$t]}" 'BEGIN {printf "%.1f MB", k / 1024}')"
+        kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+    done
+fi
+
 # --- report ------------------------------------------------------------------------------------------
 declare -A TPS=() LAT=()
 for t in "${ACTIVE[@]}"; do
@@ -286,7 +344,7 @@ fmt() { if [[ -n ${1:-} ]]; then printf "%.${2}f" "$1"; else echo "-"; fi; }
 mem() { if [[ -n ${RSS[$1]:-} ]]; then awk -v k="${RSS[$1]}" 'BEGIN {printf "%.1f MB", k / 1024}'; else echo "-"; fi; }
 
 CPU=$(grep -c ^processor /proc/cpuinfo)
-HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs"
+HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs$( ((TLS)) && echo "; every leg TLS")"
 echo
 echo "$HEADER"
 printf '%-10s %-16s %12s %14s %12s\n' target workload "tps" "latency (ms)" "proxy RSS"
@@ -305,7 +363,7 @@ done
 
 echo
 echo "<!-- markdown for docs/benchmarks.md -->"
-echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
 echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
 echo "|---|---|---:|---:|---:|"
@@ -320,6 +378,15 @@ echo "|---|---:|---:|"
 for mode in "${MODES[@]}"; do
     echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") |"
 done
+
+if ((IDLE > 0)); then
+    echo
+    echo "| proxy | resident memory with $IDLE idle clients |"
+    echo "|---|---:|"
+    for t in "${!IDLE_RSS[@]}"; do
+        echo "| $t | $(awk -v k="${IDLE_RSS[$t]}" 'BEGIN {printf "%.1f MB", k / 1024}') |"
+    done
+fi
 
 status=0
 if ((FAILED_RUNS)); then

@@ -3,11 +3,14 @@
 # primary and the "new" mirror), pgdog in front of the primary with mirroring on, pgbench
 # traffic through it with a progress display, then the readiness verdict and the metrics.
 #
-#   scripts/demo.sh [--duration SECONDS] [--clients N] [--rate TPS] [--keep]
+#   scripts/demo.sh [--duration SECONDS] [--clients N] [--rate TPS] [--tls] [--keep]
 #
 # --rate caps pgbench's transactions per second (default 600; 0 = as fast as it can). Both
 # clusters share this machine's cores: unthrottled, the primary takes the CPU the mirror needs
 # to keep up, the mirror queues fill and requests are dropped (and readiness says so).
+# --tls runs it as against a managed service: both clusters take TLS only (PostgreSQL itself
+# refuses plaintext), pgdog checks their certificate (verify-full against a CA made for the
+# run), and its own clients (pgbench, psql) connect to it over TLS too.
 # --keep leaves the clusters and the proxy running and prints how to stop them.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,13 +22,15 @@ DURATION=20
 CLIENTS=8
 RATE=600
 KEEP=0
+TLS=0
 while (($#)); do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        --tls) TLS=1; shift ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "demo: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -49,8 +54,21 @@ cleanup() {
 if ((KEEP == 0)); then trap cleanup EXIT; fi
 trap 'exit 130' INT TERM
 
-say "Starting two throwaway PostgreSQL 15 clusters"
-pair_start "$WORK"
+CERTS=""
+TLS_GENERAL=""
+if ((TLS)); then
+    CERTS="$WORK/certs"
+    bash scripts/tls-certs.sh "$CERTS"
+    TLS_GENERAL="client_tls_cert_file = \"$CERTS/server.crt\"
+client_tls_key_file = \"$CERTS/server.key\"
+server_tls_sslmode = \"verify-full\"
+server_tls_ca_file = \"$CERTS/ca.crt\""
+    # Clients (pgbench, psql) talk TLS to pgdog and to the clusters.
+    export PGSSLMODE=require
+fi
+
+say "Starting two throwaway PostgreSQL 15 clusters$( ((TLS)) && echo ", TLS only")"
+pair_start "$WORK" "$CERTS"
 PRIMARY_PORT=$PRIMARY MIRROR_PORT=$MIRROR
 echo "primary (old database): 127.0.0.1:$PRIMARY_PORT    mirror (new database): 127.0.0.1:$MIRROR_PORT"
 
@@ -71,6 +89,7 @@ mirror_max_error_rate = 0.01
 mirror_max_latency_ms = 100
 mirror_min_requests = 1000
 mirror_min_runtime_hours = 0
+$TLS_GENERAL
 
 [[pools]]
 name = "pgdog"

@@ -13,11 +13,14 @@ free_port() {
     return 1
 }
 
-# pair_start DIR: a primary and a mirror cluster under DIR; sets PRIMARY and MIRROR (ports).
+# pair_start DIR [CERTDIR]: a primary and a mirror cluster under DIR (taking TLS only, with
+# CERTDIR's certificate, when given); sets PRIMARY and MIRROR (ports).
 # shellcheck disable=SC2034 # PRIMARY and MIRROR are for the caller
 pair_start() {
-    PRIMARY=$("$REPO/scripts/pg-cluster.sh" start "$1/primary")
-    MIRROR=$("$REPO/scripts/pg-cluster.sh" start "$1/mirror")
+    local tls=()
+    [[ -n ${2:-} ]] && tls=(--tls "$2")
+    PRIMARY=$("$REPO/scripts/pg-cluster.sh" start "$1/primary" "${tls[@]}")
+    MIRROR=$("$REPO/scripts/pg-cluster.sh" start "$1/mirror" "${tls[@]}")
 }
 
 # The kernel's autogroup scheduling (kernel.sched_autogroup_enabled): with it on, the processes

@@ -2,7 +2,8 @@
 # Throwaway PostgreSQL 15 clusters for scripts (benchmarks, shell and Ruby suites, the demo): the shell
 # twin of the Rust harness's PgCluster, with the same roles, auth methods and settings.
 #
-#   scripts/pg-cluster.sh start DIR [-p PORT] [-c key=value]...   # init (if needed) + start; prints the port
+#   scripts/pg-cluster.sh start DIR [-p PORT] [-c key=value]... [--tls CERTDIR]
+#                                              # init (if needed) + start; prints the port
 #   scripts/pg-cluster.sh stop DIR [--immediate]
 #   scripts/pg-cluster.sh destroy DIR                             # stop immediately and remove DIR
 #   scripts/pg-cluster.sh port DIR
@@ -12,6 +13,8 @@
 # socket in DIR/sock), fsync off, max_connections 200. Roles over TCP: pgdog/pgdog and postgres/postgres
 # (SCRAM), md5user/md5user (md5), plainuser/plainuser (cleartext), trustuser (trust); database pgdog
 # owned by pgdog. As root the server runs as the postgres OS user. PG_BIN overrides the binaries.
+# --tls CERTDIR (from scripts/tls-certs.sh) makes a fresh cluster take TCP connections over TLS only
+# (ssl = on with CERTDIR's server certificate, and hostssl lines alone in pg_hba.conf).
 set -euo pipefail
 
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -30,12 +33,13 @@ free_port() {
 port_of() { sed -n 's/^port = \([0-9]*\)$/\1/p' "$1/data/postgresql.conf" | tail -1; }
 
 cmd_start() {
-    local dir=$1 port="" settings=()
+    local dir=$1 port="" settings=() certs=""
     shift
     while (($#)); do
         case $1 in
         -p) port=$2; shift ;;
         -c) settings+=("$2"); shift ;;
+        --tls) certs=$(cd "$2" && pwd); shift ;;
         *) die "start: unknown option $1" ;;
         esac
         shift
@@ -68,6 +72,13 @@ full_page_writes = off
 max_connections = 200
 dynamic_shared_memory_type = mmap
 EOF
+        if [[ -n $certs ]]; then
+            install -m 600 "$certs/server.key" "$dir/data/server.key"
+            install -m 644 "$certs/server.crt" "$dir/data/server.crt"
+            if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/data/server.key" "$dir/data/server.crt"; fi
+            sed -i 's/^host /hostssl /' "$dir/data/pg_hba.conf"
+            printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$dir/data/postgresql.conf"
+        fi
     fi
     [[ -n $port ]] || port=$(port_of "$dir")
     [[ -n $port ]] || port=$(free_port)

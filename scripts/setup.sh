@@ -3,7 +3,8 @@
 #
 #   PostgreSQL 15 server binaries (initdb, pg_ctl, postgres, pgbench) and client (psql),
 #   pgbouncer and prometheus (run by the tests/benchmarks themselves, never as system services),
-#   ruby with the pg gem and rspec (the Ruby integration suite), curl, and cargo-nextest.
+#   ruby with the pg gem and rspec (the Ruby integration suite), psycopg for Debian's python3,
+#   curl, and cargo-nextest.
 #
 # Run as root (CI does). Idempotent: apt-get runs only when something is missing. System services the
 # packages ship (postgresql on 5432, pgbouncer on 6432, prometheus on 9090) are kept from starting, and
@@ -34,6 +35,9 @@ have rspec || need_pkg ruby-rspec "rspec"
 have runuser || need_pkg util-linux "runuser"
 have pgrep || need_pkg procps "pgrep"
 have perl || need_pkg perl "perl"
+# psycopg for Debian's own python3 (the tests run /usr/bin/python3, whatever else is on PATH).
+[[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 ||
+    need_pkg python3-psycopg "psycopg for /usr/bin/python3"
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -101,4 +105,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     fi
 fi
 
-log "ok: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), pgbouncer, prometheus, ruby-pg, rspec, curl, nextest present"
+log "ok: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), pgbouncer, prometheus, ruby-pg, rspec, psycopg, curl, nextest present"

@@ -154,6 +154,47 @@ impl PgCluster {
         }
     }
 
+    /// A cluster that takes TCP connections over TLS only (`ssl = on`, `hostssl` lines
+    /// alone in `pg_hba.conf`, so PostgreSQL itself refuses plaintext), with `certs`'s
+    /// server certificate. Client certificates signed by `certs`'s CA are trusted, and the
+    /// role `certuser` logs in with one alone (`cert`).
+    pub async fn start_tls(certs: &crate::Certs) -> Result<PgCluster> {
+        let cluster = PgCluster::start().await?;
+        cluster.use_certificate(&certs.server, &certs.ca)?;
+        cluster.execute("CREATE ROLE certuser LOGIN").await?;
+        fs::write(cluster.data.join("pg_hba.conf"), TLS_ONLY_HBA)?;
+        template::append(
+            &cluster.data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\nlog_connections = on\n",
+        )?;
+        cluster.execute("SELECT pg_reload_conf()").await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cluster.query_scalar::<String>("SHOW ssl").await? != "on" {
+            if Instant::now() > deadline {
+                bail!("ssl is not on after reload:\n{}", cluster.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(cluster)
+    }
+
+    /// Copies `pair` (as `server.crt`/`server.key`) and `ca` (as `ca.crt`) into the data
+    /// directory, owned by the server's user as PostgreSQL requires of its key. A running
+    /// server takes them up on `pg_reload_conf()`.
+    pub fn use_certificate(&self, pair: &crate::certs::Pair, ca: &Path) -> Result<()> {
+        for (from, to, mode) in [
+            (&pair.cert, "server.crt", 0o644),
+            (&pair.key, "server.key", 0o600),
+            (&ca.to_path_buf(), "ca.crt", 0o644),
+        ] {
+            let path = self.data.join(to);
+            fs::copy(from, &path).with_context(|| format!("copying {}", from.display()))?;
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+            sys::chown_to_postgres(&path)?;
+        }
+        Ok(())
+    }
+
     /// TCP port the cluster listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -338,6 +379,17 @@ impl Drop for PgCluster {
         }
     }
 }
+
+/// `pg_hba.conf` of [`PgCluster::start_tls`]: the harness's roles over TLS only (and the
+/// Unix socket the harness itself uses).
+const TLS_ONLY_HBA: &str = "\
+local      all  all                      trust
+hostssl    all  certuser   127.0.0.1/32  cert
+hostssl    all  trustuser  127.0.0.1/32  trust
+hostssl    all  md5user    127.0.0.1/32  md5
+hostssl    all  plainuser  127.0.0.1/32  password
+hostssl    all  all        127.0.0.1/32  scram-sha-256
+";
 
 /// The postmaster's pid from `postmaster.pid`, if the file exists.
 pub(crate) fn postmaster_pid(data: &Path) -> Option<i32> {

@@ -19,6 +19,7 @@
 //! ```
 
 mod binary;
+pub mod certs;
 mod cluster;
 mod config;
 mod http;
@@ -28,8 +29,10 @@ mod ports;
 mod reaper;
 mod sys;
 mod template;
+pub mod tls;
 
 pub use binary::pgdog_binary;
+pub use certs::Certs;
 pub use cluster::{connect_dsn, kv_dsn, password_for, pg_bin, PgCluster};
 pub use config::ConfigBuilder;
 pub use http::{http_get, HttpResponse};
@@ -37,3 +40,4 @@ pub use net::{listens_on, port_open, Listen};
 pub use pgdog::Pgdog;
 pub use ports::free_port;
 pub use sys::tail as file_tail;
+pub use tls::{connect_tls, ClientTls};

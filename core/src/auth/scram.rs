@@ -257,4 +257,50 @@ mod tests {
             Err(AuthError::Nonce)
         ));
     }
+
+    /// Drives our server, offering channel binding with `server_data`, with a client that
+    /// binds to `client` and picks the mechanism `plus` says.
+    fn run_bound(server_data: &[u8], client: ChannelBinding, plus: bool) -> Result<(), AuthError> {
+        let secret = ScramSecret::new("s3cret");
+        let mut c = ScramSha256::new(b"s3cret", client);
+        let offer = Offer {
+            end_point: Some(server_data),
+            plus,
+        };
+        let (exchange, server_first) = ScramExchange::start_with(&secret, c.message(), offer)?;
+        c.update(server_first.as_bytes())
+            .expect("client accepts server-first");
+        let server_final = exchange.finish(c.message())?;
+        c.finish(server_final.as_bytes())
+            .expect("client verifies the server");
+        Ok(())
+    }
+
+    #[test]
+    fn channel_binding_passes_with_the_connections_data_only() {
+        let data = b"hash of the server certificate".to_vec();
+        run_bound(
+            &data,
+            ChannelBinding::tls_server_end_point(data.clone()),
+            true,
+        )
+        .unwrap();
+        // A man in the middle: the client saw another certificate.
+        let seen = ChannelBinding::tls_server_end_point(b"hash of another one".to_vec());
+        assert_eq!(
+            run_bound(&data, seen, true),
+            Err(AuthError::BindingMismatch)
+        );
+        // A client that binds must say so with the PLUS mechanism, and the other way round.
+        let bound = ChannelBinding::tls_server_end_point(data.clone());
+        assert!(run_bound(&data, bound, false).is_err());
+        assert!(run_bound(&data, ChannelBinding::unsupported(), true).is_err());
+        // Plain SCRAM over TLS by a client that cannot bind is fine...
+        run_bound(&data, ChannelBinding::unsupported(), false).unwrap();
+        // ...but not by one that could and believes the server cannot: a downgrade.
+        assert_eq!(
+            run_bound(&data, ChannelBinding::unrequested(), false),
+            Err(AuthError::Downgrade)
+        );
+    }
 }

@@ -144,3 +144,56 @@ fn auth_type_values() {
     let p = problems("[general]\nauth_type = \"kerberos\"");
     assert_eq!(p[0].key, "general.auth_type");
 }
+
+#[test]
+fn tls_settings_are_checked_with_their_keys() {
+    // Modes by name, the pool's server mode winning over [general]'s.
+    let c = parse(
+        "[general]\nclient_tls_cert_file = \"a.crt\"\nclient_tls_key_file = \"a.key\"\n\
+         server_tls_sslmode = \"verify-full\"\n[[pools]]\nname = \"p\"\nserver_tls_sslmode = \"require\"\n\
+         [[pools]]\nname = \"q\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.general.client_tls_mode(),
+        ClientTlsMode::Prefer,
+        "the default with a certificate"
+    );
+    assert_eq!(
+        c.pools[0].server_tls(&c.general).mode,
+        ServerTlsMode::Require
+    );
+    assert_eq!(
+        c.pools[1].server_tls(&c.general).mode,
+        ServerTlsMode::VerifyFull
+    );
+    assert_eq!(
+        parse("").unwrap().general.client_tls_mode(),
+        ClientTlsMode::Disable
+    );
+
+    let p = problems("[general]\nclient_tls_sslmode = \"require\"\n");
+    assert_eq!(
+        (p[0].key.as_str(), p[0].line),
+        ("general.client_tls_sslmode", Some(2))
+    );
+    assert!(
+        p[0].message.contains("client_tls_cert_file"),
+        "{}",
+        p[0].message
+    );
+    let p = problems("[general]\nclient_tls_cert_file = \"a.crt\"\n");
+    assert_eq!(p[0].key, "general.client_tls_key_file");
+    let p = problems(
+        "[general]\nclient_tls_sslmode = \"verify-ca\"\nclient_tls_cert_file = \"a\"\nclient_tls_key_file = \"b\"\n",
+    );
+    assert_eq!(p[0].key, "general.client_tls_ca_file");
+    let p = problems("[[pools]]\nname = \"p\"\nserver_tls_key_file = \"k\"\n");
+    assert_eq!(
+        (p[0].key.as_str(), p[0].line),
+        ("pools[0].server_tls_cert_file", Some(1))
+    );
+    let p = problems("[general]\nserver_tls_sslmode = \"allow\"\n");
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("verify-full"), "{}", p[0].message);
+}

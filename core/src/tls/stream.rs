@@ -14,7 +14,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The TLS protocol version (`TLSv1.3`, ...), `None` for plain TCP.
+    /// The TLS protocol version as PostgreSQL spells it (`TLSv1.3`, as `pg_stat_ssl`
+    /// shows), `None` for plain TCP.
     pub fn tls_version(&self) -> Option<&'static str> {
         let Stream::Tls(tls) = self else {
             return None;
@@ -23,7 +24,11 @@ impl Stream {
             TlsStream::Client(c) => c.get_ref().1.protocol_version(),
             TlsStream::Server(s) => s.get_ref().1.protocol_version(),
         };
-        version.and_then(|v| v.as_str())
+        Some(match version? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        })
     }
 
     /// The `tls-server-end-point` channel binding data of the server's certificate, on a
