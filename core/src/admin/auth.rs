@@ -126,7 +126,9 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 Method::Md5 => exchange::md5(stream, buf, user, password).await,
                 Method::Scram => {
                     let secret = secret.expect("a secret exists when a password does");
-                    exchange::scram(stream, buf, secret, end_point).await
+                    exchange::scram(stream, buf, secret, end_point)
+                        .await
+                        .map(|keys| keys.is_some())
                 }
             }
             .map_err(|e| match e {

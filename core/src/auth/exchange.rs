@@ -2,7 +2,7 @@
 //! by the proxy's login and the admin console's. Each returns whether the client proved it
 //! knows the password; what a failure means to the client is the caller's business.
 
-use super::scram::{self, ScramSecret};
+use super::scram::{self, ScramKeys, ScramSecret};
 use super::{md5, AuthError};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::tag::client;
@@ -42,15 +42,16 @@ pub async fn md5<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(md5::verify(user, password, salt, answer))
 }
 
-/// SCRAM-SHA-256 against `secret`; on success the server signature has been sent. With
-/// `end_point` (the connection is TLS), `SCRAM-SHA-256-PLUS` is offered first, binding
-/// the exchange to the connection's certificate.
+/// SCRAM-SHA-256 against `secret`; on success the server signature has been sent and the
+/// keys the client proved are returned (`None`: wrong password). With `end_point` (the
+/// connection is TLS), `SCRAM-SHA-256-PLUS` is offered first, binding the exchange to the
+/// connection's certificate.
 pub async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     secret: &ScramSecret,
     end_point: Option<&[u8]>,
-) -> Result<bool, ExchangeError> {
+) -> Result<Option<ScramKeys>, ExchangeError> {
     let mut out = BytesMut::new();
     match end_point {
         Some(_) => messages::auth_sasl(&mut out, &[scram::MECHANISM_PLUS, scram::MECHANISM]),
@@ -74,13 +75,13 @@ pub async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     messages::auth_sasl_continue(&mut out, server_first.as_bytes());
     write(stream, &out).await?;
     let msg = read_password(stream, buf).await?;
-    let Ok(server_final) = exchange.finish(body(&msg)) else {
-        return Ok(false);
+    let Ok((server_final, keys)) = exchange.finish_with_keys(body(&msg)) else {
+        return Ok(None);
     };
     out.clear();
     messages::auth_sasl_final(&mut out, server_final.as_bytes());
     write(stream, &out).await?;
-    Ok(true)
+    Ok(Some(keys))
 }
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, out: &[u8]) -> Result<(), ProtocolError> {

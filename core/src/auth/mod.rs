@@ -1,9 +1,11 @@
-//! Password checks for client authentication: SCRAM-SHA-256 (server side of the exchange)
-//! and MD5. The proxy's own logins to servers use `postgres-protocol`'s client side.
+//! Passwords: checking clients' (SCRAM-SHA-256 with channel binding over TLS, MD5), and the
+//! proxy's own logins to servers with SCRAM ([`scram_client`]: by password, or with the
+//! keys a client proved, which is SCRAM pass-through).
 
 pub mod exchange;
 pub mod md5;
 pub mod scram;
+pub mod scram_client;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -19,19 +19,33 @@ const ITERATIONS: u32 = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(super) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
 
 /// Stored key material for one password (what PostgreSQL keeps in `pg_authid`).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ScramSecret {
-    salt: [u8; 16],
+    salt: Vec<u8>,
     iterations: u32,
     stored_key: [u8; 32],
     server_key: [u8; 32],
+}
+
+/// What a client proved it has in a SCRAM exchange: enough to log in to a server that
+/// holds the same verifier, without the password (SCRAM pass-through).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub client_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeys(..)")
+    }
 }
 
 impl std::fmt::Debug for ScramSecret {
@@ -48,15 +62,46 @@ impl ScramSecret {
     }
 
     pub fn with_salt(password: &str, salt: [u8; 16], iterations: u32) -> Self {
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
-        let client_key = hmac(&salted, b"Client Key");
+        let keys = salted_keys(password, &salt, iterations);
         ScramSecret {
-            salt,
+            salt: salt.to_vec(),
             iterations,
-            stored_key: Sha256::digest(client_key).into(),
-            server_key: hmac(&salted, b"Server Key"),
+            stored_key: Sha256::digest(keys.client_key).into(),
+            server_key: keys.server_key,
         }
+    }
+
+    /// A verifier as PostgreSQL stores it in `pg_authid.rolpassword`:
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 parts). `None`
+    /// for anything else (a plaintext password, an MD5 hash).
+    pub fn from_verifier(verifier: &str) -> Option<ScramSecret> {
+        let rest = verifier.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored, server) = keys.split_once(':')?;
+        let key = |b64: &str| -> Option<[u8; 32]> { B64.decode(b64).ok()?.try_into().ok() };
+        Some(ScramSecret {
+            salt: B64.decode(salt).ok().filter(|s| !s.is_empty())?,
+            iterations: iterations.parse().ok().filter(|&i| i > 0)?,
+            stored_key: key(stored)?,
+            server_key: key(server)?,
+        })
+    }
+
+    /// Whether `text` is shaped like a verifier (a password that was meant as one but does
+    /// not parse is an error, not a plaintext password).
+    pub fn looks_like_verifier(text: &str) -> bool {
+        text.starts_with("SCRAM-SHA-256$")
+    }
+}
+
+/// The keys of `password` with `salt` and `iterations` (PBKDF2: milliseconds of CPU).
+pub fn salted_keys(password: &str, salt: &[u8], iterations: u32) -> ScramKeys {
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut salted);
+    ScramKeys {
+        client_key: hmac(&salted, b"Client Key"),
+        server_key: hmac(&salted, b"Server Key"),
     }
 }
 
@@ -113,7 +158,7 @@ impl<'a> ScramExchange<'a> {
         let nonce = format!("{client_nonce}{}", B64.encode(raw));
         let server_first = format!(
             "r={nonce},s={},i={}",
-            B64.encode(secret.salt),
+            B64.encode(&secret.salt),
             secret.iterations
         );
         Ok((
@@ -130,6 +175,12 @@ impl<'a> ScramExchange<'a> {
 
     /// Checks the client-final message; returns the server-final message on success.
     pub fn finish(self, client_final: &[u8]) -> Result<String, AuthError> {
+        self.finish_with_keys(client_final)
+            .map(|(server_final, _)| server_final)
+    }
+
+    /// [`ScramExchange::finish`], with the keys the client proved it has.
+    pub fn finish_with_keys(self, client_final: &[u8]) -> Result<(String, ScramKeys), AuthError> {
         let text =
             std::str::from_utf8(client_final).map_err(|_| AuthError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
@@ -164,13 +215,20 @@ impl<'a> ScramExchange<'a> {
             self.client_first_bare, self.server_first, without_proof
         );
         let signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-        let stored: [u8; 32] = Sha256::digest(&client_key).into();
+        let mut client_key = [0u8; 32];
+        for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(signature)) {
+            *k = p ^ s;
+        }
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
         if !constant_time_eq(&stored, &self.secret.stored_key) {
             return Err(AuthError::BadPassword);
         }
         let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        let keys = ScramKeys {
+            client_key,
+            server_key: self.secret.server_key,
+        };
+        Ok((format!("v={}", B64.encode(server_signature)), keys))
     }
 }
 

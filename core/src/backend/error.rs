@@ -18,6 +18,8 @@ pub enum BackendError {
     UnsupportedAuth(String),
     #[error("server requires a password but the pool has none")]
     NoPassword,
+    #[error("server asks for a password, and pgdog has only the SCRAM keys a client proved (SCRAM pass-through needs the server to use scram-sha-256 for this user)")]
+    OnlyScramKeys,
     #[error("SCRAM exchange with the server failed: {0}")]
     Scram(String),
     #[error("the server refused TLS, which server_tls_sslmode = {0} requires")]

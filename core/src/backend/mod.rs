@@ -4,9 +4,10 @@
 pub mod pool;
 pub mod pools;
 pub mod server;
+pub mod statements;
 
 mod error;
 pub use error::BackendError;
-pub use pool::{Pool, PoolError, PooledServer};
+pub use pool::{Pool, PoolError, PooledServer, UserAuth};
 pub use pools::{PoolChange, Pools, RouteError};
 pub use server::{Server, ServerAddr};

@@ -1,16 +1,23 @@
-//! A pool of server connections for one `[[pools]]` entry.
+//! A pool of server connections for one `[[pools]]` entry and one user.
 //!
 //! A semaphore caps the connections (idle + in use) at `pool_size`; idle connections wait in
 //! a stack (the most recently used first, so the rest can age out). A client holds a
-//! [`PooledServer`] for its whole session; dropping it closes the connection, while
-//! [`PooledServer::release`] resets it and returns it for reuse.
+//! [`PooledServer`] for its session (session mode) or one transaction (transaction mode);
+//! dropping it closes the connection, while [`PooledServer::release`] returns it for reuse.
+//!
+//! The pool of a `[[pools]]` entry is its configured user's. Other users' pools of the
+//! same database ([`Pool::for_user`]: `[[users]]`, `auth_query`) hang off it, made on their
+//! first login, so that `DISABLE`, `PAUSE` and `KILL` of the database reach them all.
 
 use super::{BackendError, Server, ServerAddr};
-use crate::auth::scram::ScramSecret;
+use crate::auth::scram::{ScramKeys, ScramSecret};
+use crate::auth::scram_client::Credential;
 use crate::tls::Connector;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,16 @@ pub struct PoolStats {
     pub bytes_sent: AtomicU64,
     /// ErrorResponses servers sent to clients.
     pub errors: AtomicU64,
+    /// Transactions clients completed (a ReadyForQuery leaving them idle).
+    pub xacts: AtomicU64,
+    /// Time from each request to its ReadyForQuery, summed (µs).
+    pub query_us: AtomicU64,
+    /// Time from each transaction's first request to its end, summed (µs).
+    pub xact_us: AtomicU64,
+    /// Transaction mode: server connections handed to clients, and the time clients waited
+    /// for them, summed (µs).
+    pub checkouts: AtomicU64,
+    pub wait_us: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +92,57 @@ struct Inner {
     /// Bumped by `KILL`: connections checked out before are closed on release.
     epoch: AtomicU64,
     stats: PoolStats,
-    /// Derived on first client login (PBKDF2 is slow).
+    auth: UserAuth,
+    /// The client-side SCRAM secret: the verifier's, or derived from the password on the
+    /// first login (PBKDF2 is slow).
     scram: tokio::sync::OnceCell<Option<ScramSecret>>,
+    /// Under a verifier: the keys the last client proved, for the server logins.
+    proved: Mutex<Option<ScramKeys>>,
+    /// The parameters the first server connection reported (transaction mode: what a
+    /// client is told at login without taking a connection).
+    server_params: Mutex<Option<Vec<(String, String)>>>,
+    /// When each caller waiting for a connection started, in arrival order.
+    waiters: Mutex<VecDeque<(u64, Instant)>>,
+    next_waiter: AtomicU64,
+    /// Other users' pools of the same database (on the configured user's pool only).
+    users: Mutex<HashMap<String, Pool>>,
+}
+
+/// How a pool's user authenticates, to clients and to the server.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum UserAuth {
+    /// No password: clients are trusted (`auth_type = "trust"`), and so must the server
+    /// trust pgdog.
+    #[default]
+    None,
+    /// A plaintext password: checked for clients, and used with the server however it asks.
+    Password(String),
+    /// A SCRAM verifier: clients prove it, and server logins use the keys the last one
+    /// proved (SCRAM pass-through: the server must hold the same verifier).
+    Verifier(ScramSecret),
+}
+
+impl std::fmt::Debug for UserAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UserAuth::None => "None",
+            UserAuth::Password(_) => "Password(..)",
+            UserAuth::Verifier(_) => "Verifier(..)",
+        })
+    }
+}
+
+impl UserAuth {
+    /// A configured `password`: a SCRAM verifier when it is one, else plaintext.
+    pub fn from_config(password: Option<&str>) -> UserAuth {
+        match password {
+            None => UserAuth::None,
+            Some(p) => match ScramSecret::from_verifier(p) {
+                Some(secret) => UserAuth::Verifier(secret),
+                None => UserAuth::Password(p.to_string()),
+            },
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -91,7 +157,7 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new(name: &str, addr: ServerAddr, settings: PoolSettings) -> Pool {
+    pub fn new(name: &str, addr: ServerAddr, settings: PoolSettings, auth: UserAuth) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 name: name.to_string(),
@@ -103,8 +169,84 @@ impl Pool {
                 paused: tokio::sync::watch::Sender::new(false),
                 epoch: AtomicU64::new(0),
                 stats: PoolStats::default(),
+                auth,
                 scram: tokio::sync::OnceCell::new(),
+                proved: Mutex::new(None),
+                server_params: Mutex::new(None),
+                waiters: Mutex::new(VecDeque::new()),
+                next_waiter: AtomicU64::new(0),
+                users: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// The pool of `user` on the same database, authenticating with `auth`: made on first
+    /// use (inheriting `DISABLE` and `PAUSE`), and made again when `auth` changed (its old
+    /// connections close as they are given back). The configured user's is this pool.
+    pub fn for_user(&self, user: &str, auth: UserAuth) -> Pool {
+        if user == self.inner.addr.user {
+            return self.clone();
+        }
+        let mut users = self.inner.users.lock().unwrap();
+        if let Some(pool) = users.get(user).filter(|p| p.inner.auth == auth) {
+            return pool.clone();
+        }
+        let addr = ServerAddr {
+            user: user.to_string(),
+            ..self.inner.addr.clone()
+        };
+        let pool = Pool::new(&self.inner.name, addr, self.inner.settings.clone(), auth);
+        pool.set_disabled(self.is_disabled());
+        pool.set_paused(self.is_paused());
+        if let Some(old) = users.insert(user.to_string(), pool.clone()) {
+            old.kill();
+        }
+        pool
+    }
+
+    /// This pool and its other users' pools, the configured user's first.
+    pub fn with_users(&self) -> Vec<Pool> {
+        let users = self.inner.users.lock().unwrap();
+        let mut others: Vec<Pool> = users.values().cloned().collect();
+        others.sort_by(|a, b| a.addr().user.cmp(&b.addr().user));
+        std::iter::once(self.clone()).chain(others).collect()
+    }
+
+    /// The other users' pools, for `DISABLE`, `PAUSE` and `KILL`.
+    fn others(&self) -> Vec<Pool> {
+        self.inner.users.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn auth(&self) -> &UserAuth {
+        &self.inner.auth
+    }
+
+    /// What the pool's first server connection reported (`None` until one connected).
+    pub fn server_params(&self) -> Option<Vec<(String, String)>> {
+        self.inner.server_params.lock().unwrap().clone()
+    }
+
+    /// How long the caller waiting longest for a connection has waited.
+    pub fn max_wait(&self) -> Duration {
+        let waiters = self.inner.waiters.lock().unwrap();
+        waiters
+            .front()
+            .map_or(Duration::ZERO, |(_, since)| since.elapsed())
+    }
+
+    /// A client proved `keys` for this pool's verifier: server logins use them.
+    pub fn proved(&self, keys: ScramKeys) {
+        if matches!(self.inner.auth, UserAuth::Verifier(_)) {
+            *self.inner.proved.lock().unwrap() = Some(keys);
+        }
+    }
+
+    /// What the proxy logs in to the server with.
+    fn credential(&self) -> Option<Credential> {
+        match &self.inner.auth {
+            UserAuth::None => None,
+            UserAuth::Password(p) => Some(Credential::Password(p.clone())),
+            UserAuth::Verifier(_) => (*self.inner.proved.lock().unwrap()).map(Credential::Keys),
         }
     }
 
@@ -146,15 +288,18 @@ impl Pool {
     }
 
     /// `PAUSE` / `RESUME`: while paused, new checkouts wait (without a timeout) until resumed;
-    /// connections already checked out are unaffected.
+    /// connections already checked out are unaffected. Every user's pool of the database.
     pub fn set_paused(&self, paused: bool) {
         self.inner.paused.send_replace(paused);
+        self.others().iter().for_each(|p| p.set_paused(paused));
     }
 
-    /// `KILL`: closes the idle connections now and every checked-out one when it is released.
+    /// `KILL`: closes the idle connections now and every checked-out one when it is
+    /// released. Every user's pool of the database.
     pub fn kill(&self) {
         self.inner.epoch.fetch_add(1, Ordering::Relaxed);
         self.close_idle();
+        self.others().iter().for_each(Pool::kill);
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -168,10 +313,13 @@ impl Pool {
         if disabled {
             self.close_idle();
         }
+        self.others().iter().for_each(|p| p.set_disabled(disabled));
     }
 
-    /// Closes every idle connection (`KILL`, `DISABLE`).
+    /// Closes every idle connection (`KILL`, `DISABLE`, a pool a RELOAD replaced), of every
+    /// user's pool of the database.
     pub fn close_idle(&self) {
+        self.others().iter().for_each(Pool::close_idle);
         let drained: Vec<Server> = std::mem::take(&mut *self.inner.idle.lock().unwrap());
         self.inner
             .stats
@@ -189,11 +337,17 @@ impl Pool {
         self.inner
             .scram
             .get_or_init(|| async {
-                // PBKDF2 takes milliseconds of CPU: off the runtime's threads.
-                let password = self.inner.addr.password.clone()?;
-                tokio::task::spawn_blocking(move || ScramSecret::new(&password))
-                    .await
-                    .ok()
+                match &self.inner.auth {
+                    UserAuth::None => None,
+                    UserAuth::Verifier(secret) => Some(secret.clone()),
+                    UserAuth::Password(password) => {
+                        // PBKDF2 takes milliseconds of CPU: off the runtime's threads.
+                        let password = password.clone();
+                        tokio::task::spawn_blocking(move || ScramSecret::new(&password))
+                            .await
+                            .ok()
+                    }
+                }
             })
             .await
             .as_ref()
@@ -215,30 +369,55 @@ impl Pool {
         }
     }
 
+    /// A place in the pool, waited for in arrival order up to `checkout_timeout_ms` (and
+    /// for as long as the pool is paused).
+    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let stats = &self.inner.stats;
+        let timeout = self.inner.settings.checkout_timeout;
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.next_waiter.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .waiters
+            .lock()
+            .unwrap()
+            .push_back((id, Instant::now()));
+        struct Waiting<'a>(&'a Inner, u64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.0
+                    .waiters
+                    .lock()
+                    .unwrap()
+                    .retain(|(id, _)| *id != self.1);
+            }
+        }
+        let _waiting = Waiting(&self.inner, id);
+        if self.is_paused() {
+            // Err only if the sender is gone, which cannot happen while `self` lives.
+            let _ = self.inner.paused.subscribe().wait_for(|p| !p).await;
+        }
+        match tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(PoolError::Exhausted {
+                pool: self.inner.name.clone(),
+                size: self.inner.settings.size,
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
     /// A server connection for the caller's exclusive use: an idle one, or a new one.
     pub async fn get(&self) -> Result<PooledServer, PoolError> {
         if self.is_disabled() {
             return Err(PoolError::Disabled(self.inner.name.clone()));
         }
         let stats = &self.inner.stats;
-        let timeout = self.inner.settings.checkout_timeout;
-        stats.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.is_paused() {
-            // Err only if the sender is gone, which cannot happen while `self` lives.
-            let _ = self.inner.paused.subscribe().wait_for(|p| !p).await;
-        }
-        let permit =
-            tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await;
-        stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = match permit {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                return Err(PoolError::Exhausted {
-                    pool: self.inner.name.clone(),
-                    size: self.inner.settings.size,
-                    waited_ms: timeout.as_millis() as u64,
-                })
-            }
+        // The semaphore is fair: a permit free now is no waiter's (permits go to waiters,
+        // in arrival order, as they are given back).
+        let permit = match self.inner.permits.clone().try_acquire_owned() {
+            Ok(permit) if !self.is_paused() => permit,
+            _ => self.wait_for_permit().await?,
         };
         let idle = self.pop_live_idle();
         let server = match idle {
@@ -248,18 +427,28 @@ impl Pool {
             }
             None => {
                 let settings = &self.inner.settings;
-                let server =
-                    Server::connect(&self.inner.addr, &settings.tls, settings.connect_timeout)
-                        .await
-                        .inspect_err(|_| {
-                            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                        })
-                        .map_err(|source| PoolError::Backend {
-                            pool: self.inner.name.clone(),
-                            source,
-                        })?;
+                let credential = self.credential();
+                let server = Server::connect(
+                    &self.inner.addr,
+                    credential.as_ref(),
+                    &settings.tls,
+                    settings.connect_timeout,
+                )
+                .await
+                .inspect_err(|_| {
+                    stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                })
+                .map_err(|source| PoolError::Backend {
+                    pool: self.inner.name.clone(),
+                    source,
+                })?;
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 stats.servers.fetch_add(1, Ordering::Relaxed);
+                let mut params = self.inner.server_params.lock().unwrap();
+                if params.is_none() {
+                    *params = Some(server.params.clone());
+                }
+                drop(params);
                 server
             }
         };
@@ -286,13 +475,18 @@ impl PooledServer {
         self.server.as_mut().expect("present until released")
     }
 
+    pub fn server_ref(&self) -> &Server {
+        self.server.as_ref().expect("present until released")
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// Resets the connection and puts it back in the pool; closes it if the reset fails or
-    /// the pool was disabled meanwhile.
-    pub async fn release(mut self) {
+    /// Puts the connection back in the pool after `reset_query` (session mode; a
+    /// transaction left open is rolled back first); closes it if that fails or the pool was
+    /// disabled or killed meanwhile.
+    pub async fn release(mut self, reset_query: Option<&str>) {
         let Some(mut server) = self.server.take() else {
             return;
         };
@@ -301,7 +495,7 @@ impl PooledServer {
         // reset's round trip, which a `DISABLE`/`KILL` (flag, then `close_idle`) may overtake.
         let wanted =
             || !self.pool.is_disabled() && inner.epoch.load(Ordering::Relaxed) == self.epoch;
-        let reset = wanted() && !server.has_buffered() && server.reset().await.is_ok();
+        let reset = wanted() && !server.has_buffered() && server.reset(reset_query).await.is_ok();
         if reset {
             let mut idle = inner.idle.lock().unwrap();
             if wanted() {

@@ -2,7 +2,7 @@
 //! them. Immutable: a `RELOAD` builds a new table from the old one ([`Pools::build`]),
 //! keeping the pools whose settings did not change.
 
-use super::pool::{Pool, PoolSettings};
+use super::pool::{Pool, PoolSettings, UserAuth};
 use super::ServerAddr;
 use crate::config::Config;
 use crate::tls::{Connector, TlsError};
@@ -33,8 +33,16 @@ pub enum PoolChange {
     Removed(String),
 }
 
-/// Address and settings of each `[[pools]]` entry, in config order (TLS files read).
-fn wanted(config: &Config) -> Result<Vec<(String, ServerAddr, PoolSettings)>, TlsError> {
+/// What one `[[pools]]` entry asks for.
+struct Wanted {
+    name: String,
+    addr: ServerAddr,
+    settings: PoolSettings,
+    auth: UserAuth,
+}
+
+/// Address, settings and user of each `[[pools]]` entry, in config order (TLS files read).
+fn wanted(config: &Config) -> Result<Vec<Wanted>, TlsError> {
     let g = &config.general;
     config
         .pools
@@ -46,7 +54,6 @@ fn wanted(config: &Config) -> Result<Vec<(String, ServerAddr, PoolSettings)>, Tl
                 port: p.port,
                 database: p.server_database().to_string(),
                 user: p.user.clone(),
-                password: p.password.clone(),
             };
             let settings = PoolSettings {
                 size: p.pool_size.unwrap_or(g.pool_size),
@@ -54,7 +61,12 @@ fn wanted(config: &Config) -> Result<Vec<(String, ServerAddr, PoolSettings)>, Tl
                 checkout_timeout: Duration::from_millis(g.checkout_timeout_ms),
                 tls: Arc::new(tls),
             };
-            Ok((p.name.clone(), addr, settings))
+            Ok(Wanted {
+                name: p.name.clone(),
+                addr,
+                settings,
+                auth: UserAuth::from_config(p.password.as_deref()),
+            })
         })
         .collect()
 }
@@ -114,20 +126,30 @@ impl Pools {
         let old = previous.map_or(&empty, |p| &p.by_name);
         let mut changes = Vec::new();
         let mut pools = Vec::with_capacity(config.pools.len());
-        for (name, addr, settings) in wanted(config)? {
+        for Wanted {
+            name,
+            addr,
+            settings,
+            auth,
+        } in wanted(config)?
+        {
             match old.get(&name) {
-                Some(pool) if *pool.addr() == addr && *pool.settings() == settings => {
+                Some(pool)
+                    if *pool.addr() == addr
+                        && *pool.settings() == settings
+                        && *pool.auth() == auth =>
+                {
                     pools.push(pool.clone());
                 }
                 Some(pool) => {
-                    let new = Pool::new(&name, addr, settings);
+                    let new = Pool::new(&name, addr, settings, auth);
                     new.set_disabled(pool.is_disabled());
                     new.set_paused(pool.is_paused());
                     pools.push(new);
                     changes.push(PoolChange::Replaced(name));
                 }
                 None => {
-                    pools.push(Pool::new(&name, addr, settings));
+                    pools.push(Pool::new(&name, addr, settings, auth));
                     if previous.is_some() {
                         changes.push(PoolChange::Added(name));
                     }

@@ -2,14 +2,18 @@
 //! `server_tls_sslmode` says so), log in, run the proxy's own simple queries (parameter
 //! `SET`s, resets), and hand the stream to the forwarding loop.
 
+use super::statements::ServerStatements;
 use super::BackendError;
-use crate::protocol::backend::{backend_key, error_fields, parameter_status, ready_status};
+use crate::auth::scram;
+use crate::auth::scram_client::{Binding, Credential, ScramClient};
+use crate::protocol::backend::{
+    backend_key, data_row, error_fields, parameter_status, ready_status,
+};
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::tag::server as tag;
 use crate::protocol::{messages, startup, BackendKey, TxStatus};
 use crate::tls::{Connector, Stream};
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,18 +21,16 @@ use tokio::net::TcpStream;
 /// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
-/// Where and as whom to connect.
+/// Where and as whom to connect (the credential comes apart: see [`Credential`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerAddr {
     pub host: String,
     pub port: u16,
     pub database: String,
     pub user: String,
-    pub password: Option<String>,
 }
 
 impl std::fmt::Debug for ServerAddr {
-    // The password is left out on purpose: addresses end up in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self)
     }
@@ -52,18 +54,27 @@ pub struct Server {
     pub key: BackendKey,
     /// Transaction status of the last ReadyForQuery.
     pub status: TxStatus,
+    /// The prepared statements the connection has (transaction mode).
+    pub statements: ServerStatements,
+    /// Parameters the proxy set for a client, and to what (those the server does not
+    /// report, such as `search_path`, are known only this way).
+    proxy_set: Vec<(String, String)>,
     pub created: Instant,
     buf: BytesMut,
 }
 
 impl Server {
     /// Opens and authenticates a connection, waiting at most `timeout`.
+    /// Opens and authenticates a connection as `addr.user` with `credential` (none: the
+    /// server must trust the user), waiting at most `timeout`.
     pub async fn connect(
         addr: &ServerAddr,
+        credential: Option<&Credential>,
         tls: &Connector,
         timeout: Duration,
     ) -> Result<Server, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(addr, tls)).await {
+        let connect = Self::connect_inner(addr, credential, tls);
+        match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout {
                 addr: format!("{}:{}", addr.host, addr.port),
@@ -72,7 +83,11 @@ impl Server {
         }
     }
 
-    async fn connect_inner(addr: &ServerAddr, tls: &Connector) -> Result<Server, BackendError> {
+    async fn connect_inner(
+        addr: &ServerAddr,
+        credential: Option<&Credential>,
+        tls: &Connector,
+    ) -> Result<Server, BackendError> {
         let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
             .map_err(|source| BackendError::Connect {
@@ -85,6 +100,8 @@ impl Server {
             params: Vec::new(),
             key: BackendKey::default(),
             status: TxStatus::Idle,
+            statements: ServerStatements::default(),
+            proxy_set: Vec::new(),
             created: Instant::now(),
             buf: BytesMut::with_capacity(8192),
         };
@@ -94,13 +111,17 @@ impl Server {
             ("application_name", "pgdog"),
         ]);
         server.stream.write_all(&packet).await?;
-        server.authenticate(addr).await?;
+        server.authenticate(addr, credential).await?;
         server.read_until_ready().await?;
         Ok(server)
     }
 
-    async fn authenticate(&mut self, addr: &ServerAddr) -> Result<(), BackendError> {
-        let mut scram: Option<ScramSha256> = None;
+    async fn authenticate(
+        &mut self,
+        addr: &ServerAddr,
+        credential: Option<&Credential>,
+    ) -> Result<(), BackendError> {
+        let mut scram: Option<ScramClient> = None;
         loop {
             let msg = self.read().await?;
             match msg[0] {
@@ -117,7 +138,11 @@ impl Server {
             }
             let mut r = Reader::new(body(&msg), "Authentication");
             let code = r.i32()?;
-            let password = || addr.password.as_deref().ok_or(BackendError::NoPassword);
+            let password = || match credential {
+                Some(Credential::Password(p)) => Ok(p.as_str()),
+                Some(Credential::Keys(_)) => Err(BackendError::OnlyScramKeys),
+                None => Err(BackendError::NoPassword),
+            };
             let mut out = BytesMut::new();
             match code {
                 0 => return Ok(()),
@@ -140,9 +165,10 @@ impl Server {
                         }
                         offered.push(m.to_string());
                     }
-                    let (mechanism, binding) = self.channel_binding(&offered)?;
-                    let client = ScramSha256::new(password()?.as_bytes(), binding);
-                    messages::sasl_initial_response(&mut out, mechanism, client.message());
+                    let binding = self.channel_binding(&offered)?;
+                    let credential = credential.cloned().ok_or(BackendError::NoPassword)?;
+                    let (client, first) = ScramClient::new(credential, binding);
+                    messages::sasl_initial_response(&mut out, client.mechanism(), first.as_bytes());
                     scram = Some(client);
                 }
                 11 => {
@@ -150,22 +176,23 @@ impl Server {
                         .take()
                         .ok_or(BackendError::Scram("unexpected SASLContinue".into()))?;
                     let server_first = r.rest().to_vec();
-                    // The client proof needs PBKDF2 (milliseconds of CPU): off the runtime's threads.
-                    let client = tokio::task::spawn_blocking(move || {
-                        client.update(&server_first).map(|()| client)
+                    // With a password the proof needs PBKDF2 (milliseconds of CPU): off the
+                    // runtime's threads.
+                    let (client, client_final) = tokio::task::spawn_blocking(move || {
+                        client.server_first(&server_first).map(|f| (client, f))
                     })
                     .await
                     .map_err(|e| BackendError::Scram(e.to_string()))?
                     .map_err(|e| BackendError::Scram(e.to_string()))?;
-                    messages::sasl_response(&mut out, client.message());
+                    messages::sasl_response(&mut out, client_final.as_bytes());
                     scram = Some(client);
                 }
                 12 => {
-                    let mut client = scram
+                    let client = scram
                         .take()
                         .ok_or(BackendError::Scram("unexpected SASLFinal".into()))?;
                     client
-                        .finish(r.rest())
+                        .server_final(r.rest())
                         .map_err(|e| BackendError::Scram(e.to_string()))?;
                     continue;
                 }
@@ -201,48 +228,69 @@ impl Server {
         }
     }
 
-    /// The SASL mechanism to answer `offered` with, and its channel binding: over TLS, with
-    /// the server's certificate when the server offers `SCRAM-SHA-256-PLUS` (as libpq's
+    /// The channel binding to answer the SASL mechanisms `offered` with: over TLS, to the
+    /// server's certificate when the server offers `SCRAM-SHA-256-PLUS` (as libpq's
     /// `channel_binding=prefer`).
-    fn channel_binding(
-        &self,
-        offered: &[String],
-    ) -> Result<(&'static str, ChannelBinding), BackendError> {
+    fn channel_binding(&self, offered: &[String]) -> Result<Binding, BackendError> {
         let offers = |m: &str| offered.iter().any(|o| o == m);
         if let Some(end_point) = self.stream.peer_end_point() {
-            if offers("SCRAM-SHA-256-PLUS") {
-                return Ok((
-                    "SCRAM-SHA-256-PLUS",
-                    ChannelBinding::tls_server_end_point(end_point),
-                ));
+            if offers(scram::MECHANISM_PLUS) {
+                return Ok(Binding::EndPoint(end_point));
             }
         }
-        if !offers("SCRAM-SHA-256") {
+        if !offers(scram::MECHANISM) {
             return Err(BackendError::UnsupportedAuth(format!(
                 "SASL {}",
                 offered.join(",")
             )));
         }
-        let binding = match self.stream {
+        Ok(match self.stream {
             // We could bind, the server did not offer to.
-            Stream::Tls(_) => ChannelBinding::unrequested(),
-            Stream::Plain(_) => ChannelBinding::unsupported(),
-        };
-        Ok(("SCRAM-SHA-256", binding))
+            Stream::Tls(_) => Binding::Unrequested,
+            Stream::Plain(_) => Binding::None,
+        })
     }
 
-    fn set_param(&mut self, (name, value): (String, String)) {
+    /// The server reported a parameter's value.
+    pub fn set_param(&mut self, (name, value): (String, String)) {
+        // A report is the truth: what the proxy set is kept only for unreported parameters.
+        self.proxy_set
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
         match self.params.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.params.push((name, value)),
         }
     }
 
+    /// A parameter's value as far as the proxy knows: what it set, else what the server
+    /// reported.
     pub fn param(&self, name: &str) -> Option<&str> {
+        self.proxy_set
+            .iter()
+            .chain(&self.params)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the server reports parameter `name` (ParameterStatus).
+    pub fn reports(&self, name: &str) -> bool {
         self.params
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
+
+    /// The proxy set parameter `name` to `value` (`None`: reset it to the default).
+    pub fn proxy_set(&mut self, name: &str, value: Option<&str>) {
+        self.proxy_set
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(value) = value {
+            self.proxy_set.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    /// The unreported parameters the proxy set on this connection.
+    pub fn set_by_proxy(&self) -> impl Iterator<Item = &str> {
+        self.proxy_set.iter().map(|(k, _)| k.as_str())
     }
 
     async fn read(&mut self) -> Result<BytesMut, BackendError> {
@@ -257,13 +305,54 @@ impl Server {
         self.read_until_ready().await
     }
 
-    /// Makes the connection fit for the next client: ends any transaction, then
-    /// `DISCARD ALL` (prepared statements, temp tables, session settings, advisory locks).
-    pub async fn reset(&mut self) -> Result<(), BackendError> {
+    /// Runs `sql` of the proxy's own with text `params` (extended protocol, unnamed
+    /// statement) and returns its first row as text, `None` when it returned none.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Option<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        messages::parse(&mut out, "", sql);
+        messages::bind_text(&mut out, params);
+        messages::execute(&mut out);
+        messages::sync(&mut out);
+        self.stream.write_all(&out).await?;
+        let (mut row, mut error) = (None, None);
+        loop {
+            let msg = self.read().await?;
+            match msg[0] {
+                tag::DATA_ROW if row.is_none() => row = Some(data_row(&msg)?),
+                tag::ERROR_RESPONSE => error = Some(error_fields(&msg)?),
+                tag::READY_FOR_QUERY => {
+                    self.status = ready_status(&msg);
+                    return match error {
+                        Some(e) => Err(BackendError::Server(e)),
+                        None => Ok(row),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes the connection fit for the next client: ends any transaction, then runs
+    /// `query` (`server_reset_query`, `DISCARD ALL` by default: prepared statements, temp
+    /// tables, session settings, advisory locks).
+    pub async fn reset(&mut self, query: Option<&str>) -> Result<(), BackendError> {
         if !self.status.is_idle() {
             self.execute("ROLLBACK").await?;
         }
-        self.execute("DISCARD ALL").await
+        match query.filter(|q| !q.trim().is_empty()) {
+            Some(query) => {
+                self.execute(query).await?;
+                // What the proxy knew of the connection's session state may be gone.
+                self.statements.clear();
+                self.proxy_set.clear();
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether an idle connection is still open: an idle server sends nothing, so anything

@@ -2,6 +2,7 @@
 //! defaults and readiness criteria.
 
 use super::tls::{ClientTlsMode, ServerTlsMode};
+use super::users::PoolMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -60,6 +61,28 @@ pub struct General {
     /// Default server connections per pool. Default 10.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// `session` or `transaction` (default for pools). Default `session`.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// In transaction mode, most prepared statements kept per server connection (the least
+    /// recently used is closed past it). Default 200, as PgBouncer's.
+    #[serde(default = "default_max_prepared_statements")]
+    pub max_prepared_statements: usize,
+    /// Session mode: run on a server connection a client gave back, before the next client
+    /// gets it. Default `DISCARD ALL`.
+    #[serde(default = "default_server_reset_query")]
+    pub server_reset_query: String,
+    /// The role pgdog logs in to a pool's server as to look up a client's password with
+    /// `auth_query`, for roles `[[users]]` does not list. Default: none (no lookup).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// `auth_user`'s password. Default: none.
+    #[serde(default)]
+    pub auth_password: Option<String>,
+    /// The lookup: `$1` is the client's role; it returns the role name and its password
+    /// (a SCRAM verifier). Default: PgBouncer's, on `pg_shadow`.
+    #[serde(default = "default_auth_query")]
+    pub auth_query: String,
     /// Runtime worker threads; 0 means one per CPU. Default 0.
     #[serde(default)]
     pub workers: usize,
@@ -209,6 +232,15 @@ fn default_shutdown_timeout_ms() -> u64 {
 }
 fn default_max_message_size() -> usize {
     64 * 1024 * 1024
+}
+fn default_max_prepared_statements() -> usize {
+    200
+}
+fn default_server_reset_query() -> String {
+    "DISCARD ALL".into()
+}
+fn default_auth_query() -> String {
+    "SELECT usename, passwd FROM pg_shadow WHERE usename = $1".into()
 }
 fn default_client_login_timeout_ms() -> u64 {
     60_000

@@ -10,6 +10,7 @@ mod locate;
 mod plugin;
 mod pool;
 mod tls;
+mod users;
 mod validate;
 
 pub use error::{ConfigError, Problem};
@@ -17,6 +18,7 @@ pub use general::{AuthType, General};
 pub use plugin::PluginConfig;
 pub use pool::PoolConfig;
 pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
+pub use users::{PoolMode, UserConfig};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
 }
 
 impl Config {
@@ -89,6 +93,10 @@ impl Config {
         self.pools.iter().find(|p| p.name == name)
     }
 
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
     /// The directory relative plugin paths resolve against.
     pub fn dir_of(path: &Path) -> PathBuf {
         path.parent()
@@ -107,6 +115,12 @@ impl Config {
             if pool.password.is_some() {
                 pool.password = Some(REDACTED.into());
             }
+        }
+        for user in &mut copy.users {
+            user.password = REDACTED.into();
+        }
+        if copy.general.auth_password.is_some() {
+            copy.general.auth_password = Some(REDACTED.into());
         }
         copy
     }

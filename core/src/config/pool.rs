@@ -28,6 +28,9 @@ pub struct PoolConfig {
     /// Server connections in this pool. Default: `[general] pool_size`.
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// `session` or `transaction`. Default: `[general] pool_mode`.
+    #[serde(default)]
+    pub pool_mode: Option<super::PoolMode>,
     /// Name of the pool this pool's traffic is copied to. Default: none.
     #[serde(default)]
     pub mirror_of: Option<String>,

@@ -9,7 +9,44 @@ pub fn check(config: &Config, text: &str) -> Vec<Problem> {
     check_general(config, text, &mut problems);
     check_pools(config, text, &mut problems);
     check_plugins(config, text, &mut problems);
+    check_users(config, text, &mut problems);
     problems
+}
+
+fn check_users(config: &Config, text: &str, problems: &mut Vec<Problem>) {
+    let mut names = HashSet::new();
+    for (i, user) in config.users.iter().enumerate() {
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                line: line_of_key(text, "users", Some(i), key)
+                    .or_else(|| line_of_key(text, "users", Some(i), "")),
+                key: format!("users[{i}].{key}"),
+                message,
+            })
+        };
+        if user.name.is_empty() {
+            problem("name", "expected a non-empty role name".into());
+        }
+        if !names.insert(user.name.as_str()) {
+            problem("name", format!("duplicate user \"{}\"", user.name));
+        }
+        let verifier = crate::auth::scram::ScramSecret::looks_like_verifier(&user.password);
+        if user.password.is_empty() {
+            problem("password", "expected a password or a SCRAM verifier".into());
+        } else if verifier
+            && crate::auth::scram::ScramSecret::from_verifier(&user.password).is_none()
+        {
+            problem(
+                "password",
+                "not a valid SCRAM verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".into(),
+            );
+        }
+        for pool in &user.pools {
+            if config.pool(pool).is_none() {
+                problem("pools", format!("no pool named \"{pool}\""));
+            }
+        }
+    }
 }
 
 /// A problem with `[general] key`.

@@ -17,12 +17,13 @@ pub struct CancelTarget {
 
 #[derive(Default)]
 pub struct CancelMap {
-    targets: Mutex<HashMap<BackendKey, CancelTarget>>,
+    /// `None`: the client holds no server connection now (transaction mode).
+    targets: Mutex<HashMap<BackendKey, Option<CancelTarget>>>,
 }
 
 impl CancelMap {
     /// A fresh, unused key mapped to `target`.
-    pub fn register(&self, target: CancelTarget) -> BackendKey {
+    pub fn register(&self, target: Option<CancelTarget>) -> BackendKey {
         let mut rng = rand::thread_rng();
         let mut targets = self.targets.lock().unwrap();
         loop {
@@ -34,6 +35,15 @@ impl CancelMap {
                 slot.insert(target);
                 return key;
             }
+        }
+    }
+
+    /// Points `key` at another server connection (transaction mode: the client's current
+    /// one), or at none: a cancel then finds nothing to cancel, as nothing runs.
+    pub fn retarget(&self, key: BackendKey, target: Option<CancelTarget>) {
+        let mut targets = self.targets.lock().unwrap();
+        if let Some(slot) = targets.get_mut(&key) {
+            *slot = target;
         }
     }
 
@@ -51,7 +61,7 @@ impl CancelMap {
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
     pub async fn cancel(&self, key: BackendKey) {
-        let target = self.targets.lock().unwrap().get(&key).cloned();
+        let target = self.targets.lock().unwrap().get(&key).cloned().flatten();
         match target {
             Some(t) => {
                 if let Err(e) = Server::cancel(&t.host, t.port, t.key).await {
@@ -62,7 +72,7 @@ impl CancelMap {
                     );
                 }
             }
-            None => tracing::debug!("cancel request with an unknown key ignored"),
+            None => tracing::debug!("cancel request with an unknown key, or for a client holding no server connection, ignored"),
         }
     }
 }

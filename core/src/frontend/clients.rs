@@ -22,8 +22,6 @@ pub struct ClientInfo {
     pub user: String,
     /// The pool the client was routed to.
     pub pool: String,
-    /// Process id of the server connection the session holds (its BackendKeyData pid).
-    pub server_pid: i32,
     /// The client connection's TLS version, `None` for plain TCP.
     pub tls: Option<&'static str>,
     /// The server connection's TLS version, `None` for plain TCP.
@@ -101,7 +99,6 @@ mod tests {
             peer: "127.0.0.1:5000".parse().unwrap(),
             user: "u".into(),
             pool: "p".into(),
-            server_pid: 7,
             tls: None,
             server_tls: None,
             connected_at: SystemTime::now(),

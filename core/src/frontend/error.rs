@@ -24,6 +24,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The refusal of a wrong password (or of a role nobody knows: the same, so that a
+    /// client cannot tell which roles exist).
+    pub fn wrong_password(user: &str) -> ClientError {
+        ClientError::Auth(format!(
+            "password authentication failed for user \"{user}\""
+        ))
+    }
+
     pub fn sqlstate(&self) -> &str {
         match self {
             ClientError::Protocol(_) => "08P01",

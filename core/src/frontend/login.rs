@@ -5,10 +5,11 @@
 
 use super::handshake::{self, HandshakeError, Opened};
 use super::session::Session;
+use super::users;
 use super::{ClientError, Frontend};
 use crate::auth::exchange::{self, ExchangeError};
-use crate::backend::{Pool, PoolError, PooledServer};
-use crate::config::AuthType;
+use crate::backend::{Pool, PoolError, PooledServer, UserAuth};
+use crate::config::{AuthType, PoolMode};
 use crate::frontend::cancel::CancelTarget;
 use crate::frontend::clients::{ClientInfo, Registered};
 use crate::protocol::messages::{self, Severity};
@@ -115,10 +116,11 @@ impl Login<'_> {
                 message: "replication connections are not supported by the proxy".into(),
             });
         }
-        let pool = runtime
+        let db = runtime
             .pools
             .route(database)
             .map_err(|e| ClientError::NoDatabase(e.to_string()))?;
+        let pool = users::user_pool(&db, user, &runtime.config).await?;
         let binding = match stream {
             Stream::Tls(_) => runtime.client_tls.end_point(),
             Stream::Plain(_) => None,
@@ -139,38 +141,39 @@ impl Login<'_> {
             )));
         }
 
-        let mut server = pool.get().await.map_err(pool_error)?;
-        apply_startup_params(&mut server, params).await?;
-
-        let target = CancelTarget {
+        let wanted = startup_params(params)?;
+        let (server, server_params) = self.first_server(&pool, &wanted).await?;
+        let target = server.as_ref().map(|s| CancelTarget {
             host: pool.addr().host.clone(),
             port: pool.addr().port,
-            key: server.server().key,
-        };
+            key: s.server_ref().key,
+        });
         let key = frontend.cancel.register(target);
         let mut out = BytesMut::with_capacity(512);
         messages::auth_ok(&mut out);
-        for (name, value) in &server.server().params {
+        for (name, value) in &server_params {
             messages::parameter_status(&mut out, name, value);
         }
         messages::backend_key_data(&mut out, key);
         messages::ready_for_query(&mut out, TxStatus::Idle);
         if let Err(e) = stream.write_all(&out).await {
             frontend.cancel.unregister(key);
-            server.release().await;
+            if let Some(server) = server {
+                server.release(None).await;
+            }
             return Err(ProtocolError::Io(e).into());
         }
         tracing::debug!(pool = pool.name(), user, "client logged in");
         let pool_name = pool.name().to_string();
-        let server_pid = server.server().key.pid;
-        let server_tls = server.server().stream.tls_version();
-        let session = Session::new(frontend.clone(), runtime, pool, server, key, slot);
+        let server_tls = server
+            .as_ref()
+            .and_then(|s| s.server_ref().stream.tls_version());
+        let session = Session::new(frontend.clone(), runtime, pool, server, key, &wanted, slot);
         let registered = frontend.clients.register(ClientInfo {
             id: 0,
             peer: self.peer,
             user: user.to_string(),
             pool: pool_name,
-            server_pid,
             tls: stream.tls_version(),
             server_tls,
             connected_at: std::time::SystemTime::now(),
@@ -178,6 +181,47 @@ impl Login<'_> {
             stop: session.stop_token().clone(),
         });
         Ok((session, registered))
+    }
+
+    /// The server connection the client starts with, and the parameters it is told. In
+    /// session mode that is its connection for the session, with its startup parameters
+    /// applied. In transaction mode it takes none when the pool already knows what its
+    /// server reports (the client is told that, with its own values on top); else one, to
+    /// learn it, which the session gives back at once.
+    async fn first_server(
+        &self,
+        pool: &Pool,
+        wanted: &[(String, String)],
+    ) -> Result<(Option<PooledServer>, Vec<(String, String)>), ClientError> {
+        let config = &self.runtime.config;
+        let mode = config
+            .pool(pool.name())
+            .and_then(|p| p.pool_mode)
+            .unwrap_or(config.general.pool_mode);
+        let reported = match (mode, pool.server_params()) {
+            (PoolMode::Transaction, Some(reported)) => reported,
+            _ => {
+                let mut server = pool.get().await.map_err(pool_error)?;
+                if mode == PoolMode::Session {
+                    apply_startup_params(&mut server, wanted).await?;
+                    let params = server.server_ref().params.clone();
+                    return Ok((Some(server), params));
+                }
+                let params = server.server_ref().params.clone();
+                server.release(None).await;
+                params
+            }
+        };
+        let mut params = reported;
+        for (name, value) in wanted {
+            if let Some(slot) = params
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                slot.1 = value.clone();
+            }
+        }
+        Ok((None, params))
     }
 }
 
@@ -199,32 +243,39 @@ async fn authenticate(
     user: &str,
     binding: Option<&[u8]>,
 ) -> Result<(), ClientError> {
-    let failed = || {
-        ClientError::Auth(format!(
-            "password authentication failed for user \"{user}\""
-        ))
-    };
-    if auth_type == AuthType::Trust {
-        return if user == pool.addr().user {
-            Ok(())
-        } else {
-            Err(failed())
-        };
+    if user != pool.addr().user {
+        return Err(ClientError::wrong_password(user));
     }
-    let Some(password) = pool.addr().password.as_deref() else {
-        return Err(ClientError::Auth(format!(
-            "pool \"{}\" has no password configured, so {} authentication cannot succeed",
-            pool.name(),
-            auth_type.as_str()
-        )));
-    };
-    let verified = match auth_type {
-        AuthType::Md5 => exchange::md5(stream, buf, user, password).await,
-        AuthType::ScramSha256 => {
-            let secret = pool.scram_secret().await.expect("password checked above");
-            exchange::scram(stream, buf, secret, binding).await
+    if auth_type == AuthType::Trust {
+        return Ok(());
+    }
+    let verified = match (auth_type, pool.auth()) {
+        (_, UserAuth::None) => {
+            return Err(ClientError::Auth(format!(
+                "pool \"{}\" has no password configured for user \"{user}\", so {} authentication cannot succeed",
+                pool.name(),
+                auth_type.as_str()
+            )))
         }
-        AuthType::Trust => unreachable!("handled above"),
+        (AuthType::Md5, UserAuth::Password(password)) => {
+            exchange::md5(stream, buf, user, password).await
+        }
+        (AuthType::Md5, UserAuth::Verifier(_)) => {
+            return Err(ClientError::Rejected {
+                code: "28000".into(),
+                message: format!(
+                    "user \"{user}\" has a SCRAM verifier, which md5 authentication cannot check (auth_type = \"scram-sha-256\")"
+                ),
+            })
+        }
+        (_, _) => {
+            let secret = pool.scram_secret().await.expect("a password or verifier");
+            let keys = exchange::scram(stream, buf, secret, binding).await;
+            if let Ok(Some(keys)) = &keys {
+                pool.proved(*keys);
+            }
+            keys.map(|k| k.is_some())
+        }
     }
     .map_err(|e| match e {
         ExchangeError::Protocol(e) => ClientError::Protocol(e),
@@ -237,8 +288,8 @@ async fn authenticate(
             message: e.to_string(),
         },
     })?;
-    if !verified || user != pool.addr().user {
-        return Err(failed());
+    if !verified {
+        return Err(ClientError::wrong_password(user));
     }
     Ok(())
 }
@@ -246,12 +297,9 @@ async fn authenticate(
 /// Startup parameters the server connection got from the proxy, not from the client.
 const NOT_SETTABLE: &[&str] = &["user", "database", "replication", "options"];
 
-/// Runs `SET` on the server for the client's startup parameters that differ from what the
-/// server reports (`application_name`, `client_encoding`, `DateStyle`, `options -c ...`).
-async fn apply_startup_params(
-    server: &mut PooledServer,
-    params: &[(String, String)],
-) -> Result<(), ClientError> {
+/// The startup parameters to set on the client's server connections
+/// (`application_name`, `client_encoding`, `DateStyle`, `options -c ...`).
+fn startup_params(params: &[(String, String)]) -> Result<Vec<(String, String)>, ClientError> {
     let mut wanted: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| !NOT_SETTABLE.contains(&k.as_str()))
@@ -260,8 +308,7 @@ async fn apply_startup_params(
     if let Some((_, options)) = params.iter().find(|(k, _)| k == "options") {
         wanted.extend(parse_options(options)?);
     }
-    let mut sql = String::new();
-    for (name, value) in &wanted {
+    for (name, _) in &wanted {
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
@@ -271,6 +318,17 @@ async fn apply_startup_params(
                 message: format!("unrecognized configuration parameter \"{name}\""),
             });
         }
+    }
+    Ok(wanted)
+}
+
+/// Runs `SET` on the server for the startup parameters that differ from what it reports.
+async fn apply_startup_params(
+    server: &mut PooledServer,
+    wanted: &[(String, String)],
+) -> Result<(), ClientError> {
+    let mut sql = String::new();
+    for (name, value) in wanted {
         if server.server().param(name) == Some(value.as_str()) {
             continue;
         }

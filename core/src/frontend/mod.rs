@@ -8,8 +8,10 @@ pub mod clients;
 pub mod handshake;
 pub mod listener;
 pub mod login;
+pub mod prepared;
 pub mod session;
 pub mod tracker;
+pub mod users;
 
 mod error;
 pub use error::ClientError;

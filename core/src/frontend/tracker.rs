@@ -8,7 +8,7 @@
 use crate::mirror::tap::ClientSession;
 use crate::protocol::tag::client;
 use crate::protocol::TxStatus;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 #[derive(Default)]
 pub struct Tracker {
@@ -24,6 +24,8 @@ pub struct Tracker {
     /// Syncs during the copy, and answers the one the client sends after CopyDone/CopyFail,
     /// which completes that request rather than starting one.
     copy_sync_owed: AtomicBool,
+    /// Process id of the server connection the session holds, 0 when it holds none.
+    server_pid: AtomicI32,
 }
 
 impl Tracker {
@@ -66,6 +68,16 @@ impl Tracker {
     pub fn ready(&self, status: TxStatus) -> u64 {
         self.status.store(status.as_byte(), Relaxed);
         self.done.fetch_add(1, Relaxed)
+    }
+
+    /// The session now holds the server connection of process `pid`, or none.
+    pub fn set_server(&self, pid: Option<i32>) {
+        self.server_pid.store(pid.unwrap_or(0), Relaxed);
+    }
+
+    /// Process id of the server connection the session holds.
+    pub fn server_pid(&self) -> Option<i32> {
+        Some(self.server_pid.load(Relaxed)).filter(|&p| p != 0)
     }
 
     /// Requests sent so far (written by the client-to-server pump only).

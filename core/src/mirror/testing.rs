@@ -19,7 +19,6 @@ pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarge
         port: 1,
         database: "m".into(),
         user: "m".into(),
-        password: None,
     };
     let settings = PoolSettings {
         size: 1,
@@ -33,7 +32,7 @@ pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarge
     };
     Arc::new(MirrorTarget::new(
         "db",
-        Pool::new("m", addr, settings),
+        Pool::new("m", addr, settings, crate::backend::UserAuth::None),
         1.0,
         queue,
         timeout,

@@ -79,7 +79,7 @@ impl Worker {
             }
         }
         if let Some(conn) = self.conn.take() {
-            conn.release().await;
+            conn.release(Some("DISCARD ALL")).await;
         }
     }
 
@@ -95,7 +95,7 @@ impl Worker {
                 Ok(status) => {
                     // The pool's reset rolls back first if a transaction was left open.
                     conn.server().status = status;
-                    conn.release().await;
+                    conn.release(Some("DISCARD ALL")).await;
                     return true;
                 }
                 Err(e) => e,

@@ -65,6 +65,23 @@ pub fn parameter_status(msg: &[u8]) -> Result<(String, String), ProtocolError> {
     Ok((r.cstr()?.to_string(), r.cstr()?.to_string()))
 }
 
+/// The columns of a DataRow as text (`None` for NULL; invalid UTF-8 replaced).
+pub fn data_row(msg: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
+    let mut r = Reader::new(body(msg), "DataRow");
+    let n = r.i16()?;
+    (0..n.max(0))
+        .map(|_| {
+            let len = r.i32()?;
+            if len < 0 {
+                return Ok(None);
+            }
+            Ok(Some(
+                String::from_utf8_lossy(r.bytes(len as usize)?).into_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// The key of a BackendKeyData.
 pub fn backend_key(msg: &[u8]) -> Result<BackendKey, ProtocolError> {
     let mut r = Reader::new(body(msg), "BackendKeyData");

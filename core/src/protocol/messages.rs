@@ -123,6 +123,39 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     put(buf, client::QUERY, |b| put_cstr(b, sql));
 }
 
+/// A Parse of statement `name` (no parameter types given).
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    put(buf, client::PARSE, |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
+/// A Bind of the unnamed statement to the unnamed portal, `params` as text, results as
+/// text.
+pub fn bind_text(buf: &mut BytesMut, params: &[&str]) {
+    put(buf, client::BIND, |b| {
+        b.put_u8(0); // portal
+        b.put_u8(0); // statement
+        b.put_i16(0); // parameter formats: all text
+        b.put_i16(params.len() as i16);
+        for p in params {
+            b.put_i32(p.len() as i32);
+            b.put_slice(p.as_bytes());
+        }
+        b.put_i16(0); // result formats: all text
+    });
+}
+
+/// An Execute of the unnamed portal, every row.
+pub fn execute(buf: &mut BytesMut) {
+    put(buf, client::EXECUTE, |b| {
+        b.put_u8(0);
+        b.put_i32(0);
+    });
+}
+
 pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
     put(buf, client::COPY_FAIL, |b| put_cstr(b, reason));
 }

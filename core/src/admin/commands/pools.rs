@@ -85,7 +85,7 @@ pub fn clients(proxy: &Proxy) -> Output {
             text(c.activity()),
             text(c.tracker.requests()),
             Some(format!("{age:.1}")),
-            text(c.server_pid),
+            c.tracker.server_pid().map(|p| p.to_string()),
             c.tls.map(str::to_string),
         ]);
     }
@@ -128,7 +128,7 @@ pub fn servers(proxy: &Proxy) -> Output {
             let mut row = base();
             row.extend([
                 text(format!("client ({})", c.activity())),
-                text(c.server_pid),
+                text(c.tracker.server_pid().unwrap_or_default()),
                 text(c.id),
                 c.server_tls.map(str::to_string),
             ]);

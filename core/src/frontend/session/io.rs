@@ -1,0 +1,149 @@
+//! The session loop's one wait: everything that can happen next, polled together, so that
+//! neither direction can stall the other.
+
+use crate::tls::Stream;
+use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::WaitForCancellationFuture;
+
+/// Read buffer size per direction; grows for larger messages.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// The session's bytes in both directions.
+pub struct Buffers {
+    /// Read from the client, not yet passed on (a partial message, or whole ones waiting
+    /// for the server to take the previous write).
+    pub client_buf: BytesMut,
+    /// Read from the server, not yet passed on.
+    pub server_buf: BytesMut,
+    /// Whole messages on their way to the server.
+    pub to_server: Bytes,
+    /// Whole messages on their way to the client.
+    pub to_client: Bytes,
+    /// Written to a stream that buffers (TLS) and not flushed yet.
+    server_unflushed: bool,
+    client_unflushed: bool,
+}
+
+impl Buffers {
+    pub fn new(client_buf: BytesMut) -> Buffers {
+        Buffers {
+            client_buf,
+            server_buf: BytesMut::with_capacity(BUF_SIZE),
+            to_server: Bytes::new(),
+            to_client: Bytes::new(),
+            server_unflushed: false,
+            client_unflushed: false,
+        }
+    }
+}
+
+/// What ended a wait.
+#[derive(Debug)]
+pub enum Event {
+    /// Bytes from the client.
+    Client,
+    /// Bytes from the server.
+    Server,
+    /// A pending write finished.
+    Written,
+    /// The stop signal (shutdown, or the admin's `KILL`).
+    Stop,
+    ClientGone,
+    ServerGone(String),
+}
+
+/// Writes what is pending, reads when the previous chunk of that direction is passed on,
+/// and returns at the first thing that calls for the session's attention. `server` is
+/// `None` while the session holds no server connection.
+pub async fn wait(
+    client: &mut Stream,
+    mut server: Option<&mut Stream>,
+    bufs: &mut Buffers,
+    mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    draining: bool,
+) -> Event {
+    std::future::poll_fn(|cx| {
+        if let Some(server) = server.as_deref_mut() {
+            match write(server, &mut bufs.to_server, &mut bufs.server_unflushed, cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Written),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerGone(e.to_string())),
+                Poll::Pending => {}
+            }
+        }
+        match write(client, &mut bufs.to_client, &mut bufs.client_unflushed, cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Event::Written),
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientGone),
+            Poll::Pending => {}
+        }
+        // A direction reads again once its previous chunk is on its way.
+        if bufs.to_server.is_empty() {
+            match read(client, &mut bufs.client_buf, cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientGone),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Client),
+                Poll::Pending => {}
+            }
+        }
+        if let (Some(server), true) = (server.as_deref_mut(), bufs.to_client.is_empty()) {
+            match read(server, &mut bufs.server_buf, cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Event::ServerGone("server closed the connection".into()))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerGone(e.to_string())),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Server),
+                Poll::Pending => {}
+            }
+        }
+        if !draining && stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Stop);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes `pending` and flushes it (TLS buffers what it encrypts): `Ready(Ok)` once it is
+/// all on its way, `Pending` while the stream would block or when there is nothing to do.
+fn write(
+    stream: &mut Stream,
+    pending: &mut Bytes,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while !pending.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, pending) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                pending.advance(n);
+                *unflushed = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    if !*unflushed {
+        return Poll::Pending;
+    }
+    match Pin::new(&mut *stream).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            *unflushed = false;
+            Poll::Ready(Ok(()))
+        }
+        other => other,
+    }
+}
+
+fn read(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(BUF_SIZE);
+    }
+    poll_read_buf(Pin::new(stream), cx, buf)
+}

@@ -1,0 +1,309 @@
+//! Transaction mode: the client takes a server connection at the first message of a
+//! transaction and gives it back at the ReadyForQuery that leaves it idle. A connection it
+//! takes is brought in line with the parameters it set (its startup parameters, and those
+//! it changed since, as the server reported them), by `SET`ting only what differs.
+//!
+//! What cannot follow a client from connection to connection is documented rather than
+//! emulated (`SET` outside a transaction, `LISTEN`, session advisory locks, `WITH HOLD`
+//! cursors); the first `SET` or `LISTEN` outside a transaction logs a warning, once per
+//! client.
+//!
+//! Also here, for both modes: the session's share of `SHOW STATS` (transaction and query
+//! times).
+
+use super::Session;
+use crate::backend::pool::PoolStats;
+use crate::backend::{PoolError, Server};
+use crate::config::{General, PoolMode};
+use crate::frontend::cancel::CancelTarget;
+use crate::frontend::prepared::{ClientStatements, Plan};
+use crate::protocol::frame::Frames;
+use crate::protocol::tag::client;
+use crate::protocol::TxStatus;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// Parameters a client keeps across checkouts when it changes them with `SET` (the server
+/// reports these; PgBouncer's set).
+const TRACKED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "IntervalStyle",
+    "search_path",
+];
+
+/// What a client expects of the server connections it gets.
+pub struct Pooled {
+    /// The parameters the client set: its startup parameters, and what it changed since.
+    params: Vec<(String, String)>,
+    pub statements: ClientStatements,
+    pub plan: Plan,
+    /// An extended-protocol batch is open: sent in part, its Sync still to come.
+    pub mid_batch: bool,
+    /// `max_prepared_statements`.
+    pub limit: usize,
+    /// `server_reset_query` (session mode).
+    pub reset_query: String,
+    /// The warning about session state was logged.
+    warned: bool,
+    pub timing: Timing,
+}
+
+impl Pooled {
+    /// `params`: the client's startup parameters to apply (already without `user`,
+    /// `database` and the like, `options` unpacked).
+    pub fn new(params: &[(String, String)], general: &General) -> Pooled {
+        Pooled {
+            params: params.to_vec(),
+            statements: ClientStatements::default(),
+            plan: Plan::default(),
+            mid_batch: false,
+            limit: general.max_prepared_statements,
+            reset_query: general.server_reset_query.clone(),
+            warned: false,
+            timing: Timing::default(),
+        }
+    }
+
+    /// The server reported a parameter's value during the client's transaction: the
+    /// client changed it (`SET`, `RESET`), and keeps it.
+    pub fn reported(&mut self, (name, value): &(String, String)) {
+        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name));
+        match self
+            .params
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => slot.1 = value.clone(),
+            None if tracked => self.params.push((name.clone(), value.clone())),
+            None => {}
+        }
+    }
+
+    /// Brings `server` in line with the client's parameters: `SET` what differs from the
+    /// client's value, or, for a tracked parameter the client did not set, from the pool's
+    /// default (`defaults`: what its first connection reported); `RESET` an unreported
+    /// parameter the proxy set there for an earlier client and this one did not ask for.
+    async fn sync(
+        &self,
+        server: &mut Server,
+        defaults: &[(String, String)],
+    ) -> Result<(), crate::backend::BackendError> {
+        let mut sql = String::new();
+        let mut set = Vec::new();
+        let defaulted = TRACKED.iter().filter_map(|name| {
+            let own = self
+                .params
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name));
+            let default = defaults.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+            default.filter(|_| !own)
+        });
+        for (name, value) in self.params.iter().chain(defaulted) {
+            if server.param(name) != Some(value.as_str()) {
+                sql.push_str(&format!(
+                    "SET \"{name}\" TO '{}';",
+                    value.replace('\'', "''")
+                ));
+                set.push((name, value));
+            }
+        }
+        let stale: Vec<String> = server
+            .set_by_proxy()
+            .filter(|name| {
+                !self
+                    .params
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
+            .map(str::to_string)
+            .collect();
+        for name in &stale {
+            sql.push_str(&format!("RESET \"{name}\";"));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        server.execute(&sql).await?;
+        for (name, value) in set {
+            if !server.reports(name) {
+                server.proxy_set(name, Some(value));
+            }
+        }
+        for name in &stale {
+            server.proxy_set(name, None);
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Takes a server connection for the client's next transaction.
+    pub(super) async fn checkout(&mut self) -> Result<(), (&'static str, String)> {
+        let started = Instant::now();
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| (pool_error_code(&e), e.to_string()))?;
+        let stats = self.pool.stats();
+        stats
+            .wait_us
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        stats.checkouts.fetch_add(1, Relaxed);
+        let defaults = self.pool.server_params().unwrap_or_default();
+        if let Err(e) = self.pooled.sync(conn.server(), &defaults).await {
+            return Err((
+                "08006",
+                format!(
+                    "bringing a server connection in line with the client's parameters failed: {e}"
+                ),
+            ));
+        }
+        let key = conn.server().key;
+        let addr = self.pool.addr();
+        let target = CancelTarget {
+            host: addr.host.clone(),
+            port: addr.port,
+            key,
+        };
+        self.frontend.cancel.retarget(self.key, Some(target));
+        self.tracker.set_server(Some(key.pid));
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    /// Gives the server connection back (transaction mode, the client idle).
+    pub(super) async fn release(&mut self) {
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        self.frontend.cancel.retarget(self.key, None);
+        self.tracker.set_server(None);
+        conn.server().status = TxStatus::Idle;
+        conn.release(None).await;
+    }
+
+    /// Transaction mode: warns, once per client, of a `SET` or `LISTEN` outside a
+    /// transaction, which the next connection the client gets will not have.
+    pub(super) fn warn_about_session_state(&mut self, chunk: &[u8]) {
+        if self.mode != PoolMode::Transaction || self.pooled.warned || !self.tracker.idle() {
+            return;
+        }
+        for (tag, msg) in Frames::new(chunk) {
+            if tag != client::QUERY {
+                continue;
+            }
+            if let Some(what) = session_state(&msg[5..]) {
+                self.pooled.warned = true;
+                tracing::warn!(
+                    pool = self.pool.name(),
+                    user = %self.pool.addr().user,
+                    "{what} outside a transaction in transaction mode: it stays on this server connection, and the client's next transaction may run on another one"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The SQLSTATE a client is told when no connection could be had.
+fn pool_error_code(e: &PoolError) -> &'static str {
+    match e {
+        PoolError::Exhausted { .. } => "53300",
+        PoolError::Disabled(_) => "57P03",
+        PoolError::Backend { .. } => "08006",
+    }
+}
+
+/// A statement that changes session state transaction pooling cannot carry: `SET`
+/// (other than `SET LOCAL` and `SET TRANSACTION`) or `LISTEN`.
+fn session_state(query: &[u8]) -> Option<&'static str> {
+    let mut words = query
+        .split(|b| b.is_ascii_whitespace() || *b == b';' || *b == 0)
+        .filter(|w| !w.is_empty());
+    let first = words.next()?;
+    if first.eq_ignore_ascii_case(b"listen") {
+        return Some("LISTEN");
+    }
+    if first.eq_ignore_ascii_case(b"set") {
+        let next = words.next().unwrap_or_default();
+        let local = [b"local".as_slice(), b"transaction"]
+            .iter()
+            .any(|w| next.eq_ignore_ascii_case(w));
+        return (!local).then_some("SET");
+    }
+    None
+}
+
+/// Request and transaction times, for `SHOW STATS`.
+#[derive(Default)]
+pub struct Timing {
+    /// When each request still unanswered was sent.
+    sent: VecDeque<Instant>,
+    /// When the open transaction's first request was sent.
+    transaction: Option<Instant>,
+}
+
+impl Timing {
+    pub fn sent(&mut self, requests: u64, now: Instant) {
+        if requests > 0 && self.transaction.is_none() {
+            self.transaction = Some(now);
+        }
+        self.sent
+            .extend(std::iter::repeat_n(now, requests as usize));
+    }
+
+    pub fn answered(&mut self, status: TxStatus, now: Instant, stats: &PoolStats) {
+        if let Some(sent) = self.sent.pop_front() {
+            stats
+                .query_us
+                .fetch_add(now.duration_since(sent).as_micros() as u64, Relaxed);
+        }
+        if status.is_idle() {
+            if let Some(started) = self.transaction.take() {
+                stats.xacts.fetch_add(1, Relaxed);
+                stats
+                    .xact_us
+                    .fetch_add(now.duration_since(started).as_micros() as u64, Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_outside_transactions_is_recognised() {
+        assert_eq!(session_state(b"SET search_path = x\0"), Some("SET"));
+        assert_eq!(session_state(b"  listen chan;\0"), Some("LISTEN"));
+        assert_eq!(session_state(b"set local work_mem = 1\0"), None);
+        assert_eq!(
+            session_state(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE\0"),
+            None
+        );
+        assert_eq!(session_state(b"select 1\0"), None);
+    }
+
+    #[test]
+    fn the_client_keeps_the_parameters_it_changed() {
+        let general = General::default();
+        let mut p = Pooled::new(&[("application_name".into(), "app".into())], &general);
+        p.reported(&("TimeZone".into(), "UTC".into()));
+        p.reported(&("application_name".into(), "other".into()));
+        p.reported(&("server_version".into(), "15".into()));
+        assert_eq!(
+            p.params,
+            [
+                ("application_name".to_string(), "other".to_string()),
+                ("TimeZone".to_string(), "UTC".to_string())
+            ]
+        );
+    }
+}
