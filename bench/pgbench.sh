@@ -11,6 +11,8 @@
 #                 proxies to PostgreSQL with server_tls_sslmode=require; PostgreSQL takes TLS only), and
 #                 select-connect (-C: a new connection, so a TLS handshake, per transaction) added
 #          --idle N: after the runs, each proxy's resident memory with N idle clients connected
+#          --baseline PATH: another pgdog binary as target pgdog-base, for an A/B in the same run
+#          --pool-mode session|transaction (pgdog's and PgBouncer's), --pool-size N (server connections)
 #
 # Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
 # available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
@@ -30,6 +32,9 @@ QUICK=0
 TLS=0
 IDLE=0
 MODES_ARG=""
+BASELINE=""
+POOL_MODE=session
+POOL_SIZE=20
 
 while (($#)); do
     case $1 in
@@ -44,7 +49,10 @@ while (($#)); do
     --modes) MODES_ARG=$2; shift ;;
     --tls) TLS=1 ;;
     --idle) IDLE=$2; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --baseline) BASELINE=$2; shift ;;
+    --pool-mode) POOL_MODE=$2; shift ;;
+    --pool-size) POOL_SIZE=$2; shift ;;
+    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -64,7 +72,7 @@ base=/tmp
 WORK=$(mktemp -d "$base/pgdog-bench-XXXXXX")
 chmod 755 "$WORK"
 ((IS_ROOT)) && chown postgres: "$WORK"
-PGDOG_PID="" BOUNCER_PIDFILE="$WORK/pgbouncer.pid"
+PGDOG_PID="" BASE_PID="" BOUNCER_PIDFILE="$WORK/pgbouncer.pid"
 
 cleanup() {
     set +e
@@ -73,6 +81,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$PGDOG_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$PGDOG_PID" 2>/dev/null
     fi
+    if [[ -n $BASE_PID ]]; then kill -TERM "$BASE_PID" 2>/dev/null; fi
     if [[ -s $BOUNCER_PIDFILE ]]; then kill -TERM "$(cat "$BOUNCER_PIDFILE")" 2>/dev/null; fi
     "$REPO/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1
     rm -rf "$WORK"
@@ -146,8 +155,8 @@ listen_port = $port
 unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
-pool_mode = session
-default_pool_size = $((IDLE + 20))
+pool_mode = $POOL_MODE
+default_pool_size = $((IDLE + POOL_SIZE))
 max_client_conn = $((IDLE + 200))
 logfile = $WORK/pgbouncer.log
 pidfile = $BOUNCER_PIDFILE
@@ -172,23 +181,24 @@ EOF
     fi
     PORT[pgbouncer]=$port
     PROXY_PID[pgbouncer]=$(cat "$BOUNCER_PIDFILE")
-    log "PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on port $port (session mode)"
+    log "PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on port $port ($POOL_MODE mode)"
 }
 
 # --- pgdog -------------------------------------------------------------------------------------------
-start_pgdog() {
-    if [[ ! -x $PGDOG_BIN ]]; then
-        if [[ $PGDOG_BIN == "$REPO/target/release/pgdog" ]]; then
+start_pgdog() { # start_pgdog TARGET BINARY
+    local name=$1 bin=$2
+    if [[ ! -x $bin ]]; then
+        if [[ $bin == "$REPO/target/release/pgdog" ]]; then
             log "building pgdog (cargo build --release -p pgdog)"
             (cd "$REPO" && cargo build --release -q -p pgdog) || { log "pgdog build failed: skipped"; return 1; }
         else
-            log "no pgdog binary at $PGDOG_BIN: skipped"
+            log "no pgdog binary at $bin: skipped"
             return 1
         fi
     fi
     local port admin metrics
     port=$(free_port) admin=$(free_port) metrics=$(free_port)
-    cat >"$WORK/pgdog.toml" <<EOF
+    cat >"$WORK/$name.toml" <<EOF
 [general]
 host = "127.0.0.1"
 port = $port
@@ -196,6 +206,7 @@ admin_port = $admin
 metrics_port = $metrics
 auth_type = "scram-sha-256"
 max_client_conn = $((IDLE + 200))
+pool_mode = "$POOL_MODE"
 $( ((TLS)) && printf 'client_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nclient_tls_sslmode = "require"\nserver_tls_sslmode = "require"\n' "$WORK/certs/server.crt" "$WORK/certs/server.key")
 
 [[pools]]
@@ -205,27 +216,30 @@ host = "127.0.0.1"
 port = $PGPORT
 user = "pgdog"
 password = "pgdog"
-pool_size = $((IDLE + 20))
+pool_size = $((IDLE + POOL_SIZE))
 EOF
-    RUST_LOG="${RUST_LOG:-warn}" "$PGDOG_BIN" --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
-    PGDOG_PID=$!
-    if ! wait_port "$port" 15 "$PGDOG_PID"; then
-        log "pgdog failed to start (binary $PGDOG_BIN); its log:"
-        tail -30 "$WORK/pgdog.log" >&2
-        kill -KILL "$PGDOG_PID" 2>/dev/null || true
-        PGDOG_PID=""
-        log "pgdog: skipped"
+    # The baseline may predate pool_mode: its config leaves the key out in session mode.
+    [[ $POOL_MODE == session ]] && sed -i '/^pool_mode = /d' "$WORK/$name.toml"
+    RUST_LOG="${RUST_LOG:-warn}" "$bin" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    [[ $name == pgdog ]] && PGDOG_PID=$pid
+    [[ $name == pgdog-base ]] && BASE_PID=$pid
+    if ! wait_port "$port" 15 "$pid"; then
+        log "$name failed to start (binary $bin); its log:"
+        tail -30 "$WORK/$name.log" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        log "$name: skipped"
         return 1
     fi
     # The proxy port is open; make sure a query actually goes through before measuring.
     if ! "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$port" -U pgdog -d pgbench -c 'SELECT 1' >/dev/null 2>"$WORK/pgdog-probe.err"; then
-        log "pgdog accepts connections but a query through it failed: $(cat "$WORK/pgdog-probe.err")"
-        log "pgdog: skipped"
+        log "$name accepts connections but a query through it failed: $(cat "$WORK/pgdog-probe.err")"
+        log "$name: skipped"
         return 1
     fi
-    PORT[pgdog]=$port
-    PROXY_PID[pgdog]=$PGDOG_PID
-    log "pgdog on port $port (pid $PGDOG_PID)"
+    PORT[$name]=$port
+    PROXY_PID[$name]=$pid
+    log "$name on port $port (pid $pid, $bin)"
 }
 
 IFS=, read -r -a WANTED <<<"$TARGETS"
@@ -233,10 +247,13 @@ for t in "${WANTED[@]}"; do
     case $t in
     direct) ACTIVE+=(direct) ;;
     pgbouncer) if start_pgbouncer; then ACTIVE+=(pgbouncer); else SKIPPED+=(pgbouncer); fi ;;
-    pgdog) if start_pgdog; then ACTIVE+=(pgdog); else SKIPPED+=(pgdog); fi ;;
+    pgdog) if start_pgdog pgdog "$PGDOG_BIN"; then ACTIVE+=(pgdog); else SKIPPED+=(pgdog); fi ;;
     *) die "unknown target $t" ;;
     esac
 done
+if [[ -n $BASELINE ]]; then
+    if start_pgdog pgdog-base "$BASELINE"; then ACTIVE+=(pgdog-base); else SKIPPED+=(pgdog-base); fi
+fi
 ((${#ACTIVE[@]})) || die "no target could be started"
 
 # --- runs --------------------------------------------------------------------------------------------
@@ -355,15 +372,15 @@ for t in "${ACTIVE[@]}"; do
     done
 done
 echo
-printf '%-16s %18s %15s\n' workload "pgdog/pgbouncer" "pgdog/direct"
+printf '%-16s %18s %15s %17s\n' workload "pgdog/pgbouncer" "pgdog/direct" "pgdog/pgdog-base"
 for mode in "${MODES[@]}"; do
-    printf '%-16s %18s %15s\n' "$mode" "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}")" \
-        "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}")"
+    printf '%-16s %18s %15s %17s\n' "$mode" "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}")" \
+        "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}")" "$(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgdog-base.$mode]:-}")"
 done
 
 echo
 echo "<!-- markdown for docs/benchmarks.md -->"
-echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
 echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
 echo "|---|---|---:|---:|---:|"
@@ -373,10 +390,10 @@ for t in "${ACTIVE[@]}"; do
     done
 done
 echo
-echo "| workload | pgdog / PgBouncer (tps) | pgdog / direct (tps) |"
-echo "|---|---:|---:|"
+echo "| workload | pgdog / PgBouncer (tps) | pgdog / direct (tps) | pgdog / pgdog-base (tps) |"
+echo "|---|---:|---:|---:|"
 for mode in "${MODES[@]}"; do
-    echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") |"
+    echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgdog-base.$mode]:-}") |"
 done
 
 if ((IDLE > 0)); then

@@ -91,10 +91,16 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.general.workers > 0 {
-        runtime.worker_threads(config.general.workers);
-    }
+    let mut runtime = match config.general.workers {
+        // One worker: the proxy runs on this thread, no work is handed between threads.
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     let runtime = runtime
         .enable_all()
         .thread_name("pgdog")

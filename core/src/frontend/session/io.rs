@@ -125,6 +125,11 @@ fn write(
             Poll::Pending => return Poll::Pending,
         }
     }
+    if *unflushed {
+        // Let go of the read buffer the bytes were cut from: unshared, it is reused for
+        // the next read instead of a new allocation.
+        *pending = Bytes::new();
+    }
     if !*unflushed {
         return Poll::Pending;
     }
