@@ -111,6 +111,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
     send(&host, 95, 5).await;
     let rows = host
         .assess(&ReadinessCriteria::default())
+        .await
         .unwrap()
         .to_text_rows();
     assert!(rows.contains(&"Error Rate: 5.00%".to_string()), "{rows:?}");
@@ -118,7 +119,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
         rows.contains(&"Total Requests: 100".to_string()),
         "{rows:?}"
     );
-    let points = host.metric_points();
+    let points = host.metric_points().await;
     let mirrored = points
         .iter()
         .find(|p| p.labels.len() == 1 && p.label("type") == Some("mirrored"))
@@ -126,7 +127,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
     assert_eq!(mirrored.value, 95.0);
 
     host.reset().await.unwrap();
-    assert_eq!(host.snapshot().unwrap().overall.counts.total, 0);
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.total, 0);
     host.shutdown().await;
 }
 
@@ -154,7 +155,7 @@ async fn several_plugins_are_really_several() {
         ]
     );
     send(&host, 10, 0).await;
-    let points = host.metric_points();
+    let points = host.metric_points().await;
     let fixture = |label: &str| {
         points
             .iter()
@@ -167,6 +168,7 @@ async fn several_plugins_are_really_several() {
     assert!(points.iter().any(|p| p.name.as_str() == "mirror"));
     assert_eq!(
         host.assess(&ReadinessCriteria::default())
+            .await
             .unwrap()
             .policy
             .as_str(),
@@ -300,9 +302,10 @@ async fn a_panicking_plugin_is_disabled_and_the_rest_keeps_going() {
     );
     assert_eq!(infos[0].status, PluginStatus::Ok);
     // The stats plugin saw every event.
-    assert_eq!(host.snapshot().unwrap().overall.counts.mirrored, 100);
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.mirrored, 100);
     assert!(
         host.assess(&ReadinessCriteria::default())
+            .await
             .unwrap()
             .overall
             .ready
@@ -321,13 +324,19 @@ async fn a_panicking_readiness_plugin_fails_its_call_then_stays_disabled() {
     ];
     let host = PluginHost::load(&specs, &options(Some("judge"))).unwrap();
     send(&host, 5, 0).await;
-    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
-    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::Disabled { .. }), "{err}");
     // Statistics and metrics are unaffected.
-    assert_eq!(host.snapshot().unwrap().overall.counts.total, 5);
-    assert!(!host.metric_points().is_empty());
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.total, 5);
+    assert!(!host.metric_points().await.is_empty());
 }
 
 /// The same events, two configs that differ only in the policy: two verdicts.
@@ -366,6 +375,7 @@ async fn swapping_the_policy_by_config_changes_the_verdict() {
         send(&host, 300, 1).await;
         let report = host
             .assess(&pgdog::plugins::criteria_of(&config.general))
+            .await
             .unwrap();
         verdicts.push((report.policy.to_string(), report.to_text_rows()[0].clone()));
     }
@@ -401,10 +411,14 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
     let bounds = [500u64, 1_000, 5_000, 1_000_000];
     let answer = host
         .scrape(&bounds, &criteria)
+        .await
         .unwrap()
         .expect("a 2.1 plugin");
-    let whole = host.snapshot().unwrap();
-    let report = host.assess_snapshot(&whole, &criteria).unwrap();
+    let whole = host.snapshot().await.unwrap();
+    let report = host
+        .assess_snapshot(Arc::new(whole.clone()), &criteria)
+        .await
+        .unwrap();
     assert_eq!(answer.verdicts.into_option(), Some(Verdicts::of(&report)));
     let expected = StatsSnapshot {
         taken_at_unix_us: answer.snapshot.taken_at_unix_us,
@@ -414,5 +428,5 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
 
     let specs = [spec("strict", &strict_lib(), "")];
     let host = PluginHost::load(&specs, &options(Some("strict"))).unwrap();
-    assert!(host.scrape(&bounds, &criteria).unwrap().is_none());
+    assert!(host.scrape(&bounds, &criteria).await.unwrap().is_none());
 }
