@@ -430,3 +430,121 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
     let host = PluginHost::load(&specs, &options(Some("strict"))).unwrap();
     assert!(host.scrape(&bounds, &criteria).await.unwrap().is_none());
 }
+
+/// abi_stable 0.11 checks a plugin in two steps. The version check compares the major
+/// version only: a plugin that claims the previous minor version with this one's layout
+/// loads. The layout check then compares the plugin object's vtable: a plugin really built
+/// against the previous minor (its vtable lacks `scrape`, added in 2.1) is refused, and
+/// one built against a later minor (one more method) loads.
+#[test]
+fn minor_versions_the_version_check_and_the_layout_check() {
+    let claims = fixture("libpgdog_fixture_claims_older_minor.so");
+    let host = PluginHost::load(&[spec("claims", &claims, "")], &options(Some("claims")));
+    let host = host.unwrap_or_else(|e| panic!("same layout, older minor refused: {e}"));
+    assert_eq!(host.plugins()[0].plugin_name, "fixture-claims-older-minor");
+
+    let older = fixture("libpgdog_fixture_older_minor.so");
+    let err = load_err(&[spec("older", &older, "")]);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PluginError::IncompatibleLayout { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"older\"") && msg.contains(pgdog::plugins::API_VERSION),
+        "{msg}"
+    );
+
+    let newer = fixture("libpgdog_fixture_newer_minor.so");
+    let host = PluginHost::load(&[spec("newer", &newer, "")], &options(Some("newer")));
+    let host = host.unwrap_or_else(|e| panic!("a later minor refused: {e}"));
+    assert_eq!(host.plugins()[0].plugin_name, "fixture-newer-minor");
+}
+
+/// A plugin that stalls in a statistics call: the caller gets "not answering" at the
+/// time limit, later calls get it at once, and the events it cannot take are dropped
+/// and counted instead of queued without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_plugin_is_not_waited_for_and_its_events_are_counted_as_dropped() {
+    use pgdog::plugins::{sink::EVENT_QUEUE, CALL_TIME_LIMIT};
+    use std::time::Instant;
+    let slow = fixture("libpgdog_fixture_stalled_stats.so");
+    let host = PluginHost::load(&[spec("slow", &slow, "stall_ms = 4000")], &options(None)).unwrap();
+
+    let start = Instant::now();
+    let err = host.snapshot().await.unwrap_err();
+    assert!(matches!(err, PluginError::NotAnswering { .. }), "{err}");
+    assert!(start.elapsed() < CALL_TIME_LIMIT + Duration::from_millis(500));
+
+    let start = Instant::now();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not answering"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    let status = &host.plugins()[0].status;
+    assert!(
+        matches!(status, PluginStatus::NotAnswering(_)),
+        "{status:?}"
+    );
+
+    // The plugin holds its lock: the event thread waits, the channel fills, and `send`
+    // drops and counts instead of waiting or queueing without bound.
+    let sink = host.events();
+    let db: Arc<str> = Arc::from("primary");
+    let start = Instant::now();
+    for _ in 0..EVENT_QUEUE + 10_000 {
+        sink.send(MirrorEvent::mirrored(db.clone(), Duration::from_millis(1)));
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(host.dropped_events() >= 10_000 - pgdog::plugins::sink::MAX_BATCH as u64);
+    let start = Instant::now();
+    host.flush().await;
+    assert!(start.elapsed() < Duration::from_millis(200));
+}
+
+/// After a panic the plugin is disabled; `RELOAD` re-creates it from its library and
+/// config, with fresh state, and calls reach the new instance.
+#[tokio::test]
+async fn reload_re_creates_a_plugin_disabled_by_a_panic() {
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec(
+            "judge",
+            &test_lib(),
+            "panic_in = 'assess'\ncapabilities = ['readiness']",
+        ),
+    ];
+    let host = PluginHost::load(&specs, &options(Some("judge"))).unwrap();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
+    let judge = |host: &PluginHost| {
+        host.plugins()
+            .into_iter()
+            .find(|p| p.name == "judge")
+            .unwrap()
+    };
+    assert!(matches!(judge(&host).status, PluginStatus::Failed(_)));
+
+    let (revived, errors) = host.revive_failed();
+    assert_eq!(revived, ["judge"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(judge(&host).status, PluginStatus::Ok);
+    // The fresh instance is called (and, configured to, panics again), not refused.
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
+    // Nothing else had failed: a second revive re-creates nothing but the judge.
+    assert_eq!(host.revive_failed().0, ["judge"]);
+    assert_eq!(host.revive_failed().0, Vec::<String>::new());
+}

@@ -19,7 +19,6 @@
 //! * [`scrape`]: what the metrics endpoint asks of the stats plugin per scrape (2.1).
 //! * [`plugin`]: the root module every plugin exports, the FFI-safe plugin object, and
 //!   the plain Rust [`Plugin`] trait plugin authors implement (see [`export_plugin!`]).
-//! * [`math`]: the regularised incomplete beta function used by the confidence scores.
 //!
 //! # Growing the ABI
 //!
@@ -37,7 +36,6 @@
 #![allow(non_local_definitions)]
 
 pub mod event;
-pub mod math;
 pub mod metrics;
 pub mod plugin;
 pub mod readiness;

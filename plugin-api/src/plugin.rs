@@ -131,36 +131,62 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
-///
-/// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the last
-/// method of 2.0.0, for all of 2.x; methods added in later minor versions follow it, each
-/// with a default body. abi_stable loads a plugin into a host of the same or an older
-/// minor version, so every plugin a host accepts has every method the host knows.
-#[sabi_trait]
-pub trait FfiPlugin: Send {
-    fn capabilities(&self) -> Capabilities;
+macro_rules! ffi_plugin {
+    ($($later_minors:tt)*) => {
+        /// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
+        ///
+        /// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the
+        /// last method of 2.0.0, for all of 2.x; methods added in later minor versions
+        /// follow it, each with a default body. abi_stable's layout check accepts a plugin
+        /// whose vtable has the host's methods and more (built against the same or a later
+        /// minor version) and refuses one that lacks some (an earlier minor version).
+        #[sabi_trait]
+        pub trait FfiPlugin: Send {
+            fn capabilities(&self) -> Capabilities;
 
-    fn consume(&mut self, batch: &EventBatch<'_>) -> RResult<(), CallError>;
+            fn consume(&mut self, batch: &EventBatch<'_>) -> RResult<(), CallError>;
 
-    fn snapshot(&mut self) -> RResult<StatsSnapshot, CallError>;
+            fn snapshot(&mut self) -> RResult<StatsSnapshot, CallError>;
 
-    fn assess(
-        &mut self,
-        snapshot: &StatsSnapshot,
-        criteria: &ReadinessCriteria,
-    ) -> RResult<ReadinessReport, CallError>;
+            fn assess(
+                &mut self,
+                snapshot: &StatsSnapshot,
+                criteria: &ReadinessCriteria,
+            ) -> RResult<ReadinessReport, CallError>;
 
-    fn metric_points(&mut self) -> RResult<RVec<MetricPoint>, CallError>;
+            fn metric_points(&mut self) -> RResult<RVec<MetricPoint>, CallError>;
 
-    #[sabi(last_prefix_field)]
-    fn reset(&mut self) -> RResult<(), CallError>;
+            #[sabi(last_prefix_field)]
+            fn reset(&mut self) -> RResult<(), CallError>;
 
+            $($later_minors)*
+        }
+    };
+}
+
+#[cfg(not(any(feature = "__fixture_older_minor", feature = "__fixture_newer_minor")))]
+ffi_plugin! {
     /// Since 2.1.0: the statistics and verdicts a metrics scrape needs (see
     /// [`crate::scrape`]). A plugin without the statistics role (or, when asked for
     /// verdicts, the readiness role) answers [`CallErrorKind::UNSUPPORTED`].
     fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
         RResult::RErr(CallError::unsupported("scrape"))
+    }
+}
+
+// Test-only: the plugin object as 2.0.0 had it (no `scrape`).
+#[cfg(feature = "__fixture_older_minor")]
+ffi_plugin! {}
+
+// Test-only: the plugin object with a method from a later minor version.
+#[cfg(feature = "__fixture_newer_minor")]
+ffi_plugin! {
+    fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
+        RResult::RErr(CallError::unsupported("scrape"))
+    }
+
+    fn from_a_later_minor(&self) -> u32 {
+        0
     }
 }
 
@@ -187,12 +213,37 @@ impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "pgdog_plugin";
     const NAME: &'static str = "pgdog_plugin";
-    #[cfg(not(feature = "__fixture_bad_version"))]
+    #[cfg(not(any(
+        feature = "__fixture_bad_version",
+        feature = "__fixture_older_minor",
+        feature = "__fixture_claims_older_minor",
+        feature = "__fixture_newer_minor"
+    )))]
     const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
     /// An old, incompatible API version, for the refusal fixture.
     #[cfg(feature = "__fixture_bad_version")]
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.9.0");
+    /// The previous minor version, for the fixtures that play plugins built against it
+    /// (with its layout, or claiming it with this one's).
+    #[cfg(any(
+        feature = "__fixture_older_minor",
+        feature = "__fixture_claims_older_minor"
+    ))]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(FIXTURE_OLDER_MINOR);
+    /// The next minor version, for the fixture that plays a plugin built against it.
+    #[cfg(feature = "__fixture_newer_minor")]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(FIXTURE_NEWER_MINOR);
 }
+
+/// The version the older-minor fixtures claim (this crate's major, minor - 1).
+#[cfg(any(
+    feature = "__fixture_older_minor",
+    feature = "__fixture_claims_older_minor"
+))]
+const FIXTURE_OLDER_MINOR: &str = "2.0.0";
+/// The version the newer-minor fixture claims.
+#[cfg(feature = "__fixture_newer_minor")]
+const FIXTURE_NEWER_MINOR: &str = "2.3.0";
 
 /// What plugin authors implement. Every operation is optional except
 /// [`Plugin::capabilities`]; the defaults answer "unsupported".
@@ -309,6 +360,7 @@ impl<P: Plugin> FfiPlugin for Guarded<P> {
         guard("reset", true, || self.inner.reset())
     }
 
+    #[cfg(not(feature = "__fixture_older_minor"))]
     fn scrape(&mut self, request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
         let judge = request.criteria.is_some();
         let ok = self.capabilities.contains(Capabilities::SNAPSHOT)
@@ -345,9 +397,20 @@ pub fn construct<P: Plugin>(
 /// ```
 /// where `MyPolicy::new: fn(&str) -> Result<MyPolicy, String>` receives the plugin's
 /// `config` table as TOML text.
+///
+/// A plugin built with `panic = "abort"` does not compile: the API turns a panic into an
+/// error with `catch_unwind`, which needs unwinding, and with `abort` the first panic
+/// would end the whole proxy with nothing logged.
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr, constructor: $ctor:path $(,)?) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "pgdog plugins must be built with panic = \"unwind\" (the default): pgdog turns a \
+             plugin's panic into an error with catch_unwind; with panic = \"abort\" the first \
+             panic would end the whole proxy. Remove `panic = \"abort\"` from the profile."
+        );
+
         /// The root module pgdog loads (generated by `export_plugin!`).
         #[::abi_stable::export_root_module]
         pub fn pgdog_plugin_root_module() -> $crate::PluginModRef {

@@ -42,10 +42,10 @@
 use std::collections::HashMap;
 
 use pgdog_plugin_api::{
-    math::{incomplete_beta, jeffreys_prob_at_most},
     DatabaseReport, DatabaseStats, FingerprintStats, ReadinessCriteria, ReadinessReport,
     ReadinessVerdict, Reason, StatsSnapshot, Verdicts,
 };
+use pgdog_stats_math::{incomplete_beta, jeffreys_prob_at_most};
 
 /// Paired samples a fingerprint needs before its latency ratio is judged.
 pub const MIN_PAIRED: u64 = 20;
