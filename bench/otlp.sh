@@ -97,7 +97,7 @@ start_pgdog() { # start_pgdog MODE
 }
 stop_pgdog() { kill "$PGDOG_PID"; wait "$PGDOG_PID" 2>/dev/null || true; PGDOG_PID=""; }
 
-declare -A TPS CPU ROUND
+declare -A TPS CPU ROUND DROPPED
 for ((r = 1; r <= ROUNDS; r++)); do
     # Alternate which mode goes first, so that drift within a round hits both alike.
     modes="off push"
@@ -109,6 +109,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         out=$(pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" pgdog 2>&1)
         after=$(process_ticks "$PGDOG_PID")
         pushes=$(($(cat "$WORK/pushes") - pushes_before))
+        total=$(settled_total "$METRICS" 40 0.25)
+        dropped=$(awk -v d="$(metric "$METRICS" 'mirror{type="dropped"}')" -v t="$total" \
+            'BEGIN {printf "%.1f", t ? 100 * d / t : 0}')
         stop_pgdog
         tps=$(awk '/^tps = / {print $3}' <<<"$out")
         txns=$(awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}' <<<"$out")
@@ -121,7 +124,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         TPS[$mode]+="$tps " CPU[$mode]+="$us "
         ROUND[$r,$mode]=$tps
-        log "round $r $mode: $tps tps, proxy CPU $us us/txn, $pushes pushes received"
+        DROPPED[$mode]+="$dropped "
+        log "round $r $mode: $tps tps, proxy CPU $us us/txn, $pushes pushes received, $dropped % of $total mirrored requests dropped"
     done
 done
 
@@ -131,10 +135,10 @@ cat <<MD
 
 ### OTLP push cost ($ROUNDS rounds x ${DURATION}s, pgbench -S -M prepared -c $CLIENTS -j 2, scale $SCALE, mirroring on, push every ${INTERVAL} ms; medians)
 
-| mode | tps | proxy CPU per transaction |
-|---|---:|---:|
-| OTLP push off | $(med "${TPS[off]}") | $(med "${CPU[off]}") us |
-| OTLP push on | $(med "${TPS[push]}") | $(med "${CPU[push]}") us |
+| mode | tps | proxy CPU per transaction | mirrored requests dropped |
+|---|---:|---:|---:|
+| OTLP push off | $(med "${TPS[off]}") | $(med "${CPU[off]}") us | $(med "${DROPPED[off]}") % |
+| OTLP push on | $(med "${TPS[push]}") | $(med "${CPU[push]}") us | $(med "${DROPPED[push]}") % |
 
 - push / off tps: **$(ratio "$(med "${TPS[push]}")" "$(med "${TPS[off]}")")** (goal >= 0.98); median of per-round ratios: $per_round
 - proxy CPU per transaction, push / off: $(ratio "$(med "${CPU[push]}")" "$(med "${CPU[off]}")")
