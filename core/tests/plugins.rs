@@ -432,16 +432,17 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
 }
 
 /// abi_stable 0.11 checks a plugin in two steps. The version check compares the major
-/// version only: a plugin that claims the previous minor version with this one's layout
-/// loads. The layout check then compares the plugin object's vtable: a plugin really built
-/// against the previous minor (its vtable lacks `scrape`, added in 2.1) is refused, and
-/// one built against a later minor (one more method) loads.
+/// version only: a plugin that claims another minor version with this one's layout
+/// loads. The layout check then compares the plugin object's vtable: a plugin whose
+/// vtable lacks a method the host has (built against an earlier minor version, before
+/// the method was appended; here, without `scrape`) is refused, and one built against a
+/// later minor (one more method) loads.
 #[test]
 fn minor_versions_the_version_check_and_the_layout_check() {
-    let claims = fixture("libpgdog_fixture_claims_older_minor.so");
+    let claims = fixture("libpgdog_fixture_claims_other_minor.so");
     let host = PluginHost::load(&[spec("claims", &claims, "")], &options(Some("claims")));
-    let host = host.unwrap_or_else(|e| panic!("same layout, older minor refused: {e}"));
-    assert_eq!(host.plugins()[0].plugin_name, "fixture-claims-older-minor");
+    let host = host.unwrap_or_else(|e| panic!("same layout, other minor refused: {e}"));
+    assert_eq!(host.plugins()[0].plugin_name, "fixture-claims-other-minor");
 
     let older = fixture("libpgdog_fixture_older_minor.so");
     let err = load_err(&[spec("older", &older, "")]);

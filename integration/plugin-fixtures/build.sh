@@ -7,7 +7,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}/plugin-fixtures"
 for package in pgdog-fixture-test-plugin pgdog-fixture-old-api pgdog-fixture-bad-layout pgdog-fixture-not-a-plugin \
-    pgdog-fixture-stalled-stats pgdog-fixture-older-minor pgdog-fixture-claims-older-minor \
+    pgdog-fixture-stalled-stats pgdog-fixture-older-minor pgdog-fixture-claims-other-minor \
     pgdog-fixture-newer-minor; do
     cargo build --quiet --manifest-path "$here/Cargo.toml" --target-dir "$target" -p "$package"
 done

@@ -135,9 +135,9 @@ macro_rules! ffi_plugin {
     ($($later_minors:tt)*) => {
         /// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
         ///
-        /// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the
-        /// last method of 2.0.0, for all of 2.x; methods added in later minor versions
-        /// follow it, each with a default body. abi_stable's layout check accepts a plugin
+        /// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset` for
+        /// all of 3.x (as it did in 2.x); methods added in later minor versions follow it,
+        /// each with a default body. abi_stable's layout check accepts a plugin
         /// whose vtable has the host's methods and more (built against the same or a later
         /// minor version) and refuses one that lacks some (an earlier minor version).
         #[sabi_trait]
@@ -174,7 +174,8 @@ ffi_plugin! {
     }
 }
 
-// Test-only: the plugin object as 2.0.0 had it (no `scrape`).
+// Test-only: the plugin object without `scrape`, as a plugin built against an earlier
+// minor version, before a method was appended, has it.
 #[cfg(feature = "__fixture_older_minor")]
 ffi_plugin! {}
 
@@ -215,35 +216,20 @@ impl RootModule for PluginModRef {
     const NAME: &'static str = "pgdog_plugin";
     #[cfg(not(any(
         feature = "__fixture_bad_version",
-        feature = "__fixture_older_minor",
-        feature = "__fixture_claims_older_minor",
+        feature = "__fixture_claims_other_minor",
         feature = "__fixture_newer_minor"
     )))]
     const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
     /// An old, incompatible API version, for the refusal fixture.
     #[cfg(feature = "__fixture_bad_version")]
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.9.0");
-    /// The previous minor version, for the fixtures that play plugins built against it
-    /// (with its layout, or claiming it with this one's).
-    #[cfg(any(
-        feature = "__fixture_older_minor",
-        feature = "__fixture_claims_older_minor"
-    ))]
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new(FIXTURE_OLDER_MINOR);
+    /// Another minor version of this major, claimed with this layout (a fixture).
+    #[cfg(feature = "__fixture_claims_other_minor")]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.7.0");
     /// The next minor version, for the fixture that plays a plugin built against it.
     #[cfg(feature = "__fixture_newer_minor")]
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new(FIXTURE_NEWER_MINOR);
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.1.0");
 }
-
-/// The version the older-minor fixtures claim (this crate's major, minor - 1).
-#[cfg(any(
-    feature = "__fixture_older_minor",
-    feature = "__fixture_claims_older_minor"
-))]
-const FIXTURE_OLDER_MINOR: &str = "2.0.0";
-/// The version the newer-minor fixture claims.
-#[cfg(feature = "__fixture_newer_minor")]
-const FIXTURE_NEWER_MINOR: &str = "2.3.0";
 
 /// What plugin authors implement. Every operation is optional except
 /// [`Plugin::capabilities`]; the defaults answer "unsupported".
@@ -300,6 +286,7 @@ pub trait Plugin: Send + 'static {
             snapshot: bounded(snapshot, &request.latency_bounds_us),
             verdicts,
             recent: ROption::RNone,
+            extensions: Default::default(),
         })
     }
 }

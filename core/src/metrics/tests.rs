@@ -58,6 +58,7 @@ fn snapshot() -> StatsSnapshot {
         databases: vec![db].into(),
         taken_at_unix_us: 0,
         fingerprints: Default::default(),
+        extensions: Default::default(),
     }
 }
 
@@ -88,6 +89,7 @@ fn scrape(enabled: bool) -> Sample {
             ..DatabaseReport::default()
         }]
         .into(),
+        extensions: Default::default(),
     };
     let mut sample = Sample {
         mirror_enabled: enabled,
@@ -596,6 +598,7 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Sample) {
         databases: databases.into(),
         taken_at_unix_us: 0,
         fingerprints: Default::default(),
+        extensions: Default::default(),
     };
     let report = ReadinessReport {
         policy: "mirror-stats".into(),
@@ -621,6 +624,7 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Sample) {
             },
         ]
         .into(),
+        extensions: Default::default(),
     };
     let pool = |name: &str, n: u64| PoolSample {
         label: database(name),

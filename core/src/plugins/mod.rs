@@ -361,6 +361,7 @@ impl PluginHost {
         let request = pgdog_plugin_api::ScrapeRequest {
             latency_bounds_us: bounds_us.to_vec().into(),
             criteria: self.readiness.map(|_| criteria.clone()).into(),
+            extensions: Default::default(),
         };
         let call =
             self.plugins[stats].call_off_runtime("scrape", deadline(), move |p| p.scrape(&request));

@@ -181,6 +181,7 @@ impl Strict {
             shared_errors: c.shared_errors,
             latency_ratio: 0.0,
             reasons: reasons.into(),
+            extensions: Default::default(),
         }
     }
 }
@@ -242,6 +243,7 @@ impl Plugin for Strict {
             policy: PLUGIN_NAME.into(),
             overall,
             databases: databases.into(),
+            extensions: Default::default(),
         })
     }
 

@@ -31,6 +31,7 @@ pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, 
                 policy: report.policy.clone(),
                 overall: db.clone(),
                 databases: Default::default(),
+                extensions: Default::default(),
             };
             let mut rows = vec![format!("Database: {name}")];
             rows.extend(single.to_text_rows());

@@ -85,6 +85,7 @@ impl Plugin for Stalled {
                 ..Default::default()
             },
             databases: Default::default(),
+            extensions: Default::default(),
         })
     }
 

@@ -1,4 +1,4 @@
-//! Fixture: otherwise a fine plugin, built with plugin-api's `__fixture_claims_older_minor` feature
+//! Fixture: otherwise a fine plugin, built with plugin-api's `__fixture_claims_other_minor` feature
 //! (see `core/tests/plugins.rs`, "minor versions").
 
 use pgdog_plugin_api::{Capabilities, Plugin};
@@ -15,4 +15,4 @@ fn new(_config: &str) -> Result<Nothing, String> {
     Ok(Nothing)
 }
 
-pgdog_plugin_api::export_plugin!(name: "fixture-claims-older-minor", constructor: new);
+pgdog_plugin_api::export_plugin!(name: "fixture-claims-other-minor", constructor: new);
