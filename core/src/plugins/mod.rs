@@ -434,9 +434,30 @@ impl PluginHost {
         }
     }
 
+    /// [`PluginHost::revive_failed`] on the blocking pool, for `RELOAD`: the constructors
+    /// are plugin code, which never runs on a runtime worker. Returns the names of the
+    /// failed plugins being re-created; the outcome is logged (and `SHOW PLUGINS` shows it).
+    pub fn revive_failed_in_background(&self) -> Vec<String> {
+        let failed: Vec<Arc<LoadedPlugin>> = self
+            .plugins
+            .iter()
+            .filter(|p| p.failure().is_some())
+            .cloned()
+            .collect();
+        let names = failed.iter().map(|p| p.name.clone()).collect();
+        for plugin in failed {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = plugin.revive() {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+        names
+    }
+
     /// Re-creates every plugin disabled by a panic, with fresh state, from the same
-    /// library and config (`RELOAD`). Returns the names of the plugins re-created, and
-    /// the errors of those whose constructor refused.
+    /// library and config. Blocking (plugin constructors run here). Returns the names of
+    /// the plugins re-created, and the errors of those whose constructor refused.
     pub fn revive_failed(&self) -> (Vec<String>, Vec<PluginError>) {
         let (mut revived, mut errors) = (Vec::new(), Vec::new());
         for p in &self.plugins {

@@ -59,13 +59,11 @@ pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
     changes.extend(mirror_changes);
     proxy.set_mirrors(mirrors);
     proxy.set_config(Arc::new(new));
-    let (revived, failed) = proxy.plugins.revive_failed();
-    changes.extend(
-        revived
-            .iter()
-            .map(|name| format!("plugin \"{name}\" had failed: re-created with fresh state")),
-    );
-    changes.extend(failed.iter().map(|e| format!("{e}")));
+    for name in proxy.plugins.revive_failed_in_background() {
+        changes.push(format!(
+            "plugin \"{name}\" had failed: being re-created with fresh state (SHOW PLUGINS)"
+        ));
+    }
     if changes.is_empty() {
         changes.push("no changes".into());
     }
