@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgdog::config::Config;
+use pgdog::metrics::read;
 use pgdog::plugins::{ErrorCategory, LoadOptions, MirrorEvent, PluginHost};
 use pgdog::proxy::Proxy;
 
@@ -98,7 +99,7 @@ fn main() {
             "growth: {:+.1}% (median)",
             (median2 / median1 - 1.0) * 100.0
         );
-        breakdown(&proxy);
+        breakdown(&proxy).await;
         proxy.shutdown.cancel();
     });
 }
@@ -148,21 +149,19 @@ impl Traffic {
     }
 }
 
-/// Where a scrape's time goes: median of 20 runs of each step, in CPU time of the
-/// thread running it (ms), so that other work on the machine does not blur it.
-fn breakdown(proxy: &Arc<Proxy>) {
-    let time = |f: &dyn Fn()| {
-        let mut t: Vec<f64> = (0..20)
-            .map(|_| {
-                let start = thread_cpu_ms();
-                f();
-                thread_cpu_ms() - start
-            })
-            .collect();
+/// Where a scrape's time goes, median of 20 runs of each step: the plugin calls (wall
+/// ms, they run on the blocking pool), then the pipeline's steps in CPU time of the
+/// thread running them (ms), so that other work on the machine does not blur them:
+/// the SDK's collection alone (through a manual reader, as the OTLP push collects),
+/// `Registry::gather` (the SDK's collection, the exporter's conversion to Prometheus
+/// families, the registry's merge and sort, and the latency histogram), and the text
+/// encoding.
+async fn breakdown(proxy: &Arc<Proxy>) {
+    let median = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
-        t[10]
+        t[t.len() / 2]
     };
-    let snapshot = proxy.plugins.snapshot().unwrap();
+    let snapshot = proxy.plugins.snapshot().await.unwrap();
     let buckets: usize = snapshot
         .databases
         .iter()
@@ -173,52 +172,79 @@ fn breakdown(proxy: &Arc<Proxy>) {
         snapshot.databases.len()
     );
     let criteria = pgdog::plugins::criteria_of(&proxy.config().general);
-    let metrics = pgdog::metrics::Metrics::for_proxy(proxy);
-    let scrape = pgdog::metrics::Scrape::collect(proxy);
-    println!(
-        "breakdown (CPU ms): plugin scrape call (snapshot at bounds + verdicts) {:.2}; \
-         whole snapshot {:.2}, plugin metric_points {:.2}, assess on the whole snapshot {:.2}, \
-         whole collect {:.2}, render {:.2}, freeing the data {:.2}",
-        time(&|| drop(
+    let mut wall = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..20 {
+        let start = Instant::now();
+        drop(
             proxy
                 .plugins
                 .scrape(&pgdog::metrics::LATENCY_BOUNDS_US, &criteria)
-        )),
-        time(&|| drop(proxy.plugins.snapshot())),
-        time(&|| drop(proxy.plugins.metric_points())),
-        time(&|| drop(proxy.plugins.assess_snapshot(&snapshot, &criteria))),
-        time(&|| {
-            std::hint::black_box(pgdog::metrics::Scrape::collect(proxy));
-        }),
-        time(&|| drop(metrics.render(&scrape))),
-        {
-            let mut t: Vec<f64> = (0..20)
-                .map(|_| {
-                    let scrape = pgdog::metrics::Scrape::collect(proxy);
-                    let start = thread_cpu_ms();
-                    drop(scrape);
-                    thread_cpu_ms() - start
-                })
-                .collect();
-            t.sort_by(f64::total_cmp);
-            t[10]
-        },
-    );
-    let mut wall: Vec<f64> = (0..20)
-        .map(|_| {
-            let start = Instant::now();
-            let mut parts = Vec::new();
-            let data = metrics.scrape(proxy, |part| parts.push(part));
-            let t = start.elapsed().as_secs_f64() * 1e3;
-            drop((parts, data));
-            t
-        })
-        .collect();
-    wall.sort_by(f64::total_cmp);
+                .await,
+        );
+        wall[0].push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        drop(proxy.plugins.metric_points().await);
+        wall[1].push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        drop(read::sample(read::view(proxy)).await);
+        wall[2].push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let [scrape_call, points, sample] = wall.map(median);
     println!(
-        "pipelined collect + render (Metrics::scrape, no HTTP): median {:.2} ms wall",
-        wall[10]
+        "plugin calls (wall ms): scrape call (snapshot at bounds + verdicts) {scrape_call:.2}, \
+         metric_points {points:.2}; whole sample (flush + calls + pool counters) {sample:.2}"
     );
+    let view = read::view(proxy);
+    let options = pgdog::metrics::Options {
+        plugin_families: view.plugins.metric_families().await,
+        pools: view.pools.len(),
+        otlp: true,
+    };
+    let metrics = pgdog::metrics::Metrics::new(&options).unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..60 {
+        samples.push(read::sample(read::view(proxy)).await);
+    }
+    let (collect, gather, encode, series) = tokio::task::spawn_blocking(move || {
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        let mut series = 0;
+        for _ in 0..20 {
+            let start = thread_cpu_ms();
+            let collected = metrics.collect_otlp(samples.pop().unwrap());
+            t[0].push(thread_cpu_ms() - start);
+            series = collected.as_ref().map_or(0, |(rm, _)| count_points(rm));
+            let (gather, encode) = metrics.render_steps(samples.pop().unwrap());
+            t[1].push(gather);
+            t[2].push(encode);
+        }
+        let [a, b, c] = t;
+        (a, b, c, series)
+    })
+    .await
+    .unwrap();
+    let (collect, gather, encode) = (median(collect), median(gather), median(encode));
+    println!(
+        "pipeline (CPU ms): SDK collect {collect:.2} ({series} data points, {:.2} us each); \
+         gather (SDK collect + exporter conversion + registry) {gather:.2}, so conversion \
+         {:.2}; text encoding {encode:.2}",
+        collect * 1e3 / series.max(1) as f64,
+        gather - collect,
+    );
+}
+
+fn count_points(rm: &opentelemetry_sdk::metrics::data::ResourceMetrics) -> usize {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    let mut n = 0;
+    for scope in rm.scope_metrics() {
+        for m in scope.metrics() {
+            n += match m.data() {
+                AggregatedMetrics::F64(MetricData::Gauge(g)) => g.data_points().count(),
+                AggregatedMetrics::F64(MetricData::Sum(s)) => s.data_points().count(),
+                _ => 0,
+            };
+        }
+    }
+    n
 }
 
 /// Median and p99 of `n` scrapes (ms), the median CPU time the process spent during a

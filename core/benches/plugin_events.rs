@@ -72,6 +72,11 @@ fn main() {
                 ev.comparison = compared;
             }
             sink.send(ev);
+            // The channel to the plugins is bounded (flat out, this loop outruns the
+            // plugin thread): wait for it now and then, well before it fills.
+            if i % (pgdog::plugins::sink::EVENT_QUEUE / 2) == 0 {
+                sink.flush_blocking();
+            }
         }
         let sent = start.elapsed();
         sink.flush_blocking();
@@ -79,7 +84,9 @@ fn main() {
         best_send = best_send.min(sent.as_nanos() as f64 / events as f64);
         best_total = best_total.min(total.as_nanos() as f64 / events as f64);
     }
-    let snap = host.snapshot().expect("snapshot");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let snap = rt.block_on(host.snapshot()).expect("snapshot");
+    assert_eq!(host.dropped_events(), 0);
     assert_eq!(snap.overall.counts.total as usize, events * rounds);
     println!("send (caller side):   {best_send:8.1} ns/event");
     println!(
@@ -91,7 +98,9 @@ fn main() {
     let start = Instant::now();
     let n = if smoke { 10 } else { 200 };
     for _ in 0..n {
-        let _ = host.assess(&Default::default()).expect("assess");
+        let _ = rt
+            .block_on(host.assess(&Default::default()))
+            .expect("assess");
     }
     println!(
         "assess (snapshot + verdict, {} databases): {:.1} us",
@@ -100,7 +109,7 @@ fn main() {
     );
     let start = Instant::now();
     for _ in 0..n {
-        let _ = host.metric_points();
+        let _ = rt.block_on(host.metric_points());
     }
     println!(
         "metric_points: {:.1} us",

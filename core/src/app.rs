@@ -101,7 +101,7 @@ pub async fn run(
         tracing::warn!("mirror queues not drained within 2 s of shutdown; their requests are lost");
     }
     plugins.flush().await;
-    if let Ok(snapshot) = plugins.snapshot() {
+    if let Ok(snapshot) = plugins.snapshot().await {
         let c = &snapshot.overall.counts;
         if c.total > 0 {
             tracing::info!(

@@ -111,6 +111,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
     send(&host, 95, 5).await;
     let rows = host
         .assess(&ReadinessCriteria::default())
+        .await
         .unwrap()
         .to_text_rows();
     assert!(rows.contains(&"Error Rate: 5.00%".to_string()), "{rows:?}");
@@ -118,7 +119,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
         rows.contains(&"Total Requests: 100".to_string()),
         "{rows:?}"
     );
-    let points = host.metric_points();
+    let points = host.metric_points().await;
     let mirrored = points
         .iter()
         .find(|p| p.labels.len() == 1 && p.label("type") == Some("mirrored"))
@@ -126,7 +127,7 @@ async fn bundled_stats_plugin_loads_without_plugins_section() {
     assert_eq!(mirrored.value, 95.0);
 
     host.reset().await.unwrap();
-    assert_eq!(host.snapshot().unwrap().overall.counts.total, 0);
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.total, 0);
     host.shutdown().await;
 }
 
@@ -154,7 +155,7 @@ async fn several_plugins_are_really_several() {
         ]
     );
     send(&host, 10, 0).await;
-    let points = host.metric_points();
+    let points = host.metric_points().await;
     let fixture = |label: &str| {
         points
             .iter()
@@ -167,6 +168,7 @@ async fn several_plugins_are_really_several() {
     assert!(points.iter().any(|p| p.name.as_str() == "mirror"));
     assert_eq!(
         host.assess(&ReadinessCriteria::default())
+            .await
             .unwrap()
             .policy
             .as_str(),
@@ -300,9 +302,10 @@ async fn a_panicking_plugin_is_disabled_and_the_rest_keeps_going() {
     );
     assert_eq!(infos[0].status, PluginStatus::Ok);
     // The stats plugin saw every event.
-    assert_eq!(host.snapshot().unwrap().overall.counts.mirrored, 100);
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.mirrored, 100);
     assert!(
         host.assess(&ReadinessCriteria::default())
+            .await
             .unwrap()
             .overall
             .ready
@@ -321,13 +324,19 @@ async fn a_panicking_readiness_plugin_fails_its_call_then_stays_disabled() {
     ];
     let host = PluginHost::load(&specs, &options(Some("judge"))).unwrap();
     send(&host, 5, 0).await;
-    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
-    let err = host.assess(&ReadinessCriteria::default()).unwrap_err();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::Disabled { .. }), "{err}");
     // Statistics and metrics are unaffected.
-    assert_eq!(host.snapshot().unwrap().overall.counts.total, 5);
-    assert!(!host.metric_points().is_empty());
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.total, 5);
+    assert!(!host.metric_points().await.is_empty());
 }
 
 /// The same events, two configs that differ only in the policy: two verdicts.
@@ -366,6 +375,7 @@ async fn swapping_the_policy_by_config_changes_the_verdict() {
         send(&host, 300, 1).await;
         let report = host
             .assess(&pgdog::plugins::criteria_of(&config.general))
+            .await
             .unwrap();
         verdicts.push((report.policy.to_string(), report.to_text_rows()[0].clone()));
     }
@@ -401,10 +411,14 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
     let bounds = [500u64, 1_000, 5_000, 1_000_000];
     let answer = host
         .scrape(&bounds, &criteria)
+        .await
         .unwrap()
         .expect("a 2.1 plugin");
-    let whole = host.snapshot().unwrap();
-    let report = host.assess_snapshot(&whole, &criteria).unwrap();
+    let whole = host.snapshot().await.unwrap();
+    let report = host
+        .assess_snapshot(Arc::new(whole.clone()), &criteria)
+        .await
+        .unwrap();
     assert_eq!(answer.verdicts.into_option(), Some(Verdicts::of(&report)));
     let expected = StatsSnapshot {
         taken_at_unix_us: answer.snapshot.taken_at_unix_us,
@@ -414,5 +428,124 @@ async fn the_scrape_call_agrees_with_snapshot_and_assess() {
 
     let specs = [spec("strict", &strict_lib(), "")];
     let host = PluginHost::load(&specs, &options(Some("strict"))).unwrap();
-    assert!(host.scrape(&bounds, &criteria).unwrap().is_none());
+    assert!(host.scrape(&bounds, &criteria).await.unwrap().is_none());
+}
+
+/// abi_stable 0.11 checks a plugin in two steps. The version check compares the major
+/// version only: a plugin that claims another minor version with this one's layout
+/// loads. The layout check then compares the plugin object's vtable: a plugin whose
+/// vtable lacks a method the host has (built against an earlier minor version, before
+/// the method was appended; here, without `scrape`) is refused, and one built against a
+/// later minor (one more method) loads.
+#[test]
+fn minor_versions_the_version_check_and_the_layout_check() {
+    let claims = fixture("libpgdog_fixture_claims_other_minor.so");
+    let host = PluginHost::load(&[spec("claims", &claims, "")], &options(Some("claims")));
+    let host = host.unwrap_or_else(|e| panic!("same layout, other minor refused: {e}"));
+    assert_eq!(host.plugins()[0].plugin_name, "fixture-claims-other-minor");
+
+    let older = fixture("libpgdog_fixture_older_minor.so");
+    let err = load_err(&[spec("older", &older, "")]);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PluginError::IncompatibleLayout { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"older\"") && msg.contains(pgdog::plugins::API_VERSION),
+        "{msg}"
+    );
+
+    let newer = fixture("libpgdog_fixture_newer_minor.so");
+    let host = PluginHost::load(&[spec("newer", &newer, "")], &options(Some("newer")));
+    let host = host.unwrap_or_else(|e| panic!("a later minor refused: {e}"));
+    assert_eq!(host.plugins()[0].plugin_name, "fixture-newer-minor");
+}
+
+/// A plugin that stalls in a statistics call: the caller gets "not answering" at the
+/// time limit, later calls get it at once, and the events it cannot take are dropped
+/// and counted instead of queued without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_plugin_is_not_waited_for_and_its_events_are_counted_as_dropped() {
+    use pgdog::plugins::{sink::EVENT_QUEUE, CALL_TIME_LIMIT};
+    use std::time::Instant;
+    let slow = fixture("libpgdog_fixture_stalled_stats.so");
+    let host = PluginHost::load(&[spec("slow", &slow, "stall_ms = 4000")], &options(None)).unwrap();
+
+    let start = Instant::now();
+    let err = host.snapshot().await.unwrap_err();
+    assert!(matches!(err, PluginError::NotAnswering { .. }), "{err}");
+    assert!(start.elapsed() < CALL_TIME_LIMIT + Duration::from_millis(500));
+
+    let start = Instant::now();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not answering"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    let status = &host.plugins()[0].status;
+    assert!(
+        matches!(status, PluginStatus::NotAnswering(_)),
+        "{status:?}"
+    );
+
+    // The plugin holds its lock: the event thread waits, the channel fills, and `send`
+    // drops and counts instead of waiting or queueing without bound.
+    let sink = host.events();
+    let db: Arc<str> = Arc::from("primary");
+    let start = Instant::now();
+    for _ in 0..EVENT_QUEUE + 10_000 {
+        sink.send(MirrorEvent::mirrored(db.clone(), Duration::from_millis(1)));
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(host.dropped_events() >= 10_000 - pgdog::plugins::sink::MAX_BATCH as u64);
+    let start = Instant::now();
+    host.flush().await;
+    assert!(start.elapsed() < Duration::from_millis(200));
+}
+
+/// After a panic the plugin is disabled; `RELOAD` re-creates it from its library and
+/// config, with fresh state, and calls reach the new instance.
+#[tokio::test]
+async fn reload_re_creates_a_plugin_disabled_by_a_panic() {
+    let specs = [
+        spec("stats", &stats_lib(), ""),
+        spec(
+            "judge",
+            &test_lib(),
+            "panic_in = 'assess'\ncapabilities = ['readiness']",
+        ),
+    ];
+    let host = PluginHost::load(&specs, &options(Some("judge"))).unwrap();
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
+    let judge = |host: &PluginHost| {
+        host.plugins()
+            .into_iter()
+            .find(|p| p.name == "judge")
+            .unwrap()
+    };
+    assert!(matches!(judge(&host).status, PluginStatus::Failed(_)));
+
+    let (revived, errors) = host.revive_failed();
+    assert_eq!(revived, ["judge"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(judge(&host).status, PluginStatus::Ok);
+    // The fresh instance is called (and, configured to, panics again), not refused.
+    let err = host
+        .assess(&ReadinessCriteria::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err}");
+    // Nothing else had failed: a second revive re-creates nothing but the judge.
+    assert_eq!(host.revive_failed().0, ["judge"]);
+    assert_eq!(host.revive_failed().0, Vec::<String>::new());
 }

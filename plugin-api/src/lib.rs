@@ -17,27 +17,29 @@
 //! * [`readiness`]: criteria in, report out.
 //! * [`metrics`]: metric points for the Prometheus endpoint.
 //! * [`scrape`]: what the metrics endpoint asks of the stats plugin per scrape (2.1).
+//! * [`extension`]: the named fields a struct gains in a minor version (3.0).
 //! * [`plugin`]: the root module every plugin exports, the FFI-safe plugin object, and
 //!   the plain Rust [`Plugin`] trait plugin authors implement (see [`export_plugin!`]).
-//! * [`math`]: the regularised incomplete beta function used by the confidence scores.
 //!
 //! # Growing the ABI
 //!
-//! The root module ([`PluginMod`]) and the plugin object's vtable are prefix types: later
-//! versions append fields/methods after the current `last_prefix_field`, and a plugin
-//! built against an older 2.x still loads (2.1.0 added [`FfiPlugin::scrape`]; a 2.0
-//! plugin answers it "unsupported" and the host falls back on `snapshot` and `assess`). Codes such as [`Outcome`] and
-//! [`ErrorCategory`] are open sets (a `u8` newtype with named constants): a plugin must
-//! treat a code it does not know as "other", which lets the host add outcomes (e.g. a
-//! result mismatch) without breaking old plugins. A change of layout elsewhere needs a
-//! major version bump, and abi_stable then refuses old plugins at load time, naming both
-//! versions.
+//! abi_stable checks a plugin at load time in two steps: the version (the major only)
+//! and the layout of every type that crosses the boundary. The root module
+//! ([`PluginMod`]) and the plugin object's vtable are prefix types: a later minor version
+//! appends methods after `last_prefix_field`, each with a default. A plugin built against
+//! a later minor version loads; one whose vtable lacks a method the host has is refused
+//! by the layout check. Snapshots, criteria, reports and verdicts end with an
+//! [`Extensions`] list, where a minor version adds fields by name ([`extension`]). Codes
+//! such as [`Outcome`] and [`ErrorCategory`] are open sets (a `u8` newtype with named
+//! constants): a plugin must treat a code it does not know as "other". Any other change
+//! of layout needs a major version, and abi_stable then refuses old plugins at load time,
+//! naming both versions.
 
 // `#[sabi_trait]` expands to impls that trip this lint (see dependencies guide).
 #![allow(non_local_definitions)]
 
 pub mod event;
-pub mod math;
+pub mod extension;
 pub mod metrics;
 pub mod plugin;
 pub mod readiness;
@@ -48,6 +50,7 @@ pub use event::{
     Comparison, Differences, DropReason, ErrorCategory, EventBatch, Exclusion, MirrorEvent,
     Outcome, QueryText, Verdict,
 };
+pub use extension::{Extension, ExtensionValue, Extensions};
 pub use metrics::{MetricKind, MetricPoint};
 pub use plugin::{
     CallError, CallErrorKind, Capabilities, FfiPlugin, FfiPlugin_TO, Plugin, PluginBox, PluginMod,

@@ -131,36 +131,63 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
-///
-/// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset`, the last
-/// method of 2.0.0, for all of 2.x; methods added in later minor versions follow it, each
-/// with a default body. abi_stable loads a plugin into a host of the same or an older
-/// minor version, so every plugin a host accepts has every method the host knows.
-#[sabi_trait]
-pub trait FfiPlugin: Send {
-    fn capabilities(&self) -> Capabilities;
+macro_rules! ffi_plugin {
+    ($($later_minors:tt)*) => {
+        /// The FFI-safe plugin object. Hosts call it; authors implement [`Plugin`] instead.
+        ///
+        /// Its vtable is a prefix type: `#[sabi(last_prefix_field)]` stays on `reset` for
+        /// all of 3.x (as it did in 2.x); methods added in later minor versions follow it,
+        /// each with a default body. abi_stable's layout check accepts a plugin
+        /// whose vtable has the host's methods and more (built against the same or a later
+        /// minor version) and refuses one that lacks some (an earlier minor version).
+        #[sabi_trait]
+        pub trait FfiPlugin: Send {
+            fn capabilities(&self) -> Capabilities;
 
-    fn consume(&mut self, batch: &EventBatch<'_>) -> RResult<(), CallError>;
+            fn consume(&mut self, batch: &EventBatch<'_>) -> RResult<(), CallError>;
 
-    fn snapshot(&mut self) -> RResult<StatsSnapshot, CallError>;
+            fn snapshot(&mut self) -> RResult<StatsSnapshot, CallError>;
 
-    fn assess(
-        &mut self,
-        snapshot: &StatsSnapshot,
-        criteria: &ReadinessCriteria,
-    ) -> RResult<ReadinessReport, CallError>;
+            fn assess(
+                &mut self,
+                snapshot: &StatsSnapshot,
+                criteria: &ReadinessCriteria,
+            ) -> RResult<ReadinessReport, CallError>;
 
-    fn metric_points(&mut self) -> RResult<RVec<MetricPoint>, CallError>;
+            fn metric_points(&mut self) -> RResult<RVec<MetricPoint>, CallError>;
 
-    #[sabi(last_prefix_field)]
-    fn reset(&mut self) -> RResult<(), CallError>;
+            #[sabi(last_prefix_field)]
+            fn reset(&mut self) -> RResult<(), CallError>;
 
+            $($later_minors)*
+        }
+    };
+}
+
+#[cfg(not(any(feature = "__fixture_older_minor", feature = "__fixture_newer_minor")))]
+ffi_plugin! {
     /// Since 2.1.0: the statistics and verdicts a metrics scrape needs (see
     /// [`crate::scrape`]). A plugin without the statistics role (or, when asked for
     /// verdicts, the readiness role) answers [`CallErrorKind::UNSUPPORTED`].
     fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
         RResult::RErr(CallError::unsupported("scrape"))
+    }
+}
+
+// Test-only: the plugin object without `scrape`, as a plugin built against an earlier
+// minor version, before a method was appended, has it.
+#[cfg(feature = "__fixture_older_minor")]
+ffi_plugin! {}
+
+// Test-only: the plugin object with a method from a later minor version.
+#[cfg(feature = "__fixture_newer_minor")]
+ffi_plugin! {
+    fn scrape(&mut self, _request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
+        RResult::RErr(CallError::unsupported("scrape"))
+    }
+
+    fn from_a_later_minor(&self) -> u32 {
+        0
     }
 }
 
@@ -187,11 +214,21 @@ impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "pgdog_plugin";
     const NAME: &'static str = "pgdog_plugin";
-    #[cfg(not(feature = "__fixture_bad_version"))]
+    #[cfg(not(any(
+        feature = "__fixture_bad_version",
+        feature = "__fixture_claims_other_minor",
+        feature = "__fixture_newer_minor"
+    )))]
     const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
     /// An old, incompatible API version, for the refusal fixture.
     #[cfg(feature = "__fixture_bad_version")]
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.9.0");
+    /// Another minor version of this major, claimed with this layout (a fixture).
+    #[cfg(feature = "__fixture_claims_other_minor")]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.7.0");
+    /// The next minor version, for the fixture that plays a plugin built against it.
+    #[cfg(feature = "__fixture_newer_minor")]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.1.0");
 }
 
 /// What plugin authors implement. Every operation is optional except
@@ -249,6 +286,7 @@ pub trait Plugin: Send + 'static {
             snapshot: bounded(snapshot, &request.latency_bounds_us),
             verdicts,
             recent: ROption::RNone,
+            extensions: Default::default(),
         })
     }
 }
@@ -309,6 +347,7 @@ impl<P: Plugin> FfiPlugin for Guarded<P> {
         guard("reset", true, || self.inner.reset())
     }
 
+    #[cfg(not(feature = "__fixture_older_minor"))]
     fn scrape(&mut self, request: &ScrapeRequest) -> RResult<ScrapeAnswer, CallError> {
         let judge = request.criteria.is_some();
         let ok = self.capabilities.contains(Capabilities::SNAPSHOT)
@@ -345,9 +384,20 @@ pub fn construct<P: Plugin>(
 /// ```
 /// where `MyPolicy::new: fn(&str) -> Result<MyPolicy, String>` receives the plugin's
 /// `config` table as TOML text.
+///
+/// A plugin built with `panic = "abort"` does not compile: the API turns a panic into an
+/// error with `catch_unwind`, which needs unwinding, and with `abort` the first panic
+/// would end the whole proxy with nothing logged.
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr, constructor: $ctor:path $(,)?) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "pgdog plugins must be built with panic = \"unwind\" (the default): pgdog turns a \
+             plugin's panic into an error with catch_unwind; with panic = \"abort\" the first \
+             panic would end the whole proxy. Remove `panic = \"abort\"` from the profile."
+        );
+
         /// The root module pgdog loads (generated by `export_plugin!`).
         #[::abi_stable::export_root_module]
         pub fn pgdog_plugin_root_module() -> $crate::PluginModRef {

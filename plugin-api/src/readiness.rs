@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::Extensions;
 use abi_stable::{
     std_types::{RString, RVec, Tuple2},
     StableAbi,
@@ -32,6 +33,8 @@ pub struct ReadinessCriteria {
     pub max_latency_ratio: f64,
     /// Free-form options for policies that need more (`key`, `value`).
     pub options: RVec<Tuple2<RString, RString>>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 impl Default for ReadinessCriteria {
@@ -47,6 +50,7 @@ impl Default for ReadinessCriteria {
             max_drop_rate: 0.01,
             max_latency_ratio: 1.5,
             options: RVec::new(),
+            extensions: Extensions::default(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct DatabaseReport {
     pub latency_ratio: f64,
     /// Empty when ready.
     pub reasons: RVec<Reason>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 /// A policy's verdict.
@@ -141,6 +147,8 @@ pub struct ReadinessReport {
     pub policy: RString,
     pub overall: DatabaseReport,
     pub databases: RVec<DatabaseReport>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 impl ReadinessReport {
@@ -269,6 +277,7 @@ mod tests {
                 ..Default::default()
             }]
             .into(),
+            extensions: Default::default(),
         };
         let rows = report.to_text_rows();
         assert_eq!(rows[0], "Status: NOT READY");

@@ -7,6 +7,7 @@
 //! what was recorded, while the Prometheus families need a few bucket counts, `ready`
 //! and `confidence` per database. [`ScrapeRequest`] / [`ScrapeAnswer`] carry just that.
 
+use crate::Extensions;
 use abi_stable::{
     std_types::{ROption, RString, RVec},
     StableAbi,
@@ -24,6 +25,8 @@ pub struct ScrapeRequest {
     /// Judge readiness under these criteria too (asked only of a plugin that is the
     /// readiness plugin as well). `RNone`: no verdicts.
     pub criteria: ROption<ReadinessCriteria>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 /// The stats plugin's answer to a [`ScrapeRequest`].
@@ -36,12 +39,12 @@ pub struct ScrapeAnswer {
     /// What `assess` on the whole snapshot, at the same instant, would conclude under
     /// the request's criteria; `RNone` when no criteria were given.
     pub verdicts: ROption<Verdicts>,
-    /// The recent-latency window of the spec's `mirror` family. When present, the host
-    /// writes that family itself, from this answer (the counts of `snapshot` and this
-    /// window), and does not ask this plugin for metric points during the scrape: 4,000
-    /// points of seven allocations each at 1,000 databases were the costliest part of a
-    /// scrape. `RNone` (the default): the family comes from the plugin's metric points.
+    /// The recent-latency window of the spec's `mirror` family. Hosts before 3.0 wrote
+    /// that family from this answer; pgdog now exports the stats plugin's metric points
+    /// as they are and ignores this field (kept so the layout stays as it was).
     pub recent: ROption<RecentLatency>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 /// Latency of the requests mirrored successfully in a recent window (the spec's
@@ -62,6 +65,8 @@ pub struct ReadinessVerdict {
     pub ready: bool,
     /// 0 to 100, as in [`crate::DatabaseReport::confidence`].
     pub confidence: f64,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 /// Verdicts: overall, and per database in the snapshot's order.
@@ -79,6 +84,7 @@ impl Verdicts {
             database: d.database.clone(),
             ready: d.ready,
             confidence: d.confidence,
+            extensions: Default::default(),
         };
         Self {
             overall: verdict(&report.overall),

@@ -9,6 +9,7 @@
 //!   `errors` (query errors) the primary had too, with the same SQLSTATE; `compared`
 //!   and `excluded` count requests whose answers were compared or set aside.
 
+use crate::Extensions;
 use abi_stable::{
     std_types::{ROption, RString, RVec},
     StableAbi,
@@ -215,6 +216,8 @@ pub struct DatabaseStats {
     pub primary_latency: LatencySummary,
     pub first_event_unix_us: ROption<u64>,
     pub last_event_unix_us: ROption<u64>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 impl DatabaseStats {
@@ -256,6 +259,8 @@ pub struct FingerprintStats {
     /// Requests with both latencies known, and the median of their mirror/primary ratios.
     pub paired: u64,
     pub ratio_p50: f64,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 impl FingerprintStats {
@@ -280,6 +285,8 @@ pub struct StatsSnapshot {
     /// Per fingerprint and database (empty when comparison is off); a plugin may keep
     /// only the most frequent ones.
     pub fingerprints: RVec<FingerprintStats>,
+    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    pub extensions: Extensions,
 }
 
 /// Microseconds since the Unix epoch, now.

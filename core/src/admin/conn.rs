@@ -26,57 +26,9 @@ pub(super) async fn run(
 ) {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let runtime = proxy.runtime();
-    let general = &runtime.config.general;
-    let secrets = console.credentials(general);
-    let limit = Duration::from_millis(general.client_login_timeout_ms);
-    let opened = tokio::select! {
-        _ = proxy.shutdown.cancelled() => return,
-        opened = tokio::time::timeout(limit, handshake::open(tcp, &mut buf, &runtime.client_tls)) => opened,
+    let Some(mut stream) = login(tcp, &mut buf, peer, &proxy, &console).await else {
+        return;
     };
-    let (mut stream, params) = match opened {
-        Ok(Ok(Opened::Startup { stream, params })) => (stream, params),
-        // Nothing on the console runs long enough to be worth cancelling.
-        Ok(Ok(Opened::Cancel(_))) => return,
-        Ok(Err(HandshakeError::Protocol(ProtocolError::Eof))) => return,
-        Ok(Err(e)) => return tracing::info!(%peer, "admin login refused: {e}"),
-        Err(_) => {
-            return tracing::info!(%peer, "admin login refused: no startup within client_login_timeout_ms")
-        }
-    };
-    let end_point = match stream {
-        Stream::Tls(_) => runtime.client_tls.end_point(),
-        Stream::Plain(_) => None,
-    };
-    let login = auth::login(
-        &mut stream,
-        &mut buf,
-        peer.ip(),
-        &params,
-        &secrets.creds,
-        secrets.scram.as_ref(),
-        end_point,
-    );
-    let login = tokio::select! {
-        _ = proxy.shutdown.cancelled() => return,
-        login = tokio::time::timeout(limit, login) => login.unwrap_or(Err(AdminError::Refused(
-            "login did not complete within client_login_timeout_ms".into(),
-        ))),
-    };
-    let user = match login {
-        Ok(user) => user,
-        Err(AdminError::Protocol(ProtocolError::Eof)) => return,
-        Err(e) => {
-            tracing::info!(%peer, "admin login refused: {e}");
-            let mut out = BytesMut::new();
-            messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
-            let _ = stream.write_all(&out).await;
-            let _ = stream.shutdown().await;
-            return;
-        }
-    };
-    tracing::debug!(%peer, user, "admin logged in");
-
     // After an extended-protocol error, messages are skipped up to Sync, as PostgreSQL does.
     let mut skipping = false;
     loop {
@@ -143,6 +95,73 @@ pub(super) async fn run(
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// The console's login: the opening packets (TLS on request), then the password. `None`
+/// when the client left, or was refused (and told why when it could be).
+async fn login(
+    tcp: TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    proxy: &Proxy,
+    console: &Console,
+) -> Option<Stream> {
+    let runtime = proxy.runtime();
+    let general = &runtime.config.general;
+    let secrets = console.credentials(general);
+    let limit = Duration::from_millis(general.client_login_timeout_ms);
+    let opened = tokio::select! {
+        _ = proxy.shutdown.cancelled() => return None,
+        opened = tokio::time::timeout(limit, handshake::open(tcp, buf, &runtime.client_tls)) => opened,
+    };
+    let (mut stream, params) = match opened {
+        Ok(Ok(Opened::Startup { stream, params })) => (stream, params),
+        // Nothing on the console runs long enough to be worth cancelling.
+        Ok(Ok(Opened::Cancel(_))) => return None,
+        Ok(Err(HandshakeError::Protocol(ProtocolError::Eof))) => return None,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "admin login refused: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "admin login refused: no startup within client_login_timeout_ms");
+            return None;
+        }
+    };
+    let end_point = match stream {
+        Stream::Tls(_) => runtime.client_tls.end_point(),
+        Stream::Plain(_) => None,
+    };
+    let login = auth::login(
+        &mut stream,
+        buf,
+        peer.ip(),
+        &params,
+        &secrets.creds,
+        secrets.scram.as_ref(),
+        end_point,
+    );
+    let login = tokio::select! {
+        _ = proxy.shutdown.cancelled() => return None,
+        login = tokio::time::timeout(limit, login) => login.unwrap_or(Err(AdminError::Refused(
+            "login did not complete within client_login_timeout_ms".into(),
+        ))),
+    };
+    match login {
+        Ok(user) => {
+            tracing::debug!(%peer, user, "admin logged in");
+            Some(stream)
+        }
+        Err(AdminError::Protocol(ProtocolError::Eof)) => None,
+        Err(e) => {
+            tracing::info!(%peer, "admin login refused: {e}");
+            let mut out = BytesMut::new();
+            messages::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
 }
 
 /// Runs each statement of a simple Query; the first failure ends the query.

@@ -175,6 +175,20 @@ pub struct General {
     /// Plugin (by `[[plugins]]` name) that answers readiness. Default: the stats plugin.
     #[serde(default)]
     pub readiness_plugin: Option<String>,
+
+    /// OTLP collector to push metrics to, e.g. `http://collector:4318` (the path
+    /// `/v1/metrics` is added unless the URL has a path). Default: none (no push).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: `http/protobuf` (the only one built in). Default `http/protobuf`.
+    #[serde(default = "default_otlp_protocol")]
+    pub otlp_protocol: String,
+    /// Time between two pushes. Default 10000 ms.
+    #[serde(default = "default_otlp_interval_ms")]
+    pub otlp_interval_ms: u64,
+    /// Headers sent with every push (a table of strings, e.g. an API key). Default: none.
+    #[serde(default)]
+    pub otlp_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for General {
@@ -274,4 +288,10 @@ fn default_mirror_min_runtime_hours() -> f64 {
 }
 fn default_mirror_stats_window_secs() -> u64 {
     5
+}
+fn default_otlp_protocol() -> String {
+    "http/protobuf".into()
+}
+fn default_otlp_interval_ms() -> u64 {
+    10_000
 }

@@ -111,6 +111,10 @@ impl Config {
         if copy.general.admin_password.is_some() {
             copy.general.admin_password = Some(REDACTED.into());
         }
+        // Header values are usually API keys.
+        for value in copy.general.otlp_headers.values_mut() {
+            *value = REDACTED.into();
+        }
         for pool in &mut copy.pools {
             if pool.password.is_some() {
                 pool.password = Some(REDACTED.into());

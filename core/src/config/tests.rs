@@ -197,3 +197,55 @@ fn tls_settings_are_checked_with_their_keys() {
     assert_eq!(p[0].line, Some(2));
     assert!(p[0].message.contains("verify-full"), "{}", p[0].message);
 }
+
+#[test]
+fn otlp_keys_default_parse_and_are_checked() {
+    let c = parse("").unwrap();
+    let g = &c.general;
+    assert_eq!(g.otlp_endpoint, None);
+    assert_eq!(g.otlp_protocol, "http/protobuf");
+    assert_eq!(g.otlp_interval_ms, 10_000);
+    assert!(g.otlp_headers.is_empty());
+
+    let c = parse(
+        "[general]\notlp_endpoint = \"http://collector:4318\"\notlp_interval_ms = 500\n\
+         otlp_headers = { x-api-key = \"k\", \"x-team\" = \"db\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.general.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+    assert_eq!(c.general.otlp_headers["x-api-key"], "k");
+    let shown = format!("{:?}", c.redacted());
+    assert!(
+        !shown.contains("\"k\"") && shown.contains(REDACTED),
+        "{shown}"
+    );
+
+    let text = "[general]\nport = 6432\notlp_endpoint = \"https://c:4318\"\n\
+                otlp_protocol = \"grpc\"\notlp_interval_ms = 0\n\
+                otlp_headers = { \"bad header\" = \"v\" }\n";
+    let p = problems(text);
+    let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    for (key, line) in [
+        ("general.otlp_endpoint", 3),
+        ("general.otlp_protocol", 4),
+        ("general.otlp_interval_ms", 5),
+        ("general.otlp_headers", 6),
+    ] {
+        assert!(keys.contains(&(key, Some(line))), "{key}: {keys:?}");
+    }
+    let grpc = p.iter().find(|p| p.key == "general.otlp_protocol").unwrap();
+    assert!(
+        grpc.message.contains("grpc is not built in"),
+        "{}",
+        grpc.message
+    );
+    let endpoint = problems("[general]\notlp_endpoint = \"collector:4318\"\n");
+    assert!(
+        endpoint[0].message.contains("expected an http:// URL"),
+        "{endpoint:?}"
+    );
+    assert!(parse("[general]\notlp_protocl = \"grpc\"\n").is_err());
+}

@@ -125,6 +125,7 @@ fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
     ) {
         problem(key, message);
     }
+    otlp(g, &|key, message| general(text, key, message), problems);
 }
 
 fn check_client_tls(g: &super::General, problem: &mut impl FnMut(&str, String)) {
@@ -248,6 +249,69 @@ fn check_plugins(config: &Config, text: &str, problems: &mut Vec<Problem>) {
                 text,
                 "readiness_plugin",
                 format!("no [[plugins]] entry named \"{name}\""),
+            ));
+        }
+    }
+}
+
+/// `otlp_*`: an `http://` endpoint, a protocol this build speaks, a sane interval,
+/// headers that are valid HTTP.
+fn otlp(
+    g: &super::General,
+    general: &dyn Fn(&str, String) -> Problem,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(endpoint) = &g.otlp_endpoint {
+        let ok = endpoint
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if endpoint.starts_with("https://") {
+            problems.push(general(
+                "otlp_endpoint",
+                format!(
+                    "{endpoint:?}: https is not supported yet (this build has no TLS client); \
+                     push to a collector or agent over http://, e.g. one on the same host"
+                ),
+            ));
+        } else if !ok {
+            problems.push(general(
+                "otlp_endpoint",
+                format!(
+                    "expected an http:// URL such as \"http://collector:4318\", got {endpoint:?}"
+                ),
+            ));
+        }
+    }
+    if g.otlp_protocol != "http/protobuf" {
+        let hint = if g.otlp_protocol == "grpc" {
+            " (grpc is not built in; collectors accept http/protobuf on port 4318)"
+        } else {
+            ""
+        };
+        problems.push(general(
+            "otlp_protocol",
+            format!(
+                "expected \"http/protobuf\", got {:?}{hint}",
+                g.otlp_protocol
+            ),
+        ));
+    }
+    if !(100..=3_600_000).contains(&g.otlp_interval_ms) {
+        problems.push(general(
+            "otlp_interval_ms",
+            format!(
+                "expected 100 to 3600000 (milliseconds), got {}",
+                g.otlp_interval_ms
+            ),
+        ));
+    }
+    for (name, value) in &g.otlp_headers {
+        let name_ok = hyper::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        let value_ok = hyper::header::HeaderValue::from_str(value).is_ok();
+        if !name_ok || !value_ok {
+            problems.push(general(
+                "otlp_headers",
+                format!("{name:?} is not a valid HTTP header name and value"),
             ));
         }
     }

@@ -1,19 +1,25 @@
 //! `pgdog_mirror_latency_seconds{database}`: the lifetime mirror latency histogram.
 //!
-//! The distribution lives in the stats plugin (an HDR histogram per database, in the
-//! snapshot as `(le_us, count)` buckets, ascending). Recording every event a second
-//! time would put work on the event path and disagree with the plugin after a
-//! `RESET MIRROR STATS`, so the snapshot's distribution is re-bucketed into fixed
-//! bounds at scrape time: one merge walk per database, O(recorded buckets + bounds),
-//! independent of the requests served. A sample counts in the first bound at or above
-//! its HDR bucket's upper edge. A stats plugin answering the plugin API 2.1 `scrape`
-//! call sends the distribution at [`BOUNDS_US`] already (by the same rule), so the walk
-//! is then one step per bound.
+//! Not an OpenTelemetry instrument: OpenTelemetry has no asynchronous histogram, and the
+//! distribution already lives in the stats plugin (an HDR histogram per database, in the
+//! snapshot as `(le_us, count)` buckets, ascending). Recording every event a second time
+//! into an SDK histogram would put work on the event path, disagree with the plugin
+//! after a `RESET MIRROR STATS`, and sum floating-point seconds in another order than the
+//! plugin's exact integer sum. So this collector, registered in the Prometheus registry
+//! the exporter writes into, turns the snapshot into the family at scrape time. A stats
+//! plugin answering the plugin API 2.1 `scrape` call sends the distribution at
+//! [`BOUNDS_US`] already, so this is one step per bound; a whole snapshot is re-bucketed
+//! (a sample counts in the first bound at or above its HDR bucket's upper edge).
+//! The OTLP push carries no latency histogram (`docs/metrics.md`).
 
-use super::family::Family;
-use super::scrape::Source;
-use super::text::Kind;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use super::sample::{lock, Current};
 use crate::plugins::DatabaseStats;
+
+pub const NAME: &str = "pgdog_mirror_latency_seconds";
+const HELP: &str = "Latency of requests the mirror answered, since start or RESET MIRROR STATS";
 
 /// Upper bounds in seconds, 0.5 ms to 10 s.
 pub const BOUNDS: [f64; 14] = [
@@ -27,35 +33,80 @@ pub const BOUNDS_US: [u64; 14] = [
     2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// [`BOUNDS`] as the `le` label prints them (`f64` `Display`, checked in the tests).
-const LE: [&str; 14] = [
-    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-    "2.5", "5", "10",
-];
+/// The registry's view of the current sample's distributions.
+pub struct LatencyHistogram {
+    current: Current,
+    desc: Vec<Desc>,
+}
 
-pub const FAMILY: Family = Family {
-    name: "pgdog_mirror_latency_seconds",
-    help: "Latency of requests the mirror answered, since start or RESET MIRROR STATS",
-    kind: Kind::Histogram,
-    source: Source::Snapshot,
-    samples: |f, w, v| {
-        let bucket = format!("{}_bucket{{database=\"", f.name);
-        let le = LE.map(|le| format!("\",le=\"{le}\"}}"));
-        let sum = format!("{}_sum{{database=\"", f.name);
-        let count = format!("{}_count{{database=\"", f.name);
-        for db in &v.databases {
-            let (label, l) = (&db.label, &db.item.mirror_latency);
-            let mut cumulative = 0;
-            for (n, le) in rebucket(db.item).into_iter().zip(&le) {
-                cumulative += n;
-                w.line(&bucket, label, le, cumulative as f64);
-            }
-            w.line(&bucket, label, "\",le=\"+Inf\"}", l.samples as f64);
-            w.line(&sum, label, "\"}", l.avg_ms * l.samples as f64 / 1000.0);
-            w.line(&count, label, "\"}", l.samples as f64);
+impl LatencyHistogram {
+    pub fn new(current: Current) -> Self {
+        let desc = Desc::new(
+            NAME.into(),
+            HELP.into(),
+            vec!["database".into()],
+            Default::default(),
+        )
+        .expect("valid metric description");
+        Self {
+            current,
+            desc: vec![desc],
         }
-    },
-};
+    }
+}
+
+impl Collector for LatencyHistogram {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let sample = lock(&self.current);
+        match sample.snapshot.as_ref().filter(|_| sample.mirror_enabled) {
+            Some((snapshot, _)) => vec![family(&snapshot.databases)],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The family for `databases`.
+fn family(databases: &[DatabaseStats]) -> MetricFamily {
+    let metrics = databases
+        .iter()
+        .map(|db| {
+            let l = &db.mirror_latency;
+            let mut cumulative = 0;
+            let buckets = BOUNDS
+                .iter()
+                .zip(rebucket(db))
+                .map(|(&bound, n)| {
+                    cumulative += n;
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(bound);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(l.samples);
+            h.set_sample_sum(l.avg_ms * l.samples as f64 / 1000.0);
+            h.set_bucket(buckets);
+            let mut label = proto::LabelPair::default();
+            label.set_name("database".into());
+            label.set_value(db.database.to_string());
+            let mut m = proto::Metric::default();
+            m.set_label(vec![label]);
+            m.set_histogram(h);
+            m
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(NAME.into());
+    family.set_help(HELP.into());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(metrics);
+    family
+}
 
 /// Samples per bound (not cumulative) of `db`'s mirror latency; samples above the last
 /// bound are in none.
@@ -86,7 +137,6 @@ mod tests {
     #[test]
     fn integer_bounds_match_the_float_ones() {
         for (i, &bound) in BOUNDS.iter().enumerate() {
-            assert_eq!(LE[i], bound.to_string());
             let us = BOUNDS_US[i];
             for u in [us - 1, us, us + 1] {
                 assert_eq!(u as f64 / 1e6 <= bound, u <= us, "{u} us vs {bound} s");

@@ -5,31 +5,31 @@
 //! is closed), at most [`MAX_CONNECTIONS`] connections are served at once (extra ones
 //! are closed at once), and every connection runs in its own task, so a malformed
 //! request or a client that never finishes its request affects nobody else. Scrapes
-//! run one at a time (a second waits until the first has written its exposition), so
-//! that a burst of scrapes cannot multiply the plugin calls and rendering.
+//! run one at a time (a second waits until the first has its exposition), so that a
+//! burst of scrapes cannot multiply the plugin calls and the SDK's work.
 //!
-//! `/metrics` streams its body (chunked) as [`Metrics::scrape`] writes it, most of it
-//! while the plugins are still working. The status line goes out first, so a scrape
-//! that fails half-way cannot answer 500: the connection is closed before the end of
-//! the body instead, which HTTP clients (and Prometheus) report as a failed request.
+//! `/metrics`: read a [`Sample`](super::sample::Sample) (plugin calls off the runtime,
+//! each with a time limit), then let the Prometheus exporter collect and encode it on
+//! the blocking pool. A plugin that does not answer leaves out the families it feeds;
+//! the rest is served all the same.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::{Frame, Incoming};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::{Metrics, Scrape};
+use super::pipeline::{Metrics, Options, CONTENT_TYPE as EXPOSITION};
+use super::read::{self, ProxyView};
+use crate::plugins::criteria_of;
 use crate::proxy::Proxy;
 
 /// Time a client has to send its request headers.
@@ -38,38 +38,52 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEADER_BYTES: usize = 8192;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 128;
-/// How long a scrape waits for queued mirror events to reach the plugins.
-const FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long open connections get to finish after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct State {
     proxy: Arc<Proxy>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// One scrape at a time.
-    scrape: Arc<tokio::sync::Mutex<()>>,
+    scrape: tokio::sync::Mutex<()>,
 }
 
-/// A response body: a whole one, or the exposition as it is written.
-type Body = Either<Full<Bytes>, Exposition>;
+type Body = Full<Bytes>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("the scrape stopped before the end of the exposition")]
-    ScrapeAborted,
-}
-
-/// Serves `/metrics` and `/readiness` on `listener` until `proxy.shutdown` is cancelled.
+/// Builds the proxy's metrics pipeline (the plugin families are discovered from one
+/// round of the plugins' metric points), starts the OTLP push when `otlp_endpoint` is
+/// set, and serves `/metrics` and `/readiness` on `listener` until the proxy shuts down.
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
-    let metrics = Metrics::for_proxy(&proxy);
+    let view = read::view(&proxy);
+    let push = super::otlp::Settings::of(&view.config.general);
+    let options = Options {
+        plugin_families: view.plugins.metric_families().await,
+        pools: view.pools.len(),
+        otlp: push.is_some(),
+    };
+    let metrics = match Metrics::new(&options) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::error!("metrics: {e}; /metrics and /readiness are not served");
+            return;
+        }
+    };
+    let shutdown = view.shutdown.clone();
+    let otlp = push.map(|settings| {
+        tokio::spawn(super::otlp::push(
+            proxy.clone(),
+            metrics.clone(),
+            settings,
+            shutdown.clone(),
+        ))
+    });
     let state = Arc::new(State {
-        proxy: proxy.clone(),
+        proxy,
         metrics,
-        scrape: Arc::new(tokio::sync::Mutex::new(())),
+        scrape: tokio::sync::Mutex::new(()),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
-    let shutdown = proxy.shutdown.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -116,128 +130,62 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
     connections.close();
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
+    if let Some(otlp) = otlp {
+        let _ = otlp.await;
+    }
 }
 
 async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let whole = |r: Response<Full<Bytes>>| r.map(Either::Left);
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(state).await,
-        (&Method::GET, "/readiness") => whole(readiness(state.proxy.clone()).await),
+        (&Method::GET, "/readiness") => readiness(read::view(&state.proxy)).await,
         (_, "/metrics" | "/readiness") => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
             r.headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
-            whole(r)
+            r
         }
-        _ => whole(text(
+        _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics or /readiness\n",
-        )),
+        ),
     }
 }
 
 async fn metrics(state: &Arc<State>) -> Response<Body> {
-    let one_at_a_time = state.scrape.clone().lock_owned().await;
-    flush(&state.proxy).await;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let state2 = state.clone();
-    // Plugin calls and writing are blocking work.
-    let scrape = tokio::task::spawn_blocking(move || {
-        let parts = tx.clone();
-        let data = state2.metrics.scrape(&state2.proxy, move |part| {
-            let _ = parts.send(Message::Part(Bytes::from(part)));
-        });
-        drop(one_at_a_time);
-        // Gone if the client left; then the data is freed here.
-        let _ = tx.send(Message::End(Box::new(data)));
-    });
-    tokio::spawn(async move {
-        if let Err(e) = scrape.await {
+    let _one_at_a_time = state.scrape.lock().await;
+    let sample = read::sample(read::view(&state.proxy)).await;
+    let metrics = state.metrics.clone();
+    // The SDK's collection and the encoding are CPU work; the previous sample (some
+    // 30,000 strings at 1,000 pools) is freed there too, after the body is ready.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let (body, previous) = metrics.render(sample);
+        (body, previous)
+    })
+    .await;
+    match rendered {
+        Ok((body, previous)) => {
+            tokio::task::spawn_blocking(move || drop(previous));
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(EXPOSITION));
+            r
+        }
+        Err(e) => {
             tracing::error!("metrics: scrape failed: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
         }
-    });
-    let mut r = Response::new(Either::Right(Exposition::new(rx)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(super::CONTENT_TYPE));
-    r
-}
-
-pub(super) enum Message {
-    Part(Bytes),
-    /// The exposition is complete; here is the data it was written from.
-    End(Box<Scrape>),
-}
-
-/// The `/metrics` body: the parts of the exposition as the scrape hands them over. It
-/// ends with an error (hyper then closes the connection before the end of the chunked
-/// body) if the scrape stops before its end. It keeps the scrape's data until the body
-/// is done with and frees it then, on the blocking pool: with 1,000 pools that is some
-/// 30,000 strings, half a millisecond that should neither delay the exposition nor
-/// compete with its transfer, nor hold an async worker.
-pub(super) struct Exposition {
-    rx: mpsc::UnboundedReceiver<Message>,
-    data: Option<Box<Scrape>>,
-}
-
-impl Exposition {
-    pub(super) fn new(rx: mpsc::UnboundedReceiver<Message>) -> Self {
-        Self { rx, data: None }
-    }
-}
-
-impl hyper::body::Body for Exposition {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        let this = self.get_mut();
-        if this.data.is_some() {
-            return Poll::Ready(None);
-        }
-        this.rx.poll_recv(cx).map(|message| match message {
-            Some(Message::Part(part)) => Some(Ok(Frame::data(part))),
-            Some(Message::End(data)) => {
-                this.data = Some(data);
-                None
-            }
-            None => Some(Err(HttpError::ScrapeAborted)),
-        })
-    }
-}
-
-impl Drop for Exposition {
-    fn drop(&mut self) {
-        let Some(data) = self.data.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(data))),
-            Err(_) => drop(data),
-        }
-    }
-}
-
-/// Waits (briefly) until mirror events sent so far have reached the plugins, so a
-/// scrape right after traffic counts it.
-async fn flush(proxy: &Proxy) {
-    if tokio::time::timeout(FLUSH_TIMEOUT, proxy.plugins.flush())
-        .await
-        .is_err()
-    {
-        tracing::debug!("metrics: plugin event flush took over {FLUSH_TIMEOUT:?}; scraping anyway");
     }
 }
 
 /// `GET /readiness`: the readiness report as JSON (schema in `docs/metrics.md`);
-/// 200 when the overall verdict is READY, 503 otherwise (also when no plugin can judge).
-pub async fn readiness(proxy: Arc<Proxy>) -> Response<Full<Bytes>> {
-    flush(&proxy).await;
-    let criteria = crate::plugins::criteria_of(&proxy.config().general);
-    let proxy2 = proxy.clone();
-    let report = tokio::task::spawn_blocking(move || proxy2.plugins.assess(&criteria)).await;
-    let (status, body) = match report {
-        Ok(Ok(report)) => {
+/// 200 when the overall verdict is READY, 503 otherwise (also when no plugin can judge
+/// or it does not answer in time).
+pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
+    view.plugins.flush().await;
+    let criteria = criteria_of(&view.config.general);
+    let (status, body) = match view.plugins.assess(&criteria).await {
+        Ok(report) => {
             let status = if report.overall.ready {
                 StatusCode::OK
             } else {
@@ -245,10 +193,6 @@ pub async fn readiness(proxy: Arc<Proxy>) -> Response<Full<Bytes>> {
             };
             (status, super::readiness_json::report(&report))
         }
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            super::readiness_json::unavailable(&e.to_string()),
-        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             super::readiness_json::unavailable(&e.to_string()),

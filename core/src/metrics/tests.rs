@@ -2,7 +2,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::scrape::PoolSample;
+use super::sample::{database, PoolSample};
 use super::*;
 use crate::plugins::{
     DatabaseReport, MetricKind, MetricPoint, MirrorEvent, ReadinessReport, StatsSnapshot, Verdicts,
@@ -58,12 +58,13 @@ fn snapshot() -> StatsSnapshot {
         databases: vec![db].into(),
         taken_at_unix_us: 0,
         fingerprints: Default::default(),
+        extensions: Default::default(),
     }
 }
 
 fn pool(name: &str) -> PoolSample {
     PoolSample {
-        name: name.to_string(),
+        label: database(name),
         clients: 2,
         servers: 3,
         idle: 1,
@@ -77,7 +78,7 @@ fn pool(name: &str) -> PoolSample {
     }
 }
 
-fn scrape(enabled: bool) -> Scrape {
+fn scrape(enabled: bool) -> Sample {
     let report = ReadinessReport {
         policy: "mirror-stats".into(),
         overall: DatabaseReport::default(),
@@ -88,16 +89,32 @@ fn scrape(enabled: bool) -> Scrape {
             ..DatabaseReport::default()
         }]
         .into(),
+        extensions: Default::default(),
     };
-    Scrape {
+    let mut sample = Sample {
         mirror_enabled: enabled,
         points: spec_points(),
-        snapshot: Some(Arc::new(snapshot())),
-        recent: None,
-        verdicts: Some(Verdicts::of(&report)),
         pools: vec![pool("primary")],
-        queues: vec![("primary".into(), 7)],
-    }
+        queues: vec![(database("primary"), 7)],
+        ..Sample::default()
+    };
+    sample.set_snapshot(Arc::new(snapshot()));
+    sample.set_verdicts(Verdicts::of(&report));
+    sample
+}
+
+/// A pipeline with the plugin families `families`, as a proxy with `pools` pools has.
+fn metrics(families: &[(String, String, MetricKind)], pools: usize) -> Metrics {
+    let options = Options {
+        plugin_families: families.to_vec(),
+        pools,
+        otlp: false,
+    };
+    Metrics::new(&options).unwrap()
+}
+
+fn text(m: &Metrics, sample: Sample) -> String {
+    String::from_utf8(m.render(sample).0).unwrap()
 }
 
 fn families() -> Vec<(String, String, MetricKind)> {
@@ -105,8 +122,7 @@ fn families() -> Vec<(String, String, MetricKind)> {
 }
 
 fn render(enabled: bool) -> String {
-    let m = Metrics::new(&families());
-    String::from_utf8(m.render(&scrape(enabled))).unwrap()
+    text(&metrics(&families(), 1), scrape(enabled))
 }
 
 #[test]
@@ -183,31 +199,25 @@ fn mirror_families_can_be_switched_off() {
 /// names to sanitise, repeated label sets, an invalid family name, an unknown family).
 #[test]
 fn same_bytes_as_the_exporter_pipeline() {
-    let (families, mut s) = fixture();
-    let m = Metrics::new(&families);
-    let text = String::from_utf8(m.render(&s)).unwrap();
+    let (families, s) = fixture();
+    let m = metrics(&families, 4);
+    let text = String::from_utf8(m.render(s).0).unwrap();
     assert_eq!(text, include_str!("testdata/exposition.txt"));
+    let (_, mut s) = fixture();
     s.mirror_enabled = false;
-    let text = String::from_utf8(m.render(&s)).unwrap();
+    let text = String::from_utf8(m.render(s).0).unwrap();
     assert_eq!(text, include_str!("testdata/exposition-mirror-off.txt"));
 }
 
-/// Without a snapshot (no stats plugin, or its call failed) a live scrape never gets the
-/// snapshot and report sources: the families after theirs in name order (the pool
-/// families) still come, once the plugin calls are over.
+/// Without a snapshot (no stats plugin, or its call failed) the families fed by it are
+/// left out and every other family still comes.
 #[test]
 fn families_after_a_missing_source_still_come() {
-    let m = Metrics::new(&families());
+    let m = metrics(&families(), 1);
     let mut s = scrape(true);
     s.snapshot = None;
     s.verdicts = None;
-    let mut out = Vec::new();
-    let mut assembly = assembly::Assembly::new(&m, |part: Vec<u8>| out.extend_from_slice(&part));
-    assembly.write(&s, scrape::Source::Proxy);
-    assembly.write(&s, scrape::Source::Points);
-    assembly.finish();
-    assert_eq!(out, m.render(&s));
-    let text = String::from_utf8(out).unwrap();
+    let text = text(&m, s);
     assert!(
         text.contains("pgdog_pool_clients{database=\"primary\"} 2\n"),
         "{text}"
@@ -219,7 +229,7 @@ fn families_after_a_missing_source_still_come() {
 #[test]
 fn many_pools_all_exported() {
     let n = 1000;
-    let m = Metrics::new(&families());
+    let m = metrics(&families(), n);
     let mut s = scrape(true);
     s.pools = (0..n).map(|i| pool(&format!("db{i}"))).collect();
     s.points = (0..n)
@@ -235,7 +245,7 @@ fn many_pools_all_exported() {
             })
         })
         .collect();
-    let text = String::from_utf8(m.render(&s)).unwrap();
+    let text = text(&m, s);
     assert_eq!(
         text.lines().filter(|l| l.starts_with("mirror{")).count(),
         4 * n
@@ -337,23 +347,8 @@ async fn a_scrape_right_after_traffic_sees_it() {
             );
         }
     }
-    // The pipelined scrape the server runs writes what the sequential one writes.
-    let metrics = Metrics::for_proxy(&proxy);
-    let (mut pipelined, mut parts) = (Vec::new(), 0);
-    metrics.scrape(&proxy, |part| {
-        parts += 1;
-        pipelined.extend_from_slice(&part);
-    });
-    assert!(parts > 10, "{parts} parts");
-    let sequential = metrics.render(&Scrape::collect(&proxy));
-    assert_eq!(
-        String::from_utf8(pipelined).unwrap(),
-        String::from_utf8(sequential).unwrap()
-    );
-
     // The plugin's scrape answer (plugin API 2.1: distributions at the histogram's
-    // bounds, verdicts without texts, and the spec family's data instead of the stats
-    // plugin's metric points) writes what a whole snapshot, report and points write.
+    // bounds, verdicts without texts) exports what a whole snapshot and report export.
     for i in 0..3_000u64 {
         let event = match i % 37 {
             0 => MirrorEvent::error(app.clone(), crate::plugins::ErrorCategory::Timeout, None),
@@ -362,46 +357,46 @@ async fn a_scrape_right_after_traffic_sees_it() {
         proxy.plugins.events().send(event);
     }
     proxy.plugins.flush().await;
-    let fast = Scrape::collect(&proxy);
-    let buckets = &fast.snapshot.as_ref().unwrap().databases[0]
+    let view = read::view(&proxy);
+    let families = view.plugins.metric_families().await;
+    let metrics = metrics(&families, view.pools.len());
+    let fast = read::sample(view).await;
+    let buckets = &fast.snapshot.as_ref().unwrap().0.databases[0]
         .mirror_latency
         .buckets;
     assert_eq!(buckets.len(), histogram::BOUNDS_US.len());
-    assert!(fast.recent.is_some() && fast.points.is_empty());
-    let mut whole = Scrape::own(&proxy, true);
-    whole.points = proxy.plugins.metric_points();
-    assert!(!whole.points.is_empty());
-    let snapshot = proxy.plugins.snapshot().unwrap();
+    assert!(!fast.points.is_empty());
+    let view = read::view(&proxy);
+    let mut whole = Sample {
+        mirror_enabled: true,
+        points: proxy.plugins.metric_points().await,
+        pools: view.pools,
+        queues: view.queues,
+        plugin_events_dropped: Some(0),
+        ..Sample::default()
+    };
+    let snapshot = Arc::new(proxy.plugins.snapshot().await.unwrap());
     assert!(snapshot.databases[0].mirror_latency.buckets.len() > 100);
     let criteria = crate::plugins::criteria_of(&proxy.config().general);
-    let report = proxy.plugins.assess_snapshot(&snapshot, &criteria).unwrap();
-    whole.snapshot = Some(Arc::new(snapshot));
-    whole.verdicts = Some(Verdicts::of(&report));
+    let report = proxy
+        .plugins
+        .assess_snapshot(snapshot.clone(), &criteria)
+        .await
+        .unwrap();
+    whole.set_snapshot(snapshot);
+    whole.set_verdicts(Verdicts::of(&report));
+    // The recent-latency window moves with time: compare everything else.
+    let stable = |t: String| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("mirror{stat="))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
     assert_eq!(
-        String::from_utf8(metrics.render(&fast)).unwrap(),
-        String::from_utf8(metrics.render(&whole)).unwrap()
+        stable(super::tests::text(&metrics, fast)),
+        stable(super::tests::text(&metrics, whole))
     );
     proxy.shutdown.cancel();
-}
-
-/// A scrape that stops before the end of its exposition fails the body (hyper then
-/// closes the connection early) instead of ending it as if it were complete.
-#[tokio::test]
-async fn an_unfinished_exposition_is_an_error() {
-    use http_body_util::BodyExt;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(http::Message::Part(bytes::Bytes::from_static(b"a 1\n")))
-        .unwrap();
-    drop(tx);
-    let body = http::Exposition::new(rx);
-    assert!(body.collect().await.is_err());
-
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(http::Message::Part(bytes::Bytes::from_static(b"a 1\n")))
-        .unwrap();
-    tx.send(http::Message::End(Box::default())).unwrap();
-    let body = http::Exposition::new(rx).collect().await.unwrap();
-    assert_eq!(body.to_bytes(), "a 1\n");
 }
 
 fn counter_point(name: &str, help: &str, labels: &[(&str, &str)], value: f64) -> MetricPoint {
@@ -412,7 +407,7 @@ fn counter_point(name: &str, help: &str, labels: &[(&str, &str)], value: f64) ->
 }
 
 /// Everything the exposition can carry, with awkward names and values.
-fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
+fn fixture() -> (Vec<(String, String, MetricKind)>, Sample) {
     let families = vec![
         (
             "mirror".to_string(),
@@ -603,6 +598,7 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
         databases: databases.into(),
         taken_at_unix_us: 0,
         fingerprints: Default::default(),
+        extensions: Default::default(),
     };
     let report = ReadinessReport {
         policy: "mirror-stats".into(),
@@ -628,9 +624,10 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
             },
         ]
         .into(),
+        extensions: Default::default(),
     };
     let pool = |name: &str, n: u64| PoolSample {
-        name: name.to_string(),
+        label: database(name),
         clients: n,
         servers: n + 2,
         idle: n + 5,
@@ -642,12 +639,9 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
         bytes_sent: if n == 7 { u64::MAX } else { n * 3 },
         errors: n * 2,
     };
-    let scrape = Scrape {
+    let mut scrape = Sample {
         mirror_enabled: true,
         points,
-        snapshot: Some(Arc::new(snapshot)),
-        recent: None,
-        verdicts: Some(Verdicts::of(&report)),
         pools: vec![
             pool("primary", 7),
             pool(odd, 1),
@@ -655,10 +649,13 @@ fn fixture() -> (Vec<(String, String, MetricKind)>, Scrape) {
             pool("mirror", 4),
         ],
         queues: vec![
-            ("analytics".into(), 0),
-            ("primary".into(), 12),
-            (odd.into(), 1),
+            (database("analytics"), 0),
+            (database("primary"), 12),
+            (database(odd), 1),
         ],
+        ..Sample::default()
     };
+    scrape.set_snapshot(Arc::new(snapshot));
+    scrape.set_verdicts(Verdicts::of(&report));
     (families, scrape)
 }

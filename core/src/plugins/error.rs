@@ -86,6 +86,15 @@ pub enum PluginError {
         message: String,
     },
 
+    /// An off-runtime call did not answer within its time limit, or another call to the
+    /// same plugin is still overrunning.
+    #[error("plugin \"{name}\" not answering {operation}: {detail}")]
+    NotAnswering {
+        name: String,
+        operation: &'static str,
+        detail: String,
+    },
+
     #[error("no loaded plugin provides {what}")]
     NoProvider { what: &'static str },
 

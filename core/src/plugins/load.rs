@@ -70,8 +70,8 @@ pub(crate) fn load(name: &str, path: &Path, config: &str) -> Result<LoadedPlugin
     Ok(LoadedPlugin::new(
         name.to_string(),
         path.to_path_buf(),
-        module.name().to_string(),
-        module.version().to_string(),
+        module,
+        config.to_string(),
         instance,
     ))
 }

@@ -5,12 +5,17 @@
 //! when there are none, the bundled `mirror-stats` plugin beside the `pgdog` binary.
 //!
 //! ```text
-//! mirror worker / client session --EventSink::send--> pgdog-plugin-events thread
-//!     --EventBatch--> every plugin with the `events` capability
+//! mirror worker / client session --EventSink::send (bounded, never waits)-->
+//!     pgdog-plugin-events thread --EventBatch--> every plugin with the `events` capability
 //! admin (SHOW MIRROR READINESS) --PluginHost::assess--> stats plugin snapshot
 //!     --> readiness plugin assess --> ReadinessReport::to_text_rows
-//! metrics endpoint --PluginHost::metric_points--> every plugin with `metrics`
+//! metrics (scrape, OTLP push) --PluginHost::scrape / metric_points--> plugins
 //! ```
+//!
+//! Every async call (admin, metrics) runs the plugin on tokio's blocking pool and waits
+//! at most [`CALL_TIME_LIMIT`]; a plugin that overruns answers "not answering" to every
+//! later call until it returns (see `instance.rs`). The event thread's `consume` calls
+//! are the only ones made elsewhere, on that thread.
 //!
 //! Roles: the **stats** plugin is the first loaded plugin that produces snapshots (if
 //! the configured plugins include none, the bundled one is loaded as well); the
@@ -19,7 +24,8 @@
 //! Failure policy: anything wrong at load time is a [`PluginError`] naming the plugin,
 //! the path and the cause, and pgdog refuses to start. At run time a plugin that panics
 //! is disabled (logged once) and pgdog keeps proxying; its calls then return
-//! [`PluginError::Disabled`].
+//! [`PluginError::Disabled`] until `RELOAD` re-creates it with fresh state
+//! ([`PluginHost::revive_failed`]).
 
 mod error;
 pub mod event;
@@ -30,6 +36,7 @@ pub mod sink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub use error::PluginError;
 pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef};
@@ -45,6 +52,20 @@ use instance::LoadedPlugin;
 use pgdog_plugin_api::abi_stable::std_types::{RString, Tuple2};
 use sink::Command;
 use tokio::sync::oneshot;
+
+/// How long an async caller (admin console, metrics, OTLP push) waits for a plugin
+/// call, or for the calls one request makes, before answering "not answering".
+pub const CALL_TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long a read waits for queued events to reach the plugins.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long shutdown waits for the event thread to deliver what is queued.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn deadline() -> Instant {
+    Instant::now() + CALL_TIME_LIMIT
+}
 
 /// One `[[plugins]]` entry, as plain values.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +115,10 @@ impl LoadOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PluginStatus {
     Ok,
-    /// Disabled after a panic.
+    /// Disabled after a panic (until `RELOAD` re-creates it).
     Failed(String),
+    /// A call has overrun its time limit and not returned yet.
+    NotAnswering(String),
 }
 
 /// A row of `SHOW PLUGINS`.
@@ -242,49 +265,89 @@ impl PluginHost {
         self.sink.clone()
     }
 
-    /// Waits until every event sent before this call has reached the plugins. Call it
-    /// before reading snapshots, readiness or metrics.
+    /// Events dropped because the plugins did not keep up (`pgdog_plugin_events_dropped_total`).
+    pub fn dropped_events(&self) -> u64 {
+        self.sink.dropped()
+    }
+
+    /// Waits until every event sent before this call has reached the plugins, for at most
+    /// [`FLUSH_TIMEOUT`], and not at all while an event-consuming plugin is not answering
+    /// (the event thread would be waiting on it). Call it before reading snapshots,
+    /// readiness or metrics.
     pub async fn flush(&self) {
-        self.sink.flush().await
+        let consumers = self
+            .plugins
+            .iter()
+            .filter(|p| p.capabilities.contains(Capabilities::EVENTS));
+        if let Some(p) = consumers.clone().find(|p| p.stalled().is_some()) {
+            tracing::debug!(plugin = %p.name, "not waiting for events: the plugin is not answering");
+            return;
+        }
+        if tokio::time::timeout(FLUSH_TIMEOUT, self.sink.flush())
+            .await
+            .is_err()
+        {
+            tracing::debug!("plugin event flush took over {FLUSH_TIMEOUT:?}; reading anyway");
+        }
     }
 
     /// The stats plugin's snapshot.
-    pub fn snapshot(&self) -> Result<StatsSnapshot, PluginError> {
+    pub async fn snapshot(&self) -> Result<StatsSnapshot, PluginError> {
+        self.snapshot_by(deadline()).await
+    }
+
+    async fn snapshot_by(&self, deadline: Instant) -> Result<StatsSnapshot, PluginError> {
         let stats = self
             .stats
             .ok_or(PluginError::NoProvider { what: "statistics" })?;
-        self.plugins[stats].call("snapshot", |p| p.snapshot())
+        self.plugins[stats]
+            .call_off_runtime("snapshot", deadline, |p| p.snapshot())
+            .await
     }
 
     /// The readiness plugin's verdict on the stats plugin's snapshot.
-    pub fn assess(&self, criteria: &ReadinessCriteria) -> Result<ReadinessReport, PluginError> {
-        let judge = self
-            .readiness
+    pub async fn assess(
+        &self,
+        criteria: &ReadinessCriteria,
+    ) -> Result<ReadinessReport, PluginError> {
+        let deadline = deadline();
+        self.readiness
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
-        let snapshot = self.snapshot()?;
-        self.plugins[judge].call("assess", |p| p.assess(&snapshot, criteria))
+        let snapshot = Arc::new(self.snapshot_by(deadline).await?);
+        self.assess_by(snapshot, criteria, deadline).await
     }
 
-    /// The readiness plugin's verdict on a snapshot already taken (the metrics endpoint
-    /// takes one per scrape and uses it twice).
-    pub fn assess_snapshot(
+    /// The readiness plugin's verdict on a snapshot already taken.
+    pub async fn assess_snapshot(
         &self,
-        snapshot: &StatsSnapshot,
+        snapshot: Arc<StatsSnapshot>,
         criteria: &ReadinessCriteria,
+    ) -> Result<ReadinessReport, PluginError> {
+        self.assess_by(snapshot, criteria, deadline()).await
+    }
+
+    async fn assess_by(
+        &self,
+        snapshot: Arc<StatsSnapshot>,
+        criteria: &ReadinessCriteria,
+        deadline: Instant,
     ) -> Result<ReadinessReport, PluginError> {
         let judge = self
             .readiness
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
-        self.plugins[judge].call("assess", |p| p.assess(snapshot, criteria))
+        let criteria = criteria.clone();
+        self.plugins[judge]
+            .call_off_runtime("assess", deadline, move |p| p.assess(&snapshot, &criteria))
+            .await
     }
 
-    /// What a metrics scrape needs from the stats plugin, in one call (plugin API 2.1):
-    /// the snapshot with latency distributions at `bounds_us` only, and, when the stats
-    /// plugin is also the readiness plugin, its verdicts under `criteria` without the
-    /// report's texts. `Ok(None)` when that cannot be had this way: a separate readiness
-    /// plugin judges a whole snapshot, or the stats plugin answers the call as unsupported;
-    /// then use [`PluginHost::snapshot`] and [`PluginHost::assess_snapshot`].
-    pub fn scrape(
+    /// What a metrics collection needs from the stats plugin, in one call (plugin API
+    /// 2.1): the snapshot with latency distributions at `bounds_us` only, and, when the
+    /// stats plugin is also the readiness plugin, its verdicts under `criteria` without
+    /// the report's texts. `Ok(None)` when that cannot be had this way: a separate
+    /// readiness plugin judges a whole snapshot, or the stats plugin answers the call as
+    /// unsupported; then use [`PluginHost::snapshot`] and [`PluginHost::assess_snapshot`].
+    pub async fn scrape(
         &self,
         bounds_us: &[u64],
         criteria: &ReadinessCriteria,
@@ -298,8 +361,11 @@ impl PluginHost {
         let request = pgdog_plugin_api::ScrapeRequest {
             latency_bounds_us: bounds_us.to_vec().into(),
             criteria: self.readiness.map(|_| criteria.clone()).into(),
+            extensions: Default::default(),
         };
-        match self.plugins[stats].call("scrape", |p| p.scrape(&request)) {
+        let call =
+            self.plugins[stats].call_off_runtime("scrape", deadline(), move |p| p.scrape(&request));
+        match call.await {
             Ok(answer) => Ok(Some(answer)),
             Err(PluginError::Unsupported { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -308,24 +374,18 @@ impl PluginHost {
 
     /// Metric points of every plugin that contributes some. A failing plugin's points
     /// are left out (and its error logged), so one bad plugin cannot blank the endpoint.
-    pub fn metric_points(&self) -> Vec<MetricPoint> {
-        self.metric_points_of(None)
-    }
-
-    /// [`PluginHost::metric_points`] of every plugin but the stats plugin (whose `scrape`
-    /// answer carried the spec family's data instead).
-    pub fn metric_points_besides_stats(&self) -> Vec<MetricPoint> {
-        self.metric_points_of(self.stats)
-    }
-
-    fn metric_points_of(&self, skip: Option<usize>) -> Vec<MetricPoint> {
+    pub async fn metric_points(&self) -> Vec<MetricPoint> {
+        let deadline = deadline();
         let mut points = Vec::new();
-        for (i, p) in self.plugins.iter().enumerate() {
+        for p in &self.plugins {
             let contributes = p.capabilities.contains(Capabilities::METRICS);
-            if !contributes || skip == Some(i) || p.failure().is_some() {
+            if !contributes || p.failure().is_some() {
                 continue;
             }
-            match p.call("metric_points", |i| i.metric_points()) {
+            match p
+                .call_off_runtime("metric_points", deadline, |i| i.metric_points())
+                .await
+            {
                 Ok(v) => points.extend(v),
                 Err(PluginError::Panicked { .. }) => {} // logged once by `call`
                 Err(e) => tracing::warn!("{e}"),
@@ -334,19 +394,80 @@ impl PluginHost {
         points
     }
 
+    /// The metric families the plugins declare: `(name, help, kind)` of the first point
+    /// of each name, from one round of `metric_points` (a family a plugin only starts
+    /// producing later is not exported: plugins emit their families from the start).
+    pub async fn metric_families(&self) -> Vec<(String, String, MetricKind)> {
+        let mut families: Vec<(String, String, MetricKind)> = Vec::new();
+        for p in self.metric_points().await {
+            if !families.iter().any(|(name, _, _)| name == p.name.as_str()) {
+                families.push((p.name.to_string(), p.help.to_string(), p.kind));
+            }
+        }
+        families
+    }
+
     /// Forgets everything observed so far (`RESET MIRROR STATS`): events sent before
     /// the call are delivered first, then every plugin resets. Returns the errors of
     /// plugins that could not reset.
     pub async fn reset(&self) -> Result<(), Vec<PluginError>> {
         let (ack, done) = oneshot::channel();
-        self.sink
-            .command(Command::Reset(ack))
-            .map_err(|e| vec![e])?;
-        match done.await {
-            Ok(errors) if errors.is_empty() => Ok(()),
-            Ok(errors) => Err(errors),
-            Err(_) => Err(vec![PluginError::EventThreadStopped]),
+        let sent = tokio::time::timeout(CALL_TIME_LIMIT, self.sink.command(Command::Reset(ack)));
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(vec![e]),
+            Err(_) => return Err(vec![self.event_thread_busy("reset")]),
         }
+        match tokio::time::timeout(CALL_TIME_LIMIT, done).await {
+            Ok(Ok(errors)) if errors.is_empty() => Ok(()),
+            Ok(Ok(errors)) => Err(errors),
+            Ok(Err(_)) => Err(vec![PluginError::EventThreadStopped]),
+            Err(_) => Err(vec![self.event_thread_busy("reset")]),
+        }
+    }
+
+    fn event_thread_busy(&self, operation: &'static str) -> PluginError {
+        PluginError::NotAnswering {
+            name: "(event thread)".into(),
+            operation,
+            detail: "a plugin is holding up event delivery".into(),
+        }
+    }
+
+    /// [`PluginHost::revive_failed`] on the blocking pool, for `RELOAD`: the constructors
+    /// are plugin code, which never runs on a runtime worker. Returns the names of the
+    /// failed plugins being re-created; the outcome is logged (and `SHOW PLUGINS` shows it).
+    pub fn revive_failed_in_background(&self) -> Vec<String> {
+        let failed: Vec<Arc<LoadedPlugin>> = self
+            .plugins
+            .iter()
+            .filter(|p| p.failure().is_some())
+            .cloned()
+            .collect();
+        let names = failed.iter().map(|p| p.name.clone()).collect();
+        for plugin in failed {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = plugin.revive() {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+        names
+    }
+
+    /// Re-creates every plugin disabled by a panic, with fresh state, from the same
+    /// library and config. Blocking (plugin constructors run here). Returns the names of
+    /// the plugins re-created, and the errors of those whose constructor refused.
+    pub fn revive_failed(&self) -> (Vec<String>, Vec<PluginError>) {
+        let (mut revived, mut errors) = (Vec::new(), Vec::new());
+        for p in &self.plugins {
+            match p.revive() {
+                Ok(true) => revived.push(p.name.clone()),
+                Ok(false) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        (revived, errors)
     }
 
     /// `SHOW PLUGINS`.
@@ -365,9 +486,13 @@ impl PluginHost {
                     .filter(|(idx, _)| *idx == Some(i))
                     .map(|(_, role)| role)
                     .collect(),
-                status: match p.failure() {
-                    Some(reason) => PluginStatus::Failed(reason.to_string()),
-                    None => PluginStatus::Ok,
+                status: match (p.failure(), p.stalled()) {
+                    (Some(reason), _) => PluginStatus::Failed(reason),
+                    (None, Some((running, operation))) => PluginStatus::NotAnswering(format!(
+                        "{operation} running for {:.1} s",
+                        running.as_secs_f64()
+                    )),
+                    (None, None) => PluginStatus::Ok,
                 },
                 consume_errors: p.consume_errors(),
             })
@@ -378,8 +503,14 @@ impl PluginHost {
     /// `send`s are discarded.
     pub async fn shutdown(&self) {
         let (ack, done) = oneshot::channel();
-        if self.sink.command(Command::Close(ack)).is_ok() {
-            let _ = done.await;
+        let close = async {
+            if self.sink.command(Command::Close(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, close).await.is_err() {
+            tracing::warn!("plugin events not delivered within {SHUTDOWN_TIMEOUT:?} of shutdown");
+            return;
         }
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
@@ -393,7 +524,7 @@ impl Drop for PluginHost {
     fn drop(&mut self) {
         // Stop the thread once queued events are delivered; do not wait for it here.
         let (ack, _) = oneshot::channel();
-        let _ = self.sink.command(Command::Close(ack));
+        let _ = self.sink.try_command(Command::Close(ack));
     }
 }
 

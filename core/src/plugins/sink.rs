@@ -1,18 +1,21 @@
-//! The event path: [`EventSink::send`] (query path) -> unbounded channel -> the
+//! The event path: [`EventSink::send`] (query path) -> bounded channel -> the
 //! `pgdog-plugin-events` thread -> batches -> every plugin that consumes events.
 //!
-//! `send` never blocks and never drops: the channel is unbounded because the mirror
-//! queue in front of it is already bounded (a full queue becomes one `Dropped` event,
-//! not a wait). The consumer is a dedicated OS thread rather than a tokio task so that
-//! foreign plugin code, however slow, never occupies a runtime worker; it drains
-//! whatever is queued (up to [`MAX_BATCH`]) into one batch, so under load the per-call
-//! cost across the boundary is spread over many events.
+//! `send` never blocks: the channel holds [`EVENT_QUEUE`] events, and an event that finds
+//! it full is dropped and counted ([`EventSink::dropped`], exported as
+//! `pgdog_plugin_events_dropped_total`). It fills only when a plugin stops keeping up
+//! (say one that stalls while holding its lock), and then memory stays where it is. The
+//! consumer is a dedicated OS thread rather than a tokio task so that foreign plugin code,
+//! however slow, never occupies a runtime worker; it drains whatever is queued (up to
+//! [`MAX_BATCH`]) into one batch, so under load the per-call cost across the boundary is
+//! spread over many events.
 //!
 //! Control messages travel in the same channel as events, which gives them a place in
 //! the order: a flush is acknowledged once every event sent before it was delivered,
 //! and a reset forgets exactly the events sent before it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pgdog_plugin_api::{
@@ -27,6 +30,10 @@ use super::PluginError;
 
 /// Most events handed to plugins in one call.
 pub const MAX_BATCH: usize = 4096;
+
+/// Events (and control messages) the channel to the event thread holds: at 30,000
+/// mirrored requests a second, about a second of traffic, some 4 MB.
+pub const EVENT_QUEUE: usize = 32_768;
 
 /// How long the event thread sleeps between drains while traffic flows (a flush wakes it
 /// at once).
@@ -45,7 +52,9 @@ pub(crate) enum Command {
 /// A cheap, cloneable handle for reporting mirror events.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    /// Events dropped because the channel was full.
+    dropped: Arc<AtomicU64>,
     /// The event thread, unparked by a flush so that it need not wait out its tick.
     thread: std::thread::Thread,
 }
@@ -57,17 +66,25 @@ impl std::fmt::Debug for EventSink {
 }
 
 impl EventSink {
-    /// Queues an event for the plugins. Never blocks, never waits on a plugin.
-    /// After shutdown the event is discarded (there is nobody left to count it).
+    /// Queues an event for the plugins. Never blocks, never waits on a plugin: when the
+    /// channel is full the event is dropped and counted. After shutdown the event is
+    /// discarded (there is nobody left to count it).
     #[inline]
     pub fn send(&self, event: MirrorEvent) {
-        let _ = self.tx.send(Command::Event(event));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Command::Event(event)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped so far because the plugins did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits until every event sent (by any clone) before this call reached the plugins.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Command::Flush(ack)).is_ok() {
+        if self.tx.send(Command::Flush(ack)).await.is_ok() {
             self.thread.unpark();
             let _ = done.await;
         }
@@ -76,15 +93,24 @@ impl EventSink {
     /// [`EventSink::flush`] for threads outside the async runtime.
     pub fn flush_blocking(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Command::Flush(ack)).is_ok() {
+        if self.tx.blocking_send(Command::Flush(ack)).is_ok() {
             self.thread.unpark();
             let _ = done.blocking_recv();
         }
     }
 
-    pub(crate) fn command(&self, cmd: Command) -> Result<(), PluginError> {
+    /// Queues a control message, waiting for room if the channel is full.
+    pub(crate) async fn command(&self, cmd: Command) -> Result<(), PluginError> {
         self.tx
             .send(cmd)
+            .await
+            .map_err(|_| PluginError::EventThreadStopped)
+    }
+
+    /// Queues a control message if there is room now.
+    pub(crate) fn try_command(&self, cmd: Command) -> Result<(), PluginError> {
+        self.tx
+            .try_send(cmd)
             .map_err(|_| PluginError::EventThreadStopped)
     }
 }
@@ -93,7 +119,7 @@ impl EventSink {
 pub(crate) fn start(
     plugins: Vec<Arc<LoadedPlugin>>,
 ) -> std::io::Result<(EventSink, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let consumers: Vec<_> = plugins
         .iter()
         .filter(|p| p.capabilities.contains(Capabilities::EVENTS))
@@ -103,11 +129,19 @@ pub(crate) fn start(
         .name("pgdog-plugin-events".into())
         .spawn(move || run(rx, consumers, plugins))?;
     let thread = handle.thread().clone();
-    Ok((EventSink { tx, thread }, handle))
+    let dropped = Arc::default();
+    Ok((
+        EventSink {
+            tx,
+            dropped,
+            thread,
+        },
+        handle,
+    ))
 }
 
 fn run(
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::Receiver<Command>,
     consumers: Vec<Arc<LoadedPlugin>>,
     all: Vec<Arc<LoadedPlugin>>,
 ) {

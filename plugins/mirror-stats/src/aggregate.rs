@@ -335,6 +335,7 @@ impl Aggregate {
             primary_latency: summary(&self.primary_latency),
             first_event_unix_us: self.first_event_us.into(),
             last_event_unix_us: self.last_event_us.into(),
+            extensions: Default::default(),
         }
     }
 }

@@ -171,6 +171,7 @@ impl Stats {
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
             fingerprints: self.queries.snapshot(&self.databases).into(),
+            extensions: Default::default(),
         }
     }
 
@@ -217,6 +218,7 @@ impl Stats {
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
             fingerprints: self.queries.snapshot(&self.databases).into(),
+            extensions: Default::default(),
         };
         let verdicts = match &request.criteria {
             ROption::RSome(criteria) => ROption::RSome(policy::verdicts(&snapshot, criteria)),
@@ -237,6 +239,7 @@ impl Stats {
             snapshot,
             verdicts,
             recent,
+            extensions: Default::default(),
         }
     }
 
@@ -543,6 +546,7 @@ mod tests {
                     } else {
                         ROption::RNone
                     },
+                    extensions: Default::default(),
                 };
                 let answer = s.scrape(&request);
                 let whole = s.snapshot();

@@ -42,10 +42,10 @@
 use std::collections::HashMap;
 
 use pgdog_plugin_api::{
-    math::{incomplete_beta, jeffreys_prob_at_most},
     DatabaseReport, DatabaseStats, FingerprintStats, ReadinessCriteria, ReadinessReport,
     ReadinessVerdict, Reason, StatsSnapshot, Verdicts,
 };
+use pgdog_stats_math::{incomplete_beta, jeffreys_prob_at_most};
 
 /// Paired samples a fingerprint needs before its latency ratio is judged.
 pub const MIN_PAIRED: u64 = 20;
@@ -211,6 +211,7 @@ pub fn assess_database(
         shared_errors: c.shared_errors,
         latency_ratio: latency_ratio(stats).unwrap_or(0.0),
         reasons: reasons.into(),
+        extensions: Default::default(),
     }
 }
 
@@ -455,6 +456,7 @@ pub fn assess(
             .iter()
             .map(|db| assess_database(db, &of(db), criteria, now))
             .collect(),
+        extensions: Default::default(),
     }
 }
 
@@ -475,6 +477,7 @@ pub fn verdicts(snapshot: &StatsSnapshot, criteria: &ReadinessCriteria) -> Verdi
             database: db.database.clone(),
             ready: !failed.0,
             confidence: confidence(db, criteria).score(),
+            extensions: Default::default(),
         }
     };
     let mut overall = verdict(&snapshot.overall, &all);

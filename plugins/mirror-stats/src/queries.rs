@@ -156,6 +156,7 @@ impl Queries {
                 } else {
                     e.ratio.quantile(0.5)
                 },
+                extensions: Default::default(),
             })
             .collect();
         out.sort_by(|a, b| {

@@ -28,9 +28,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use pgdog_plugin_api::{
-    export_plugin, math::jeffreys_prob_at_most, Capabilities, DatabaseReport, DatabaseStats,
-    EventBatch, Plugin, ReadinessCriteria, ReadinessReport, Reason, StatsSnapshot,
+    export_plugin, Capabilities, DatabaseReport, DatabaseStats, EventBatch, Plugin,
+    ReadinessCriteria, ReadinessReport, Reason, StatsSnapshot,
 };
+use pgdog_stats_math::jeffreys_prob_at_most;
 use serde::Deserialize;
 
 pub const PLUGIN_NAME: &str = "strict-readiness";
@@ -180,6 +181,7 @@ impl Strict {
             shared_errors: c.shared_errors,
             latency_ratio: 0.0,
             reasons: reasons.into(),
+            extensions: Default::default(),
         }
     }
 }
@@ -241,6 +243,7 @@ impl Plugin for Strict {
             policy: PLUGIN_NAME.into(),
             overall,
             databases: databases.into(),
+            extensions: Default::default(),
         })
     }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
     let criteria = criteria_of(&proxy.config().general);
-    let report = proxy.plugins.assess(&criteria)?;
+    let report = proxy.plugins.assess(&criteria).await?;
     let rows = match database {
         None => report.to_text_rows(),
         Some(name) => {
@@ -31,6 +31,7 @@ pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, 
                 policy: report.policy.clone(),
                 overall: db.clone(),
                 databases: Default::default(),
+                extensions: Default::default(),
             };
             let mut rows = vec![format!("Database: {name}")];
             rows.extend(single.to_text_rows());
@@ -63,7 +64,7 @@ const STATS_COLUMNS: &[&str] = &[
 /// One row per mirrored database (configured or seen in the statistics), then `total`.
 pub async fn stats(proxy: &Proxy) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
-    let snapshot = proxy.plugins.snapshot()?;
+    let snapshot = proxy.plugins.snapshot().await?;
     let runtime = proxy.runtime();
     let mirrors = &runtime.mirrors;
     let names: BTreeSet<&str> = mirrors
@@ -157,7 +158,7 @@ const LATENCY_MIN_PAIRED: u64 = 20;
 /// comparison, each a block of rows named in the `ranking` column.
 pub async fn queries(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
-    let snapshot = proxy.plugins.snapshot()?;
+    let snapshot = proxy.plugins.snapshot().await?;
     let all: Vec<&FingerprintStats> = snapshot
         .fingerprints
         .iter()

@@ -7,7 +7,8 @@
 //! removed (new sessions); readiness criteria; client `auth_type`, the admin credentials,
 //! `max_message_size` (new logins). Needs a restart: listen addresses and ports,
 //! `max_client_conn`, `[[plugins]]`, `readiness_plugin`, `mirror_metrics_enabled`,
-//! `mirror_stats_window_secs` (reported as such).
+//! `mirror_stats_window_secs` (reported as such). A plugin disabled by a panic is
+//! re-created, with fresh state, from its library and config.
 
 use super::show::flat_config;
 use crate::admin::output::Output;
@@ -28,6 +29,9 @@ const RESTART_KEYS: &[&str] = &[
     "readiness_plugin",
     "mirror_metrics_enabled",
     "mirror_stats_window_secs",
+    "otlp_endpoint",
+    "otlp_protocol",
+    "otlp_interval_ms",
 ];
 
 pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
@@ -53,6 +57,11 @@ pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
         });
     }
     changes.extend(applied.mirrors);
+    for name in proxy.plugins.revive_failed_in_background() {
+        changes.push(format!(
+            "plugin \"{name}\" had failed: being re-created with fresh state (SHOW PLUGINS)"
+        ));
+    }
     if changes.is_empty() {
         changes.push("no changes".into());
     }
@@ -85,7 +94,7 @@ fn general_changes(old: &Config, new: &Config) -> Result<Vec<String>, AdminError
         {
             continue;
         }
-        let when = if RESTART_KEYS.contains(&key.as_str()) {
+        let when = if RESTART_KEYS.contains(&key.as_str()) || key.starts_with("otlp_headers.") {
             "takes effect after a restart"
         } else {
             "applied"

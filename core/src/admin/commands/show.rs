@@ -67,6 +67,7 @@ pub fn plugins(proxy: &Proxy) -> Output {
         let status = match &p.status {
             PluginStatus::Ok => "ok".to_string(),
             PluginStatus::Failed(why) => format!("failed: {why}"),
+            PluginStatus::NotAnswering(why) => format!("not answering: {why}"),
         };
         out.row(vec![
             text(&p.name),

@@ -115,6 +115,7 @@ impl Plugin for TestPlugin {
             policy: format!("fixture-test-plugin:{}", self.config.label).into(),
             overall,
             databases: Default::default(),
+            extensions: Default::default(),
         })
     }
 

@@ -4,6 +4,11 @@
 //! Policies use it for posterior probabilities: with `e` errors in `n` attempts and a
 //! Jeffreys prior, the error rate `p` is Beta(e + ½, n − e + ½) distributed, so
 //! `P(p ≤ limit) = I_limit(e + ½, n − e + ½)`.
+//!
+//! Maths, not interface: it used to sit in `pgdog-plugin-api` as `math`, and moved here so
+//! that the ABI crate holds only what crosses the plugin boundary. The bundled policies
+//! (`mirror-stats`, `strict-readiness`) depend on it; so can any plugin, by path, git or
+//! version, with no effect on the plugin ABI.
 
 /// `ln Γ(x)` for `x > 0` (Lanczos approximation, g = 7, 9 terms; ~15 significant digits).
 pub fn ln_gamma(x: f64) -> f64 {
