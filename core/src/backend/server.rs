@@ -56,6 +56,10 @@ pub struct Server {
     pub status: TxStatus,
     /// The prepared statements the connection has (transaction mode).
     pub statements: ServerStatements,
+    /// What a user of the connection keeps with it between checkouts, such as the
+    /// mirror's record of the statements it prepared (transaction mode). Gone with a
+    /// reset query, which may have dropped what it describes.
+    pub attached: Option<Box<dyn std::any::Any + Send + Sync>>,
     /// Parameters the proxy set for a client, and to what (those the server does not
     /// report, such as `search_path`, are known only this way).
     proxy_set: Vec<(String, String)>,
@@ -101,6 +105,7 @@ impl Server {
             key: BackendKey::default(),
             status: TxStatus::Idle,
             statements: ServerStatements::default(),
+            attached: None,
             proxy_set: Vec::new(),
             created: Instant::now(),
             buf: BytesMut::with_capacity(8192),
@@ -349,6 +354,7 @@ impl Server {
                 // What the proxy knew of the connection's session state may be gone.
                 self.statements.clear();
                 self.proxy_set.clear();
+                self.attached = None;
                 Ok(())
             }
             None => Ok(()),

@@ -14,6 +14,7 @@ use super::{DropReason, Event, EventSink, MirrorTarget};
 use crate::protocol::tag::client;
 use bytes::Bytes;
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
@@ -43,6 +44,8 @@ pub struct Tap {
     definitions: Arc<Definitions>,
     /// The primary's answers, for the worker to pair with the mirror's.
     ledger: Arc<Ledger>,
+    /// The worker waits for a connection of an exhausted mirror pool.
+    awaiting_pool: Arc<AtomicBool>,
     /// The current transaction's exposure decision.
     mirroring: bool,
     /// A request of the current transaction was dropped: the rest of it is dropped too.
@@ -72,8 +75,10 @@ impl Tap {
         events: EventSink,
         definitions: Arc<Definitions>,
         ledger: Arc<Ledger>,
+        awaiting_pool: Arc<AtomicBool>,
     ) -> Tap {
         Tap {
+            awaiting_pool,
             places: Arc::new(Semaphore::new(target.queue)),
             target,
             tx,
@@ -254,7 +259,14 @@ impl Tap {
             Ok(permit) if !too_big && !self.poisoned => permit,
             _ => {
                 self.poisoned = true;
-                self.dropped(DropReason::BufferFull);
+                // A queue full because its worker waits for a mirror connection is the
+                // proxy's pool limit, told apart from a mirror that does not keep up.
+                let reason = if !too_big && self.awaiting_pool.load(Ordering::Relaxed) {
+                    DropReason::PoolExhausted
+                } else {
+                    DropReason::BufferFull
+                };
+                self.dropped(reason);
                 return;
             }
         };

@@ -56,6 +56,11 @@ impl Backlog {
         Some((first.seq, limit))
     }
 
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Sequence number of the first held request of the client's (its first
     /// ReadyForQuery's), `None` when none is held.
     pub fn first_seq(&self) -> Option<u64> {
