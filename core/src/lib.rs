@@ -17,4 +17,5 @@ pub mod mirror;
 pub mod plugins;
 pub mod protocol;
 pub mod proxy;
+pub mod sql;
 pub mod stats;
