@@ -10,6 +10,8 @@
 //!   mirror's statement repair forgets them too).
 //! * [`classify()`]: whether a statement reads or writes (mirroring only reads to a target
 //!   kept in sync by replication).
+//! * The statement fingerprint ([`mod@crate::compare::fingerprint`]) normalises the lexer's
+//!   tokens.
 //!
 //! All of them take bytes, which need not be UTF-8, and never panic. The functions that
 //! read a whole Query's text stop at its first NUL byte (see [`query_text`]), so a Query
