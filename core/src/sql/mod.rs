@@ -81,3 +81,6 @@ pub fn query_text(text: &[u8]) -> &[u8] {
         .position(|&b| b == 0)
         .map_or(text, |end| &text[..end])
 }
+
+#[cfg(test)]
+mod proptests;
