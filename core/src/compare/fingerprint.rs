@@ -520,4 +520,48 @@ mod tests {
             assert_eq!(a.id, b.id);
         }
     }
+
+    mod properties {
+        //! The fingerprint over the lexer's property-test strategies.
+        use super::super::*;
+        use crate::sql::proptests::{join, literal, piece, text};
+        use crate::sql::Kind;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn fingerprints_are_bounded_and_stable(text in text()) {
+            let text = String::from_utf8_lossy(&text);
+            let a = fingerprint(&text);
+            prop_assert!(a.text.len() <= MAX_TEXT);
+            prop_assert_eq!(&a, &fingerprint(&text));
+        }
+
+        /// White space and comments between tokens, and the values of literals, do not change
+        /// a fingerprint.
+        #[test]
+        fn fingerprints_ignore_layout_and_values(
+            pieces in prop::collection::vec(piece(), 1..12),
+            values in prop::collection::vec(literal(), 12),
+        ) {
+            let code: Vec<_> = pieces
+                .into_iter()
+                .filter(|(_, kind)| !matches!(kind, Kind::LineComment | Kind::BlockComment))
+                .collect();
+            let plain = fingerprint(&join(&code, " "));
+            prop_assert_eq!(&plain, &fingerprint(&join(&code, " /* c /* d */ */ -- e\n\t")));
+            let other_values: Vec<_> = code
+                .iter()
+                .zip(&values)
+                .map(|((text, kind), value)| match kind {
+                    Kind::String | Kind::Number | Kind::Param => (value.clone(), *kind),
+                    _ => (text.clone(), *kind),
+                })
+                .collect();
+            prop_assert_eq!(plain.id, fingerprint(&join(&other_values, " ")).id);
+        }
+        }
+    }
 }

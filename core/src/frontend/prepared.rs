@@ -22,6 +22,7 @@ use crate::backend::statements::{global_name, ServerStatements, GLOBAL_NAME_LEN}
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
 use crate::protocol::tag::{client, server};
+use crate::sql;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
@@ -447,42 +448,28 @@ enum SqlStatement {
     Other,
 }
 
+/// A simple query's first statement, as far as SQL-level prepared statements go (names as
+/// the server keeps them: [`sql::Token::name`]).
 fn sql_statement(text: &[u8]) -> SqlStatement {
-    let text = text.strip_suffix(b"\0").unwrap_or(text);
-    let mut words = text
-        .split(|b| b.is_ascii_whitespace() || *b == b'(' || *b == b';')
-        .filter(|w| !w.is_empty());
-    let first = words.next().unwrap_or_default();
-    let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
-    let name = |w: Option<&[u8]>| w.map(|w| w.to_ascii_lowercase());
-    if is(first, "prepare") {
-        return match name(words.next()) {
-            Some(n) if !is(&n, "transaction") => SqlStatement::Prepare(n),
-            _ => SqlStatement::Other,
+    let mut tokens = sql::significant(sql::query_text(text));
+    let Some(first) = tokens.next() else {
+        return SqlStatement::Other;
+    };
+    let name = |t: Option<sql::Token>| t.and_then(|t| t.name()).map(|n| n.into_owned());
+    if first.is_keyword("prepare") {
+        return match tokens.next() {
+            Some(t) if t.is_keyword("transaction") => SqlStatement::Other,
+            t => name(t).map_or(SqlStatement::Other, SqlStatement::Prepare),
         };
     }
-    if is(first, "execute") {
-        return name(words.next()).map_or(SqlStatement::Other, SqlStatement::Execute);
+    if first.is_keyword("execute") {
+        return name(tokens.next()).map_or(SqlStatement::Other, SqlStatement::Execute);
     }
-    if is(first, "discard") {
-        let all = words.next().is_some_and(|w| is(w, "all"));
-        return if all {
-            SqlStatement::Deallocate(None)
-        } else {
-            SqlStatement::Other
-        };
+    match sql::deallocation(text) {
+        Some(sql::Deallocation::All) => SqlStatement::Deallocate(None),
+        Some(sql::Deallocation::One(name)) => SqlStatement::Deallocate(Some(name)),
+        None => SqlStatement::Other,
     }
-    if is(first, "deallocate") {
-        let mut target = words.next();
-        if target.is_some_and(|w| is(w, "prepare")) {
-            target = words.next();
-        }
-        return match target {
-            Some(w) if is(w, "all") => SqlStatement::Deallocate(None),
-            w => SqlStatement::Deallocate(name(w)),
-        };
-    }
-    SqlStatement::Other
 }
 
 #[cfg(test)]
@@ -763,5 +750,10 @@ mod tests {
         assert_eq!(sql_statement(b"DEALLOCATE ALL"), Deallocate(None));
         assert_eq!(sql_statement(b"discard all"), Deallocate(None));
         assert_eq!(sql_statement(b"select 1"), Other);
+        assert_eq!(
+            sql_statement(b"/* app */ EXECUTE \"Q1\"(2)"),
+            Execute(b"Q1".to_vec())
+        );
+        assert_eq!(sql_statement(b"-- prepare x as\nselect 1"), Other);
     }
 }

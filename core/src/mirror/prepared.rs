@@ -24,6 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
 use crate::protocol::tag::client;
+use crate::sql::{self, deallocation};
 
 /// Most statements, and bytes of their Parse messages, kept per client session. Past
 /// either, new definitions are not kept and their statements are not repaired.
@@ -467,114 +468,7 @@ fn close_statement(out: &mut BytesMut, name: &[u8]) {
 
 /// Whether SQL `text` starts with `PREPARE` (a statement prepared in SQL).
 fn prepares(text: &[u8]) -> bool {
-    let mut words = Words(super::tap::trim_leading(text));
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"prepare"))
-}
-
-/// What a simple query makes the server forget of its prepared statements.
-#[derive(Debug, PartialEq)]
-enum Deallocation {
-    All,
-    /// One statement, by its name as the server keeps it.
-    One(Vec<u8>),
-}
-
-impl Deallocation {
-    /// The statement forgotten, `None` for all of them.
-    fn name(&self) -> Option<&[u8]> {
-        match self {
-            Deallocation::All => None,
-            Deallocation::One(name) => Some(name),
-        }
-    }
-}
-
-/// `DISCARD ALL`, `DEALLOCATE [PREPARE] ALL` and `DEALLOCATE [PREPARE] name` (an unquoted
-/// name folded to lower case, as the server folds ASCII letters), after any leading
-/// comments. A query that starts with `DEALLOCATE` and is not understood forgets
-/// everything: a statement forgotten here is only no longer repaired on the mirror. Other
-/// queries forget nothing, multi-statement ones included; a definition the server lost
-/// that way is dropped when the client defines the name again (see
-/// [`Definitions::parsed`]).
-fn deallocation(body: &[u8]) -> Option<Deallocation> {
-    let mut words = Words(super::tap::trim_leading(
-        body.strip_suffix(b"\0").unwrap_or(body),
-    ));
-    let first = words.next()?;
-    if first.eq_ignore_ascii_case(b"discard") {
-        let all = words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"all"));
-        return all.then_some(Deallocation::All);
-    }
-    if !first.eq_ignore_ascii_case(b"deallocate") {
-        return None;
-    }
-    let mut target = words.next();
-    if target.is_some_and(|w| w.eq_ignore_ascii_case(b"prepare")) {
-        target = words.next().or(target);
-    }
-    let rest_is_empty = words
-        .rest()
-        .iter()
-        .all(|&b| b == b';' || b.is_ascii_whitespace());
-    match target {
-        Some(w) if rest_is_empty && w.eq_ignore_ascii_case(b"all") => Some(Deallocation::All),
-        Some(w) if rest_is_empty => identifier(w).map_or(Some(Deallocation::All), |name| {
-            Some(Deallocation::One(name))
-        }),
-        _ => Some(Deallocation::All),
-    }
-}
-
-/// The name a word of SQL stands for: `"Quoted"` as written (doubled quotes undone),
-/// unquoted folded to lower case. `None` for anything else, `""` included.
-fn identifier(word: &[u8]) -> Option<Vec<u8>> {
-    if let Some(inner) = word.strip_prefix(b"\"").and_then(|w| w.strip_suffix(b"\"")) {
-        let mut name = Vec::with_capacity(inner.len());
-        let mut bytes = inner.iter();
-        while let Some(&b) = bytes.next() {
-            if b == b'"' && bytes.next() != Some(&b'"') {
-                return None;
-            }
-            name.push(b);
-        }
-        // A zero-length quoted name is a syntax error to the server.
-        return (!name.is_empty()).then_some(name);
-    }
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80;
-    (!word.is_empty() && word.iter().all(plain)).then(|| word.to_ascii_lowercase())
-}
-
-/// The words of a query: runs of bytes between white space and `;`, a double-quoted run
-/// counting as one word.
-struct Words<'a>(&'a [u8]);
-
-impl<'a> Words<'a> {
-    fn rest(&self) -> &'a [u8] {
-        self.0
-    }
-}
-
-impl<'a> Iterator for Words<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let text = self.0.trim_ascii_start();
-        let mut end = 0;
-        let mut quoted = false;
-        while end < text.len() {
-            match text[end] {
-                b'"' => quoted = !quoted,
-                b';' if !quoted => break,
-                b if b.is_ascii_whitespace() && !quoted => break,
-                _ => {}
-            }
-            end += 1;
-        }
-        self.0 = &text[end..];
-        (end > 0).then(|| &text[..end])
-    }
+    sql::first_keyword(sql::query_text(text)).is_some_and(|w| w.eq_ignore_ascii_case(b"prepare"))
 }
 
 #[cfg(test)]
@@ -778,58 +672,6 @@ mod tests {
         on.prepare(&mut p, 4, &defs);
         assert_eq!(tags(&p), "CPBES");
         assert!(p[0].windows(8).any(|w| w == b"select 2"));
-    }
-
-    #[test]
-    fn deallocations_are_read_as_the_server_reads_them() {
-        use Deallocation::{All, One};
-        let one = |name: &[u8]| Some(One(name.to_vec()));
-        for (sql, expected) in [
-            (&b"DEALLOCATE s1\0"[..], one(b"s1")),
-            (b"  deallocate Prepare S1 ;", one(b"s1")),
-            (b"-- why\n/* app */ DEALLOCATE s1", one(b"s1")),
-            (b"DEALLOCATE \"S1\"", one(b"S1")),
-            (b"DEALLOCATE \"a\"\"b c\"", one(b"a\"b c")),
-            (b"DEALLOCATE prepare", one(b"prepare")),
-            (b"DEALLOCATE ALL", Some(All)),
-            (b"deallocate prepare all;", Some(All)),
-            (b"DISCARD ALL", Some(All)),
-            (b"DISCARD PLANS", None),
-            (b"SELECT 1", None),
-            (b"", None),
-            // Not understood: everything is forgotten (repairs stop; nothing runs wrong).
-            (b"DEALLOCATE s1; SELECT 1", Some(All)),
-            (b"DEALLOCATE \"s1", Some(All)),
-            (b"DEALLOCATE \"\"", Some(All)),
-            (b"DEALLOCATE", Some(All)),
-        ] {
-            assert_eq!(
-                deallocation(sql),
-                expected,
-                "{}",
-                String::from_utf8_lossy(sql)
-            );
-        }
-    }
-
-    /// Whatever a client sends as a simple query: no panic, and a name read is never empty.
-    #[test]
-    fn deallocation_takes_any_input() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let alphabet = b"deallocatepreparADISCRL \";\"\t\nsx1\0\xff";
-        for _ in 0..20_000 {
-            let mut sql = if rng.gen_bool(0.5) {
-                b"DEALLOCATE ".to_vec()
-            } else {
-                Vec::new()
-            };
-            let len = rng.gen_range(0..24);
-            sql.extend((0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]));
-            if let Some(Deallocation::One(name)) = deallocation(&sql) {
-                assert!(!name.is_empty(), "{sql:?}");
-            }
-        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::prepared::Definitions;
 use super::request::{Request, Slot};
 use super::{DropReason, Event, EventSink, MirrorTarget};
 use crate::protocol::tag::client;
+use crate::sql;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +136,7 @@ impl Tap {
                 self.readies += 1;
                 self.executes = true;
                 self.definitions.query(&chunk[start + 5..end]);
-                if is_copy_from_stdin(&chunk[start + 5..end]) {
+                if sql::copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
                     false
                 } else {
@@ -295,52 +296,5 @@ impl Drop for Tap {
     /// worker waiting for the primary's answers stops waiting.
     fn drop(&mut self) {
         self.ledger.close();
-    }
-}
-
-/// `COPY ... FROM STDIN` in a simple Query body (the client will follow with CopyData).
-fn is_copy_from_stdin(body: &[u8]) -> bool {
-    let text = trim_leading(body);
-    if text.len() < 4 || !text[..4].eq_ignore_ascii_case(b"copy") {
-        return false;
-    }
-    let upper: Vec<u8> = text.iter().take(4096).map(u8::to_ascii_uppercase).collect();
-    upper.windows(5).any(|w| w == b"STDIN") && upper.windows(4).any(|w| w == b"FROM")
-}
-
-/// `s` without the white space and comments it starts with.
-pub(super) fn trim_leading(mut s: &[u8]) -> &[u8] {
-    loop {
-        while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
-            s = rest;
-        }
-        if s.starts_with(b"--") {
-            s = s
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |i| &s[i..]);
-        } else if s.starts_with(b"/*") {
-            s = s
-                .windows(2)
-                .position(|w| w == b"*/")
-                .map_or(&[][..], |i| &s[i + 2..]);
-        } else {
-            return s;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_detection() {
-        assert!(is_copy_from_stdin(b"COPY t FROM STDIN\0"));
-        assert!(is_copy_from_stdin(
-            b"  -- x\n copy t (a) from stdin with csv\0"
-        ));
-        assert!(!is_copy_from_stdin(b"COPY t TO STDOUT\0"));
-        assert!(!is_copy_from_stdin(b"select 'copy from stdin'\0"));
     }
 }

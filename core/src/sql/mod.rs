@@ -83,4 +83,4 @@ pub fn query_text(text: &[u8]) -> &[u8] {
 }
 
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;

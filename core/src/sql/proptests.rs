@@ -1,4 +1,5 @@
-//! Property tests of the lexer and of what is built on it. Case counts are bounded so the
+//! Property tests of the lexer and of what is built on it (the fingerprint's are with it,
+//! on the strategies here). Case counts are bounded so the
 //! whole suite takes a few seconds in a debug build; CI runs it with the other unit tests
 //! (`cargo nextest run --workspace`). The `sql_lexer` fuzz target in `core/fuzz` checks the
 //! same invariants on arbitrary bytes for as long as it is left running.
@@ -6,13 +7,12 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::compare::fingerprint::{fingerprint, MAX_TEXT};
 
 /// Bytes that mean something to the lexer, so that random texts hit its rules often.
 const MEANINGFUL: &[u8] = b"'\"$-/*;(),.:=+<>eEuUbBxXnN&\\01_a \n\r\t\x0b\0\xc3\xa9\xff";
 
 /// Any bytes, half the time drawn from [`MEANINGFUL`].
-fn text() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn text() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..160),
         prop::collection::vec(prop::sample::select(MEANINGFUL), 0..160),
@@ -20,7 +20,7 @@ fn text() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// A word that is not one of the keywords that open a block in a routine body.
-fn word() -> impl Strategy<Value = String> {
+pub(crate) fn word() -> impl Strategy<Value = String> {
     "[a-zA-Z_\u{e9}][a-zA-Z0-9_$\u{e9}]{0,8}".prop_filter("block keyword", |w| {
         !matches!(
             w.to_ascii_lowercase().as_str(),
@@ -30,7 +30,7 @@ fn word() -> impl Strategy<Value = String> {
 }
 
 /// A well-formed literal: string constants of every form, numbers, parameters.
-fn literal() -> impl Strategy<Value = String> {
+pub(crate) fn literal() -> impl Strategy<Value = String> {
     prop_oneof![
         "'([^'\\x00]|''){0,8}'",
         "[eE]'([^'\\\\\\x00]|''|\\\\[^\\x00]){0,8}'",
@@ -46,7 +46,7 @@ fn literal() -> impl Strategy<Value = String> {
 }
 
 /// A well-formed token of any kind, with its kind; comments included.
-fn piece() -> impl Strategy<Value = (String, Kind)> {
+pub(crate) fn piece() -> impl Strategy<Value = (String, Kind)> {
     prop_oneof![
         3 => word().prop_map(|w| (w, Kind::Word)),
         3 => literal().prop_map(|l| {
@@ -70,14 +70,14 @@ fn piece() -> impl Strategy<Value = (String, Kind)> {
 
 /// A statement of well-formed tokens, one per line (a line comment ends at its line),
 /// starting with a word; no `;` or parentheses.
-fn statement() -> impl Strategy<Value = Vec<(String, Kind)>> {
+pub(crate) fn statement() -> impl Strategy<Value = Vec<(String, Kind)>> {
     (word(), prop::collection::vec(piece(), 0..8)).prop_map(|(first, mut rest)| {
         rest.insert(0, (first, Kind::Word));
         rest
     })
 }
 
-fn join(pieces: &[(String, Kind)], separator: &str) -> String {
+pub(crate) fn join(pieces: &[(String, Kind)], separator: &str) -> String {
     pieces
         .iter()
         .map(|(text, _)| text.as_str())
@@ -194,37 +194,5 @@ proptest! {
         prop_assume!(!written.eq_ignore_ascii_case("all") && !written.eq_ignore_ascii_case("prepare"));
         let sql = format!("DEALLOCATE {}{written};", if prepare { "PREPARE " } else { "" });
         prop_assert_eq!(deallocation(sql.as_bytes()), Some(Deallocation::One(kept.into_bytes())));
-    }
-
-    #[test]
-    fn fingerprints_are_bounded_and_stable(text in text()) {
-        let text = String::from_utf8_lossy(&text);
-        let a = fingerprint(&text);
-        prop_assert!(a.text.len() <= MAX_TEXT);
-        prop_assert_eq!(&a, &fingerprint(&text));
-    }
-
-    /// White space and comments between tokens, and the values of literals, do not change
-    /// a fingerprint.
-    #[test]
-    fn fingerprints_ignore_layout_and_values(
-        pieces in prop::collection::vec(piece(), 1..12),
-        values in prop::collection::vec(literal(), 12),
-    ) {
-        let code: Vec<_> = pieces
-            .into_iter()
-            .filter(|(_, kind)| !matches!(kind, Kind::LineComment | Kind::BlockComment))
-            .collect();
-        let plain = fingerprint(&join(&code, " "));
-        prop_assert_eq!(&plain, &fingerprint(&join(&code, " /* c /* d */ */ -- e\n\t")));
-        let other_values: Vec<_> = code
-            .iter()
-            .zip(&values)
-            .map(|((text, kind), value)| match kind {
-                Kind::String | Kind::Number | Kind::Param => (value.clone(), *kind),
-                _ => (text.clone(), *kind),
-            })
-            .collect();
-        prop_assert_eq!(plain.id, fingerprint(&join(&other_values, " ")).id);
     }
 }

@@ -20,6 +20,7 @@ use crate::frontend::prepared::{ClientStatements, Plan};
 use crate::protocol::frame::Frames;
 use crate::protocol::tag::client;
 use crate::protocol::TxStatus;
+use crate::sql;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -223,18 +224,15 @@ fn pool_error_code(e: &PoolError) -> &'static str {
 /// A statement that changes session state transaction pooling cannot carry: `SET`
 /// (other than `SET LOCAL` and `SET TRANSACTION`) or `LISTEN`.
 fn session_state(query: &[u8]) -> Option<&'static str> {
-    let mut words = query
-        .split(|b| b.is_ascii_whitespace() || *b == b';' || *b == 0)
-        .filter(|w| !w.is_empty());
-    let first = words.next()?;
-    if first.eq_ignore_ascii_case(b"listen") {
+    let mut tokens = sql::significant(sql::query_text(query));
+    let first = tokens.next()?;
+    if first.is_keyword("listen") {
         return Some("LISTEN");
     }
-    if first.eq_ignore_ascii_case(b"set") {
-        let next = words.next().unwrap_or_default();
-        let local = [b"local".as_slice(), b"transaction"]
-            .iter()
-            .any(|w| next.eq_ignore_ascii_case(w));
+    if first.is_keyword("set") {
+        let local = tokens
+            .next()
+            .is_some_and(|t| t.is_keyword("local") || t.is_keyword("transaction"));
         return (!local).then_some("SET");
     }
     None
@@ -289,6 +287,11 @@ mod tests {
             None
         );
         assert_eq!(session_state(b"select 1\0"), None);
+        assert_eq!(
+            session_state(b"/* x */ set timezone = 'UTC'\0"),
+            Some("SET")
+        );
+        assert_eq!(session_state(b"select 'set x'\0"), None);
     }
 
     #[test]

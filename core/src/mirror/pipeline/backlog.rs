@@ -314,7 +314,7 @@ mod tests {
         assert!(b.ready(f.status(), 64).is_empty(), "transaction open");
         f.answers.insert(2, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
-        assert!(b.len() == 0 && !b.open);
+        assert!(b.is_empty() && !b.open);
     }
 
     #[test]
