@@ -305,6 +305,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_malformed_frame_from_the_mirror_ends_the_run_as_a_protocol_error() {
+        let target = testing::target(128, Duration::from_secs(5), false);
+        let places = Places::new(target.clone());
+        let ledger = Arc::new(Ledger::new(false));
+        let mut pipeline = Pipeline::new(target, ledger.clone(), Arc::new(Definitions::default()));
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        let t = Instant::now() - Duration::from_secs(1);
+        ledger.request_sent(0, t);
+        ledger.answered(0, TxStatus::Idle, t, None);
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, "select 1");
+        tx.send(places.request_with(0, &msg)).unwrap();
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            let _ = theirs.read_buf(&mut buf).await;
+            // A CommandComplete whose length field is negative.
+            theirs
+                .write_all(&[b'C', 0xff, 0xff, 0xff, 0xf0])
+                .await
+                .unwrap();
+            theirs
+        });
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        let events = Collected::default();
+        let cx = Context {
+            ledger: &ledger,
+            events: &events,
+            cancel: || std::future::ready(()),
+        };
+        let end = run(&mut rd, &mut wr, &mut pipeline, &mut queue, cx).await;
+        let error = end.expect_err("a bad frame ends the run");
+        assert!(error.is_protocol_fault(), "{error}");
+        let _server = server.await.unwrap();
+        pipeline.connection_broken(&error, true);
+        pipeline.flush_events(&events);
+        let outcomes: Vec<Outcome> = events
+            .0
+            .into_inner()
+            .unwrap()
+            .iter()
+            .map(|e| e.outcome)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Error {
+                category: crate::mirror::ErrorCategory::Protocol,
+                sqlstate: None
+            }]
+        );
+    }
+
+    #[tokio::test]
     async fn a_request_past_its_timeout_is_cancelled_on_the_mirror() {
         let (events, _, end) = replay(
             &["select pg_sleep(10)", "select 1"],

@@ -27,6 +27,19 @@ pub enum MirrorError {
     Pool(#[from] PoolError),
 }
 
+impl MirrorError {
+    /// The mirror server broke the protocol (a malformed frame, a message that has no
+    /// place where it came): the request being answered counts as `protocol`, not as a
+    /// lost connection, and the requests are not tried again on a fresh connection (a
+    /// server that sent a bad frame is not a connection the pool kept too long).
+    pub fn is_protocol_fault(&self) -> bool {
+        matches!(
+            self,
+            MirrorError::Protocol(_) | MirrorError::UnexpectedReady | MirrorError::CopyBoth
+        )
+    }
+}
+
 impl From<std::io::Error> for MirrorError {
     fn from(e: std::io::Error) -> Self {
         MirrorError::Io(e)

@@ -1,7 +1,11 @@
 //! The primary's side of one mirrored session, as the mirror worker needs it: when each
 //! recent request was sent, how it was answered (latency, transaction status after it,
-//! and a digest of the answer when results are compared), and a way to wait for the
-//! answer that ends a transaction.
+//! its first SQLSTATE when it failed, and a digest of the answer when results are
+//! compared), and a way to wait for the answer that ends a transaction.
+//!
+//! The SQLSTATE is kept whether or not results are compared: an error the mirror shares
+//! with the primary is not the mirror's, and the error rate must mean the same with
+//! `mirror_compare` off.
 //!
 //! The client session writes it through a [`Recorder`] (one atomic store per field, no
 //! lock); the mirror worker reads it. Requests are numbered in the session's order and
@@ -56,6 +60,10 @@ pub struct Ledger {
     latency_ns: [AtomicU64; RING],
     /// Per request: the transaction status after it ([`TxStatus::as_byte`]).
     status_at: [AtomicU8; RING],
+    /// Per request: the primary's first SQLSTATE ([`pack`]ed; 0 when it succeeded).
+    error_at: [AtomicU64; RING],
+    /// The first SQLSTATE of the answer being received (0: none yet).
+    pending_error: AtomicU64,
     /// The sequence number each answer slot belongs to (-1 while it is rewritten).
     answer_seq: [AtomicI64; RING],
     /// Per request: the digest of the primary's answer, when results are compared.
@@ -80,6 +88,8 @@ impl Ledger {
             started_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             status_at: std::array::from_fn(|_| AtomicU8::new(TxStatus::Idle.as_byte())),
+            error_at: std::array::from_fn(|_| AtomicU64::new(0)),
+            pending_error: AtomicU64::new(0),
             answer_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             digests: compare.then(|| (0..RING).map(|_| DigestSlot::default()).collect()),
             closed: AtomicBool::new(false),
@@ -122,6 +132,8 @@ impl Ledger {
         let started = self.started_ns[slot].load(Ordering::Relaxed);
         self.latency_ns[slot].store(ns.saturating_sub(started), Ordering::Relaxed);
         self.status_at[slot].store(status.as_byte(), Ordering::Relaxed);
+        let error = self.pending_error.swap(0, Ordering::Relaxed);
+        self.error_at[slot].store(error, Ordering::Relaxed);
         self.answer_seq[slot].store(seq as i64, Ordering::Release);
         // SeqCst with `wait_idle`'s side: either this sees the worker's wish or the worker
         // sees this answer.
@@ -130,6 +142,17 @@ impl Ledger {
             || seq + 1 >= self.wake_done.load(Ordering::SeqCst);
         if wanted {
             self.progress.notify_waiters();
+        }
+    }
+
+    /// The primary sent an ErrorResponse with `sqlstate` in the answer being received:
+    /// the answer's first one is kept with it (see [`Ledger::primary_sqlstate`]).
+    #[inline]
+    pub fn failed(&self, sqlstate: Option<[u8; 5]>) {
+        // One writer (the client session): a load and a store are enough.
+        if self.pending_error.load(Ordering::Relaxed) == 0 {
+            let code = sqlstate.unwrap_or(*b"?????");
+            self.pending_error.store(pack(code), Ordering::Relaxed);
         }
     }
 
@@ -209,6 +232,14 @@ impl Ledger {
         ))
     }
 
+    /// The primary's first SQLSTATE in its answer to request `seq`, if it failed and the
+    /// answer is still recorded.
+    pub fn primary_sqlstate(&self, seq: u64) -> Option<[u8; 5]> {
+        let slot = self.recorded(seq)?;
+        let code = self.error_at[slot].load(Ordering::Relaxed);
+        (code != 0).then(|| unpack(code))
+    }
+
     /// The digest of the primary's answer to request `seq`, if still recorded.
     pub fn primary_digest(&self, seq: u64) -> Option<ResultDigest> {
         let digests = self.digests.as_ref()?;
@@ -225,6 +256,17 @@ impl Ledger {
         let slot = seq as usize % RING;
         (self.answer_seq[slot].load(Ordering::Acquire) == seq as i64).then_some(slot)
     }
+}
+
+/// A SQLSTATE in the low bytes of a `u64` (never 0: SQLSTATEs are five ASCII characters).
+fn pack(code: [u8; 5]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..5].copy_from_slice(&code);
+    u64::from_le_bytes(bytes)
+}
+
+fn unpack(code: u64) -> [u8; 5] {
+    code.to_le_bytes()[..5].try_into().expect("5 bytes")
 }
 
 /// The client session's handle on its mirror [`Ledger`]: it records, the worker reads.
@@ -246,6 +288,12 @@ impl Recorder {
     #[inline]
     pub fn request_sent(&self, seq: u64, now: Instant) {
         self.0.request_sent(seq, now)
+    }
+
+    /// See [`Ledger::failed`].
+    #[inline]
+    pub fn failed(&self, sqlstate: Option<[u8; 5]>) {
+        self.0.failed(sqlstate)
     }
 
     /// See [`Ledger::answered`].
@@ -338,6 +386,21 @@ pub(super) mod tests {
         answer_all(&l, 2..RING as u64 + 1, Idle, later);
         assert_eq!(l.answer(0), Answer::Unrecorded);
         assert!(Answer::Unrecorded.ends_transaction() && Answer::Unrecorded.may_leave_open());
+    }
+
+    #[test]
+    fn the_primarys_first_sqlstate_is_kept_without_comparison() {
+        let l = Ledger::new(false);
+        let t0 = Instant::now();
+        l.request_sent(0, t0);
+        l.failed(Some(*b"42P01"));
+        l.failed(Some(*b"25P02"));
+        l.answered(0, Idle, t0, None);
+        l.request_sent(1, t0);
+        l.answered(1, Idle, t0, None);
+        assert_eq!(l.primary_sqlstate(0), Some(*b"42P01"));
+        assert_eq!(l.primary_sqlstate(1), None, "the next answer starts clean");
+        assert_eq!(l.primary_sqlstate(2), None, "not answered");
     }
 
     #[test]

@@ -112,6 +112,14 @@ fn connection_error() -> Outcome {
     }
 }
 
+/// The outcome of the request the mirror server answered with a protocol fault.
+fn protocol_error() -> Outcome {
+    Outcome::Error {
+        category: ErrorCategory::Protocol,
+        sqlstate: None,
+    }
+}
+
 /// The outcome of a request cancelled after `mirror_timeout_ms`.
 fn timeout() -> Outcome {
     Outcome::Error {

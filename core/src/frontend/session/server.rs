@@ -6,7 +6,7 @@ use super::io::Buffers;
 use super::{End, Session};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::compare::Digest;
-use crate::protocol::backend::{parameter_status, ready_status};
+use crate::protocol::backend::{parameter_status, ready_status, sqlstate};
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::tag::server;
 use bytes::BytesMut;
@@ -63,7 +63,12 @@ impl Session {
                     }
                     continue;
                 }
-                server::ERROR_RESPONSE => errors += 1,
+                server::ERROR_RESPONSE => {
+                    errors += 1;
+                    if let Some(recorder) = &self.recorder {
+                        recorder.failed(sqlstate(msg));
+                    }
+                }
                 server::COPY_IN_RESPONSE => self.tracker.copy_in_started(),
                 server::PARAMETER_STATUS => {
                     if let Ok(param) = parameter_status(msg) {

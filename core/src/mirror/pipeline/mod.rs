@@ -246,9 +246,11 @@ impl Pipeline {
     }
 
     /// The connection broke with `why`. When `may_retry` (a pooled connection, on its
-    /// first use here) and nothing was answered or timed out, the client's requests come
-    /// back to be sent on a fresh connection; otherwise every unanswered request is
-    /// reported: as a timeout when it had timed out, else as a connection error.
+    /// first use here), nothing was answered or timed out and the server did not break
+    /// the protocol, the client's requests come back to be sent on a fresh connection;
+    /// otherwise every unanswered request is reported: as a timeout when it had timed
+    /// out, as `protocol` for the first one when the server broke the protocol (the
+    /// answer it was sending), else as a connection error.
     pub fn connection_broken(&mut self, why: &MirrorError, may_retry: bool) -> Broken {
         let mut conn = std::mem::take(&mut self.conn);
         let timed_out = conn.in_flight.iter().any(|f| f.timed_out);
@@ -260,16 +262,19 @@ impl Pipeline {
             .chain(conn.unsent.into_iter().map(|r| (false, r)))
             .chain(held.into_iter().map(|r| (false, r)))
             .filter(|(_, r)| r.is_client());
-        if may_retry && conn.answered == 0 && !timed_out {
+        let fault = why.is_protocol_fault();
+        if may_retry && !fault && conn.answered == 0 && !timed_out {
             return Broken::Retry(unanswered.map(|(_, r)| r).collect());
         }
         tracing::debug!(
             database = &*self.target.database,
             "mirror connection broke: {why}"
         );
-        for (timed_out, r) in unanswered {
+        for (i, (timed_out, r)) in unanswered.enumerate() {
             let outcome = if timed_out {
                 super::timeout()
+            } else if fault && i == 0 {
+                super::protocol_error()
             } else {
                 super::connection_error()
             };

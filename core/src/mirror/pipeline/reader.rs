@@ -18,7 +18,7 @@ use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome};
 use crate::plugins::QueryRef;
 use crate::protocol::backend::{ready_status, sqlstate};
 use crate::protocol::tag::server;
-use pgdog_plugin_api::Verdict;
+use pgdog_plugin_api::{Comparison, Verdict};
 use std::time::{Duration, Instant};
 
 /// SQLSTATE of a cancelled statement.
@@ -90,6 +90,14 @@ impl Pipeline {
         let Some(front) = self.conn.in_flight.front_mut() else {
             return Err(MirrorError::UnexpectedReady);
         };
+        if self.statements.is_none() && front.is_client() {
+            // Without comparison, the primary's SQLSTATE alone: enough to tell an error
+            // both sides share from the mirror's own.
+            let code = self.ledger.primary_sqlstate(front.answering_seq());
+            if let (Some(code), [0, 0, 0, 0, 0]) = (code, front.paired.primary_sqlstate) {
+                front.paired.primary_sqlstate = code;
+            }
+        }
         if self.statements.is_some() {
             let answer = self.conn.digest.take();
             // The proxy's own requests are not compared: their answer must not count
@@ -182,6 +190,20 @@ impl Pipeline {
             );
             if event.outcome == Outcome::Mirrored && event.comparison.verdict == Verdict::MISMATCH {
                 event.outcome = Outcome::Mismatch;
+            }
+        } else if let Outcome::Error {
+            category: ErrorCategory::Query,
+            sqlstate: Some(code),
+        } = outcome
+        {
+            // Comparison off: only errors are judged, as they are with it on (the same
+            // SQLSTATE on both sides is a shared error, not held against the mirror).
+            if !done.timed_out && code == done.paired.primary_sqlstate {
+                event.comparison = Comparison {
+                    verdict: Verdict::MATCH,
+                    primary_sqlstate: code,
+                    ..Comparison::not_compared()
+                };
             }
         }
         self.events.push(event);

@@ -11,6 +11,7 @@ use crate::mirror::ErrorCategory;
 use crate::protocol::frame::Frames;
 use crate::protocol::messages::{self, Severity};
 use bytes::BytesMut;
+use pgdog_plugin_api::Verdict;
 use std::collections::VecDeque;
 use TxStatus::{Idle, InTransaction};
 
@@ -313,6 +314,37 @@ fn answers_end_requests_in_order_with_their_outcome() {
 }
 
 #[test]
+fn without_comparison_an_error_the_primary_shared_is_still_told_apart() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    // The primary fails the first with 42P01; the second succeeds there.
+    for (seq, primary) in [(0, Some(*b"42P01")), (1, None)] {
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, "select * from nope");
+        f.ledger.request_sent(seq, t);
+        if primary.is_some() {
+            f.ledger.failed(primary);
+        }
+        f.ledger.answered(seq, Idle, t, None);
+        f.queue.requests.push_back(f.places.request_with(seq, &msg));
+    }
+    assert_eq!(queries(&f.step()).len(), 2);
+    f.mirror_answers(Some("42P01"), Idle);
+    f.mirror_answers(Some("42P01"), Idle);
+    let events = f.events();
+    let verdicts: Vec<Verdict> = events.iter().map(|e| e.comparison.verdict).collect();
+    assert_eq!(verdicts, [Verdict::MATCH, Verdict::NOT_COMPARED]);
+    assert_eq!(events[0].comparison.primary_sqlstate, *b"42P01");
+    assert!(events.iter().all(|e| matches!(
+        e.outcome,
+        Outcome::Error {
+            category: ErrorCategory::Query,
+            ..
+        }
+    )));
+}
+
+#[test]
 fn a_request_past_its_timeout_is_cancelled_and_counted_as_a_timeout() {
     let mut f = Fixture::new(128, false);
     let t = Instant::now() - Duration::from_secs(1);
@@ -382,6 +414,36 @@ fn a_pooled_connection_dead_before_any_answer_gives_its_requests_back() {
     ));
     let outcomes: Vec<Outcome> = f.events().into_iter().map(|e| e.outcome).collect();
     assert_eq!(outcomes, [crate::mirror::connection_error(); 2]);
+}
+
+#[test]
+fn a_protocol_fault_blames_the_answer_it_broke_and_is_not_retried() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    f.query(1, "select 2", Some(Idle), t);
+    assert_eq!(queries(&f.step()).len(), 2);
+    // A pooled connection, nothing answered yet: a dead connection would be retried, a
+    // server that sends a bad frame is not.
+    let fault = MirrorError::Protocol(crate::protocol::ProtocolError::BadLength(-1));
+    assert!(matches!(
+        f.pipeline.connection_broken(&fault, true),
+        Broken::Reported
+    ));
+    let outcomes: Vec<Outcome> = f.events().into_iter().map(|e| e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Error {
+                category: ErrorCategory::Protocol,
+                sqlstate: None
+            },
+            crate::mirror::connection_error()
+        ]
+    );
+    // A ReadyForQuery nobody asked for is a protocol fault too.
+    assert!(MirrorError::UnexpectedReady.is_protocol_fault());
+    assert!(!MirrorError::Closed.is_protocol_fault());
 }
 
 #[test]
