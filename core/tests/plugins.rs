@@ -72,6 +72,7 @@ fn spec(name: &str, path: &Path, config: &str) -> PluginSpec {
 
 fn options(readiness: Option<&str>) -> LoadOptions {
     LoadOptions {
+        plugin_dir: None,
         config_dir: None,
         binary_dir: Some(profile_dir()),
         readiness_plugin: readiness.map(String::from),
@@ -185,6 +186,42 @@ fn missing_file_is_refused() {
         msg.contains("\"ghost\"") && msg.contains("/nonexistent/libghost.so"),
         "{msg}"
     );
+}
+
+#[test]
+fn the_bundled_plugin_is_found_in_plugin_dir_or_lib_pgdog_and_else_says_where_it_looked() {
+    let stats = stats_lib();
+    let prefix = tempfile::tempdir().unwrap();
+    let bin = prefix.path().join("bin");
+    let lib = prefix.path().join("lib").join("pgdog");
+    std::fs::create_dir_all(&bin).unwrap();
+    let bare = LoadOptions {
+        binary_dir: Some(bin.clone()),
+        ..options(None)
+    };
+    // Nowhere: the error names each place and what to do.
+    let err = PluginHost::load(&[], &bare).unwrap_err();
+    assert!(matches!(err, PluginError::BundledNotFound { .. }), "{err}");
+    let message = err.to_string();
+    for place in [
+        bin.join("libpgdog_mirror_stats.so"),
+        lib.join("libpgdog_mirror_stats.so"),
+    ] {
+        assert!(message.contains(&place.display().to_string()), "{message}");
+    }
+    assert!(message.contains("plugin_dir"), "{message}");
+    // A package's layout: <prefix>/bin/pgdog and <prefix>/lib/pgdog/.
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(&stats, lib.join("libpgdog_mirror_stats.so")).unwrap();
+    let host = PluginHost::load(&[], &bare).unwrap();
+    assert_eq!(host.plugins()[0].path, lib.join("libpgdog_mirror_stats.so"));
+    // plugin_dir comes first.
+    let with_dir = LoadOptions {
+        plugin_dir: Some(stats.parent().unwrap().to_path_buf()),
+        ..bare
+    };
+    let host = PluginHost::load(&[], &with_dir).unwrap();
+    assert_eq!(host.plugins()[0].path, stats);
 }
 
 #[test]

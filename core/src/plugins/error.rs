@@ -12,6 +12,15 @@ pub enum PluginError {
         tried: String,
     },
 
+    #[error(
+        "the mirror statistics plugin {file} is not installed (looked in: {tried}); put it beside \
+         the pgdog binary or in ../lib/pgdog/ from the binary's directory (`cargo build --release \
+         -p pgdog-mirror-stats` builds it into target/release/), or set [general] plugin_dir \
+         to its directory",
+        file = super::BUNDLED_STATS_FILE
+    )]
+    BundledNotFound { tried: String },
+
     #[error("plugin \"{name}\": cannot load {path}: {cause}")]
     Open {
         name: String,

@@ -22,22 +22,28 @@ pub const BUNDLED_STATS_FILE: &str = "libpgdog_mirror_stats.so";
 /// Name the bundled stats plugin is registered under.
 pub const BUNDLED_STATS_NAME: &str = "mirror-stats";
 
-/// Where a relative plugin path is looked up: the config file's directory first, then
-/// the directory of the `pgdog` binary.
-pub(crate) fn resolve(
-    name: &str,
-    path: &Path,
-    config_dir: Option<&Path>,
-    binary_dir: Option<&Path>,
-) -> Result<PathBuf, PluginError> {
+/// The directories plugins given by file name are looked for in, in order: `plugin_dir`,
+/// the directory of the `pgdog` binary, and `../lib/pgdog/` from there (where a package
+/// puts them: `/usr/bin/pgdog` finds `/usr/lib/pgdog/`).
+pub(crate) fn search_dirs(plugin_dir: Option<&Path>, binary_dir: Option<&Path>) -> Vec<PathBuf> {
+    let lib = binary_dir
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("lib").join("pgdog"));
+    plugin_dir
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(binary_dir.map(Path::to_path_buf))
+        .chain(lib)
+        .collect()
+}
+
+/// Where plugin `name`'s `path` is: itself when absolute, else the first of `dirs` that
+/// has it. The error lists every place looked in.
+pub(crate) fn resolve(name: &str, path: &Path, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
     let candidates: Vec<PathBuf> = if path.is_absolute() {
         vec![path.to_path_buf()]
     } else {
-        config_dir
-            .into_iter()
-            .chain(binary_dir)
-            .map(|dir| dir.join(path))
-            .collect()
+        dirs.iter().map(|dir| dir.join(path)).collect()
     };
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
@@ -198,17 +204,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_paths_try_config_dir_then_binary_dir() {
+    fn relative_paths_try_each_directory_in_order() {
         let cfg = tempfile::tempdir().unwrap();
         let bin = tempfile::tempdir().unwrap();
+        let dirs = [cfg.path().to_path_buf(), bin.path().to_path_buf()];
         std::fs::write(bin.path().join("p.so"), b"x").unwrap();
-        let found = resolve("p", Path::new("p.so"), Some(cfg.path()), Some(bin.path())).unwrap();
+        let found = resolve("p", Path::new("p.so"), &dirs).unwrap();
         assert_eq!(found, bin.path().join("p.so"));
         std::fs::write(cfg.path().join("p.so"), b"x").unwrap();
-        let found = resolve("p", Path::new("p.so"), Some(cfg.path()), Some(bin.path())).unwrap();
+        let found = resolve("p", Path::new("p.so"), &dirs).unwrap();
         assert_eq!(found, cfg.path().join("p.so"));
 
-        let err = resolve("q", Path::new("q.so"), Some(cfg.path()), Some(bin.path()))
+        let err = resolve("q", Path::new("q.so"), &dirs)
             .unwrap_err()
             .to_string();
         assert!(err.contains("plugin \"q\""), "{err}");
@@ -219,6 +226,26 @@ mod tests {
         assert!(
             err.contains(&bin.path().join("q.so").display().to_string()),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_search_path_is_plugin_dir_then_beside_the_binary_then_lib_pgdog() {
+        let dirs = search_dirs(Some(Path::new("/opt/plugins")), Some(Path::new("/usr/bin")));
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/opt/plugins"),
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/pgdog")
+            ]
+        );
+        assert_eq!(
+            search_dirs(None, Some(Path::new("/usr/local/bin"))),
+            [
+                PathBuf::from("/usr/local/bin"),
+                PathBuf::from("/usr/local/lib/pgdog")
+            ]
         );
     }
 

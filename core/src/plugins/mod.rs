@@ -87,9 +87,15 @@ impl From<&crate::config::PluginConfig> for PluginSpec {
 }
 
 /// Where to look for plugins, and which one judges readiness.
+///
+/// A `[[plugins]]` path given relative is looked for in `plugin_dir`, the config file's
+/// directory, beside the binary, then in `../lib/pgdog/` from the binary's directory; the
+/// bundled stats plugin in the same places but the config file's directory.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Directory of `pgdog.toml`: relative plugin paths are tried here first.
+    /// `[general] plugin_dir`: looked in first.
+    pub plugin_dir: Option<PathBuf>,
+    /// Directory of `pgdog.toml`: relative plugin paths are tried here next.
     pub config_dir: Option<PathBuf>,
     /// Directory of the `pgdog` binary (relative paths second, and the bundled plugin).
     /// `None`: the directory of `std::env::current_exe()`.
@@ -168,11 +174,16 @@ impl PluginHost {
                 .ok()
                 .and_then(|exe| exe.parent().map(Path::to_path_buf))
         });
-        let config_dir = options.config_dir.as_deref();
+        let bundled_dirs = load::search_dirs(options.plugin_dir.as_deref(), binary_dir.as_deref());
+        let mut dirs = bundled_dirs.clone();
+        if let Some(config_dir) = &options.config_dir {
+            let at = usize::from(options.plugin_dir.is_some());
+            dirs.insert(at, config_dir.clone());
+        }
 
         let mut plugins = Vec::with_capacity(specs.len() + 1);
         for spec in specs {
-            let path = load::resolve(&spec.name, &spec.path, config_dir, binary_dir.as_deref())?;
+            let path = load::resolve(&spec.name, &spec.path, &dirs)?;
             let config = match &spec.config {
                 Some(table) => toml::to_string(table).map_err(|e| PluginError::Constructor {
                     name: spec.name.clone(),
@@ -201,9 +212,12 @@ impl PluginHost {
             let path = load::resolve(
                 BUNDLED_STATS_NAME,
                 Path::new(BUNDLED_STATS_FILE),
-                None,
-                binary_dir.as_deref(),
-            )?;
+                &bundled_dirs,
+            )
+            .map_err(|e| match e {
+                PluginError::NotFound { tried, .. } => PluginError::BundledNotFound { tried },
+                other => other,
+            })?;
             let config = options
                 .stats_window_secs
                 .map(|secs| format!("window_secs = {secs}\n"))
@@ -537,6 +551,7 @@ impl PluginHost {
     ) -> Result<Self, PluginError> {
         let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
         let options = LoadOptions {
+            plugin_dir: config.general.plugin_dir.clone(),
             readiness_plugin: config.general.readiness_plugin.clone(),
             stats_window_secs: Some(config.general.mirror_stats_window_secs),
             ..LoadOptions::new(config_dir)
