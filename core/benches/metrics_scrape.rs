@@ -72,6 +72,7 @@ fn main() {
         let proxy = Proxy::new(config, dir.join("pgdog.toml"), Arc::new(host)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let listener = pgdog::net::Listener::from_tcp("metrics", listener);
         tokio::spawn(pgdog::metrics::serve(proxy.clone(), listener));
         let mut traffic = Traffic {
             names: (0..pools).map(|i| Arc::from(format!("db{i:04}"))).collect(),

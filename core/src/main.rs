@@ -16,7 +16,12 @@ Options:
   -h, --help          print this help
   -V, --version       print the version
 
-Logging: set RUST_LOG (e.g. RUST_LOG=debug); default info.";
+Logging: to stderr, one line per event ([general] log_format = \"text\" or \"json\");
+set RUST_LOG (e.g. RUST_LOG=debug); default info.
+
+Signals: SIGHUP reloads the configuration (as RELOAD); SIGTERM drains (running
+transactions may finish, up to shutdown_timeout_ms); SIGINT closes every connection
+at once, cleanly.";
 
 struct Args {
     config: PathBuf,
@@ -61,13 +66,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
@@ -75,6 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    pgdog::logging::init(config.general.log_format);
     // Plugins load before anything listens: a broken plugin stops start-up with its reason.
     let plugins = match PluginHost::load_from_config(&config, &Config::dir_of(&args.config)) {
         Ok(plugins) => plugins,

@@ -37,7 +37,7 @@ pub use cluster::{connect_dsn, kv_dsn, password_for, pg_bin, PgCluster};
 pub use config::ConfigBuilder;
 pub use http::{http_get, HttpResponse};
 pub use net::{listens_on, port_open, Listen};
-pub use pgdog::Pgdog;
+pub use pgdog::{Launch, Pgdog};
 pub use ports::free_port;
 pub use sys::tail as file_tail;
 pub use tls::{connect_tls, ClientTls};

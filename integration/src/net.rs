@@ -30,13 +30,16 @@ impl Listen {
                     .ok_or_else(|| anyhow!("[general] {key} is not a port: {v}")),
             }
         };
-        let host = general
-            .and_then(|g| g.get("host"))
-            .and_then(|h| h.as_str())
-            .unwrap_or("127.0.0.1");
+        // One address or an array of them: clients use the first.
+        let host = match general.and_then(|g| g.get("host")) {
+            Some(toml::Value::Array(hosts)) => hosts.first().and_then(|h| h.as_str()),
+            Some(h) => h.as_str(),
+            None => None,
+        }
+        .unwrap_or("127.0.0.1");
         // A wildcard listen address is reached through loopback.
         let host = match host {
-            "0.0.0.0" | "" => "127.0.0.1",
+            "0.0.0.0" | "*" | "" => "127.0.0.1",
             "::" => "::1",
             h => h,
         };

@@ -28,9 +28,32 @@ fn start_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// How the process is started, beyond its config: extra environment variables (say
+/// `RUST_LOG`, or systemd's `NOTIFY_SOCKET`) and a lower open-files limit (`ulimit -n`).
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    pub env: Vec<(String, String)>,
+    pub max_open_files: Option<u64>,
+}
+
+impl Launch {
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the open-files limit (soft and hard) of the process.
+    pub fn max_open_files(mut self, n: u64) -> Launch {
+        self.max_open_files = Some(n);
+        self
+    }
+}
+
 /// A running `pgdog` process.
 pub struct Pgdog {
     child: Option<Child>,
+    launch: Launch,
     dir: Option<TempDir>,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -56,7 +79,16 @@ impl Pgdog {
 
     /// [`Pgdog::start`] with another binary (an older build, or a stand-in for testing the harness).
     pub async fn start_with_binary(binary: &Path, config_toml: &str) -> Result<Pgdog> {
-        let mut pgdog = Pgdog::spawn(binary, config_toml)?;
+        Pgdog::start_launched(binary, config_toml, Launch::default()).await
+    }
+
+    /// [`Pgdog::start`], with the environment and limits of `launch`.
+    pub async fn start_with(config_toml: &str, launch: Launch) -> Result<Pgdog> {
+        Pgdog::start_launched(&pgdog_binary()?, config_toml, launch).await
+    }
+
+    async fn start_launched(binary: &Path, config_toml: &str, launch: Launch) -> Result<Pgdog> {
+        let mut pgdog = Pgdog::spawn(binary, config_toml, launch)?;
         let deadline = Instant::now() + start_timeout();
         loop {
             match pgdog.poll_ready()? {
@@ -69,7 +101,7 @@ impl Pgdog {
 
     /// [`Pgdog::start`], blocking the calling thread (for plain `#[test]`s).
     pub fn start_blocking(config_toml: &str) -> Result<Pgdog> {
-        let mut pgdog = Pgdog::spawn(&pgdog_binary()?, config_toml)?;
+        let mut pgdog = Pgdog::spawn(&pgdog_binary()?, config_toml, Launch::default())?;
         let deadline = Instant::now() + start_timeout();
         loop {
             match pgdog.poll_ready()? {
@@ -104,7 +136,7 @@ impl Pgdog {
         run_to_exit(&pgdog_binary()?, config_toml, &["--check"])
     }
 
-    fn spawn(binary: &Path, config_toml: &str) -> Result<Pgdog> {
+    fn spawn(binary: &Path, config_toml: &str, launch: Launch) -> Result<Pgdog> {
         reaper::sweep_once();
         let listen = Listen::from_config(config_toml)?;
         let binary = binary.to_path_buf();
@@ -114,6 +146,7 @@ impl Pgdog {
         fs::write(&config_path, config_toml)?;
         let mut pgdog = Pgdog {
             child: None,
+            launch,
             dir: Some(dir),
             config_path,
             log_path,
@@ -131,13 +164,32 @@ impl Pgdog {
             .append(true)
             .open(&self.log_path)?;
         let dir = self.dir.as_ref().expect("dir lives as long as the handle");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(dir.path())
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        if let Some(n) = self.launch.max_open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("spawning {}", self.binary.display()))?;
         fs::write(dir.path().join(reaper::CHILD_FILE), child.id().to_string())?;
@@ -252,6 +304,15 @@ impl Pgdog {
             .next()?
             .parse()
             .ok()
+    }
+
+    /// Open file descriptors of the process (from /proc), while it runs.
+    pub fn fd_count(&self) -> Option<usize> {
+        Some(
+            fs::read_dir(format!("/proc/{}/fd", self.pid()?))
+                .ok()?
+                .count(),
+        )
     }
 
     /// A libpq key/value connection string to the proxy port.

@@ -2,6 +2,7 @@
 
 use super::{auth, commands, parse, AdminError, Console};
 use crate::frontend::handshake::{self, HandshakeError, Opened};
+use crate::net::Peer;
 use crate::protocol::frame::{body, read_message, Reader};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::tag::client;
@@ -9,24 +10,16 @@ use crate::protocol::{ProtocolError, TxStatus};
 use crate::proxy::Proxy;
 use crate::tls::Stream;
 use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Longest message accepted from a console client (admin statements are short).
 const MAX_MESSAGE: usize = 1024 * 1024;
 
-pub(super) async fn run(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    console: Arc<Console>,
-) {
-    let _ = tcp.set_nodelay(true);
+pub(super) async fn run(stream: Stream, peer: Peer, proxy: Arc<Proxy>, console: Arc<Console>) {
     let mut buf = BytesMut::with_capacity(4096);
-    let Some(mut stream) = login(tcp, &mut buf, peer, &proxy, &console).await else {
+    let Some(mut stream) = login(stream, &mut buf, peer, &proxy, &console).await else {
         return;
     };
     // After an extended-protocol error, messages are skipped up to Sync, as PostgreSQL does.
@@ -100,9 +93,9 @@ pub(super) async fn run(
 /// The console's login: the opening packets (TLS on request), then the password. `None`
 /// when the client left, or was refused (and told why when it could be).
 async fn login(
-    tcp: TcpStream,
+    stream: Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
     proxy: &Proxy,
     console: &Console,
 ) -> Option<Stream> {
@@ -112,7 +105,7 @@ async fn login(
     let limit = Duration::from_millis(general.client_login_timeout_ms);
     let opened = tokio::select! {
         _ = proxy.shutdown.cancelled() => return None,
-        opened = tokio::time::timeout(limit, handshake::open(tcp, buf, &runtime.client_tls)) => opened,
+        opened = tokio::time::timeout(limit, handshake::open(stream, buf, &runtime.client_tls)) => opened,
     };
     let (mut stream, params) = match opened {
         Ok(Ok(Opened::Startup { stream, params })) => (stream, params),
@@ -130,7 +123,7 @@ async fn login(
     };
     let end_point = match stream {
         Stream::Tls(_) => runtime.client_tls.end_point(),
-        Stream::Plain(_) => None,
+        Stream::Plain(_) | Stream::Unix(_) => None,
     };
     let login = auth::login(
         &mut stream,
@@ -165,7 +158,7 @@ async fn login(
 }
 
 /// Runs each statement of a simple Query; the first failure ends the query.
-async fn run_query(proxy: &Arc<Proxy>, sql: &str, peer: SocketAddr, out: &mut BytesMut) {
+async fn run_query(proxy: &Arc<Proxy>, sql: &str, peer: Peer, out: &mut BytesMut) {
     let statements = parse::statements(sql);
     if statements.is_empty() {
         messages::empty_query_response(out);

@@ -21,20 +21,22 @@ pub mod output;
 pub mod parse;
 
 pub use auth::{admission, Admission, DATABASES};
+/// `RELOAD`, for SIGHUP too.
+pub use commands::reload;
 pub use error::AdminError;
 pub use parse::{Command, ParseError};
 
 use crate::auth::scram::ScramSecret;
 use crate::config::General;
+use crate::net::{Accepted, Listener};
 use crate::proxy::Proxy;
 use auth::Credentials;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 /// Accepts console connections until shutdown.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
     let console = Arc::new(Console::default());
     let general = proxy.config().general.clone();
     if general.admin_password.is_none() {
@@ -46,11 +48,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
     // Derive the SCRAM secret now rather than on the first login.
     console.credentials(&general);
-    tracing::info!(
-        "admin console listening on {}:{}",
-        general.host,
-        general.admin_port
-    );
+    tracing::info!("admin console listening on {}", listener.addrs().join(", "));
 
     let tasks = TaskTracker::new();
     loop {
@@ -59,8 +57,15 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok(Accepted::Open(stream, peer)) => {
                 tasks.spawn(conn::run(stream, peer, proxy.clone(), console.clone()));
+            }
+            Ok(Accepted::Shed(stream, _)) => {
+                tokio::spawn(crate::frontend::listener::refuse(
+                    stream,
+                    "53300",
+                    "too many connections: pgdog is out of file descriptors",
+                ));
             }
             Err(e) => {
                 tracing::warn!("admin accept failed: {e}");

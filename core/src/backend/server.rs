@@ -16,7 +16,7 @@ use crate::tls::{Connector, Stream};
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -92,15 +92,27 @@ impl Server {
         credential: Option<&Credential>,
         tls: &Connector,
     ) -> Result<Server, BackendError> {
-        let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .map_err(|source| BackendError::Connect {
-                addr: format!("{}:{}", addr.host, addr.port),
-                source,
-            })?;
-        tcp.set_nodelay(true)?;
+        let stream = match unix_socket(&addr.host, addr.port) {
+            // libpq does not use TLS over a Unix socket, whatever `sslmode` says.
+            Some(path) => Stream::Unix(UnixStream::connect(&path).await.map_err(|source| {
+                BackendError::Connect {
+                    addr: path.display().to_string(),
+                    source,
+                }
+            })?),
+            None => {
+                let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+                    .await
+                    .map_err(|source| BackendError::Connect {
+                        addr: format!("{}:{}", addr.host, addr.port),
+                        source,
+                    })?;
+                tcp.set_nodelay(true)?;
+                negotiate_tls(tcp, tls).await?
+            }
+        };
         let mut server = Server {
-            stream: negotiate_tls(tcp, tls).await?,
+            stream,
             params: Vec::new(),
             key: BackendKey::default(),
             status: TxStatus::Idle,
@@ -252,7 +264,7 @@ impl Server {
         Ok(match self.stream {
             // We could bind, the server did not offer to.
             Stream::Tls(_) => Binding::Unrequested,
-            Stream::Plain(_) => Binding::None,
+            Stream::Plain(_) | Stream::Unix(_) => Binding::None,
         })
     }
 
@@ -364,7 +376,6 @@ impl Server {
     /// Whether an idle connection is still open: an idle server sends nothing, so anything
     /// readable (end of stream, or a FATAL before closing) means it is gone.
     pub fn is_alive(&self) -> bool {
-        use std::os::fd::AsRawFd;
         // Readable TLS records (a close_notify, say) count as much as plain bytes: an
         // idle server sends nothing either way.
         // A peek straight at the socket: tokio's `try_read` answers from its cached
@@ -374,7 +385,7 @@ impl Server {
         // belongs to `self.stream`, which outlives the call.
         let n = unsafe {
             libc::recv(
-                self.stream.tcp().as_raw_fd(),
+                self.stream.raw_fd(),
                 probe.as_mut_ptr().cast(),
                 probe.len(),
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -392,8 +403,14 @@ impl Server {
     /// TCP as libpq does (a cancel carries nothing secret, and servers take it before any
     /// `pg_hba.conf` rule applies).
     pub async fn cancel(host: &str, port: u16, key: BackendKey) -> std::io::Result<()> {
+        let packet = startup::encode_cancel(key);
+        if let Some(path) = unix_socket(host, port) {
+            let mut stream = UnixStream::connect(path).await?;
+            stream.write_all(&packet).await?;
+            return stream.shutdown().await;
+        }
         let mut stream = TcpStream::connect((host, port)).await?;
-        stream.write_all(&startup::encode_cancel(key)).await?;
+        stream.write_all(&packet).await?;
         stream.shutdown().await
     }
 
@@ -402,6 +419,13 @@ impl Server {
         messages::terminate(&mut out);
         let _ = self.stream.write_all(&out).await;
     }
+}
+
+/// A `host` starting with `/` is the directory of the server's Unix socket, as in libpq:
+/// the socket of `port` in it.
+fn unix_socket(host: &str, port: u16) -> Option<std::path::PathBuf> {
+    host.starts_with('/')
+        .then(|| crate::net::unix_socket_path(std::path::Path::new(host), port))
 }
 
 /// The SSLRequest of `tls`'s mode, and the handshake if the server accepts: plain TCP under

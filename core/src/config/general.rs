@@ -1,6 +1,7 @@
 //! `[general]`: listener addresses, client authentication, timeouts and the mirror
 //! defaults and readiness criteria.
 
+use super::hosts::Hosts;
 use super::tls::{ClientTlsMode, ServerTlsMode};
 use super::users::PoolMode;
 use serde::{Deserialize, Serialize};
@@ -31,12 +32,25 @@ impl AuthType {
     }
 }
 
+/// How log lines are written (to stderr), one line per event either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-01T10:00:00.000000Z  INFO pgdog::app: message key=value` (default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, and the
+    /// event's fields.
+    Json,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct General {
-    /// Address the proxy, admin and metrics listeners bind to. Default `127.0.0.1`.
+    /// Addresses the proxy, admin and metrics listeners bind to: one, or an array
+    /// (`["0.0.0.0", "::"]`). Default `127.0.0.1`.
     #[serde(default = "default_host")]
-    pub host: String,
+    pub host: Hosts,
     /// Proxy port. Default 6432.
     #[serde(default = "default_port")]
     pub port: u16,
@@ -46,9 +60,21 @@ pub struct General {
     /// Prometheus metrics port. Default 9090.
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
-    /// Address of the metrics listener. Default: `host`.
+    /// Addresses of the metrics listener. Default: `host`.
     #[serde(default)]
-    pub metrics_host: Option<String>,
+    pub metrics_host: Option<Hosts>,
+    /// Directory of the Unix sockets clients (and the admin console) can connect through:
+    /// `.s.PGSQL.<port>` and `.s.PGSQL.<admin_port>`, where libpq looks for them. Default:
+    /// none (TCP only).
+    #[serde(default)]
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Directory searched first for plugins given by file name (and the bundled stats
+    /// plugin). Default: none (beside the binary, then `../lib/pgdog/`).
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// `text` or `json`. Default `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Client authentication method. Default `scram-sha-256`.
     #[serde(default)]
     pub auth_type: AuthType,
@@ -199,8 +225,8 @@ impl Default for General {
 }
 
 impl General {
-    pub fn metrics_host(&self) -> &str {
-        self.metrics_host.as_deref().unwrap_or(&self.host)
+    pub fn metrics_host(&self) -> &Hosts {
+        self.metrics_host.as_ref().unwrap_or(&self.host)
     }
 
     /// The client TLS mode in effect: the configured one, else `prefer` when a
@@ -214,8 +240,8 @@ impl General {
     }
 }
 
-fn default_host() -> String {
-    "127.0.0.1".into()
+fn default_host() -> Hosts {
+    Hosts::one("127.0.0.1")
 }
 fn default_port() -> u16 {
     6432

@@ -6,6 +6,7 @@
 
 mod error;
 mod general;
+mod hosts;
 mod locate;
 mod plugin;
 mod pool;
@@ -14,7 +15,8 @@ mod users;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use general::{AuthType, General};
+pub use general::{AuthType, General, LogFormat};
+pub use hosts::Hosts;
 pub use plugin::PluginConfig;
 pub use pool::PoolConfig;
 pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
@@ -48,10 +50,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Makes the relative TLS file paths relative to `dir` (the config file's).
+    /// Makes the relative file and directory paths relative to `dir` (the config file's).
     fn resolve_paths(&mut self, dir: &Path) {
         let g = &mut self.general;
         let files = [
+            &mut g.unix_socket_dir,
+            &mut g.plugin_dir,
             &mut g.client_tls_cert_file,
             &mut g.client_tls_key_file,
             &mut g.client_tls_ca_file,

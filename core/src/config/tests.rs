@@ -15,7 +15,7 @@ fn empty_config_has_defaults() {
     assert_eq!(c.general.port, 6432);
     assert_eq!(c.general.admin_port, 6433);
     assert_eq!(c.general.metrics_port, 9090);
-    assert_eq!(c.general.host, "127.0.0.1");
+    assert_eq!(c.general.host, Hosts::one("127.0.0.1"));
     assert_eq!(c.general.auth_type, AuthType::ScramSha256);
     assert_eq!(c.general.mirror_queue, 128);
     assert!(c.pools.is_empty());

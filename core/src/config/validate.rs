@@ -100,6 +100,19 @@ fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
             problem(key, "expected a positive number, got 0".into());
         }
     }
+    for (key, hosts) in [
+        ("host", Some(&g.host)),
+        ("metrics_host", g.metrics_host.as_ref()),
+    ] {
+        if hosts
+            .is_some_and(|h| h.as_slice().is_empty() || h.as_slice().iter().any(String::is_empty))
+        {
+            problem(
+                key,
+                "expected an address or a non-empty array of addresses (\"*\" for all)".into(),
+            );
+        }
+    }
     if g.max_message_size < 1024 {
         problem(
             "max_message_size",

@@ -6,8 +6,8 @@
 //! [`Tracker`] (atomics), read only when the admin asks.
 
 use super::tracker::Tracker;
+use crate::net::Peer;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ClientInfo {
     /// Unique for the life of the process, in login order.
     pub id: u64,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub user: String,
     /// The pool the client was routed to.
     pub pool: String,
@@ -96,7 +96,7 @@ mod tests {
     fn info() -> ClientInfo {
         ClientInfo {
             id: 0,
-            peer: "127.0.0.1:5000".parse().unwrap(),
+            peer: Peer::Unix,
             user: "u".into(),
             pool: "p".into(),
             tls: None,

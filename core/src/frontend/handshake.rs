@@ -12,7 +12,6 @@ use crate::protocol::{BackendKey, ProtocolError};
 use crate::tls::{Acceptor, Stream};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// What the client opened the connection for.
 pub enum Opened {
@@ -50,16 +49,18 @@ impl HandshakeError {
     }
 }
 
-/// Reads the client's opening packets from `tcp`, upgrading to TLS on request when `tls`
-/// offers it. A refusal is written to the client (as a FATAL error, when the connection
+/// Reads the client's opening packets from `stream` (as accepted: plain TCP or a Unix
+/// socket), upgrading TCP to TLS on request when `tls` offers it. A Unix socket client is
+/// on this host: it is answered `N` and never required to use TLS, as PostgreSQL's `local`
+/// connections are not. A refusal is written to the client (as a FATAL error, when the connection
 /// can still carry one) before the error is returned; `buf` keeps whatever the client
 /// sent after its startup packet.
 pub async fn open(
-    tcp: TcpStream,
+    stream: Stream,
     buf: &mut BytesMut,
     tls: &Acceptor,
 ) -> Result<Opened, HandshakeError> {
-    let mut stream = Some(Stream::Plain(tcp));
+    let mut stream = Some(stream);
     match negotiate(&mut stream, buf, tls).await {
         Ok(Opening::Startup(params)) => Ok(Opened::Startup {
             stream: stream.expect("open after negotiating"),

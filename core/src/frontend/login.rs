@@ -12,21 +12,19 @@ use crate::backend::{Pool, PoolError, PooledServer, UserAuth};
 use crate::config::{AuthType, PoolMode};
 use crate::frontend::cancel::CancelTarget;
 use crate::frontend::clients::{ClientInfo, Registered};
+use crate::net::Peer;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{ProtocolError, TxStatus};
 use crate::runtime::Runtime;
 use crate::tls::Stream;
 use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 /// Runs a client connection from accept to close.
-pub async fn run(tcp: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
-    let _ = tcp.set_nodelay(true);
+pub async fn run(stream: Stream, peer: Peer, frontend: Arc<Frontend>) {
     let mut buf = BytesMut::with_capacity(8192);
     // One snapshot for the whole session: its pool, its mirror target, its certificate and
     // its settings come from the same generation of the configuration.
@@ -35,7 +33,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
     let deadline = Instant::now() + limit;
     let (mut stream, params) = match timeout_at(
         deadline,
-        handshake::open(tcp, &mut buf, &runtime.client_tls),
+        handshake::open(stream, &mut buf, &runtime.client_tls),
     )
     .await
     {
@@ -80,7 +78,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
 struct Login<'a> {
     frontend: &'a Arc<Frontend>,
     runtime: &'a Arc<Runtime>,
-    peer: SocketAddr,
+    peer: Peer,
 }
 
 impl Login<'_> {
@@ -123,7 +121,7 @@ impl Login<'_> {
         let pool = users::user_pool(&db, user, &runtime.config).await?;
         let binding = match stream {
             Stream::Tls(_) => runtime.client_tls.end_point(),
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) => None,
         };
         authenticate(
             stream,

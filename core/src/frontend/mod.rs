@@ -34,6 +34,9 @@ pub struct Frontend {
     pub clients: Arc<ClientRegistry>,
     /// Cancelled on SIGTERM/SIGINT or `SHUTDOWN`: the listener stops, idle clients close.
     pub shutdown: CancellationToken,
+    /// Cancelled on SIGINT, or when the drain after SIGTERM runs out of time: every
+    /// session closes now, busy or not (after `shutdown`).
+    pub halt: CancellationToken,
     /// Every client session, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Caps client connections at `max_client_conn`.

@@ -23,12 +23,12 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::pipeline::{Metrics, Options, CONTENT_TYPE as EXPOSITION};
 use super::read::{self, ProxyView};
+use crate::net::{Accepted, Listener};
 use crate::plugins::criteria_of;
 use crate::proxy::Proxy;
 
@@ -53,7 +53,7 @@ type Body = Full<Bytes>;
 /// Builds the proxy's metrics pipeline (the plugin families are discovered from one
 /// round of the plugins' metric points), starts the OTLP push when `otlp_endpoint` is
 /// set, and serves `/metrics` and `/readiness` on `listener` until the proxy shuts down.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
     let view = read::view(&proxy);
     let push = super::otlp::Settings::of(&view.config.general);
     let options = Options {
@@ -87,7 +87,9 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(Accepted::Open(stream, peer)) => (stream, peer),
+                // Out of file descriptors: closed at once (the scraper retries).
+                Ok(Accepted::Shed(..)) => continue,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("metrics: accept failed: {e}");

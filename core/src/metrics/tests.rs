@@ -318,6 +318,7 @@ async fn a_scrape_right_after_traffic_sees_it() {
     let proxy = crate::proxy::Proxy::new(config, path, Arc::new(host)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let listener = crate::net::Listener::from_tcp("metrics", listener);
     tokio::spawn(serve(proxy.clone(), listener));
     let app: Arc<str> = Arc::from("app");
 

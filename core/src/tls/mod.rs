@@ -166,6 +166,10 @@ impl Connector {
         host: &str,
         settings: &ServerTlsSettings,
     ) -> Result<Connector, TlsError> {
+        if host.starts_with('/') {
+            // A Unix socket directory: libpq never uses TLS there, whatever the mode.
+            return Ok(Connector::disabled());
+        }
         let name = match ServerName::try_from(host.to_string()) {
             Ok(name) => name,
             Err(_) if settings.mode != ServerTlsMode::VerifyFull => {

@@ -8,6 +8,8 @@ mod pools;
 mod reload;
 mod show;
 
+pub use reload::reload;
+
 use super::output::Output;
 use super::{AdminError, Command};
 use crate::backend::Pool;

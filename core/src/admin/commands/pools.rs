@@ -74,14 +74,17 @@ pub fn clients(proxy: &Proxy) -> Output {
             "tls",
         ],
     );
+    // A Unix socket client has no port of its own: the port of the socket it came
+    // through, as PgBouncer shows.
+    let port = proxy.config().general.port;
     for c in proxy.clients.list() {
         let age = c.connected_at.elapsed().unwrap_or_default().as_secs_f64();
         out.row(vec![
             text(c.id),
             text(&c.user),
             text(&c.pool),
-            text(c.peer.ip()),
-            text(c.peer.port()),
+            text(c.peer.addr_text()),
+            text(c.peer.port().unwrap_or(port)),
             text(c.activity()),
             text(c.tracker.requests()),
             Some(format!("{age:.1}")),

@@ -6,8 +6,9 @@
 //! running sessions) and queue length (new sessions); mirror targets added, changed or
 //! removed (new sessions); readiness criteria; client `auth_type`, the admin credentials,
 //! `max_message_size` (new logins). Needs a restart: listen addresses and ports,
-//! `max_client_conn`, `[[plugins]]`, `readiness_plugin`, `mirror_metrics_enabled`,
-//! `mirror_stats_window_secs` (reported as such). A plugin disabled by a panic is
+//! `unix_socket_dir`, `plugin_dir`, `log_format`, `max_client_conn`, `[[plugins]]`,
+//! `readiness_plugin`, `mirror_metrics_enabled`, `mirror_stats_window_secs` (reported as
+//! such). SIGHUP runs the same reload. A plugin disabled by a panic is
 //! re-created, with fresh state, from its library and config.
 
 use super::show::flat_config;
@@ -25,6 +26,9 @@ const RESTART_KEYS: &[&str] = &[
     "admin_port",
     "metrics_port",
     "metrics_host",
+    "unix_socket_dir",
+    "plugin_dir",
+    "log_format",
     "max_client_conn",
     "readiness_plugin",
     "mirror_metrics_enabled",
@@ -34,6 +38,7 @@ const RESTART_KEYS: &[&str] = &[
     "otlp_interval_ms",
 ];
 
+/// Re-reads and applies the configuration file; the rows say what changed (also logged).
 pub fn reload(proxy: &Proxy) -> Result<Output, AdminError> {
     let new = Config::load(&proxy.config_path).map_err(|e| AdminError::Reload(e.to_string()))?;
     let old = proxy.config();

@@ -51,7 +51,8 @@ pub enum Event {
     Server,
     /// A pending write finished.
     Written,
-    /// The stop signal (shutdown, or the admin's `KILL`).
+    /// The stop signal (shutdown, the admin's `KILL`, or, while draining, the order to
+    /// stop at once).
     Stop,
     ClientGone,
     ServerGone(String),
@@ -65,7 +66,6 @@ pub async fn wait(
     mut server: Option<&mut Stream>,
     bufs: &mut Buffers,
     mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
-    draining: bool,
 ) -> Event {
     std::future::poll_fn(|cx| {
         if let Some(server) = server.as_deref_mut() {
@@ -98,7 +98,7 @@ pub async fn wait(
                 Poll::Pending => {}
             }
         }
-        if !draining && stopped.as_mut().poll(cx).is_ready() {
+        if stopped.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Stop);
         }
         Poll::Pending

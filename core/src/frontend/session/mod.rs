@@ -149,8 +149,11 @@ impl Session {
     async fn forward(&mut self, client: &mut Stream, client_buf: BytesMut) -> End {
         let mut bufs = Buffers::new(client_buf);
         let stop = self.stop.clone();
+        // While draining, the session watches for the order to stop at once instead.
+        let halt = self.frontend.halt.clone();
         let stopped = stop.cancelled();
-        tokio::pin!(stopped);
+        let halted = halt.cancelled();
+        tokio::pin!(stopped, halted);
         let mut draining = false;
         loop {
             // Whole client messages already buffered go on first (the client may have
@@ -161,7 +164,11 @@ impl Session {
                 }
             }
             let server = self.server.as_mut().map(|s| &mut s.server().stream);
-            let event = io::wait(client, server, &mut bufs, stopped.as_mut(), draining).await;
+            let signal = match draining {
+                false => stopped.as_mut(),
+                true => halted.as_mut(),
+            };
+            let event = io::wait(client, server, &mut bufs, signal).await;
             match event {
                 Event::Client => {}
                 Event::Server => {
@@ -172,7 +179,7 @@ impl Session {
                 }
                 Event::Written => self.after_answers(&bufs).await,
                 Event::Stop => {
-                    if self.tracker.idle() && self.server_free(&bufs) {
+                    if draining || (self.tracker.idle() && self.server_free(&bufs)) {
                         return End::Shutdown;
                     }
                     draining = true;
