@@ -12,6 +12,7 @@ pub mod backend;
 pub mod compare;
 pub mod config;
 pub mod frontend;
+pub mod invariants;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;

@@ -51,6 +51,10 @@ pub fn parse(packet: &[u8]) -> Result<Startup, ProtocolError> {
         CANCEL_REQUEST => {
             let pid = r.i32()?;
             let secret = r.i32()?;
+            if !r.is_empty() {
+                // PostgreSQL 15 refuses a cancel request of any other length too.
+                return Err(ProtocolError::malformed("cancel request", "trailing bytes"));
+            }
             Ok(Startup::Cancel(BackendKey { pid, secret }))
         }
         SSL_REQUEST | GSSENC_REQUEST => Err(ProtocolError::malformed("startup", "trailing bytes")),
