@@ -327,6 +327,22 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Stop the server at once (`pg_ctl -m immediate`: no shutdown checkpoint, clients
+    /// cut off, as a crash would), keeping the data dir and port for
+    /// [`PgCluster::start_again`].
+    pub fn stop_immediate(&self) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        sys::run(
+            sys::server_command(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "-t", "60", "stop"]),
+        )
+        .map(|_| ())
+    }
+
     /// Start the server again on the same data dir and port (no-op when it is running).
     pub fn start_again(&self) -> Result<()> {
         if self.is_running() {

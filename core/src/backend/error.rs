@@ -32,6 +32,18 @@ pub enum BackendError {
     Protocol(#[from] ProtocolError),
 }
 
+impl BackendError {
+    /// The connection could not be opened because pgdog itself is out of file descriptors
+    /// (`EMFILE`/`ENFILE`): pgdog's limit, not the server's fault.
+    pub fn out_of_descriptors(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Connect { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+        )
+    }
+}
+
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
         BackendError::Protocol(ProtocolError::Io(e))

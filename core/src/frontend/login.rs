@@ -227,6 +227,12 @@ fn pool_error(e: PoolError) -> ClientError {
     match e {
         PoolError::Exhausted { .. } => ClientError::Exhausted(e.to_string()),
         PoolError::Disabled(_) => ClientError::PoolDisabled(e.to_string()),
+        // The proxy's own limit, as a full pool is: come back later.
+        PoolError::Backend { ref source, .. } if source.out_of_descriptors() => {
+            ClientError::Exhausted(format!(
+                "too many connections: pgdog is out of file descriptors ({e})"
+            ))
+        }
         PoolError::Backend { .. } => ClientError::ServerUnavailable(e.to_string()),
     }
 }

@@ -16,7 +16,9 @@
 //!   so once when the episode starts and once when it ends;
 //! - a pooled connection that turns out dead before answering anything (the mirror
 //!   restarted, say) is replaced once, and its requests sent again, before anything
-//!   counts as failed.
+//!   counts as failed;
+//! - a connection that closes while the mirror is idle between requests (its backend
+//!   terminated, say) costs nothing: no episode, and the next request takes a fresh one.
 
 use super::driver::{self, Context, Queue, Stop};
 use super::episode::Episode;
@@ -56,6 +58,8 @@ enum Replayed {
     Released,
     /// The connection failed for good; everything unanswered was reported.
     Failed,
+    /// The connection closed between requests, with nothing lost (see [`Broken::Quiet`]).
+    Closed,
 }
 
 impl Worker {
@@ -111,7 +115,7 @@ impl Worker {
             let conn = self.conn.take().expect("connected");
             match self.replay(conn, request, &mut queue).await {
                 Replayed::SessionEnded => return,
-                Replayed::Released | Replayed::Failed => {}
+                Replayed::Released | Replayed::Failed | Replayed::Closed => {}
             }
         }
         if let Some(conn) = self.conn.take() {
@@ -149,9 +153,14 @@ impl Worker {
             drop(conn);
             let broken = self.pipeline.connection_broken(&error, may_retry);
             self.pipeline.flush_events(&self.events);
-            let Broken::Retry(requests) = broken else {
-                self.failed(&error);
-                return Replayed::Failed;
+            let requests = match broken {
+                Broken::Retry(requests) => requests,
+                Broken::Reported => {
+                    self.failed(&error);
+                    return Replayed::Failed;
+                }
+                // Nothing lost: no episode, no backoff; the next request connects.
+                Broken::Quiet => return Replayed::Closed,
             };
             // A pooled connection the mirror had closed: once, on a fresh one.
             tracing::debug!(

@@ -133,6 +133,11 @@ pub enum Broken {
     Retry(Vec<Request>),
     /// Everything unanswered was reported.
     Reported,
+    /// It closed while the mirror was idle, outside a transaction, with nothing of the
+    /// client's on it (a backend terminated, or a server restarted, between requests):
+    /// nothing was lost and nothing is reported; the next request takes a fresh
+    /// connection, as the primary's next client would.
+    Quiet,
 }
 
 impl Pipeline {
@@ -245,7 +250,9 @@ impl Pipeline {
         }
     }
 
-    /// The connection broke with `why`. When `may_retry` (a pooled connection, on its
+    /// The connection broke with `why`. When nothing of the client's was on it and the
+    /// mirror was outside a transaction, that is no failure ([`Broken::Quiet`]). When
+    /// `may_retry` (a pooled connection, on its
     /// first use here), nothing was answered or timed out and the server did not break
     /// the protocol, the client's requests come back to be sent on a fresh connection;
     /// otherwise every unanswered request is reported: as a timeout when it had timed
@@ -263,6 +270,14 @@ impl Pipeline {
             .chain(held.into_iter().map(|r| (false, r)))
             .filter(|(_, r)| r.is_client());
         let fault = why.is_protocol_fault();
+        let mut unanswered = unanswered.peekable();
+        if unanswered.peek().is_none() && conn.mirror_status == TxStatus::Idle {
+            tracing::debug!(
+                database = &*self.target.database,
+                "mirror connection closed between requests: {why}"
+            );
+            return Broken::Quiet;
+        }
         if may_retry && !fault && conn.answered == 0 && !timed_out {
             return Broken::Retry(unanswered.map(|(_, r)| r).collect());
         }

@@ -417,6 +417,37 @@ fn a_pooled_connection_dead_before_any_answer_gives_its_requests_back() {
 }
 
 #[test]
+fn a_connection_closed_between_requests_costs_nothing_and_inside_a_transaction_it_does() {
+    let mut f = Fixture::new(128, false);
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    assert_eq!(queries(&f.step()).len(), 1);
+    f.mirror_answers(None, Idle);
+    assert_eq!(f.events().len(), 1);
+    // The backend is terminated while the mirror is idle: nothing to report, no failure.
+    assert!(matches!(
+        f.pipeline.connection_broken(&MirrorError::Closed, false),
+        Broken::Quiet
+    ));
+    assert!(f.events().is_empty());
+
+    // With a transaction of the client's held for it, the transaction is lost: a failure.
+    f.pipeline.new_connection();
+    f.query(1, "begin", Some(InTransaction), t);
+    f.query(2, "select 2", Some(InTransaction), t);
+    assert!(
+        queries(&f.step()).is_empty(),
+        "held until the primary ends it"
+    );
+    assert!(matches!(
+        f.pipeline.connection_broken(&MirrorError::Closed, false),
+        Broken::Reported
+    ));
+    let outcomes: Vec<Outcome> = f.events().into_iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [crate::mirror::connection_error(); 2]);
+}
+
+#[test]
 fn a_protocol_fault_blames_the_answer_it_broke_and_is_not_retried() {
     let mut f = Fixture::new(128, false);
     let t = Instant::now() - Duration::from_secs(1);
