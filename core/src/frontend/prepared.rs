@@ -18,13 +18,16 @@
 //! sends back. Stretches of traffic that nothing was changed in are a single plan entry
 //! and pass through untouched.
 
-use crate::backend::statements::{global_name, ServerStatements, GLOBAL_NAME_LEN};
+use crate::backend::statements::{
+    global_name, ServerStatements, StatementRegistry, GLOBAL_NAME_LEN,
+};
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
 use crate::protocol::tag::{client, server};
 use crate::sql;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// One client's named statements.
@@ -34,6 +37,8 @@ pub struct ClientStatements {
     named: HashMap<Box<[u8]>, Prepared>,
     /// SQL-level `PREPARE`d statements by name: the `PREPARE` query and its hash.
     sql: HashMap<Box<[u8]>, (u64, Bytes)>,
+    /// Where the proxy's statements are counted (`SHOW PREPARED_STATEMENTS`).
+    registry: Option<Arc<StatementRegistry>>,
 }
 
 /// A client's statement as the server knows it.
@@ -44,7 +49,50 @@ struct Prepared {
     parse: Bytes,
 }
 
+impl Drop for ClientStatements {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 impl ClientStatements {
+    /// A client's statements, counted in `registry`.
+    pub fn new(registry: Arc<StatementRegistry>) -> ClientStatements {
+        ClientStatements {
+            named: HashMap::new(),
+            sql: HashMap::new(),
+            registry: Some(registry),
+        }
+    }
+
+    fn insert(&mut self, name: &[u8], prepared: Prepared, definition: &[u8]) {
+        if let Some(r) = &self.registry {
+            r.add(&prepared.global, definition);
+        }
+        if let Some(old) = self.named.insert(name.into(), prepared) {
+            self.unregister(&old);
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if let Some(old) = self.named.remove(name) {
+            self.unregister(&old);
+        }
+    }
+
+    fn clear(&mut self) {
+        for (_, old) in std::mem::take(&mut self.named) {
+            self.unregister(&old);
+        }
+        self.sql.clear();
+    }
+
+    fn unregister(&self, old: &Prepared) {
+        if let Some(r) = &self.registry {
+            r.remove(&old.global);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.named.len()
     }
@@ -278,7 +326,7 @@ impl Rewriter<'_> {
             client::DESCRIBE | client::CLOSE if body.first() == Some(&client::STATEMENT) => {
                 match cstr(&body[1..]) {
                     Some((name, _)) if !name.is_empty() && tag == client::CLOSE => {
-                        self.client.named.remove(name);
+                        self.client.remove(name);
                         self.plan.push(Entry::Synthetic(server::CLOSE_COMPLETE));
                     }
                     Some((name, _)) if !name.is_empty() => match self.ensure(name, out) {
@@ -333,7 +381,7 @@ impl Rewriter<'_> {
             global,
             parse: parse.freeze(),
         };
-        self.client.named.insert(name.into(), prepared.clone());
+        self.client.insert(name, prepared.clone(), definition);
         if self.server.touch(&global) {
             self.plan.push(Entry::Synthetic(server::PARSE_COMPLETE));
         } else {
@@ -358,6 +406,9 @@ impl Rewriter<'_> {
     /// Writes `prepared`'s Parse, closing the least recently used statement first when the
     /// server's cache is full. (The caller records the Parse's answer.)
     fn prepare(&mut self, prepared: &Prepared, out: &mut BytesMut) {
+        if let Some(r) = &self.client.registry {
+            r.prepared(&prepared.global);
+        }
         if let Some(evicted) = self.server.insert(prepared.global, self.limit) {
             messages::put(out, client::CLOSE, |b| {
                 b.put_u8(client::STATEMENT);
@@ -408,8 +459,7 @@ impl Rewriter<'_> {
             }
             SqlStatement::Deallocate(None) => {
                 // DEALLOCATE ALL and DISCARD ALL: protocol-level statements too.
-                self.client.sql.clear();
-                self.client.named.clear();
+                self.client.clear();
                 self.server.clear();
             }
             SqlStatement::Other => {}

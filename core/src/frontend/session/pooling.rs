@@ -57,10 +57,14 @@ pub struct Pooled {
 impl Pooled {
     /// `params`: the client's startup parameters to apply (already without `user`,
     /// `database` and the like, `options` unpacked).
-    pub fn new(params: &[(String, String)], general: &General) -> Pooled {
+    pub fn new(
+        params: &[(String, String)],
+        general: &General,
+        statements: ClientStatements,
+    ) -> Pooled {
         Pooled {
             params: params.to_vec(),
-            statements: ClientStatements::default(),
+            statements,
             plan: Plan::default(),
             mid_batch: false,
             limit: general.max_prepared_statements,
@@ -297,7 +301,11 @@ mod tests {
     #[test]
     fn the_client_keeps_the_parameters_it_changed() {
         let general = General::default();
-        let mut p = Pooled::new(&[("application_name".into(), "app".into())], &general);
+        let mut p = Pooled::new(
+            &[("application_name".into(), "app".into())],
+            &general,
+            ClientStatements::default(),
+        );
         p.reported(&("TimeZone".into(), "UTC".into()));
         p.reported(&("application_name".into(), "other".into()));
         p.reported(&("server_version".into(), "15".into()));
