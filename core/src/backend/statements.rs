@@ -132,6 +132,8 @@ pub struct Registered {
     pub clients: usize,
     /// Times the proxy prepared it on a server connection.
     pub prepares: u64,
+    /// The last time a server was asked, it accepted the statement (ParseComplete).
+    pub accepted: bool,
 }
 
 impl Registered {
@@ -150,6 +152,7 @@ impl StatementRegistry {
                 text: String::from_utf8_lossy(text).into_owned(),
                 clients: 0,
                 prepares: 0,
+                accepted: false,
             }
         });
         entry.clients += 1;
@@ -172,6 +175,22 @@ impl StatementRegistry {
         if let Some(entry) = self.inner.lock().unwrap().get_mut(global) {
             entry.prepares += 1;
         }
+    }
+
+    /// A server answered a Parse of `global`: accepted (ParseComplete) or refused.
+    pub fn accepted(&self, global: &[u8; GLOBAL_NAME_LEN], accepted: bool) {
+        if let Some(entry) = self.inner.lock().unwrap().get_mut(global) {
+            entry.accepted = accepted;
+        }
+    }
+
+    /// Whether a server accepted `global` the last time it was prepared.
+    pub fn is_accepted(&self, global: &[u8; GLOBAL_NAME_LEN]) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .get(global)
+            .is_some_and(|e| e.accepted)
     }
 
     /// Every statement by its global name, in name order.

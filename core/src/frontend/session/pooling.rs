@@ -64,8 +64,8 @@ impl Pooled {
     ) -> Pooled {
         Pooled {
             params: params.to_vec(),
+            plan: Plan::new(statements.registry()),
             statements,
-            plan: Plan::default(),
             mid_batch: false,
             limit: general.max_prepared_statements,
             reset_query: general.server_reset_query.clone(),
@@ -208,7 +208,7 @@ impl Session {
                 tracing::warn!(
                     pool = self.pool.name(),
                     user = %self.pool.addr().user,
-                    "{what} outside a transaction in transaction mode: it stays on this server connection, and the client's next transaction may run on another one"
+                    "{what} outside a transaction in transaction mode: it stays on this server connection, and the client's next transaction may run on another one (only application_name, client_encoding, DateStyle, IntervalStyle, TimeZone and standard_conforming_strings follow the client; logged once per client)"
                 );
                 return;
             }
