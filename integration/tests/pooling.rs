@@ -388,3 +388,104 @@ async fn parameters_follow_each_client_across_checkouts() -> Result<()> {
     assert_eq!(warnings, 2);
     Ok(())
 }
+
+/// Real drivers in transaction mode, two or more connections of theirs taking turns on
+/// fewer server connections: psycopg (which prepares named statements), Ruby pg (named
+/// statements by hand, parameters, transactions) and sqlx (its own pool, a named
+/// statement per query cached per connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_ruby_pg_and_sqlx_in_transaction_mode() -> Result<()> {
+    let primary = PgCluster::start().await?;
+    primary
+        .execute_in("pgdog", "CREATE TABLE t(id int, who text)")
+        .await?;
+    let pgdog = transaction_mode(&primary, 1, |b| b).await?;
+    let url = pgdog.url("pgdog", "pgdog", "primary");
+
+    let python = format!(
+        r#"
+import psycopg
+a = psycopg.connect("{url}", autocommit=True)
+b = psycopg.connect("{url}", autocommit=True)
+for i in range(30):
+    for n, c in ((1, a), (2, b)):
+        r = c.execute("SELECT %s::int * %s::int", (i, n), prepare=True).fetchone()[0]
+        assert r == i * n, (i, n, r)
+        with c.transaction():
+            c.execute("INSERT INTO t VALUES (%s, 'psycopg')", (i,), prepare=True)
+            c.execute("SELECT count(*) FROM t", prepare=True)
+with a.cursor() as cur:
+    cur.executemany("INSERT INTO t VALUES (%s, 'psycopg')", [(i,) for i in range(100)])
+print("ok")
+"#
+    );
+    let (ok, out, err) = run_with_password("pgdog", "/usr/bin/python3", &["-c", &python]);
+    assert!(ok && out.trim() == "ok", "psycopg:\n{out}\n{err}");
+
+    let ruby = format!(
+        r##"
+require "pg"
+a = PG.connect("{url}")
+b = PG.connect("{url}")
+[a, b].each_with_index {{ |c, n| c.prepare("triple", "SELECT $1::int * #{{3 + n}}") }}
+30.times do |i|
+  [a, b].each_with_index do |c, n|
+    r = c.exec_prepared("triple", [i]).getvalue(0, 0).to_i
+    raise "#{{i}} #{{n}}: #{{r}}" unless r == i * (3 + n)
+    c.transaction do |t|
+      t.exec_params("INSERT INTO t VALUES ($1, 'ruby')", [i])
+      t.exec("SELECT 1")
+    end
+  end
+end
+puts "ok"
+"##
+    );
+    let (ok, out, err) = run_with_password("pgdog", "ruby", &["-e", &ruby]);
+    assert!(ok && out.trim() == "ok", "ruby pg:\n{out}\n{err}");
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await?;
+    let work = (0..8).map(|task| {
+        let pool = pool.clone();
+        async move {
+            for i in 0..25i32 {
+                let (r,): (i32,) = sqlx::query_as("SELECT $1::int + $2::int")
+                    .bind(i)
+                    .bind(task)
+                    .fetch_one(&pool)
+                    .await?;
+                ensure!(r == i + task, "sqlx {task} {i}: {r}");
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO t VALUES ($1, 'sqlx')")
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    try_join_all(work).await?;
+    pool.close().await;
+
+    let counts: Vec<(String, i64)> = {
+        let c = primary.superuser("pgdog").await?;
+        c.query("SELECT who, count(*) FROM t GROUP BY who ORDER BY who", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert_eq!(
+        counts,
+        [
+            ("psycopg".to_string(), 160),
+            ("ruby".to_string(), 60),
+            ("sqlx".to_string(), 200)
+        ]
+    );
+    Ok(())
+}
