@@ -41,6 +41,9 @@ const TRACKED: &[&str] = &[
 pub struct Pooled {
     /// The parameters the client set: its startup parameters, and what it changed since.
     params: Vec<(String, String)>,
+    /// A key of `params` (never 0): a server connection last synced for the same key needs
+    /// no comparison ([`Server::synced_for`]).
+    params_key: u64,
     pub statements: ClientStatements,
     pub plan: Plan,
     /// An extended-protocol batch is open: sent in part, its Sync still to come.
@@ -63,6 +66,7 @@ impl Pooled {
         statements: ClientStatements,
     ) -> Pooled {
         Pooled {
+            params_key: params_key(params),
             params: params.to_vec(),
             plan: Plan::new(statements.registry()),
             statements,
@@ -83,10 +87,12 @@ impl Pooled {
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
+            Some(slot) if slot.1 == *value => return,
             Some(slot) => slot.1 = value.clone(),
             None if tracked => self.params.push((name.clone(), value.clone())),
-            None => {}
+            None => return,
         }
+        self.params_key = params_key(&self.params);
     }
 
     /// Brings `server` in line with the client's parameters: `SET` what differs from the
@@ -98,6 +104,9 @@ impl Pooled {
         server: &mut Server,
         defaults: &[(String, String)],
     ) -> Result<(), crate::backend::BackendError> {
+        if server.synced_for == self.params_key {
+            return Ok(());
+        }
         let mut sql = String::new();
         let mut set = Vec::new();
         let defaulted = TRACKED.iter().filter_map(|name| {
@@ -131,6 +140,7 @@ impl Pooled {
             sql.push_str(&format!("RESET \"{name}\";"));
         }
         if sql.is_empty() {
+            server.synced_for = self.params_key;
             return Ok(());
         }
         server.execute(&sql).await?;
@@ -142,8 +152,23 @@ impl Pooled {
         for name in &stale {
             server.proxy_set(name, None);
         }
+        // The SETs' reports (ParameterStatus) were read by `execute`, after which the
+        // connection is as this client wants it.
+        server.synced_for = self.params_key;
         Ok(())
     }
+}
+
+/// A key of a client's parameters, never 0.
+fn params_key(params: &[(String, String)]) -> u64 {
+    let mut bytes = Vec::new();
+    for (name, value) in params {
+        bytes.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
 }
 
 impl Session {
