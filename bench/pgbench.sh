@@ -383,7 +383,9 @@ fmt() { if [[ -n ${1:-} ]]; then printf "%.${2}f" "$1"; else echo "-"; fi; }
 mem() { if [[ -n ${RSS[$1]:-} ]]; then awk -v k="${RSS[$1]}" 'BEGIN {printf "%.1f MB", k / 1024}'; else echo "-"; fi; }
 
 CPU=$(grep -c ^processor /proc/cpuinfo)
-HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs$( ((TLS)) && echo "; every leg TLS")"
+TLS_NOTE=""
+((TLS)) && TLS_NOTE="; every leg TLS"
+HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs$TLS_NOTE"
 echo
 echo "$HEADER"
 printf '%-10s %-16s %12s %14s %12s\n' target workload "tps" "latency (ms)" "proxy RSS"
