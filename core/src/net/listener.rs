@@ -79,13 +79,17 @@ impl Listener {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<Accepted>> {
-        {
-            let mut reserve = self.reserve.lock().unwrap();
-            if reserve.is_none() {
-                *reserve = File::open("/dev/null").ok();
-            }
+    /// Takes the reserve descriptor again if it was let go (fails, harmlessly, while the
+    /// process is still out of descriptors).
+    fn retake_reserve(&self) {
+        let mut reserve = self.reserve.lock().unwrap();
+        if reserve.is_none() {
+            *reserve = File::open("/dev/null").ok();
         }
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<Accepted>> {
+        self.retake_reserve();
         let sockets = self.tcp.len() + usize::from(self.unix.is_some());
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..sockets {
@@ -108,14 +112,25 @@ impl Listener {
                         Some(tcp) => poll_tcp(tcp, cx),
                         None => poll_unix(&self.unix.as_ref().expect("counted").0, cx),
                     };
-                    return match again {
+                    match again {
                         Poll::Ready(Ok((stream, peer))) => {
-                            Poll::Ready(Ok(Accepted::Shed(stream, peer)))
+                            return Poll::Ready(Ok(Accepted::Shed(stream, peer)))
                         }
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        // The client gave up meanwhile.
-                        Poll::Pending => Poll::Ready(Err(e)),
-                    };
+                        // Linux answers EMFILE before it looks at the queue, so an accept
+                        // right after the last descriptor was taken fails so even with
+                        // nobody waiting. Then the reserve is taken back at once: left
+                        // free, the descriptor goes to the next thing pgdog opens (the
+                        // server connection of the client just accepted), and the next
+                        // client would wait in the kernel's queue for nothing.
+                        Poll::Pending => {
+                            self.retake_reserve();
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            self.retake_reserve();
+                            return Poll::Ready(Err(e));
+                        }
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
