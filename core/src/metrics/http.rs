@@ -179,19 +179,20 @@ async fn metrics(state: &Arc<State>) -> Response<Body> {
 }
 
 /// `GET /readiness`: the readiness report as JSON (schema in `docs/metrics.md`);
-/// 200 when the overall verdict is READY, 503 otherwise (also when no plugin can judge
-/// or it does not answer in time).
+/// 200 when the overall verdict of record is READY, 503 otherwise (also when no plugin
+/// can judge or it does not answer in time). Shadow policies are listed beside it and
+/// never change the status.
 pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
     view.plugins.flush().await;
     let criteria = criteria_of(&view.config.general);
-    let (status, body) = match view.plugins.assess(&criteria).await {
-        Ok(report) => {
-            let status = if report.overall.ready {
+    let (status, body) = match view.plugins.assess_all(&criteria).await {
+        Ok(judgement) => {
+            let status = if judgement.record.overall.ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            (status, super::readiness_json::report(&report))
+            (status, super::readiness_json::judgement(&judgement))
         }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -6,7 +6,7 @@
 //! running sessions) and queue length (new sessions); mirror targets added, changed or
 //! removed (new sessions); readiness criteria; client `auth_type`, the admin credentials,
 //! `max_message_size` (new logins). Needs a restart: listen addresses and ports,
-//! `max_client_conn`, `[[plugins]]`, `readiness_plugin`, `mirror_metrics_enabled`,
+//! `max_client_conn`, `[[plugins]]`, `readiness_plugin(s)`, `mirror_metrics_enabled`,
 //! `mirror_stats_window_secs` (reported as such). A plugin disabled by a panic is
 //! re-created, with fresh state, from its library and config.
 
@@ -27,6 +27,7 @@ const RESTART_KEYS: &[&str] = &[
     "metrics_host",
     "max_client_conn",
     "readiness_plugin",
+    "readiness_plugins",
     "mirror_metrics_enabled",
     "mirror_stats_window_secs",
     "otlp_endpoint",
