@@ -6,11 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use pgdog_integration::{free_port, http_get, ConfigBuilder, HttpResponse, PgCluster, Pgdog};
+use pgdog_integration::{http_get, ConfigBuilder, HttpResponse, PgCluster, Pgdog, Prometheus};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -369,99 +367,6 @@ async fn readiness_endpoint() {
     );
 }
 
-/// A Prometheus server in a temp dir, killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Result<Prometheus> {
-        let dir = tempfile::tempdir()?;
-        // The recording rules shipped for operators (`integration/grafana/pgdog-rules.yml`).
-        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("grafana/pgdog-rules.yml")
-            .display()
-            .to_string();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files: ['{rules}']\n\
-                 scrape_configs:\n  - job_name: pgdog\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )?;
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("running `prometheus` (installed by scripts/setup.sh)")?;
-        Ok(Prometheus {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// The value of an instant query with a single result, if there is one yet.
-    async fn query(&self, promql: &str) -> Result<Option<String>> {
-        let path = format!("/api/v1/query?query={}", urlencode(promql));
-        let r = match http_get("127.0.0.1", self.port, &path).await {
-            Ok(r) => r,
-            Err(_) => return Ok(None), // not listening yet
-        };
-        if r.status != 200 {
-            return Ok(None);
-        }
-        let json: serde_json::Value = serde_json::from_str(&r.body)?;
-        if json["status"] != "success" {
-            bail!("query failed: {}", r.body);
-        }
-        let result = json["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        match result.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(one["value"][1].as_str().map(str::to_string)),
-            _ => bail!("several series for {promql}: {}", r.body),
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn real_prometheus_scrapes_the_spec_lines() {
     let cluster = cluster().await;
@@ -472,8 +377,10 @@ async fn real_prometheus_scrapes_the_spec_lines() {
         .unwrap()
         .to_string();
 
-    let prometheus =
-        Prometheus::start(&format!("{}:{}", pgdog.host(), pgdog.metrics_port())).unwrap();
+    // The recording rules shipped for operators (`integration/grafana/pgdog-rules.yml`).
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/pgdog-rules.yml");
+    let target = format!("{}:{}", pgdog.host(), pgdog.metrics_port());
+    let prometheus = Prometheus::start(&[target], Some(&rules)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = None;
     while Instant::now() < deadline {
