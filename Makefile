@@ -17,6 +17,7 @@ setup:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-layout.py
 
 ## The tests run the real binary and load the real plugin .so files: build them first
 ## (cargo test does not build other crates' cdylibs), plus the deliberately broken plugins.

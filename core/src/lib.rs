@@ -19,5 +19,6 @@ pub mod plugins;
 pub mod protocol;
 pub mod proxy;
 pub mod runtime;
+pub mod sql;
 pub mod stats;
 pub mod tls;

@@ -41,5 +41,6 @@ pub use net::{listens_on, port_open, Listen};
 pub use pgdog::Pgdog;
 pub use ports::free_port;
 pub use prometheus::{urlencode, Prometheus};
+pub use sys::raise_fd_limit;
 pub use sys::tail as file_tail;
 pub use tls::{connect_tls, ClientTls};

@@ -72,6 +72,10 @@ impl DropReason {
     pub const BUFFER_FULL: Self = Self(1);
     /// The proxy was shutting down.
     pub const SHUTDOWN: Self = Self(2);
+    /// The session's queue was full while it waited for a connection of the mirror pool,
+    /// all of which were in use (the proxy's `pool_size`, not the new server). Counted in
+    /// `dropped`, not in `by_category.buffer_full`.
+    pub const POOL_EXHAUSTED: Self = Self(3);
 
     /// The label used in metrics and reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl DropReason {
             Self::NONE => "none",
             Self::BUFFER_FULL => "buffer_full",
             Self::SHUTDOWN => "shutdown",
+            Self::POOL_EXHAUSTED => "pool_exhausted",
             _ => "other",
         }
     }

@@ -1,17 +1,20 @@
 //! Query fingerprints: a statement's text normalised so that executions differing only in
 //! their values share one fingerprint.
 //!
-//! One pass over the text, no SQL parser: comments are removed, whitespace folded, words
-//! lower-cased (quoted identifiers kept as written), string, numeric, dollar-quoted and
-//! bit-string literals and `$n` parameters become `?`, and a parenthesised list of nothing
-//! but placeholders (`IN (?, ?, ?)`, a `VALUES` row) becomes `(...)`, consecutive such
-//! rows one. The same pass notes what the comparison needs to know about the statement:
-//! whether it has a top-level `ORDER BY` (compare rows in order), and whether its answer
-//! is non-deterministic as written (`now()`, `random()`, `nextval(...)`, `LIMIT` without
-//! `ORDER BY`, ...), in which case a different answer on the mirror proves nothing.
+//! One pass over the tokens of the SQL lexer ([`crate::sql::lexer`]), no parser: comments
+//! are removed, whitespace folded, words lower-cased (quoted identifiers kept as written),
+//! string, numeric, dollar-quoted and bit-string literals and `$n` parameters become `?`,
+//! and a parenthesised list of nothing but placeholders (`IN (?, ?, ?)`, a `VALUES` row)
+//! becomes `(...)`, consecutive such rows one. The same pass notes what the comparison
+//! needs to know about the statement: whether it has a top-level `ORDER BY` (compare rows
+//! in order), and whether its answer is non-deterministic as written (`now()`, `random()`,
+//! `nextval(...)`, `LIMIT` without `ORDER BY`, ...), in which case a different answer on
+//! the mirror proves nothing.
 
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
+
+use crate::sql::lexer::{tokens, Kind, Token};
 
 /// Longest normalised text kept for display (the fingerprint covers the whole text).
 pub const MAX_TEXT: usize = 200;
@@ -28,37 +31,50 @@ pub struct Fingerprint {
     pub nondeterministic: Option<&'static str>,
 }
 
-/// Function and keyword names whose value differs from one execution to the next.
-const VOLATILE: &[&str] = &[
-    "now",
-    "current_timestamp",
-    "current_time",
-    "current_date",
-    "localtime",
-    "localtimestamp",
+/// `volatile(word)`: the function or keyword name `word`, if its value differs from one
+/// execution to the next. (A `match`, which compiles to comparisons of fixed length: every
+/// word of every statement is looked up.)
+macro_rules! volatile {
+    ($($name:literal),* $(,)?) => {
+        fn volatile(word: &str) -> Option<&'static str> {
+            match word {
+                $($name => Some($name),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+volatile![
     "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "timeofday",
-    "random",
-    "random_normal",
-    "gen_random_uuid",
-    "uuid_generate_v1",
-    "uuid_generate_v4",
-    "nextval",
+    "ctid",
+    "current_date",
+    "current_time",
+    "current_timestamp",
     "currval",
-    "lastval",
-    "setval",
-    "pg_backend_pid",
-    "txid_current",
-    "pg_current_xact_id",
+    "gen_random_uuid",
     "inet_server_addr",
     "inet_server_port",
+    "lastval",
+    "localtime",
+    "localtimestamp",
+    "nextval",
+    "now",
+    "pg_backend_pid",
+    "pg_current_xact_id",
     "pg_postmaster_start_time",
-    "ctid",
-    "xmin",
-    "xmax",
+    "random",
+    "random_normal",
+    "setval",
+    "statement_timestamp",
     "tablesample",
+    "timeofday",
+    "transaction_timestamp",
+    "txid_current",
+    "uuid_generate_v1",
+    "uuid_generate_v4",
+    "xmax",
+    "xmin",
 ];
 
 /// Normalises `sql` into its fingerprint.
@@ -89,146 +105,138 @@ struct Normaliser {
     depth: u32,
     /// Output offset of each open parenthesis, and whether only placeholders followed.
     open: Vec<(usize, bool)>,
-    /// The previous word, for `ORDER BY`.
-    last_word: String,
+    /// Where the previous token is in `out`, when it is a word: `ORDER BY`, and the
+    /// keywords after which `(` and `-` are written apart, look back at it. (`out` only
+    /// shrinks in `close`, which clears this first.)
+    last_word: Option<(usize, usize)>,
     ordered: bool,
     limit: bool,
     volatile: Option<&'static str>,
+    /// The span of the piece of punctuation read but not yet written (see `punctuation`).
+    pending: Option<(usize, usize)>,
 }
+
+/// Operator characters that join the piece of punctuation before them.
+const GLUED: &[u8] = b"<>=!~*+-/%^&|#@:";
 
 impl Normaliser {
     fn run(&mut self, s: &[u8]) {
-        let mut i = 0;
-        while i < s.len() {
-            let c = s[i];
-            match c {
-                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
-                b'-' if s.get(i + 1) == Some(&b'-') => {
-                    i = s[i..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(s.len(), |p| i + p);
+        for t in tokens(s) {
+            if is_punctuation(&t) {
+                self.punctuation(s, &t);
+                continue;
+            }
+            self.flush(s, t.text.first().copied());
+            match t.kind {
+                Kind::String | Kind::Number | Kind::Param => self.placeholder(),
+                Kind::Word => self.word(t.text),
+                Kind::QuotedIdent => {
+                    self.token(&String::from_utf8_lossy(t.text));
+                    self.last_word = None;
                 }
-                b'/' if s.get(i + 1) == Some(&b'*') => i = skip_block_comment(s, i),
-                b'\'' => {
-                    i = skip_quoted(s, i, b'\'');
-                    self.placeholder();
-                }
-                b'"' => {
-                    let end = skip_quoted(s, i, b'"');
-                    self.token(&String::from_utf8_lossy(&s[i..end]));
-                    self.last_word.clear();
-                    i = end;
-                }
-                b'$' => {
-                    if s.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                        i += 1;
-                        while s.get(i).is_some_and(u8::is_ascii_digit) {
-                            i += 1;
-                        }
-                        self.placeholder();
-                    } else if let Some(end) = skip_dollar_quoted(s, i) {
-                        i = end;
-                        self.placeholder();
-                    } else {
-                        self.token("$");
-                        i += 1;
-                    }
-                }
-                b'0'..=b'9' => {
-                    i = skip_number(s, i);
-                    self.placeholder();
-                }
-                b'.' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                    i = skip_number(s, i);
-                    self.placeholder();
-                }
-                c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                    let start = i;
-                    while s.get(i).is_some_and(|&b| {
-                        b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-                    }) {
-                        i += 1;
-                    }
-                    let word = String::from_utf8_lossy(&s[start..i]).to_lowercase();
-                    // E'...', B'...', X'...', U&'...': a prefixed string literal.
-                    if s.get(i) == Some(&b'\'') && matches!(word.as_str(), "e" | "b" | "x" | "n") {
-                        i = skip_quoted(s, i, b'\'');
-                        self.placeholder();
-                        continue;
-                    }
-                    self.word(word);
-                }
-                b'(' => {
+                Kind::OpenParen => {
                     self.token("(");
                     self.open.push((self.out.len() - 1, true));
                     self.depth += 1;
-                    i += 1;
                 }
-                b')' => {
-                    self.close();
-                    i += 1;
-                }
-                b',' => {
+                Kind::CloseParen => self.close(),
+                Kind::Comma => {
                     self.token(",");
-                    self.last_word.clear();
-                    i += 1;
+                    self.last_word = None;
                 }
-                _ => {
-                    let start = i;
-                    i += 1;
-                    // Multi-byte operators stay one token (`<=`, `::`, `->>`).
-                    while s.get(i).is_some_and(|b| b"<>=!~*+-/%^&|#@:".contains(b)) {
-                        i += 1;
-                    }
-                    // A unary minus is part of the number it signs (`+ -5` is `+ ?`).
-                    let number_follows = s.get(i).is_some_and(|b| b.is_ascii_digit() || *b == b'.');
-                    if &s[start..i] == b"-" && number_follows && self.expects_operand() {
-                        continue;
-                    }
-                    self.token(&String::from_utf8_lossy(&s[start..i]));
-                    self.not_only_placeholders();
-                    self.last_word.clear();
-                }
+                // A `$` that starts no string or parameter (other bytes are punctuation).
+                Kind::Other => self.token("$"),
+                // White space and comments.
+                _ => {}
             }
         }
+        self.flush(s, None);
         // Statement separators and trailing semicolons do not change the fingerprint.
         while self.out.ends_with(';') || self.out.ends_with(' ') {
             self.out.pop();
         }
     }
 
+    /// Operators and punctuation are written in pieces: a piece starts at any of their
+    /// bytes and takes in the [`GLUED`] bytes right after it, across token boundaries
+    /// (`t.*` is written `t .*`, `a=-1` as `a =- ?`). This spelling is part of the
+    /// fingerprint ids that metrics export and `mirror_compare_ignore` lists.
+    fn punctuation(&mut self, s: &[u8], t: &Token) {
+        // A pending piece ends where this token starts: every other token flushes it.
+        for (at, &b) in (t.start..).zip(t.text) {
+            match self.pending {
+                Some((start, _)) if GLUED.contains(&b) => self.pending = Some((start, at + 1)),
+                _ => {
+                    self.flush(s, Some(b));
+                    self.pending = Some((at, at + 1));
+                }
+            }
+        }
+    }
+
+    /// Writes the pending piece of punctuation; `next` is the byte right after it.
+    fn flush(&mut self, s: &[u8], next: Option<u8>) {
+        let Some((start, end)) = self.pending.take() else {
+            return;
+        };
+        let piece = &s[start..end];
+        // A unary minus is part of the number it signs (`+ -5` is `+ ?`).
+        let number_follows = next.is_some_and(|b| b.is_ascii_digit() || b == b'.');
+        if piece == b"-" && number_follows && self.expects_operand() {
+            return;
+        }
+        self.token(&String::from_utf8_lossy(piece));
+        self.not_only_placeholders();
+        self.last_word = None;
+    }
+
     /// Appends a token with one space before it, except: at the start, after `(`, `.` or
     /// `::`, before `)`, `,`, `.` or `::`, and before the `(` of a call or column list.
     fn token(&mut self, t: &str) {
         let prev = self.out.as_bytes().last().copied();
-        let glued_after =
-            prev.is_none() || matches!(prev, Some(b'(' | b'.')) || self.out.ends_with("::");
         let glued_before = matches!(t, ")" | "," | "." | "::")
             || (t == "("
                 && prev.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'"')
-                && !SPACED_BEFORE_PAREN.contains(&self.last_word.as_str()));
-        if !glued_after && !glued_before {
-            self.out.push(' ');
-        }
+                && !self.after_spaced_keyword());
+        self.space(glued_before);
         self.out.push_str(t);
     }
 
-    fn word(&mut self, word: String) {
+    /// Writes the space before a token, unless it is glued to what precedes it.
+    fn space(&mut self, glued_before: bool) {
+        let prev = self.out.as_bytes().last().copied();
+        let glued_after =
+            prev.is_none() || matches!(prev, Some(b'(' | b'.')) || self.out.ends_with("::");
+        if !glued_after && !glued_before {
+            self.out.push(' ');
+        }
+    }
+
+    /// Writes a word in lower case, and notes what it says about the statement.
+    fn word(&mut self, text: &[u8]) {
+        self.space(false);
+        let start = self.out.len();
+        if text.is_ascii() {
+            self.out
+                .extend(text.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            self.out
+                .push_str(&String::from_utf8_lossy(text).to_lowercase());
+        }
+        let word = &self.out[start..];
         if self.volatile.is_none() {
-            self.volatile = VOLATILE.iter().copied().find(|v| *v == word);
+            self.volatile = volatile(word);
         }
         if self.depth == 0 {
-            if word == "by" && self.last_word == "order" {
+            if word == "by" && self.last_word() == Some("order") {
                 self.ordered = true;
             }
             if word == "limit" || word == "fetch" {
                 self.limit = true;
             }
         }
-        self.token(&word);
         self.not_only_placeholders();
-        self.last_word = word;
+        self.last_word = Some((start, self.out.len()));
     }
 
     /// Whether the next token is an operand: at the start, after `(`, `,`, an operator or
@@ -237,15 +245,26 @@ impl Normaliser {
         match self.out.as_bytes().last() {
             None => true,
             Some(b'(' | b',') => true,
-            Some(b) if b"<>=!~*+-/%^&|#@:".contains(b) => true,
-            Some(_) => SPACED_BEFORE_PAREN.contains(&self.last_word.as_str()),
+            Some(b) if GLUED.contains(b) => true,
+            Some(_) => self.after_spaced_keyword(),
         }
+    }
+
+    /// Whether the previous token is a keyword after which `(` opens a list or a subquery
+    /// and `-` is a sign.
+    fn after_spaced_keyword(&self) -> bool {
+        self.last_word().is_some_and(spaced_before_paren)
+    }
+
+    fn last_word(&self) -> Option<&str> {
+        let (start, end) = self.last_word?;
+        self.out.get(start..end)
     }
 
     fn placeholder(&mut self) {
         // `?, ?` inside an IN list or VALUES row stays a candidate for `(...)`.
         self.token("?");
-        self.last_word.clear();
+        self.last_word = None;
     }
 
     fn not_only_placeholders(&mut self) {
@@ -262,6 +281,8 @@ impl Normaliser {
         self.depth = self.depth.saturating_sub(1);
         let inner = self.out[at + 1..].trim();
         if only && !inner.is_empty() {
+            // Only placeholders since `(`: no word to look back at.
+            self.last_word = None;
             self.out.truncate(at);
             let kept = self.out.trim_end().len();
             // `(...), (...)` (multi-row VALUES) folds into one.
@@ -274,118 +295,57 @@ impl Normaliser {
             self.out.push(')');
             self.not_only_placeholders();
         }
-        self.last_word.clear();
+        self.last_word = None;
+    }
+}
+
+/// Tokens written as pieces of punctuation (see `Normaliser::punctuation`): operators,
+/// punctuation, and bytes with no meaning to the grammar, except a lone `$`.
+fn is_punctuation(t: &Token) -> bool {
+    match t.kind {
+        Kind::Operator | Kind::Punct | Kind::Semicolon => true,
+        Kind::Other => t.text != b"$",
+        _ => false,
     }
 }
 
 /// Keywords after which `(` starts a list or subquery, written with a space.
-const SPACED_BEFORE_PAREN: &[&str] = &[
-    "in",
-    "values",
-    "and",
-    "or",
-    "not",
-    "exists",
-    "select",
-    "from",
-    "where",
-    "on",
-    "as",
-    "any",
-    "all",
-    "some",
-    "using",
-    "when",
-    "then",
-    "else",
-    "over",
-    "join",
-    "union",
-    "by",
-    "into",
-    "set",
-    "returning",
-    "having",
-    "with",
-    "table",
-    "array",
-    "is",
-    "like",
-    "between",
-    "case",
-];
-
-fn skip_block_comment(s: &[u8], mut i: usize) -> usize {
-    // Block comments nest in PostgreSQL.
-    let mut depth = 0;
-    while i < s.len() {
-        if s[i..].starts_with(b"/*") {
-            depth += 1;
-            i += 2;
-        } else if s[i..].starts_with(b"*/") {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    s.len()
-}
-
-/// Past a `quote`-delimited token starting at `i` (doubled quotes escape; backslashes
-/// too, which only matters for E'' strings and errs on the side of the longer token).
-fn skip_quoted(s: &[u8], i: usize, quote: u8) -> usize {
-    let mut j = i + 1;
-    while j < s.len() {
-        if s[j] == quote {
-            if s.get(j + 1) == Some(&quote) {
-                j += 2;
-                continue;
-            }
-            return j + 1;
-        }
-        if s[j] == b'\\' && quote == b'\'' {
-            j += 2;
-            continue;
-        }
-        j += 1;
-    }
-    s.len()
-}
-
-/// Past `$tag$ ... $tag$` starting at `i`, if it is one.
-fn skip_dollar_quoted(s: &[u8], i: usize) -> Option<usize> {
-    let close = s[i + 1..].iter().position(|&b| b == b'$')? + i + 1;
-    let tag = &s[i..=close];
-    if !tag[1..tag.len() - 1]
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return None;
-    }
-    let body = close + 1;
-    let end = s[body..].windows(tag.len()).position(|w| w == tag)?;
-    Some(body + end + tag.len())
-}
-
-fn skip_number(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() {
-        match s[i] {
-            b'0'..=b'9' | b'.' | b'_' => i += 1,
-            b'e' | b'E' => {
-                i += 1;
-                if matches!(s.get(i), Some(b'+' | b'-')) {
-                    i += 1;
-                }
-            }
-            b'x' | b'X' | b'o' | b'O' | b'a'..=b'd' | b'f' | b'A'..=b'D' | b'F' => i += 1,
-            _ => break,
-        }
-    }
-    i
+fn spaced_before_paren(word: &str) -> bool {
+    matches!(
+        word,
+        "in" | "values"
+            | "and"
+            | "or"
+            | "not"
+            | "exists"
+            | "select"
+            | "from"
+            | "where"
+            | "on"
+            | "as"
+            | "any"
+            | "all"
+            | "some"
+            | "using"
+            | "when"
+            | "then"
+            | "else"
+            | "over"
+            | "join"
+            | "union"
+            | "by"
+            | "into"
+            | "set"
+            | "returning"
+            | "having"
+            | "with"
+            | "table"
+            | "array"
+            | "is"
+            | "like"
+            | "between"
+            | "case"
+    )
 }
 
 #[cfg(test)]
@@ -512,6 +472,30 @@ mod tests {
         }
     }
 
+    /// Text is read as the server reads it, in the cases a simpler scanner gets wrong: a
+    /// comment right after an operator, a backslash in a standard string, `U&''` strings,
+    /// a carriage return ending a line comment, `\v` as white space, a dollar quote left
+    /// open, a bit string ending at its first quote, `1..2` as a range.
+    #[test]
+    fn text_is_read_as_the_server_reads_it() {
+        for (sql, normalised) in [
+            ("select a+/*c*/b", "select a + b"),
+            ("select a=--c\n1", "select a = ?"),
+            (
+                "select * from t where a = 'x\\' or b = 'y'",
+                "select * from t where a = ? or b = ?",
+            ),
+            ("select U&'d\\0061t', U&\"c\"", "select ?, U&\"c\""),
+            ("select 1 -- c\rfrom t", "select ? from t"),
+            ("select\x0b1", "select ?"),
+            ("select $$x; select 1", "select ?"),
+            ("select B'1''0'", "select ? ?"),
+            ("select 1..2", "select ?..?"),
+        ] {
+            assert_eq!(text(sql), normalised, "{sql:?}");
+        }
+    }
+
     /// Random text built from SQL's meaningful characters (a quick stand-in for the
     /// `fingerprint` fuzz target in `core/fuzz`): never panics, text bounded, stable.
     #[test]
@@ -534,6 +518,50 @@ mod tests {
             let a = fingerprint(&format!("select * from t where a = {n} and b = 'x{n}'"));
             let b = fingerprint("select * from t where a = 1 and b = 'y'");
             assert_eq!(a.id, b.id);
+        }
+    }
+
+    mod properties {
+        //! The fingerprint over the lexer's property-test strategies.
+        use super::super::*;
+        use crate::sql::proptests::{join, literal, piece, text};
+        use crate::sql::Kind;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn fingerprints_are_bounded_and_stable(text in text()) {
+            let text = String::from_utf8_lossy(&text);
+            let a = fingerprint(&text);
+            prop_assert!(a.text.len() <= MAX_TEXT);
+            prop_assert_eq!(&a, &fingerprint(&text));
+        }
+
+        /// White space and comments between tokens, and the values of literals, do not change
+        /// a fingerprint.
+        #[test]
+        fn fingerprints_ignore_layout_and_values(
+            pieces in prop::collection::vec(piece(), 1..12),
+            values in prop::collection::vec(literal(), 12),
+        ) {
+            let code: Vec<_> = pieces
+                .into_iter()
+                .filter(|(_, kind)| !matches!(kind, Kind::LineComment | Kind::BlockComment))
+                .collect();
+            let plain = fingerprint(&join(&code, " "));
+            prop_assert_eq!(&plain, &fingerprint(&join(&code, " /* c /* d */ */ -- e\n\t")));
+            let other_values: Vec<_> = code
+                .iter()
+                .zip(&values)
+                .map(|((text, kind), value)| match kind {
+                    Kind::String | Kind::Number | Kind::Param => (value.clone(), *kind),
+                    _ => (text.clone(), *kind),
+                })
+                .collect();
+            prop_assert_eq!(plain.id, fingerprint(&join(&other_values, " ")).id);
+        }
         }
     }
 }

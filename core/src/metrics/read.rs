@@ -23,6 +23,8 @@ pub struct ProxyView {
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
     pub queues: Vec<(opentelemetry::KeyValue, u64)>,
+    /// Drops while waiting for an exhausted mirror pool, per source pool.
+    pub pool_exhausted: Vec<(opentelemetry::KeyValue, u64)>,
 }
 
 /// Reads the proxy: its config, plugins and shutdown token, the pool counters (relaxed
@@ -60,12 +62,18 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         .values()
         .map(|t| (database(&t.database), t.queue_depth() as u64))
         .collect();
+    let pool_exhausted = runtime
+        .mirrors
+        .values()
+        .map(|t| (database(&t.database), t.pool_exhausted_drops()))
+        .collect();
     ProxyView {
         config: proxy.config(),
         plugins: proxy.plugins.clone(),
         shutdown: proxy.shutdown.clone(),
         pools,
         queues,
+        pool_exhausted,
     }
 }
 
@@ -84,6 +92,7 @@ pub async fn sample(view: ProxyView) -> Sample {
         return sample;
     }
     sample.queues = view.queues;
+    sample.pool_exhausted = view.pool_exhausted;
     let plugins = &view.plugins;
     plugins.flush().await;
     sample.points = plugins.metric_points().await;

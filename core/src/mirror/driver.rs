@@ -55,16 +55,26 @@ enum Waiting {
     Finished,
 }
 
+/// Why a run on a connection ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The queue is closed and everything was answered: the mirror's transaction status
+    /// after the last answer.
+    Finished(TxStatus),
+    /// Transaction mode: the mirror finished a transaction and nothing is waiting; the
+    /// connection goes back to the pool (see [`Pipeline::may_release`]).
+    Released,
+}
+
 /// Replays the session on one connection until the queue is closed and everything was
-/// answered (returns the mirror's transaction status after the last answer), or the
-/// connection fails.
+/// answered, the connection can go back to the pool, or the connection fails.
 pub async fn run<R, W, C, F, E>(
     rd: &mut R,
     wr: &mut W,
     p: &mut Pipeline,
     queue: &mut Queue,
     cx: Context<'_, C, E>,
-) -> Result<TxStatus, MirrorError>
+) -> Result<Stop, MirrorError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -92,10 +102,11 @@ where
                 },
                 Step::AwaitClient { watch_from } => Waiting::Client { watch_from },
                 Step::Finished => Waiting::Finished,
+                Step::Release => return Ok(Stop::Released),
             };
         }
         if matches!(waiting, Waiting::Finished) && p.is_done() {
-            return Ok(p.mirror_status());
+            return Ok(Stop::Finished(p.mirror_status()));
         }
         let deadline = p.deadline();
         tokio::select! {
@@ -104,6 +115,10 @@ where
                     return Err(MirrorError::Closed);
                 }
                 answers(p, &mut buf, cx.events)?;
+                if matches!(waiting, Waiting::Client { watch_from: None }) && p.may_release() {
+                    // The last answer of a transaction: the connection can go back.
+                    waiting = Waiting::Ask;
+                }
             }
             written = wr.write(&out), if matches!(waiting, Waiting::Write) => {
                 match written? {
@@ -241,7 +256,7 @@ mod tests {
     async fn replay(
         sqls: &[&str],
         timeout: Duration,
-    ) -> (Vec<Event>, Vec<usize>, Result<TxStatus, MirrorError>) {
+    ) -> (Vec<Event>, Vec<usize>, Result<Stop, MirrorError>) {
         let target = testing::target(128, timeout, false);
         let places = Places::new(target.clone());
         let ledger = Arc::new(Ledger::new(false));
@@ -283,7 +298,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(end.unwrap(), TxStatus::Idle);
+        assert_eq!(end.unwrap(), Stop::Finished(TxStatus::Idle));
         assert_eq!(reads, [3], "one write for the three finished requests");
         assert_eq!(events.len(), 3);
         assert!(events.iter().all(|e| e.outcome == Outcome::Mirrored));
@@ -296,7 +311,7 @@ mod tests {
             Duration::from_millis(100),
         )
         .await;
-        assert_eq!(end.unwrap(), TxStatus::Idle);
+        assert_eq!(end.unwrap(), Stop::Finished(TxStatus::Idle));
         let outcomes: Vec<Outcome> = events.iter().map(|e| e.outcome).collect();
         assert_eq!(outcomes, [crate::mirror::timeout(), Outcome::Mirrored]);
     }

@@ -39,6 +39,7 @@ pub use target::{ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget
 
 use ledger::Ledger;
 use prepared::Definitions;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
@@ -66,14 +67,17 @@ impl Workers {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let definitions = Arc::new(Definitions::default());
         let ledger = Arc::new(Ledger::new(target.compare.enabled));
+        let awaiting_pool = Arc::new(AtomicBool::new(false));
         let worker = Worker::new(
             target.clone(),
             self.events.clone(),
             ledger.clone(),
             definitions.clone(),
+            awaiting_pool.clone(),
         );
         self.tasks.spawn(worker.run(rx));
-        Tap::new(target, tx, self.events.clone(), definitions, ledger)
+        let events = self.events.clone();
+        Tap::new(target, tx, events, definitions, ledger, awaiting_pool)
     }
 
     /// After the client sessions ended: waits up to `timeout` for the workers to drain

@@ -24,6 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
 use crate::protocol::tag::client;
+use crate::sql::{self, deallocation};
 
 /// Most statements, and bytes of their Parse messages, kept per client session. Past
 /// either, new definitions are not kept and their statements are not repaired.
@@ -160,9 +161,26 @@ pub struct Effects {
     defines: SmallVec<[(Box<[u8]>, u64); 1]>,
     /// [`OnMirror::epoch`] when it was sent.
     epoch: u64,
+    /// It prepares a statement in SQL (`PREPARE`): the session's statements now live on
+    /// this connection alone, which it keeps from then on (see [`OnMirror::prepare`]).
+    pub sql_prepare: bool,
 }
 
+/// A [`Confirmed`] version for a statement the server may have in an unknown definition
+/// (a request that defined it failed, or statements were closed while it was on its way):
+/// never a client's, so a use repairs it, and a client's Parse of the name closes it first
+/// when it came with the connection.
+const UNKNOWN: u64 = 0;
+
 /// The statements one mirror server connection has, as far as its answers confirm.
+///
+/// In transaction mode mirror connections are pooled: a session has one only while it
+/// replays a transaction, and the statements other sessions left on it come with it
+/// ([`OnMirror::handed_over`]). Those are statements of other clients, under their names:
+/// a Bind of the same name in another definition is repaired as any other, and a Parse of
+/// a name the connection already has closes it first (the client has not defined it,
+/// whatever the connection holds). Such a connection keeps at most
+/// `max_prepared_statements`, least recently used first out, as the primary's do.
 #[derive(Default)]
 pub struct OnMirror {
     /// Statement name to what the mirror's answers confirmed.
@@ -170,17 +188,52 @@ pub struct OnMirror {
     /// Raised when a request that closes statements is sent: definitions confirmed by
     /// answers to requests sent before it may no longer hold.
     epoch: u64,
+    /// Most statements kept on a pooled connection; `None` for a session's own.
+    limit: Option<usize>,
+    /// Counts requests prepared, to find the least recently used statement.
+    clock: u64,
 }
 
 /// A statement the mirror has.
 struct Confirmed {
-    /// The [`version`] its answers confirmed.
+    /// The [`version`] its answers confirmed, or [`UNKNOWN`].
     version: u64,
     /// [`Definitions::changes`] when the version was last found to be the client's.
     checked: Option<u64>,
+    /// The request (by [`OnMirror::clock`]) that last used or defined it.
+    used: u64,
+    /// Defined by another session before the connection came to this one.
+    inherited: bool,
 }
 
 impl OnMirror {
+    /// The statements of a connection pooled among sessions: at most `limit` of them.
+    pub fn pooled(limit: usize) -> OnMirror {
+        OnMirror {
+            limit: Some(limit.max(1)),
+            ..OnMirror::default()
+        }
+    }
+
+    /// The connection comes to another session: what it has was defined by other clients,
+    /// and nothing was checked against this one's definitions.
+    pub fn handed_over(mut self) -> OnMirror {
+        for c in self.confirmed.values_mut() {
+            c.inherited = true;
+            c.checked = None;
+        }
+        self
+    }
+
+    /// Statements the connection has (or may have).
+    pub fn len(&self) -> usize {
+        self.confirmed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.confirmed.is_empty()
+    }
+
     /// Puts in front of `payload` the definitions it needs and the mirror may lack, and
     /// returns what the request will do to the mirror's statements. `seq` is the
     /// sequence number of the request's first ReadyForQuery.
@@ -190,8 +243,9 @@ impl OnMirror {
         seq: u64,
         definitions: &Definitions,
     ) -> Effects {
+        self.clock += 1;
         let mut effects = Effects::default();
-        let mut repairs: SmallVec<[Bytes; 1]> = SmallVec::new();
+        let mut front = Front::default();
         let mut closes = false;
         for part in payload.iter() {
             for (tag, msg) in Frames::new(part) {
@@ -199,23 +253,28 @@ impl OnMirror {
                 match tag {
                     client::PARSE => match cstr(body) {
                         Some((name, _)) if !name.is_empty() => {
+                            if self.confirmed.get(name).is_some_and(|c| c.inherited) {
+                                front.closes.push(name.into());
+                                self.confirmed.remove(name);
+                                closes = true;
+                            }
                             effects.defines.push((name.into(), version(msg)));
                         }
                         Some((_, rest)) => {
                             let text = cstr(rest).map_or(&[][..], |(text, _)| text);
-                            closes |= self.deallocates(text, &mut effects);
+                            closes |= self.reads_sql(text, &mut effects);
                         }
                         None => {}
                     },
                     client::BIND => {
                         let statement = cstr(body).and_then(|(_, rest)| cstr(rest));
                         if let Some((name, _)) = statement {
-                            self.need(name, seq, definitions, &mut effects, &mut repairs);
+                            self.need(name, seq, definitions, &mut effects, &mut front);
                         }
                     }
                     client::DESCRIBE if body.first() == Some(&client::STATEMENT) => {
                         if let Some((name, _)) = cstr(&body[1..]) {
-                            self.need(name, seq, definitions, &mut effects, &mut repairs);
+                            self.need(name, seq, definitions, &mut effects, &mut front);
                         }
                     }
                     client::CLOSE if body.first() == Some(&client::STATEMENT) => {
@@ -224,24 +283,26 @@ impl OnMirror {
                             closes = true;
                         }
                     }
-                    client::QUERY => closes |= self.deallocates(body, &mut effects),
+                    client::QUERY => closes |= self.reads_sql(body, &mut effects),
                     _ => {}
                 }
             }
         }
+        closes |= self.make_room(&effects, &mut front);
         if closes {
             self.epoch += 1;
         }
         effects.epoch = self.epoch;
-        if !repairs.is_empty() {
-            payload.insert(0, repair_messages(&repairs));
+        if !front.is_empty() {
+            payload.insert(0, front.messages());
         }
         effects
     }
 
-    /// What the SQL `text` of a request deallocates is gone from the mirror once it runs;
-    /// returns whether it deallocates anything.
-    fn deallocates(&mut self, text: &[u8], effects: &mut Effects) -> bool {
+    /// Looks at the SQL `text` of a request: what it deallocates is gone from the mirror
+    /// once it runs (returns whether it deallocates anything), and a `PREPARE` is noted.
+    fn reads_sql(&mut self, text: &[u8], effects: &mut Effects) -> bool {
+        effects.sql_prepare |= prepares(text);
         deallocation(text)
             .map(|gone| self.forget(gone.name(), effects))
             .is_some()
@@ -272,7 +333,7 @@ impl OnMirror {
         seq: u64,
         definitions: &Definitions,
         effects: &mut Effects,
-        repairs: &mut SmallVec<[Bytes; 1]>,
+        front: &mut Front,
     ) {
         if name.is_empty() || effects.defines.iter().any(|(d, _)| **d == *name) {
             return;
@@ -281,7 +342,10 @@ impl OnMirror {
         let changes = definitions.changes.load(Ordering::Acquire);
         let confirmed = self.confirmed.get_mut(name);
         let known = match confirmed {
-            Some(Confirmed { checked, .. }) if *checked == Some(changes) => return,
+            Some(Confirmed { checked, used, .. }) if *checked == Some(changes) => {
+                *used = self.clock;
+                return;
+            }
             Some(ref c) => Some(c.version),
             None => None,
         };
@@ -289,151 +353,122 @@ impl OnMirror {
             Some(Ok(())) => {
                 if let Some(c) = confirmed {
                     c.checked = Some(changes);
+                    c.used = self.clock;
                 }
             }
             Some(Err((parse, version))) => {
                 effects.defines.push((name.into(), version));
-                repairs.push(parse);
+                front.repairs.push(parse);
             }
-            None => {}
+            None => {
+                if let Some(c) = confirmed {
+                    c.used = self.clock;
+                }
+            }
         }
+    }
+
+    /// On a pooled connection at its limit: closes the least recently used statements
+    /// this request does not use, to make room for what it defines. Returns whether it
+    /// closes any.
+    fn make_room(&mut self, effects: &Effects, front: &mut Front) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let new = effects
+            .defines
+            .iter()
+            .filter(|(name, _)| !self.confirmed.contains_key(name))
+            .count();
+        let mut over = (self.confirmed.len() + new).saturating_sub(limit);
+        if over == 0 {
+            return false;
+        }
+        let mut oldest: Vec<(u64, Box<[u8]>)> = self
+            .confirmed
+            .iter()
+            .filter(|(name, c)| {
+                c.used < self.clock && !effects.defines.iter().any(|(d, _)| d == *name)
+            })
+            .map(|(name, c)| (c.used, name.clone()))
+            .collect();
+        oldest.sort_unstable();
+        for (_, name) in oldest {
+            if over == 0 {
+                break;
+            }
+            self.confirmed.remove(&name);
+            front.closes.push(name);
+            over -= 1;
+        }
+        true
     }
 
     /// The request with `effects` was answered: without an error its definitions hold
     /// (unless statements were closed since it was sent); with one, which of them ran is
-    /// unknown, so none is trusted.
+    /// unknown, so none is trusted, and the server may have each in some definition.
     pub fn answered(&mut self, effects: Effects, ok: bool) {
         for (name, version) in effects.defines {
-            if ok && effects.epoch == self.epoch {
-                let checked = None;
-                self.confirmed.insert(name, Confirmed { version, checked });
+            let version = if ok && effects.epoch == self.epoch {
+                version
             } else {
-                self.confirmed.remove(&name);
-            }
+                UNKNOWN
+            };
+            let confirmed = Confirmed {
+                version,
+                checked: None,
+                used: self.clock,
+                inherited: false,
+            };
+            self.confirmed.insert(name, confirmed);
         }
     }
 }
 
-/// `Close` (statement) then the client's `Parse`, for each statement to repair.
-fn repair_messages(parses: &[Bytes]) -> Bytes {
-    let mut out = BytesMut::new();
-    for parse in parses {
-        let name = parse
-            .get(5..)
-            .and_then(cstr)
-            .map_or(&[][..], |(name, _)| name);
-        messages::put(&mut out, client::CLOSE, |b| {
-            b.put_u8(client::STATEMENT);
-            b.put_slice(name);
-            b.put_u8(0);
-        });
-        out.put_slice(parse);
+/// What goes in front of a request: statements closed (inherited names the client defines
+/// anew, least recently used ones making room), then the repairs.
+#[derive(Default)]
+struct Front {
+    closes: SmallVec<[Box<[u8]>; 1]>,
+    /// The client's Parse of each statement to repair.
+    repairs: SmallVec<[Bytes; 1]>,
+}
+
+impl Front {
+    fn is_empty(&self) -> bool {
+        self.closes.is_empty() && self.repairs.is_empty()
     }
-    out.freeze()
-}
 
-/// What a simple query makes the server forget of its prepared statements.
-#[derive(Debug, PartialEq)]
-enum Deallocation {
-    All,
-    /// One statement, by its name as the server keeps it.
-    One(Vec<u8>),
-}
-
-impl Deallocation {
-    /// The statement forgotten, `None` for all of them.
-    fn name(&self) -> Option<&[u8]> {
-        match self {
-            Deallocation::All => None,
-            Deallocation::One(name) => Some(name),
+    /// `Close` (statement) of each name closed, then `Close` and the client's `Parse` of
+    /// each statement to repair.
+    fn messages(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        for name in &self.closes {
+            close_statement(&mut out, name);
         }
-    }
-}
-
-/// `DISCARD ALL`, `DEALLOCATE [PREPARE] ALL` and `DEALLOCATE [PREPARE] name` (an unquoted
-/// name folded to lower case, as the server folds ASCII letters), after any leading
-/// comments. A query that starts with `DEALLOCATE` and is not understood forgets
-/// everything: a statement forgotten here is only no longer repaired on the mirror. Other
-/// queries forget nothing, multi-statement ones included; a definition the server lost
-/// that way is dropped when the client defines the name again (see
-/// [`Definitions::parsed`]).
-fn deallocation(body: &[u8]) -> Option<Deallocation> {
-    let mut words = Words(super::tap::trim_leading(
-        body.strip_suffix(b"\0").unwrap_or(body),
-    ));
-    let first = words.next()?;
-    if first.eq_ignore_ascii_case(b"discard") {
-        let all = words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"all"));
-        return all.then_some(Deallocation::All);
-    }
-    if !first.eq_ignore_ascii_case(b"deallocate") {
-        return None;
-    }
-    let mut target = words.next();
-    if target.is_some_and(|w| w.eq_ignore_ascii_case(b"prepare")) {
-        target = words.next().or(target);
-    }
-    let rest_is_empty = words
-        .rest()
-        .iter()
-        .all(|&b| b == b';' || b.is_ascii_whitespace());
-    match target {
-        Some(w) if rest_is_empty && w.eq_ignore_ascii_case(b"all") => Some(Deallocation::All),
-        Some(w) if rest_is_empty => identifier(w).map_or(Some(Deallocation::All), |name| {
-            Some(Deallocation::One(name))
-        }),
-        _ => Some(Deallocation::All),
-    }
-}
-
-/// The name a word of SQL stands for: `"Quoted"` as written (doubled quotes undone),
-/// unquoted folded to lower case. `None` for anything else, `""` included.
-fn identifier(word: &[u8]) -> Option<Vec<u8>> {
-    if let Some(inner) = word.strip_prefix(b"\"").and_then(|w| w.strip_suffix(b"\"")) {
-        let mut name = Vec::with_capacity(inner.len());
-        let mut bytes = inner.iter();
-        while let Some(&b) = bytes.next() {
-            if b == b'"' && bytes.next() != Some(&b'"') {
-                return None;
-            }
-            name.push(b);
+        for parse in &self.repairs {
+            let name = parse
+                .get(5..)
+                .and_then(cstr)
+                .map_or(&[][..], |(name, _)| name);
+            close_statement(&mut out, name);
+            out.put_slice(parse);
         }
-        // A zero-length quoted name is a syntax error to the server.
-        return (!name.is_empty()).then_some(name);
-    }
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80;
-    (!word.is_empty() && word.iter().all(plain)).then(|| word.to_ascii_lowercase())
-}
-
-/// The words of a query: runs of bytes between white space and `;`, a double-quoted run
-/// counting as one word.
-struct Words<'a>(&'a [u8]);
-
-impl<'a> Words<'a> {
-    fn rest(&self) -> &'a [u8] {
-        self.0
+        out.freeze()
     }
 }
 
-impl<'a> Iterator for Words<'a> {
-    type Item = &'a [u8];
+fn close_statement(out: &mut BytesMut, name: &[u8]) {
+    messages::put(out, client::CLOSE, |b| {
+        b.put_u8(client::STATEMENT);
+        b.put_slice(name);
+        b.put_u8(0);
+    });
+}
 
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let text = self.0.trim_ascii_start();
-        let mut end = 0;
-        let mut quoted = false;
-        while end < text.len() {
-            match text[end] {
-                b'"' => quoted = !quoted,
-                b';' if !quoted => break,
-                b if b.is_ascii_whitespace() && !quoted => break,
-                _ => {}
-            }
-            end += 1;
-        }
-        self.0 = &text[end..];
-        (end > 0).then(|| &text[..end])
-    }
+/// Whether SQL `text` starts with `PREPARE` (a statement prepared in SQL).
+fn prepares(text: &[u8]) -> bool {
+    sql::first_keyword(sql::query_text(text)).is_some_and(|w| w.eq_ignore_ascii_case(b"prepare"))
 }
 
 #[cfg(test)]
@@ -640,58 +675,6 @@ mod tests {
     }
 
     #[test]
-    fn deallocations_are_read_as_the_server_reads_them() {
-        use Deallocation::{All, One};
-        let one = |name: &[u8]| Some(One(name.to_vec()));
-        for (sql, expected) in [
-            (&b"DEALLOCATE s1\0"[..], one(b"s1")),
-            (b"  deallocate Prepare S1 ;", one(b"s1")),
-            (b"-- why\n/* app */ DEALLOCATE s1", one(b"s1")),
-            (b"DEALLOCATE \"S1\"", one(b"S1")),
-            (b"DEALLOCATE \"a\"\"b c\"", one(b"a\"b c")),
-            (b"DEALLOCATE prepare", one(b"prepare")),
-            (b"DEALLOCATE ALL", Some(All)),
-            (b"deallocate prepare all;", Some(All)),
-            (b"DISCARD ALL", Some(All)),
-            (b"DISCARD PLANS", None),
-            (b"SELECT 1", None),
-            (b"", None),
-            // Not understood: everything is forgotten (repairs stop; nothing runs wrong).
-            (b"DEALLOCATE s1; SELECT 1", Some(All)),
-            (b"DEALLOCATE \"s1", Some(All)),
-            (b"DEALLOCATE \"\"", Some(All)),
-            (b"DEALLOCATE", Some(All)),
-        ] {
-            assert_eq!(
-                deallocation(sql),
-                expected,
-                "{}",
-                String::from_utf8_lossy(sql)
-            );
-        }
-    }
-
-    /// Whatever a client sends as a simple query: no panic, and a name read is never empty.
-    #[test]
-    fn deallocation_takes_any_input() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let alphabet = b"deallocatepreparADISCRL \";\"\t\nsx1\0\xff";
-        for _ in 0..20_000 {
-            let mut sql = if rng.gen_bool(0.5) {
-                b"DEALLOCATE ".to_vec()
-            } else {
-                Vec::new()
-            };
-            let len = rng.gen_range(0..24);
-            sql.extend((0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]));
-            if let Some(Deallocation::One(name)) = deallocation(&sql) {
-                assert!(!name.is_empty(), "{sql:?}");
-            }
-        }
-    }
-
-    #[test]
     fn unnamed_statements_and_limits() {
         let defs = Definitions::default();
         defs.parsed(&parse("", "select 1"), 1);
@@ -705,5 +688,84 @@ mod tests {
         let map = defs.inner.lock().unwrap();
         assert_eq!(map.by_name.len(), 1);
         assert_eq!(map.bytes, parse("s", "select 22").len());
+    }
+
+    /// A pooled connection comes to another session with statements of other clients:
+    /// a name the client defines is closed first, a name it binds is checked against its
+    /// own definition.
+    #[test]
+    fn a_handed_over_connection_has_other_clients_statements() {
+        let (a, b) = (Definitions::default(), Definitions::default());
+        let mut on = OnMirror::pooled(10);
+        define_and_confirm(&a, &mut on, "s1", "select 1", 1);
+        define_and_confirm(&a, &mut on, "s2", "select 2", 2);
+        let mut on = on.handed_over();
+        // b defines s1 itself: the inherited one is closed in front of its Parse.
+        b.parsed(&parse("s1", "select 100"), 1);
+        let mut p = payload(&[parse("s1", "select 100"), bind_execute("s1")]);
+        let e = on.prepare(&mut p, 1, &b);
+        assert_eq!(tags(&p), "CPBES");
+        on.answered(e, true);
+        // Its own now: a Parse of it again would be the client's own mistake, passed on.
+        let mut p = payload(&[bind_execute("s1")]);
+        on.prepare(&mut p, 2, &b);
+        assert_eq!(tags(&p), "BES");
+        // s2 the same text as b's: checked, left alone; another text: repaired.
+        b.parsed(&parse("s2", "select 2"), 3);
+        let mut p = payload(&[bind_execute("s2")]);
+        on.prepare(&mut p, 3, &b);
+        assert_eq!(tags(&p), "BES");
+        let c = Definitions::default();
+        c.parsed(&parse("s2", "select 3"), 1);
+        let mut on = on.handed_over();
+        let mut p = payload(&[bind_execute("s2")]);
+        on.prepare(&mut p, 1, &c);
+        assert_eq!(tags(&p), "CPBES");
+    }
+
+    /// A pooled connection keeps at most its limit: the least recently used statement not
+    /// needed by the request is closed in front of it.
+    #[test]
+    fn a_pooled_connection_closes_its_least_recently_used_statement() {
+        let defs = Definitions::default();
+        let mut on = OnMirror::pooled(2);
+        define_and_confirm(&defs, &mut on, "s1", "select 1", 1);
+        define_and_confirm(&defs, &mut on, "s2", "select 2", 2);
+        // s1 used again: s2 is now the least recently used.
+        let mut p = payload(&[bind_execute("s1")]);
+        let e = on.prepare(&mut p, 3, &defs);
+        on.answered(e, true);
+        defs.parsed(&parse("s3", "select 3"), 4);
+        let mut p = payload(&[parse("s3", "select 3"), bind_execute("s3")]);
+        let e = on.prepare(&mut p, 4, &defs);
+        assert_eq!(tags(&p), "CPBES");
+        assert_eq!(&p[0][5..9], b"Ss2\0", "s2 closed");
+        on.answered(e, true);
+        assert_eq!(on.len(), 2);
+        // s2 is repaired when bound again, making room in turn.
+        let mut p = payload(&[bind_execute("s2")]);
+        on.prepare(&mut p, 5, &defs);
+        assert_eq!(tags(&p), "CCPBES");
+        // A session's own connection (session mode) is not bounded.
+        let mut own = OnMirror::default();
+        for i in 0..5 {
+            define_and_confirm(&defs, &mut own, &format!("t{i}"), "select 1", 10 + i);
+        }
+        assert_eq!(own.len(), 5);
+    }
+
+    #[test]
+    fn sql_prepare_is_noticed() {
+        let defs = Definitions::default();
+        let mut on = OnMirror::pooled(2);
+        for (sql, prepares) in [
+            ("prepare q as select 1", true),
+            ("  -- x\n PREPARE q(int) AS select $1", true),
+            ("select 'prepare'", false),
+            ("execute q", false),
+        ] {
+            let mut p = payload(&[msg(b'Q', format!("{sql}\0").as_bytes())]);
+            assert_eq!(on.prepare(&mut p, 1, &defs).sql_prepare, prepares, "{sql}");
+        }
     }
 }

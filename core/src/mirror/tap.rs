@@ -12,8 +12,10 @@ use super::prepared::Definitions;
 use super::request::{Request, Slot};
 use super::{DropReason, Event, EventSink, MirrorTarget};
 use crate::protocol::tag::client;
+use crate::sql;
 use bytes::Bytes;
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
@@ -43,6 +45,8 @@ pub struct Tap {
     definitions: Arc<Definitions>,
     /// The primary's answers, for the worker to pair with the mirror's.
     ledger: Arc<Ledger>,
+    /// The worker waits for a connection of an exhausted mirror pool.
+    awaiting_pool: Arc<AtomicBool>,
     /// The current transaction's exposure decision.
     mirroring: bool,
     /// A request of the current transaction was dropped: the rest of it is dropped too.
@@ -72,8 +76,10 @@ impl Tap {
         events: EventSink,
         definitions: Arc<Definitions>,
         ledger: Arc<Ledger>,
+        awaiting_pool: Arc<AtomicBool>,
     ) -> Tap {
         Tap {
+            awaiting_pool,
             places: Arc::new(Semaphore::new(target.queue)),
             target,
             tx,
@@ -130,7 +136,7 @@ impl Tap {
                 self.readies += 1;
                 self.executes = true;
                 self.definitions.query(&chunk[start + 5..end]);
-                if is_copy_from_stdin(&chunk[start + 5..end]) {
+                if sql::copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
                     false
                 } else {
@@ -254,7 +260,15 @@ impl Tap {
             Ok(permit) if !too_big && !self.poisoned => permit,
             _ => {
                 self.poisoned = true;
-                self.dropped(DropReason::BufferFull);
+                // A queue full because its worker waits for a mirror connection is the
+                // proxy's pool limit, told apart from a mirror that does not keep up.
+                let reason = if !too_big && self.awaiting_pool.load(Ordering::Relaxed) {
+                    self.target.note_pool_exhausted();
+                    DropReason::PoolExhausted
+                } else {
+                    DropReason::BufferFull
+                };
+                self.dropped(reason);
                 return;
             }
         };
@@ -283,52 +297,5 @@ impl Drop for Tap {
     /// worker waiting for the primary's answers stops waiting.
     fn drop(&mut self) {
         self.ledger.close();
-    }
-}
-
-/// `COPY ... FROM STDIN` in a simple Query body (the client will follow with CopyData).
-fn is_copy_from_stdin(body: &[u8]) -> bool {
-    let text = trim_leading(body);
-    if text.len() < 4 || !text[..4].eq_ignore_ascii_case(b"copy") {
-        return false;
-    }
-    let upper: Vec<u8> = text.iter().take(4096).map(u8::to_ascii_uppercase).collect();
-    upper.windows(5).any(|w| w == b"STDIN") && upper.windows(4).any(|w| w == b"FROM")
-}
-
-/// `s` without the white space and comments it starts with.
-pub(super) fn trim_leading(mut s: &[u8]) -> &[u8] {
-    loop {
-        while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
-            s = rest;
-        }
-        if s.starts_with(b"--") {
-            s = s
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |i| &s[i..]);
-        } else if s.starts_with(b"/*") {
-            s = s
-                .windows(2)
-                .position(|w| w == b"*/")
-                .map_or(&[][..], |i| &s[i + 2..]);
-        } else {
-            return s;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_detection() {
-        assert!(is_copy_from_stdin(b"COPY t FROM STDIN\0"));
-        assert!(is_copy_from_stdin(
-            b"  -- x\n copy t (a) from stdin with csv\0"
-        ));
-        assert!(!is_copy_from_stdin(b"COPY t TO STDOUT\0"));
-        assert!(!is_copy_from_stdin(b"select 'copy from stdin'\0"));
     }
 }

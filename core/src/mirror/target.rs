@@ -2,7 +2,7 @@
 //! life of a [`crate::runtime::Runtime`], and the state its sessions share across RELOADs.
 
 use crate::backend::Pool;
-use crate::config::{Config, PoolConfig};
+use crate::config::{Config, PoolConfig, PoolMode};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,11 +23,24 @@ pub struct MirrorTarget {
     /// A mirrored request running longer than this is cancelled and counted as a timeout.
     pub timeout: Duration,
     pub compare: CompareSettings,
+    /// How the source pool's sessions hold mirror connections.
+    pub pooling: Pooling,
     /// `mirror_exposure` as configured: published to the shared state by
     /// [`MirrorTarget::apply_exposure`] when this target's generation takes over.
     configured_exposure: f64,
     /// What the target's sessions share and a RELOAD keeps.
     state: Arc<TargetState>,
+}
+
+/// How a mirror session holds connections of the mirror pool: as the source pool's
+/// clients hold the primary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// For the session's whole life (session mode).
+    Session,
+    /// Only while it replays a transaction (transaction mode); a connection keeps at most
+    /// `statements` prepared statements (`max_prepared_statements`).
+    Transaction { statements: usize },
 }
 
 /// Result comparison settings of one mirrored pool.
@@ -76,6 +89,9 @@ struct TargetState {
     exposure: AtomicU64,
     /// Requests queued across the pool's sessions (`SHOW MIRROR STATS`, metrics).
     depth: AtomicUsize,
+    /// Requests dropped because a session's queue filled while it waited for a connection
+    /// of an exhausted mirror pool (`pgdog_mirror_pool_exhausted_total`).
+    pool_exhausted: AtomicU64,
     /// A request was dropped: the mirror may have missed writes, so its answers are no
     /// longer compared (set aside as "after drops") until `RESET MIRROR STATS`.
     diverged: AtomicBool,
@@ -96,13 +112,21 @@ impl MirrorTarget {
             queue,
             timeout,
             compare,
+            pooling: Pooling::Session,
             configured_exposure: exposure,
             state: Arc::new(TargetState {
                 exposure: AtomicU64::new(exposure.to_bits()),
                 depth: AtomicUsize::new(0),
+                pool_exhausted: AtomicU64::new(0),
                 diverged: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The target with its sessions holding mirror connections as `pooling` says.
+    pub fn with_pooling(mut self, pooling: Pooling) -> MirrorTarget {
+        self.pooling = pooling;
+        self
     }
 
     /// Fraction of transactions mirrored.
@@ -120,6 +144,16 @@ impl MirrorTarget {
 
     pub fn queue_depth(&self) -> usize {
         self.state.depth.load(Relaxed)
+    }
+
+    /// Requests dropped while their session waited for a mirror connection.
+    pub fn pool_exhausted_drops(&self) -> u64 {
+        self.state.pool_exhausted.load(Relaxed)
+    }
+
+    /// A request was dropped while its session waited for a mirror connection.
+    pub(super) fn note_pool_exhausted(&self) {
+        self.state.pool_exhausted.fetch_add(1, Relaxed);
     }
 
     /// A request took (`true`) or gave back a queue place.
@@ -151,8 +185,11 @@ impl MirrorTarget {
 
     /// Whether `self` can stand in for `other`'s settings that sessions cannot change
     /// once started with them (pool, timeout, comparison).
-    fn same_replay(&self, pool: &Pool, timeout: Duration, compare: &CompareSettings) -> bool {
-        self.pool.ptr_eq(pool) && self.timeout == timeout && self.compare == *compare
+    fn same_replay(&self, other: &MirrorTarget) -> bool {
+        self.pool.ptr_eq(&other.pool)
+            && self.timeout == other.timeout
+            && self.compare == other.compare
+            && self.pooling == other.pooling
     }
 }
 
@@ -179,17 +216,23 @@ pub fn targets(
             continue;
         };
         let queue = p.mirror_queue.unwrap_or(config.general.mirror_queue);
-        let compare = CompareSettings::of(config, p);
+        let pooling = match p.pool_mode.unwrap_or(config.general.pool_mode) {
+            PoolMode::Session => Pooling::Session,
+            PoolMode::Transaction => Pooling::Transaction {
+                statements: config.general.max_prepared_statements,
+            },
+        };
         let mut target = MirrorTarget::new(
             &p.name,
-            pool.clone(),
+            pool,
             p.mirror_exposure,
             queue,
             timeout,
-            compare.clone(),
-        );
+            CompareSettings::of(config, p),
+        )
+        .with_pooling(pooling);
         match previous.and_then(|m| m.get(&p.name)) {
-            Some(old) if old.same_replay(&pool, timeout, &compare) => {
+            Some(old) if old.same_replay(&target) => {
                 if old.exposure() != p.mirror_exposure {
                     changes.push(format!(
                         "pool \"{}\": mirror_exposure {} -> {} (applied)",
@@ -207,7 +250,7 @@ pub fn targets(
                 target.state = old.state.clone();
             }
             Some(_) => changes.push(format!(
-                "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms or comparison changed; new sessions)",
+                "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms, comparison or pool mode changed; new sessions)",
                 p.name
             )),
             None if previous.is_some() => changes.push(format!(

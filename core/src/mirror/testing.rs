@@ -2,6 +2,7 @@
 //! requests that hold a place of a session's queue.
 
 use super::request::{Request, Slot};
+use super::target::Pooling;
 use super::MirrorTarget;
 use crate::backend::pool::PoolSettings;
 use crate::backend::{Pool, ServerAddr};
@@ -14,6 +15,16 @@ use tokio::sync::Semaphore;
 /// A mirror target named `db` on a pool whose server is never reached, replaying with
 /// `timeout`, comparing answers when `compare` is set.
 pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarget> {
+    target_pooled(queue, timeout, compare, Pooling::Session)
+}
+
+/// [`target`], its sessions holding mirror connections as `pooling` says.
+pub fn target_pooled(
+    queue: usize,
+    timeout: Duration,
+    compare: bool,
+    pooling: Pooling,
+) -> Arc<MirrorTarget> {
     let addr = ServerAddr {
         host: "127.0.0.1".into(),
         port: 1,
@@ -30,14 +41,15 @@ pub fn target(queue: usize, timeout: Duration, compare: bool) -> Arc<MirrorTarge
         enabled: compare,
         ..Default::default()
     };
-    Arc::new(MirrorTarget::new(
+    let target = MirrorTarget::new(
         "db",
         Pool::new("m", addr, settings, crate::backend::UserAuth::None),
         1.0,
         queue,
         timeout,
         compare,
-    ))
+    );
+    Arc::new(target.with_pooling(pooling))
 }
 
 /// The places of one session's queue, and the requests that take them.

@@ -1,23 +1,34 @@
-//! The mirror session of one client: takes its queue, in order, to a server connection of
+//! The mirror session of one client: takes its queue, in order, to server connections of
 //! the mirror pool, and reports an event for every request.
 //!
 //! The replay itself is [`Pipeline`]'s (the rules) and [`driver`]'s (the I/O); this is
-//! the connection's life around it. A connection failure starts an [`Episode`]: the
-//! worker retries with backoff, requests that arrive meanwhile are reported as
-//! `connection` errors, and the log says so once when the episode starts and once when it
-//! ends. A pooled connection that turns out dead before answering anything (the mirror
-//! restarted, say) is replaced once, and its requests sent again, before anything counts
-//! as failed.
+//! the connections' life around it:
+//! - in session mode the session holds one connection for its whole life; in transaction
+//!   mode it takes one when the primary has finished the transaction to replay (or passed
+//!   the hold limit in it), and gives it back, with the prepared statements it has, when
+//!   the mirror has answered everything and is idle again ([`Stop::Released`]);
+//! - a pool with every connection in use is the proxy's own limit (`pool_size`), not the
+//!   new server's: the session waits for a connection, for as long as it takes, and its
+//!   requests wait in its queue meanwhile; when the queue is full the tap drops them as
+//!   `pool_exhausted`;
+//! - a connection failure starts an [`Episode`]: the worker retries with backoff,
+//!   requests that arrive meanwhile are reported as `connection` errors, and the log says
+//!   so once when the episode starts and once when it ends;
+//! - a pooled connection that turns out dead before answering anything (the mirror
+//!   restarted, say) is replaced once, and its requests sent again, before anything
+//!   counts as failed.
 
-use super::driver::{self, Context, Queue};
+use super::driver::{self, Context, Queue, Stop};
 use super::episode::Episode;
 use super::ledger::Ledger;
 use super::pipeline::{Broken, Pipeline};
-use super::prepared::Definitions;
+use super::prepared::{Definitions, OnMirror};
 use super::request::Request;
+use super::target::Pooling;
 use super::{connection_error, EventSink, MirrorError, MirrorTarget};
-use crate::backend::{PooledServer, Server};
+use crate::backend::{PoolError, PooledServer, Server};
 use crate::with_halves;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub struct Worker {
@@ -25,13 +36,26 @@ pub struct Worker {
     ledger: Arc<Ledger>,
     events: EventSink,
     pipeline: Pipeline,
-    /// A connection kept between runs (none while failing).
+    /// A connection kept between runs (none while failing, or given back).
     conn: Option<PooledServer>,
+    /// Set while the session waits for a connection of an exhausted pool: the tap then
+    /// drops what does not fit in the queue as `pool_exhausted`.
+    awaiting_pool: Arc<AtomicBool>,
     episode: Episode,
     /// A request of the current transaction never reached the mirror (connection failure):
     /// the rest of that transaction is reported as `connection` errors, not run on a new
     /// connection outside its transaction.
     lost_transaction: bool,
+}
+
+/// How a replay on a connection ended.
+enum Replayed {
+    /// The session is over (its connection given back).
+    SessionEnded,
+    /// Transaction mode: the connection went back to the pool between transactions.
+    Released,
+    /// The connection failed for good; everything unanswered was reported.
+    Failed,
 }
 
 impl Worker {
@@ -40,6 +64,7 @@ impl Worker {
         events: EventSink,
         ledger: Arc<Ledger>,
         definitions: Arc<Definitions>,
+        awaiting_pool: Arc<AtomicBool>,
     ) -> Worker {
         Worker {
             pipeline: Pipeline::new(target.clone(), ledger.clone(), definitions),
@@ -47,9 +72,14 @@ impl Worker {
             ledger,
             events,
             conn: None,
+            awaiting_pool,
             episode: Episode::default(),
             lost_transaction: false,
         }
+    }
+
+    fn per_transaction(&self) -> bool {
+        matches!(self.target.pooling, Pooling::Transaction { .. })
     }
 
     /// Replays requests until the session's tap is dropped and the queue is empty.
@@ -68,35 +98,51 @@ impl Worker {
                     continue;
                 }
             }
+            if self.conn.is_none() && self.per_transaction() {
+                // The connection is needed once the transaction can go out.
+                let until = request.first_seq() + self.pipeline.hold_limit() as u64;
+                self.ledger.wait_idle(request.seq, until).await;
+            }
             if !self.connect().await {
                 self.fail(request.seq);
                 self.lost_transaction = true;
                 continue;
             }
             let conn = self.conn.take().expect("connected");
-            if self.replay(conn, request, &mut queue).await {
-                return;
+            match self.replay(conn, request, &mut queue).await {
+                Replayed::SessionEnded => return,
+                Replayed::Released | Replayed::Failed => {}
             }
         }
         if let Some(conn) = self.conn.take() {
-            conn.release(Some("DISCARD ALL")).await;
+            self.give_back(conn).await;
         }
     }
 
-    /// Replays from `first` on `conn` until the session ends (`true`) or the connection
-    /// fails for good (`false`, with everything unanswered reported).
-    async fn replay(&mut self, mut conn: PooledServer, first: Request, queue: &mut Queue) -> bool {
-        self.pipeline.new_connection();
+    /// Replays from `first` on `conn` until the session ends, the connection goes back
+    /// between transactions, or it fails for good (with everything unanswered reported).
+    async fn replay(
+        &mut self,
+        mut conn: PooledServer,
+        first: Request,
+        queue: &mut Queue,
+    ) -> Replayed {
+        self.pipeline.attach(statements_of(&mut conn));
         self.pipeline.offer(first);
         let mut may_retry = true;
         loop {
             let end = self.drive(&mut conn, queue).await;
             let error = match end {
-                Ok(status) => {
+                Ok(Stop::Finished(status)) => {
                     // The pool's reset rolls back first if a transaction was left open.
                     conn.server().status = status;
-                    conn.release(Some("DISCARD ALL")).await;
-                    return true;
+                    self.give_back(conn).await;
+                    return Replayed::SessionEnded;
+                }
+                Ok(Stop::Released) => {
+                    conn.server().status = self.pipeline.mirror_status();
+                    self.give_back(conn).await;
+                    return Replayed::Released;
                 }
                 Err(e) => e,
             };
@@ -105,17 +151,17 @@ impl Worker {
             self.pipeline.flush_events(&self.events);
             let Broken::Retry(requests) = broken else {
                 self.failed(&error);
-                return false;
+                return Replayed::Failed;
             };
             // A pooled connection the mirror had closed: once, on a fresh one.
             tracing::debug!(
                 mirror = self.target.pool.name(),
                 "retrying on a new connection: {error}"
             );
-            match self.target.pool.get().await {
-                Ok(fresh) => {
+            match self.checkout().await {
+                Ok(mut fresh) => {
+                    self.pipeline.attach(statements_of(&mut fresh));
                     conn = fresh;
-                    self.pipeline.new_connection();
                     for r in requests {
                         self.pipeline.offer(r);
                     }
@@ -127,9 +173,22 @@ impl Worker {
                     }
                     self.pipeline.flush_events(&self.events);
                     self.failed(&MirrorError::Pool(e));
-                    return false;
+                    return Replayed::Failed;
                 }
             }
+        }
+    }
+
+    /// Gives `conn` back to the pool. In transaction mode it keeps its prepared
+    /// statements for the next session, unless this one prepared statements in SQL
+    /// (then its session state goes, as in session mode: `DISCARD ALL`).
+    async fn give_back(&mut self, mut conn: PooledServer) {
+        let statements = self.pipeline.detach();
+        if self.per_transaction() && !self.pipeline.is_pinned() {
+            conn.server().attached = Some(Box::new(statements));
+            conn.release(None).await;
+        } else {
+            conn.release(Some("DISCARD ALL")).await;
         }
     }
 
@@ -138,7 +197,7 @@ impl Worker {
         &mut self,
         conn: &mut PooledServer,
         queue: &mut Queue,
-    ) -> Result<crate::protocol::TxStatus, MirrorError> {
+    ) -> Result<Stop, MirrorError> {
         let server = conn.server();
         let key = server.key;
         let addr = self.target.pool.addr();
@@ -184,6 +243,23 @@ impl Worker {
         self.ledger.answer(before).ends_transaction()
     }
 
+    /// A connection of the mirror pool. While every one is in use the session waits,
+    /// however long it takes: that is the proxy's `pool_size`, never a failure of the
+    /// mirror. Only a connection that cannot be opened, or a disabled pool, is an error.
+    async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        loop {
+            match self.target.pool.get().await {
+                Err(PoolError::Exhausted { .. }) => {
+                    self.awaiting_pool.store(true, Ordering::Relaxed);
+                }
+                got => {
+                    self.awaiting_pool.store(false, Ordering::Relaxed);
+                    return got;
+                }
+            }
+        }
+    }
+
     /// Makes sure there is a connection, respecting the backoff and `DISABLE`.
     async fn connect(&mut self) -> bool {
         if self.target.pool.is_disabled() {
@@ -202,7 +278,7 @@ impl Worker {
             self.episode.count_request();
             return false;
         }
-        match self.target.pool.get().await {
+        match self.checkout().await {
             Ok(conn) => {
                 self.episode.restored(&self.target);
                 self.conn = Some(conn);
@@ -214,4 +290,10 @@ impl Worker {
             }
         }
     }
+}
+
+/// The statements another session of the mirror left on `conn` (transaction mode).
+fn statements_of(conn: &mut PooledServer) -> Option<OnMirror> {
+    let attached = conn.server().attached.take()?;
+    attached.downcast::<OnMirror>().ok().map(|s| *s)
 }

@@ -43,6 +43,9 @@ pub enum DropReason {
     /// `mirror{type="dropped"}`).
     BufferFull,
     Shutdown,
+    /// The session's queue was full while it waited for a connection of the mirror pool,
+    /// every one of which was in use: the proxy's `pool_size`, not the new server.
+    PoolExhausted,
 }
 
 /// One mirrored (or dropped) request.
@@ -131,6 +134,7 @@ impl MirrorEvent {
                 match reason {
                     DropReason::BufferFull => api::DropReason::BUFFER_FULL,
                     DropReason::Shutdown => api::DropReason::SHUTDOWN,
+                    DropReason::PoolExhausted => api::DropReason::POOL_EXHAUSTED,
                 },
                 [0; 5],
             ),

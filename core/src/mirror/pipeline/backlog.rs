@@ -56,6 +56,11 @@ impl Backlog {
         Some((first.seq, limit))
     }
 
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Sequence number of the first held request of the client's (its first
     /// ReadyForQuery's), `None` when none is held.
     pub fn first_seq(&self) -> Option<u64> {
@@ -309,7 +314,7 @@ mod tests {
         assert!(b.ready(f.status(), 64).is_empty(), "transaction open");
         f.answers.insert(2, Some(I));
         assert_eq!(seqs(&b.ready(f.status(), 64)), [Some(0), Some(1), Some(2)]);
-        assert!(b.len() == 0 && !b.open);
+        assert!(b.is_empty() && !b.open);
     }
 
     #[test]

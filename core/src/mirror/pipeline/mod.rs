@@ -56,6 +56,7 @@ use self::inflight::InFlight;
 use super::ledger::Ledger;
 use super::prepared::{Definitions, OnMirror};
 use super::request::Request;
+use super::target::Pooling;
 use super::{Event, MirrorError, MirrorTarget, Outcome, Report};
 use crate::compare::statements::Statements;
 use crate::compare::Digest;
@@ -83,6 +84,9 @@ pub struct Pipeline {
     places: usize,
     /// Events not yet taken by the driver.
     events: Vec<Event>,
+    /// The client prepared a statement in SQL: in transaction mode the session keeps its
+    /// mirror connection from then on (see [`Pipeline::may_release`]).
+    pinned: bool,
     /// The state of the current mirror connection.
     conn: Connection,
 }
@@ -145,13 +149,52 @@ impl Pipeline {
             definitions,
             statements,
             events: Vec::new(),
+            pinned: false,
             conn: Connection::default(),
         }
     }
 
     /// A new mirror connection: nothing is held, in flight or known on it.
+    #[cfg(test)]
     pub fn new_connection(&mut self) {
+        self.attach(None);
+    }
+
+    /// A connection of the mirror pool comes to the session: nothing is held or in flight
+    /// on it, and it has `statements` (what other sessions left on it, in transaction
+    /// mode; `None` for a connection that has none).
+    pub fn attach(&mut self, statements: Option<OnMirror>) {
         self.conn = Connection::default();
+        self.conn.on_mirror = match (self.target.pooling, statements) {
+            (Pooling::Session, _) => OnMirror::default(),
+            (Pooling::Transaction { .. }, Some(s)) => s.handed_over(),
+            (Pooling::Transaction { statements }, None) => OnMirror::pooled(statements),
+        };
+    }
+
+    /// The session gives its connection back: what the connection's server has of the
+    /// statements, to go with it.
+    pub fn detach(&mut self) -> OnMirror {
+        std::mem::take(&mut self.conn.on_mirror)
+    }
+
+    /// The client prepared statements in SQL (see [`Pipeline::may_release`]).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Transaction mode: the connection can go back to the pool now, as the primary's
+    /// would. Everything taken was sent and answered, the mirror is outside a transaction,
+    /// and the session did not prepare statements in SQL (they live on one connection,
+    /// which the session then keeps, as a session-mode client would).
+    pub fn may_release(&self) -> bool {
+        let conn = &self.conn;
+        matches!(self.target.pooling, Pooling::Transaction { .. })
+            && !self.pinned
+            && conn.in_flight.is_empty()
+            && conn.backlog.is_empty()
+            && conn.unsent.is_empty()
+            && conn.mirror_status.is_idle()
     }
 
     /// Events produced since the last call (one per client request that ended).
@@ -179,7 +222,7 @@ impl Pipeline {
 
     /// Most requests of one open transaction held back before they are sent anyway (a
     /// long transaction must not use up the session's places).
-    fn hold_limit(&self) -> usize {
+    pub fn hold_limit(&self) -> usize {
         (self.places / 2).max(1)
     }
 

@@ -5,6 +5,7 @@
 use super::writer::{Inbox, Taken};
 use super::*;
 use crate::mirror::ledger::Ledger;
+use crate::mirror::target::Pooling;
 use crate::mirror::testing::{self, Places};
 use crate::mirror::ErrorCategory;
 use crate::protocol::frame::Frames;
@@ -42,7 +43,12 @@ impl Fixture {
     /// A session with `queue` places (hold limit `queue / 2`), comparing answers when
     /// `compare`.
     fn new(queue: usize, compare: bool) -> Fixture {
-        let target = testing::target(queue, Duration::from_secs(1), compare);
+        Fixture::with(queue, compare, Pooling::Session)
+    }
+
+    /// [`Fixture::new`], the session holding mirror connections as `pooling` says.
+    fn with(queue: usize, compare: bool, pooling: Pooling) -> Fixture {
+        let target = testing::target_pooled(queue, Duration::from_secs(1), compare, pooling);
         let ledger = Arc::new(Ledger::new(compare));
         let definitions = Arc::new(Definitions::default());
         let pipeline = Pipeline::new(target.clone(), ledger.clone(), definitions.clone());
@@ -440,4 +446,50 @@ fn answers_are_compared_with_the_primarys() {
         events[0].query.as_ref().map(|q| &*q.text),
         Some("select * from t")
     );
+}
+
+/// Transaction mode: the connection goes back to the pool once everything taken was
+/// answered and the mirror is idle, not while the mirror is inside a transaction.
+#[test]
+fn in_transaction_mode_the_connection_goes_back_when_the_mirror_is_idle() {
+    let pooled = Pooling::Transaction { statements: 8 };
+    for (pooling, after) in [(pooled, Step::Release), (Pooling::Session, client_wait())] {
+        let mut f = Fixture::with(128, false, pooling);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "begin", Some(InTransaction), t);
+        f.query(1, "insert into t values (1)", Some(InTransaction), t);
+        f.query(2, "commit", Some(Idle), t);
+        assert_eq!(queries(&f.step()).len(), 3);
+        assert_eq!(f.step(), client_wait(), "answers outstanding");
+        f.mirror_answers(None, InTransaction);
+        f.mirror_answers(None, InTransaction);
+        assert!(
+            !f.pipeline.may_release(),
+            "the mirror is inside the transaction"
+        );
+        f.mirror_answers(None, Idle);
+        assert_eq!(f.pipeline.may_release(), pooling != Pooling::Session);
+        assert_eq!(f.step(), after, "{pooling:?}");
+    }
+}
+
+/// A statement prepared in SQL lives on one connection: the session keeps it.
+#[test]
+fn a_session_that_prepares_in_sql_keeps_its_connection() {
+    let mut f = Fixture::with(128, false, Pooling::Transaction { statements: 8 });
+    let t = Instant::now() - Duration::from_secs(1);
+    f.query(0, "select 1", Some(Idle), t);
+    f.step();
+    f.mirror_answers(None, Idle);
+    assert_eq!(f.step(), Step::Release);
+    f.pipeline.attach(None);
+    f.query(1, "/* c */ PREPARE q AS select 1", Some(Idle), t);
+    f.step();
+    f.mirror_answers(None, Idle);
+    assert!(f.pipeline.is_pinned());
+    assert_eq!(f.step(), client_wait());
+}
+
+fn client_wait() -> Step {
+    Step::AwaitClient { watch_from: None }
 }

@@ -36,6 +36,9 @@ pub enum Step {
     /// [`Pipeline::queue_closed`]); and, when `watch_from` is set, for the primary to end
     /// a transaction from there on (a cut transaction to end), then ask again.
     AwaitClient { watch_from: Option<u64> },
+    /// Transaction mode: everything was answered and the mirror is idle; give the
+    /// connection back until the client's next request.
+    Release,
     /// The queue is closed and everything was sent.
     Finished,
 }
@@ -140,6 +143,9 @@ impl Pipeline {
             _ => {
                 self.conn.idle_seen = false;
                 let watch_from = self.conn.backlog.watch_from();
+                if watch_from.is_none() && self.may_release() {
+                    return Ok(Step::Release);
+                }
                 Ok(Step::AwaitClient { watch_from })
             }
         }
@@ -218,6 +224,7 @@ impl Pipeline {
                 .conn
                 .on_mirror
                 .prepare(&mut r.payload, first_seq, &self.definitions);
+            self.pinned |= effects.sql_prepare;
             let statement = match &mut self.statements {
                 Some(s) if r.is_client() => s.request(&r.payload),
                 _ => None,
