@@ -239,6 +239,49 @@ fn exchange(pgdog: &Pgdog, bytes: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `metrics_password` protects `/metrics` and `/readiness` with HTTP basic auth (any user
+/// name): no header or a wrong password is 401 with a challenge, the right one is served.
+#[tokio::test]
+async fn metrics_password_asks_for_basic_auth() {
+    let cluster = cluster().await;
+    let pgdog = pgdog(&cluster, &["primary"], &["metrics_password = \"m3trics\""]).await;
+    let ask = |path: &str, auth: Option<&str>| {
+        let header = auth
+            .map(|a| format!("Authorization: Basic {a}\r\n"))
+            .unwrap_or_default();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: pgdog\r\n{header}Connection: close\r\n\r\n");
+        exchange(&pgdog, request.as_bytes(), Duration::from_secs(5))
+    };
+    // "prometheus:m3trics", "prometheus:wrong", "m3trics" (no colon).
+    let (right, wrong, bare) = (
+        "cHJvbWV0aGV1czptM3RyaWNz",
+        "cHJvbWV0aGV1czp3cm9uZw==",
+        "bTN0cmljcw==",
+    );
+    for path in ["/metrics", "/readiness"] {
+        for auth in [None, Some(wrong), Some(bare)] {
+            let r = ask(path, auth);
+            assert!(r.starts_with("HTTP/1.1 401"), "{path} {auth:?}: {r}");
+            assert!(
+                r.to_ascii_lowercase()
+                    .contains("www-authenticate: basic realm=\"pgdog\""),
+                "{r}"
+            );
+            assert!(!r.contains("m3trics"), "{r}");
+        }
+    }
+    let r = ask("/metrics", Some(right));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains("pgdog_pool_clients{database=\"primary\"}"),
+        "{r}"
+    );
+    let r = ask("/readiness", Some(right));
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("\"status\":"), "{r}");
+}
+
 #[tokio::test]
 async fn bad_and_slow_clients_do_not_disturb_the_endpoint() {
     let cluster = cluster().await;

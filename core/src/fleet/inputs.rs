@@ -7,6 +7,7 @@
 //! | input | from |
 //! |---|---|
 //! | mirrored, errors, dropped | `pgdog_mirror_requests_total` by `outcome` |
+//! | drops of a full queue | `outcome="dropped"` less `pgdog_mirror_pool_exhausted_total` |
 //! | errors by category | `pgdog_mirror_errors_total` by `category` |
 //! | mismatched, compared, shared errors | `pgdog_mirror_mismatches_total`, `_compared_total`, `_shared_errors_total` |
 //! | latency samples over the bound | `pgdog_mirror_latency_seconds_bucket` at `le` = the bound (pgdog adds that edge) |
@@ -39,6 +40,9 @@ struct Raw {
     coverage: Option<Coverage>,
     classes: BTreeMap<String, u64>,
     first_event_s: Option<f64>,
+    /// Drops because the mirror pool was exhausted (the proxy's `pool_size`), not the
+    /// queue: not counted as `buffer_full`.
+    pool_exhausted: u64,
 }
 
 impl Raw {
@@ -58,6 +62,7 @@ impl Raw {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.pool_exhausted += other.pool_exhausted;
     }
 
     fn to_stats(&self, database: &str) -> DatabaseStats {
@@ -197,10 +202,7 @@ impl Reader<'_> {
             |r, s| match s.label("outcome") {
                 "mirrored" => r.counts.mirrored = count(s),
                 "error" => r.counts.errors = count(s),
-                "dropped" => {
-                    r.counts.dropped = count(s);
-                    r.counts.by_category.buffer_full = count(s);
-                }
+                "dropped" => r.counts.dropped = count(s),
                 _ => {}
             },
         )
@@ -225,7 +227,10 @@ impl Reader<'_> {
     async fn figures(&mut self) -> Result<(), PrometheusError> {
         let sel = self.sel.clone();
         type Set = fn(&mut Raw, &Sample);
-        let families: [(&str, Set); 6] = [
+        let families: [(&str, Set); 7] = [
+            ("pgdog_mirror_pool_exhausted_total", |r, s| {
+                r.pool_exhausted = count(s)
+            }),
             ("pgdog_mirror_mismatches_total", |r, s| {
                 r.counts.mismatched = count(s)
             }),
@@ -314,6 +319,7 @@ pub async fn read(
     let mut overall = Raw::default();
     for r in raw.values_mut() {
         r.counts.total = r.counts.mirrored + r.counts.errors + r.counts.dropped;
+        r.counts.by_category.buffer_full = r.counts.dropped.saturating_sub(r.pool_exhausted);
         let latency_samples = r.cumulative.get(&u64::MAX).copied().unwrap_or(0.0);
         if latency_samples > 0.0 && !r.cumulative.contains_key(&bound_us) {
             return Err(InputsError::NoBoundBucket {

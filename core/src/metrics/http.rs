@@ -1,4 +1,6 @@
-//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics` and `GET /readiness`.
+//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics` and `GET /readiness`,
+//! behind HTTP basic auth when `[general] metrics_password` is set (any user name; 401
+//! with `WWW-Authenticate` otherwise).
 //!
 //! Hardened for an endpoint anyone on the network can reach: request headers must
 //! arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`] (else the connection
@@ -136,6 +138,21 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
 }
 
 async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let config = state.proxy.config();
+    if let Some(password) = &config.general.metrics_password {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !authorized(given, password) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "metrics_password required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pgdog\", charset=\"UTF-8\""),
+            );
+            return r;
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(state).await,
         (&Method::GET, "/readiness") => readiness(read::view(&state.proxy)).await,
@@ -150,6 +167,27 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             "not found: try /metrics or /readiness\n",
         ),
     }
+}
+
+/// Whether an `Authorization` header is HTTP basic auth with `password` (any user name),
+/// compared in constant time.
+pub fn authorized(header: Option<&str>, password: &str) -> bool {
+    use base64::Engine;
+    let Some(encoded) = header.and_then(|h| {
+        h.split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, v)| v.trim())
+    }) else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+        return false;
+    };
+    let given = match decoded.iter().position(|&b| b == b':') {
+        Some(i) => &decoded[i + 1..],
+        None => return false,
+    };
+    crate::auth::md5::constant_time_eq(given, password.as_bytes())
 }
 
 async fn metrics(state: &Arc<State>) -> Response<Body> {
@@ -216,4 +254,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authorized;
+
+    #[test]
+    fn basic_auth_with_any_user_name() {
+        // "u:pw", ":pw", "u:px", "pw".
+        assert!(authorized(Some("Basic dTpwdw=="), "pw"));
+        assert!(authorized(Some("basic  OnB3"), "pw"));
+        assert!(!authorized(Some("Basic dTpweA=="), "pw"));
+        assert!(!authorized(Some("Basic cHc="), "pw"));
+        assert!(!authorized(Some("Bearer dTpwdw=="), "pw"));
+        assert!(!authorized(Some("Basic !!"), "pw"));
+        assert!(!authorized(None, "pw"));
+    }
 }
