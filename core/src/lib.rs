@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backend;
 pub mod compare;
 pub mod config;
+pub mod fleet;
 pub mod frontend;
 pub mod invariants;
 pub mod logging;

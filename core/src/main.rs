@@ -9,12 +9,17 @@ const USAGE: &str = "\
 pgdog: PostgreSQL proxy with query mirroring and migration readiness
 
 Usage: pgdog [--config PATH] [--check]
+       pgdog readiness --prometheus URL [--database NAME] [--config PATH]
 
 Options:
   -c, --config PATH   configuration file (default: pgdog.toml)
       --check         validate the configuration, print every problem, and exit
   -h, --help          print this help
   -V, --version       print the version
+
+pgdog readiness: judge a fleet of proxies from Prometheus' sums (the readiness
+criteria and plugins of --config), print the report; exit 0 when READY, 1 when
+not, 2 when it cannot judge.
 
 Logging: to stderr, one line per event ([general] log_format = \"text\" or \"json\");
 set RUST_LOG (e.g. RUST_LOG=debug); default info.
@@ -57,7 +62,44 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
+/// `pgdog readiness ...`: exit 0 READY, 1 NOT READY, 2 on any error.
+fn fleet_readiness(words: Vec<String>) -> ExitCode {
+    let args = match pgdog::fleet::parse_args(words) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("pgdog: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(pgdog::fleet::judge(&args)) {
+        Ok(report) => {
+            for row in &report.rows {
+                println!("{row}");
+            }
+            ExitCode::from(if report.ready() { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("pgdog readiness: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let mut words = std::env::args().skip(1);
+    if words.next().as_deref() == Some("readiness") {
+        return fleet_readiness(words.collect());
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,

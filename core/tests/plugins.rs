@@ -75,7 +75,7 @@ fn options(readiness: Option<&str>) -> LoadOptions {
         plugin_dir: None,
         config_dir: None,
         binary_dir: Some(profile_dir()),
-        readiness_plugin: readiness.map(String::from),
+        readiness_plugins: readiness.into_iter().map(String::from).collect(),
         stats_window_secs: None,
     }
 }
@@ -328,8 +328,8 @@ async fn a_panicking_plugin_is_disabled_and_the_rest_keeps_going() {
         ),
     ];
     let host = PluginHost::load(&specs, &options(None)).unwrap();
-    send(&host, 50, 0).await;
-    send(&host, 50, 0).await;
+    send(&host, 250, 0).await;
+    send(&host, 250, 0).await;
     let infos = host.plugins();
     let panicky = infos.iter().find(|p| p.name == "panicky").unwrap();
     assert!(
@@ -339,7 +339,7 @@ async fn a_panicking_plugin_is_disabled_and_the_rest_keeps_going() {
     );
     assert_eq!(infos[0].status, PluginStatus::Ok);
     // The stats plugin saw every event.
-    assert_eq!(host.snapshot().await.unwrap().overall.counts.mirrored, 100);
+    assert_eq!(host.snapshot().await.unwrap().overall.counts.mirrored, 500);
     assert!(
         host.assess(&ReadinessCriteria::default())
             .await
@@ -403,13 +403,15 @@ async fn swapping_the_policy_by_config_changes_the_verdict() {
         let file = dir.path().join("pgdog.toml");
         let config = Config::parse(&text, &file).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let options = LoadOptions {
-            readiness_plugin: config.general.readiness_plugin.clone(),
+            readiness_plugins: config.general.readiness_policies(),
             binary_dir: Some(profile_dir()),
             ..LoadOptions::new(dir.path())
         };
         let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
         let host = PluginHost::load(&specs, &options).unwrap();
-        send(&host, 300, 1).await;
+        // Enough clean traffic for the default policy to vouch for a p99 and a 1 % drop
+        // rate (about 380 requests), and one error, which the strict policy never accepts.
+        send(&host, 600, 1).await;
         let report = host
             .assess(&pgdog::plugins::criteria_of(&config.general))
             .await
@@ -425,6 +427,68 @@ async fn swapping_the_policy_by_config_changes_the_verdict() {
                 "Status: NOT READY".to_string()
             ),
         ]
+    );
+}
+
+/// Two policies side by side (`readiness_plugins`): the first gives the verdict of
+/// record, the other is a shadow judged on the same snapshot; they disagree here.
+#[tokio::test]
+async fn shadow_policies_judge_the_same_snapshot_beside_the_verdict_of_record() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        strict_lib(),
+        dir.path().join("libpgdog_strict_readiness.so"),
+    )
+    .unwrap();
+    let text = "[general]\nmirror_min_runtime_hours = 0.0\n\
+                readiness_plugins = [\"mirror-stats\", \"strict\"]\n\
+                [[pools]]\nname = \"primary\"\n\
+                [[plugins]]\nname = \"strict\"\npath = \"libpgdog_strict_readiness.so\"\n";
+    let file = dir.path().join("pgdog.toml");
+    let config = Config::parse(text, &file).unwrap_or_else(|e| panic!("{e}"));
+    let options = LoadOptions {
+        readiness_plugins: config.general.readiness_policies(),
+        binary_dir: Some(profile_dir()),
+        ..LoadOptions::new(dir.path())
+    };
+    let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
+    let host = PluginHost::load(&specs, &options).unwrap();
+    let roles: Vec<(String, Vec<&str>)> = host
+        .plugins()
+        .into_iter()
+        .map(|p| (p.name, p.roles))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("strict".to_string(), vec!["shadow readiness"]),
+            ("mirror-stats".to_string(), vec!["stats", "readiness"]),
+        ]
+    );
+    send(&host, 600, 1).await;
+    let judgement = host
+        .assess_all(&pgdog::plugins::criteria_of(&config.general))
+        .await
+        .unwrap();
+    assert_eq!(judgement.record.policy.as_str(), "mirror-stats");
+    assert!(
+        judgement.record.overall.ready,
+        "{:?}",
+        judgement.record.overall.reasons
+    );
+    assert_eq!(judgement.shadows.len(), 1);
+    let shadow = judgement.shadows[0].report.as_ref().unwrap();
+    assert_eq!(shadow.policy.as_str(), "strict-readiness");
+    assert!(!shadow.overall.ready);
+    assert!(judgement.disagreement());
+    // The verdict of record is what `assess` answers, as before.
+    assert_eq!(
+        host.assess(&pgdog::plugins::criteria_of(&config.general))
+            .await
+            .unwrap()
+            .policy
+            .as_str(),
+        "mirror-stats"
     );
 }
 

@@ -18,6 +18,8 @@
 //! * [`metrics`]: metric points for the Prometheus endpoint.
 //! * [`scrape`]: what the metrics endpoint asks of the stats plugin per scrape (2.1).
 //! * [`extension`]: the named fields a struct gains in a minor version (3.0).
+//! * [`errors`] and [`coverage`]: error classes and workload coverage, named fields of
+//!   the statistics and reports (3.1).
 //! * [`plugin`]: the root module every plugin exports, the FFI-safe plugin object, and
 //!   the plain Rust [`Plugin`] trait plugin authors implement (see [`export_plugin!`]).
 //!
@@ -38,6 +40,8 @@
 // `#[sabi_trait]` expands to impls that trip this lint (see dependencies guide).
 #![allow(non_local_definitions)]
 
+pub mod coverage;
+pub mod errors;
 pub mod event;
 pub mod extension;
 pub mod metrics;
@@ -46,6 +50,8 @@ pub mod readiness;
 pub mod scrape;
 pub mod stats;
 
+pub use coverage::Coverage;
+pub use errors::{ClassErrors, ErrorClass, WorstFingerprint};
 pub use event::{
     Comparison, Differences, DropReason, ErrorCategory, EventBatch, Exclusion, MirrorEvent,
     Outcome, QueryText, Verdict,
@@ -56,7 +62,10 @@ pub use plugin::{
     CallError, CallErrorKind, Capabilities, FfiPlugin, FfiPlugin_TO, Plugin, PluginBox, PluginMod,
     PluginModRef,
 };
-pub use readiness::{DatabaseReport, ReadinessCriteria, ReadinessReport, Reason};
+pub use readiness::{
+    read_confidences, write_confidences, CriterionConfidence, DatabaseReport, ReadinessCriteria,
+    ReadinessReport, Reason,
+};
 pub use scrape::{ReadinessVerdict, RecentLatency, ScrapeAnswer, ScrapeRequest, Verdicts};
 pub use stats::{
     Counts, DatabaseStats, ErrorCounts, FingerprintStats, LatencyBucket, LatencySummary,

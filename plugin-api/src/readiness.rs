@@ -2,10 +2,24 @@
 //!
 //! The report renders to the text rows `SHOW MIRROR READINESS` returns
 //! ([`ReadinessReport::to_text_rows`]), so every policy reads the same way.
+//!
+//! Extension names (3.1.0):
+//! * on [`ReadinessCriteria`]: `min_confidence` (`Number`, 0 to 1: the confidence each
+//!   rate criterion must reach, `[general] mirror_min_confidence`) and `max_unseen`
+//!   (`Number`, 0 to 1: the largest estimated share of traffic not yet mirrored,
+//!   `mirror_max_unseen`); see [`ReadinessCriteria::min_confidence`];
+//! * on [`DatabaseReport`] and [`crate::ReadinessVerdict`]: `confidence.<criterion>`
+//!   (`Number`, 0 to 100) and `criterion.<criterion>` (`Text`, what was measured against
+//!   what), one pair per rate criterion ([`CriterionConfidence`]); `<criterion>` is the
+//!   name its [`Reason`]s use (`max_error_rate`, `max_latency`, ...);
+//! * on [`DatabaseReport`]: the coverage counts of [`crate::coverage`] and the error
+//!   classes of [`crate::errors`], when the policy copies them from the statistics.
 
 use std::fmt::Write as _;
 
-use crate::Extensions;
+use crate::coverage::Coverage;
+use crate::errors::read_classes;
+use crate::{ExtensionValue, Extensions};
 use abi_stable::{
     std_types::{RString, RVec, Tuple2},
     StableAbi,
@@ -33,7 +47,8 @@ pub struct ReadinessCriteria {
     pub max_latency_ratio: f64,
     /// Free-form options for policies that need more (`key`, `value`).
     pub options: RVec<Tuple2<RString, RString>>,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): `min_confidence` and
+    /// `max_unseen` (3.1.0, module docs).
     pub extensions: Extensions,
 }
 
@@ -55,7 +70,31 @@ impl Default for ReadinessCriteria {
     }
 }
 
+/// `min_confidence` in [`ReadinessCriteria::extensions`].
+pub const MIN_CONFIDENCE: &str = "min_confidence";
+/// `max_unseen` in [`ReadinessCriteria::extensions`].
+pub const MAX_UNSEEN: &str = "max_unseen";
+
 impl ReadinessCriteria {
+    /// The confidence (0 to 1) each rate criterion must reach, when the host set one.
+    pub fn min_confidence(&self) -> Option<f64> {
+        self.extensions.number(MIN_CONFIDENCE)
+    }
+
+    /// The largest estimated share of traffic not yet mirrored, when the host set one.
+    pub fn max_unseen(&self) -> Option<f64> {
+        self.extensions.number(MAX_UNSEEN)
+    }
+
+    /// `self` with `min_confidence` and `max_unseen` set.
+    pub fn with_confidence_and_coverage(mut self, min_confidence: f64, max_unseen: f64) -> Self {
+        self.extensions
+            .set(MIN_CONFIDENCE, ExtensionValue::Number(min_confidence));
+        self.extensions
+            .set(MAX_UNSEEN, ExtensionValue::Number(max_unseen));
+        self
+    }
+
     /// The value of a free-form option.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options
@@ -135,8 +174,57 @@ pub struct DatabaseReport {
     pub latency_ratio: f64,
     /// Empty when ready.
     pub reasons: RVec<Reason>,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): criterion confidences,
+    /// coverage and error classes (3.1.0, module docs).
     pub extensions: Extensions,
+}
+
+/// One rate criterion's confidence (3.1.0), in a report's or a verdict's extensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CriterionConfidence {
+    /// The criterion's name, as in [`Reason::criterion`] (`max_error_rate`).
+    pub criterion: String,
+    /// 0 to 100.
+    pub confidence: f64,
+    /// What was measured against what (`error rate 0.00% (0 of 300), maximum 5.00%`);
+    /// may be empty (verdicts carry none).
+    pub text: String,
+}
+
+/// Writes `confidences` into `ext` (`confidence.<criterion>`, and `criterion.<criterion>`
+/// when there is a text).
+pub fn write_confidences(ext: &mut Extensions, confidences: &[CriterionConfidence]) {
+    for c in confidences {
+        ext.set(
+            &format!("confidence.{}", c.criterion),
+            ExtensionValue::Number(c.confidence),
+        );
+        if !c.text.is_empty() {
+            ext.set(
+                &format!("criterion.{}", c.criterion),
+                ExtensionValue::Text(c.text.as_str().into()),
+            );
+        }
+    }
+}
+
+/// The criterion confidences in `ext`, in the order they were written.
+pub fn read_confidences(ext: &Extensions) -> Vec<CriterionConfidence> {
+    ext.fields
+        .iter()
+        .filter_map(|f| {
+            let criterion = f.name.as_str().strip_prefix("confidence.")?;
+            let confidence = ext.number(f.name.as_str())?;
+            Some(CriterionConfidence {
+                criterion: criterion.to_string(),
+                confidence,
+                text: ext
+                    .text(&format!("criterion.{criterion}"))
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A policy's verdict.
@@ -185,6 +273,17 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
             r.confidence_detail
         ));
     }
+    for c in read_confidences(&r.extensions) {
+        let text = if c.text.is_empty() {
+            c.criterion.clone()
+        } else {
+            c.text
+        };
+        rows.push(format!(
+            "{prefix}Criterion: {text}: confidence {:.1}%",
+            c.confidence
+        ));
+    }
     rows.push(format!("{prefix}Error Rate: {:.2}%", r.error_rate * 100.0));
     rows.push(format!(
         "{prefix}Success Rate: {:.2}%",
@@ -219,6 +318,17 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
         rows.push(format!(
             "{prefix}Latency Ratio: mirror p99 / primary p99 = {:.2}",
             r.latency_ratio
+        ));
+    }
+    if let Some(coverage) = Coverage::read(&r.extensions) {
+        rows.push(format!("{prefix}Coverage: {}", coverage.describe()));
+    }
+    let classes = read_classes(&r.extensions);
+    if !classes.is_empty() {
+        let described: Vec<String> = classes.iter().map(|c| c.describe()).collect();
+        rows.push(format!(
+            "{prefix}Mirror Errors by Class: {}",
+            described.join("; ")
         ));
     }
     rows.push(format!(
@@ -289,5 +399,65 @@ mod tests {
         assert!(rows.contains(&"Reason: Total requests 5 < minimum 100".to_string()));
         assert!(rows.contains(&"Database: primary".to_string()));
         assert!(rows.contains(&"primary Status: READY".to_string()));
+    }
+
+    #[test]
+    fn renders_criterion_confidences_coverage_and_classes() {
+        use crate::errors::{write_classes, ClassErrors, ErrorClass};
+        let mut overall = DatabaseReport {
+            confidence: 90.3,
+            ..Default::default()
+        };
+        write_confidences(
+            &mut overall.extensions,
+            &[
+                CriterionConfidence {
+                    criterion: "max_error_rate".into(),
+                    confidence: 99.99,
+                    text: "error rate 0.00% (0 of 300), maximum 5.00%".into(),
+                },
+                CriterionConfidence {
+                    criterion: "max_latency".into(),
+                    confidence: 90.3,
+                    text: String::new(),
+                },
+            ],
+        );
+        Coverage {
+            requests: 300,
+            seen_once: 3,
+            fingerprints: 5,
+            untracked: 0,
+        }
+        .write(&mut overall.extensions);
+        write_classes(
+            &mut overall.extensions,
+            &[ClassErrors {
+                class: ErrorClass::Data,
+                count: 2,
+                worst: None,
+                sqlstates: vec![("22012".into(), 2)],
+            }],
+        );
+        let confidences = read_confidences(&overall.extensions);
+        assert_eq!(confidences.len(), 2);
+        assert_eq!(confidences[1].criterion, "max_latency");
+        let report = ReadinessReport {
+            overall,
+            ..Default::default()
+        };
+        let rows = report.to_text_rows();
+        for want in [
+            "Criterion: error rate 0.00% (0 of 300), maximum 5.00%: confidence 100.0%",
+            "Criterion: max_latency: confidence 90.3%",
+            "Coverage: an estimated 1.00% of traffic is statements not yet mirrored (3 seen once in 300 requests)",
+            "Mirror Errors by Class: data 2 (22012 division by zero 2)",
+        ] {
+            assert!(rows.contains(&want.to_string()), "{want}: {rows:#?}");
+        }
+        let criteria = ReadinessCriteria::default().with_confidence_and_coverage(0.95, 0.01);
+        assert_eq!(criteria.min_confidence(), Some(0.95));
+        assert_eq!(criteria.max_unseen(), Some(0.01));
+        assert_eq!(ReadinessCriteria::default().min_confidence(), None);
     }
 }

@@ -65,7 +65,8 @@ pub struct ReadinessVerdict {
     pub ready: bool,
     /// 0 to 100, as in [`crate::DatabaseReport::confidence`].
     pub confidence: f64,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): `confidence.<criterion>`
+    /// (3.1.0, see [`crate::readiness`]).
     pub extensions: Extensions,
 }
 
@@ -78,13 +79,24 @@ pub struct Verdicts {
 }
 
 impl Verdicts {
-    /// The verdicts of a full report.
+    /// The verdicts of a full report (with its criterion confidences, without texts).
     pub fn of(report: &ReadinessReport) -> Self {
-        let verdict = |d: &crate::DatabaseReport| ReadinessVerdict {
-            database: d.database.clone(),
-            ready: d.ready,
-            confidence: d.confidence,
-            extensions: Default::default(),
+        let verdict = |d: &crate::DatabaseReport| {
+            let mut extensions = Extensions::default();
+            let confidences: Vec<_> = crate::read_confidences(&d.extensions)
+                .into_iter()
+                .map(|c| crate::CriterionConfidence {
+                    text: String::new(),
+                    ..c
+                })
+                .collect();
+            crate::write_confidences(&mut extensions, &confidences);
+            ReadinessVerdict {
+                database: d.database.clone(),
+                ready: d.ready,
+                confidence: d.confidence,
+                extensions,
+            }
         };
         Self {
             overall: verdict(&report.overall),

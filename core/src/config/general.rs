@@ -201,6 +201,23 @@ pub struct General {
     /// Plugin (by `[[plugins]]` name) that answers readiness. Default: the stats plugin.
     #[serde(default)]
     pub readiness_plugin: Option<String>,
+    /// Plugins (by `[[plugins]]` name; `mirror-stats` is the bundled one) that judge
+    /// readiness side by side; the first is the verdict of record, the others are shadow
+    /// policies shown beside it. Default: none (`readiness_plugin` decides alone).
+    #[serde(default)]
+    pub readiness_plugins: Vec<String>,
+    /// Readiness: the confidence each rate criterion (error rate, p99, drops, mismatches)
+    /// must reach for READY, valid however often the verdict is read. Default 0.95.
+    #[serde(default = "default_mirror_min_confidence")]
+    pub mirror_min_confidence: f64,
+    /// Readiness: highest acceptable estimated share of traffic that is statements the
+    /// mirror has not run yet (Good-Turing: fingerprints seen once / requests). Default 0.01.
+    #[serde(default = "default_mirror_max_unseen")]
+    pub mirror_max_unseen: f64,
+    /// Password for the metrics port (`/metrics`, `/readiness`, `/ui`) by HTTP basic
+    /// auth, any user name. Default: none (no authentication).
+    #[serde(default)]
+    pub metrics_password: Option<String>,
 
     /// OTLP collector to push metrics to, e.g. `http://collector:4318` (the path
     /// `/v1/metrics` is added unless the URL has a path). Default: none (no push).
@@ -227,6 +244,15 @@ impl Default for General {
 impl General {
     pub fn metrics_host(&self) -> &Hosts {
         self.metrics_host.as_ref().unwrap_or(&self.host)
+    }
+
+    /// The readiness plugins by name, the verdict of record first: `readiness_plugins`,
+    /// else `readiness_plugin`; empty means the stats plugin.
+    pub fn readiness_policies(&self) -> Vec<String> {
+        if !self.readiness_plugins.is_empty() {
+            return self.readiness_plugins.clone();
+        }
+        self.readiness_plugin.iter().cloned().collect()
     }
 
     /// The client TLS mode in effect: the configured one, else `prefer` when a
@@ -311,6 +337,12 @@ fn default_mirror_min_requests() -> u64 {
 }
 fn default_mirror_min_runtime_hours() -> f64 {
     24.0
+}
+fn default_mirror_min_confidence() -> f64 {
+    0.95
+}
+fn default_mirror_max_unseen() -> f64 {
+    0.01
 }
 fn default_mirror_stats_window_secs() -> u64 {
     5

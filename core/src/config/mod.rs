@@ -17,7 +17,7 @@ mod validate;
 pub use error::{ConfigError, Problem};
 pub use general::{AuthType, General, LogFormat};
 pub use hosts::Hosts;
-pub use plugin::PluginConfig;
+pub use plugin::{PluginConfig, BUNDLED_STATS_PLUGIN};
 pub use pool::PoolConfig;
 pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
 pub use users::{PoolMode, UserConfig};
@@ -114,6 +114,9 @@ impl Config {
         let mut copy = self.clone();
         if copy.general.admin_password.is_some() {
             copy.general.admin_password = Some(REDACTED.into());
+        }
+        if copy.general.metrics_password.is_some() {
+            copy.general.metrics_password = Some(REDACTED.into());
         }
         // Header values are usually API keys.
         for value in copy.general.otlp_headers.values_mut() {

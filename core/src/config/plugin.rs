@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// The name the bundled stats plugin goes by when no `[[plugins]]` entry provides
+/// statistics (for `readiness_plugins`, `SHOW PLUGINS`).
+pub const BUNDLED_STATS_PLUGIN: &str = "mirror-stats";
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {

@@ -251,6 +251,78 @@ fn otlp_keys_default_parse_and_are_checked() {
 }
 
 #[test]
+fn readiness_keys_default_parse_and_are_checked() {
+    let c = parse("").unwrap();
+    assert_eq!(c.general.mirror_min_confidence, 0.95);
+    assert_eq!(c.general.mirror_max_unseen, 0.01);
+    assert!(c.general.readiness_plugins.is_empty());
+    assert_eq!(c.general.readiness_policies(), Vec::<String>::new());
+    assert_eq!(c.general.metrics_password, None);
+
+    let c = parse(
+        "[general]\nreadiness_plugins = [\"mirror-stats\", \"strict\"]\nmirror_min_confidence = 0.99\n\
+         metrics_password = \"s3cret\"\n\
+         [[plugins]]\nname = \"strict\"\npath = \"libpgdog_strict_readiness.so\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.general.readiness_policies(), ["mirror-stats", "strict"]);
+    assert_eq!(c.general.mirror_min_confidence, 0.99);
+    assert_eq!(
+        c.redacted().general.metrics_password.as_deref(),
+        Some(REDACTED)
+    );
+    let c = parse("[general]\nreadiness_plugin = \"mirror-stats\"\n").unwrap();
+    assert_eq!(c.general.readiness_policies(), ["mirror-stats"]);
+
+    let p = problems(
+        "[general]\nmirror_min_confidence = 1.0\nmirror_max_unseen = 2\nmetrics_password = \"\"\n\
+         readiness_plugin = \"strict\"\nreadiness_plugins = [\"strict\", \"nope\", \"strict\"]\n\
+         [[plugins]]\nname = \"strict\"\npath = \"x.so\"\n",
+    );
+    let found: Vec<(Option<usize>, &str, &str)> = p
+        .iter()
+        .map(|p| (p.line, p.key.as_str(), p.message.as_str()))
+        .collect();
+    for (line, key, message) in [
+        (
+            Some(3),
+            "general.mirror_max_unseen",
+            "expected a fraction between 0 and 1, got 2",
+        ),
+        (
+            Some(2),
+            "general.mirror_min_confidence",
+            "expected a probability strictly between 0 and 1 (e.g. 0.95), got 1",
+        ),
+        (
+            Some(4),
+            "general.metrics_password",
+            "expected a non-empty password (leave the key out for none)",
+        ),
+        (
+            Some(6),
+            "general.readiness_plugins",
+            "set readiness_plugin or readiness_plugins, not both",
+        ),
+        (
+            Some(6),
+            "general.readiness_plugins",
+            "no [[plugins]] entry named \"nope\" (the bundled stats plugin is \"mirror-stats\")",
+        ),
+        (
+            Some(6),
+            "general.readiness_plugins",
+            "\"strict\" is listed twice",
+        ),
+    ] {
+        assert!(
+            found.contains(&(line, key, message)),
+            "missing {key}: {message} in {found:#?}"
+        );
+    }
+}
+
+#[test]
 fn users_and_pool_modes_are_checked_with_their_keys() {
     let text = r#"
 [general]

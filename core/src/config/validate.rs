@@ -82,6 +82,7 @@ fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
         ("mirror_max_error_rate", g.mirror_max_error_rate),
         ("mirror_max_drop_rate", g.mirror_max_drop_rate),
         ("mirror_max_mismatch_rate", g.mirror_max_mismatch_rate),
+        ("mirror_max_unseen", g.mirror_max_unseen),
     ] {
         if !(0.0..=1.0).contains(&value) {
             problem(
@@ -97,6 +98,21 @@ fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
                 "expected a ratio >= 0 (0 turns the check off), got {}",
                 g.mirror_max_latency_ratio
             ),
+        );
+    }
+    if !(g.mirror_min_confidence > 0.0 && g.mirror_min_confidence < 1.0) {
+        problem(
+            "mirror_min_confidence",
+            format!(
+                "expected a probability strictly between 0 and 1 (e.g. 0.95), got {}",
+                g.mirror_min_confidence
+            ),
+        );
+    }
+    if g.metrics_password.as_deref() == Some("") {
+        problem(
+            "metrics_password",
+            "expected a non-empty password (leave the key out for none)".into(),
         );
     }
     if !(g.mirror_min_runtime_hours >= 0.0 && g.mirror_min_runtime_hours.is_finite()) {
@@ -279,6 +295,35 @@ fn check_plugins(config: &Config, text: &str, problems: &mut Vec<Problem>) {
                 text,
                 "readiness_plugin",
                 format!("no [[plugins]] entry named \"{name}\""),
+            ));
+        }
+    }
+    check_readiness_plugins(config, text, &plugin_names, problems);
+}
+
+/// `readiness_plugins`: known names, each once, and not beside `readiness_plugin`.
+fn check_readiness_plugins(
+    config: &Config,
+    text: &str,
+    plugin_names: &HashSet<&str>,
+    problems: &mut Vec<Problem>,
+) {
+    let g = &config.general;
+    if g.readiness_plugins.is_empty() {
+        return;
+    }
+    let mut problem = |message: String| problems.push(general(text, "readiness_plugins", message));
+    if g.readiness_plugin.is_some() {
+        problem("set readiness_plugin or readiness_plugins, not both".into());
+    }
+    let bundled = super::BUNDLED_STATS_PLUGIN;
+    let mut seen = HashSet::new();
+    for name in &g.readiness_plugins {
+        if !seen.insert(name.as_str()) {
+            problem(format!("\"{name}\" is listed twice"));
+        } else if name != bundled && !plugin_names.contains(name.as_str()) {
+            problem(format!(
+                "no [[plugins]] entry named \"{name}\" (the bundled stats plugin is \"{bundled}\")"
             ));
         }
     }

@@ -11,6 +11,11 @@
 //! [`BOUNDS_US`] already, so this is one step per bound; a whole snapshot is re-bucketed
 //! (a sample counts in the first bound at or above its HDR bucket's upper edge).
 //! The OTLP push carries no latency histogram (`docs/metrics.md`).
+//!
+//! When `[general] mirror_max_latency_ms` is not one of the bounds, it is added as one
+//! more bucket edge ([`bounds_with`]): the samples over the readiness bound are then
+//! `count - bucket{le=bound}`, summable across proxies, which is what the p99 criterion
+//! needs to be rebuilt from Prometheus (`pgdog readiness --prometheus`).
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -32,6 +37,25 @@ pub const BOUNDS_US: [u64; 14] = [
     500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000,
 ];
+
+/// The bucket edges (µs, ascending) exported: [`BOUNDS_US`], and `bound_us` when given
+/// and not one of them.
+pub fn bounds_with(bound_us: Option<u64>) -> Vec<u64> {
+    let mut bounds = BOUNDS_US.to_vec();
+    if let Some(b) = bound_us.filter(|b| *b > 0 && !BOUNDS_US.contains(b)) {
+        let at = bounds.partition_point(|&x| x < b);
+        bounds.insert(at, b);
+    }
+    bounds
+}
+
+/// An edge in seconds: the exact constant for the standard ones.
+fn seconds(us: u64) -> f64 {
+    match BOUNDS_US.iter().position(|&b| b == us) {
+        Some(i) => BOUNDS[i],
+        None => us as f64 / 1e6,
+    }
+}
 
 /// The registry's view of the current sample's distributions.
 pub struct LatencyHistogram {
@@ -62,27 +86,28 @@ impl Collector for LatencyHistogram {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let sample = lock(&self.current);
+        let bounds = bounds_with(sample.latency_bound_us);
         match sample.snapshot.as_ref().filter(|_| sample.mirror_enabled) {
-            Some((snapshot, _)) => vec![family(&snapshot.databases)],
+            Some((snapshot, _)) => vec![family(&snapshot.databases, &bounds)],
             None => Vec::new(),
         }
     }
 }
 
-/// The family for `databases`.
-fn family(databases: &[DatabaseStats]) -> MetricFamily {
+/// The family for `databases`, with buckets at `bounds_us`.
+fn family(databases: &[DatabaseStats], bounds_us: &[u64]) -> MetricFamily {
     let metrics = databases
         .iter()
         .map(|db| {
             let l = &db.mirror_latency;
             let mut cumulative = 0;
-            let buckets = BOUNDS
+            let buckets = bounds_us
                 .iter()
-                .zip(rebucket(db))
+                .zip(rebucket(db, bounds_us))
                 .map(|(&bound, n)| {
                     cumulative += n;
                     let mut b = proto::Bucket::default();
-                    b.set_upper_bound(bound);
+                    b.set_upper_bound(seconds(bound));
                     b.set_cumulative_count(cumulative);
                     b
                 })
@@ -108,10 +133,10 @@ fn family(databases: &[DatabaseStats]) -> MetricFamily {
     family
 }
 
-/// Samples per bound (not cumulative) of `db`'s mirror latency; samples above the last
-/// bound are in none.
-pub fn rebucket(db: &DatabaseStats) -> [u64; BOUNDS.len()] {
-    let mut counts = [0u64; BOUNDS.len()];
+/// Samples per bound of `bounds_us` (not cumulative) of `db`'s mirror latency; samples
+/// above the last bound are in none.
+pub fn rebucket(db: &DatabaseStats, bounds_us: &[u64]) -> Vec<u64> {
+    let mut counts = vec![0u64; bounds_us.len()];
     let mut i = 0;
     let mut previous = 0;
     for b in db.mirror_latency.buckets.iter() {
@@ -119,10 +144,10 @@ pub fn rebucket(db: &DatabaseStats) -> [u64; BOUNDS.len()] {
             i = 0; // not ascending after all: search from the start
         }
         previous = b.le_us;
-        while i < BOUNDS_US.len() && b.le_us > BOUNDS_US[i] {
+        while i < bounds_us.len() && b.le_us > bounds_us[i] {
             i += 1;
         }
-        if i < BOUNDS_US.len() {
+        if i < bounds_us.len() {
             counts[i] += b.count;
         }
     }
@@ -157,17 +182,28 @@ mod tests {
             },
             ..DatabaseStats::default()
         };
-        let c = rebucket(&db(&[
-            (1, 1),
-            (500, 2),
-            (501, 4),
-            (10_000_000, 8),
-            (10_000_001, 16),
-        ]));
+        let c = rebucket(
+            &db(&[
+                (1, 1),
+                (500, 2),
+                (501, 4),
+                (10_000_000, 8),
+                (10_000_001, 16),
+            ]),
+            &BOUNDS_US,
+        );
         assert_eq!(&c[..3], &[3, 4, 0]);
         assert_eq!(c[13], 8);
         assert_eq!(c.iter().sum::<u64>(), 15);
-        let c = rebucket(&db(&[(2_000, 1), (400, 2), (3_000_000, 4)]));
+        let c = rebucket(&db(&[(2_000, 1), (400, 2), (3_000_000, 4)]), &BOUNDS_US);
         assert_eq!((c[0], c[2], c[12]), (2, 1, 4));
+        // The readiness bound as an extra edge: 300 ms between 250 and 500.
+        let bounds = bounds_with(Some(300_000));
+        assert_eq!(bounds.len(), BOUNDS_US.len() + 1);
+        assert_eq!(bounds_with(Some(1_000_000)), BOUNDS_US.to_vec());
+        let c = rebucket(&db(&[(260_000, 1), (300_000, 2), (300_001, 4)]), &bounds);
+        assert_eq!((c[8], c[9], c[10]), (0, 3, 4));
+        assert_eq!(seconds(300_000), 0.3);
+        assert_eq!(seconds(500), 0.0005);
     }
 }

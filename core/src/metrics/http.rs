@@ -1,4 +1,6 @@
-//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics` and `GET /readiness`.
+//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics` and `GET /readiness`,
+//! behind HTTP basic auth when `[general] metrics_password` is set (any user name; 401
+//! with `WWW-Authenticate` otherwise).
 //!
 //! Hardened for an endpoint anyone on the network can reach: request headers must
 //! arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`] (else the connection
@@ -138,6 +140,21 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
 }
 
 async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let config = state.proxy.config();
+    if let Some(password) = &config.general.metrics_password {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !authorized(given, password) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "metrics_password required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pgdog\", charset=\"UTF-8\""),
+            );
+            return r;
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(state).await,
         (&Method::GET, "/readiness") => readiness(read::view(&state.proxy)).await,
@@ -152,6 +169,27 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             "not found: try /metrics or /readiness\n",
         ),
     }
+}
+
+/// Whether an `Authorization` header is HTTP basic auth with `password` (any user name),
+/// compared in constant time.
+pub fn authorized(header: Option<&str>, password: &str) -> bool {
+    use base64::Engine;
+    let Some(encoded) = header.and_then(|h| {
+        h.split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, v)| v.trim())
+    }) else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+        return false;
+    };
+    let given = match decoded.iter().position(|&b| b == b':') {
+        Some(i) => &decoded[i + 1..],
+        None => return false,
+    };
+    crate::auth::md5::constant_time_eq(given, password.as_bytes())
 }
 
 async fn metrics(state: &Arc<State>) -> Response<Body> {
@@ -181,19 +219,20 @@ async fn metrics(state: &Arc<State>) -> Response<Body> {
 }
 
 /// `GET /readiness`: the readiness report as JSON (schema in `docs/metrics.md`);
-/// 200 when the overall verdict is READY, 503 otherwise (also when no plugin can judge
-/// or it does not answer in time).
+/// 200 when the overall verdict of record is READY, 503 otherwise (also when no plugin
+/// can judge or it does not answer in time). Shadow policies are listed beside it and
+/// never change the status.
 pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
     view.plugins.flush().await;
     let criteria = criteria_of(&view.config.general);
-    let (status, body) = match view.plugins.assess(&criteria).await {
-        Ok(report) => {
-            let status = if report.overall.ready {
+    let (status, body) = match view.plugins.assess_all(&criteria).await {
+        Ok(judgement) => {
+            let status = if judgement.record.overall.ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            (status, super::readiness_json::report(&report))
+            (status, super::readiness_json::judgement(&judgement))
         }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,4 +256,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authorized;
+
+    #[test]
+    fn basic_auth_with_any_user_name() {
+        // "u:pw", ":pw", "u:px", "pw".
+        assert!(authorized(Some("Basic dTpwdw=="), "pw"));
+        assert!(authorized(Some("basic  OnB3"), "pw"));
+        assert!(!authorized(Some("Basic dTpweA=="), "pw"));
+        assert!(!authorized(Some("Basic cHc="), "pw"));
+        assert!(!authorized(Some("Bearer dTpwdw=="), "pw"));
+        assert!(!authorized(Some("Basic !!"), "pw"));
+        assert!(!authorized(None, "pw"));
+    }
 }

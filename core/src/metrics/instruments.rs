@@ -73,7 +73,8 @@ pub fn register(
             );
         }
     }
-    for (name, help, observe) in GAUGES {
+    let gauge_families = GAUGES.iter().chain(super::readiness_inputs::GAUGES);
+    for (name, help, observe) in gauge_families {
         let current = current.clone();
         let builder = meter.f64_observable_gauge(*name).with_description(*help);
         gauges.push(
@@ -82,7 +83,8 @@ pub fn register(
                 .build(),
         );
     }
-    for (name, help, observe) in COUNTERS {
+    let counter_families = COUNTERS.iter().chain(super::readiness_inputs::COUNTERS);
+    for (name, help, observe) in counter_families {
         let current = current.clone();
         let builder = meter.f64_observable_counter(*name).with_description(*help);
         counters.push(

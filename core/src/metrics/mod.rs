@@ -10,7 +10,8 @@
 //!
 //! Files, in the order of the data (imports run one way, `sample` is the leaf):
 //! `read` (the one reader of `Proxy`) -> `sample` (one collection's data) ->
-//! `instruments` and `histogram` (what the SDK and the registry observe) -> `pipeline`
+//! `instruments`, `readiness_inputs` and `histogram` (what the SDK and the registry
+//! observe) -> `pipeline`
 //! (provider, readers, render) -> `http` (server) and `otlp` (push).
 //!
 //! Who decides which series exist (`docs/plugins.md`, "Who owns which series"): a
@@ -32,6 +33,7 @@ mod instruments;
 pub mod otlp;
 mod pipeline;
 pub mod read;
+mod readiness_inputs;
 mod readiness_json;
 pub mod sample;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::histogram::BOUNDS_US;
+use super::histogram::bounds_with;
 use super::sample::{database, PoolSample, Sample};
 use crate::config::Config;
 use crate::plugins::{criteria_of, PluginHost, Verdicts};
@@ -97,7 +97,9 @@ pub async fn sample(view: ProxyView) -> Sample {
     plugins.flush().await;
     sample.points = plugins.metric_points().await;
     let criteria = criteria_of(&view.config.general);
-    match plugins.scrape(&BOUNDS_US, &criteria).await {
+    sample.latency_bound_us = Some(view.config.general.mirror_max_latency_ms * 1000);
+    let bounds = bounds_with(sample.latency_bound_us);
+    match plugins.scrape(&bounds, &criteria).await {
         Ok(Some(answer)) => {
             sample.set_snapshot(Arc::new(answer.snapshot));
             match answer.verdicts.into_option() {

@@ -44,6 +44,9 @@ pub struct Sample {
     pub pool_exhausted: Vec<(KeyValue, u64)>,
     /// Events dropped on the way to the plugins (`None`: no plugin host).
     pub plugin_events_dropped: Option<u64>,
+    /// The readiness latency bound (µs), exported as one more bucket edge of the latency
+    /// histogram when it is not one of its standard bounds.
+    pub latency_bound_us: Option<u64>,
 }
 
 impl Sample {

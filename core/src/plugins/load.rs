@@ -20,7 +20,7 @@ use super::PluginError;
 /// File name of the bundled stats plugin, shipped beside the `pgdog` binary.
 pub const BUNDLED_STATS_FILE: &str = "libpgdog_mirror_stats.so";
 /// Name the bundled stats plugin is registered under.
-pub const BUNDLED_STATS_NAME: &str = "mirror-stats";
+pub const BUNDLED_STATS_NAME: &str = crate::config::BUNDLED_STATS_PLUGIN;
 
 /// The directories plugins given by file name are looked for in, in order: `plugin_dir`,
 /// the directory of the `pgdog` binary, and `../lib/pgdog/` from there (where a package

@@ -17,9 +17,11 @@
 //! later call until it returns (see `instance.rs`). The event thread's `consume` calls
 //! are the only ones made elsewhere, on that thread.
 //!
-//! Roles: the **stats** plugin is the first loaded plugin that produces snapshots (if
-//! the configured plugins include none, the bundled one is loaded as well); the
-//! **readiness** plugin is `[general] readiness_plugin`, by default the stats plugin.
+//! Roles (`roles.rs`): the **stats** plugin is the first loaded plugin that produces
+//! snapshots (if the configured plugins include none, the bundled one is loaded as well);
+//! the **readiness** plugins are `[general] readiness_plugins` (or `readiness_plugin`),
+//! by default the stats plugin: the first gives the verdict of record, the others judge
+//! the same snapshot as shadow policies.
 //!
 //! Failure policy: anything wrong at load time is a [`PluginError`] naming the plugin,
 //! the path and the cause, and pgdog refuses to start. At run time a plugin that panics
@@ -31,6 +33,7 @@ mod error;
 pub mod event;
 mod instance;
 mod load;
+mod roles;
 pub mod sink;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +49,7 @@ pub use pgdog_plugin_api::{
     ReadinessCriteria, ReadinessReport, ReadinessVerdict, Reason, RecentLatency, ScrapeAnswer,
     StatsSnapshot, Verdicts, API_VERSION,
 };
+pub use roles::{Judgement, Shadow};
 pub use sink::EventSink;
 
 use instance::LoadedPlugin;
@@ -100,8 +104,9 @@ pub struct LoadOptions {
     /// Directory of the `pgdog` binary (relative paths second, and the bundled plugin).
     /// `None`: the directory of `std::env::current_exe()`.
     pub binary_dir: Option<PathBuf>,
-    /// `[general] readiness_plugin`. `None`: the stats plugin.
-    pub readiness_plugin: Option<String>,
+    /// `[general] readiness_plugins` (or `readiness_plugin`): the verdict of record
+    /// first, then shadow policies. Empty: the stats plugin.
+    pub readiness_plugins: Vec<String>,
     /// `[general] mirror_stats_window_secs`, handed to the bundled stats plugin as its
     /// `window_secs`. `None`: the plugin's default. (A `[[plugins]]` entry is configured
     /// by its own table only.)
@@ -149,7 +154,8 @@ pub struct PluginInfo {
 pub struct PluginHost {
     plugins: Vec<Arc<LoadedPlugin>>,
     stats: Option<usize>,
-    readiness: Option<usize>,
+    /// The readiness policies: the verdict of record first, then shadows.
+    readiness: Vec<usize>,
     sink: EventSink,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -226,39 +232,7 @@ impl PluginHost {
         }
         let stats = plugins.iter().position(provides_stats);
 
-        let can_judge = |i: usize| plugins[i].capabilities.contains(Capabilities::READINESS);
-        let readiness = match &options.readiness_plugin {
-            Some(name) => {
-                let i = plugins
-                    .iter()
-                    .position(|p| &p.name == name)
-                    .ok_or_else(|| PluginError::Readiness {
-                        name: name.clone(),
-                        problem: format!(
-                            "no loaded plugin has that name (loaded: {})",
-                            plugins
-                                .iter()
-                                .map(|p| p.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    })?;
-                if !can_judge(i) {
-                    return Err(PluginError::Readiness {
-                        name: name.clone(),
-                        problem: format!(
-                            "{} does not judge readiness (it provides: {})",
-                            plugins[i].path.display(),
-                            plugins[i].capabilities.names().join(", ")
-                        ),
-                    });
-                }
-                Some(i)
-            }
-            None => stats
-                .filter(|&i| can_judge(i))
-                .or_else(|| (0..plugins.len()).find(|&i| can_judge(i))),
-        };
+        let readiness = roles::readiness(&plugins, stats, &options.readiness_plugins)?;
 
         let (sink, thread) = sink::start(plugins.clone()).map_err(|e| PluginError::Open {
             name: "(event thread)".into(),
@@ -319,16 +293,44 @@ impl PluginHost {
             .await
     }
 
+    /// The index of the plugin whose verdict is of record.
+    fn record(&self) -> Option<usize> {
+        self.readiness.first().copied()
+    }
+
     /// The readiness plugin's verdict on the stats plugin's snapshot.
     pub async fn assess(
         &self,
         criteria: &ReadinessCriteria,
     ) -> Result<ReadinessReport, PluginError> {
         let deadline = deadline();
-        self.readiness
+        self.record()
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
         let snapshot = Arc::new(self.snapshot_by(deadline).await?);
         self.assess_by(snapshot, criteria, deadline).await
+    }
+
+    /// The verdict of record and every shadow policy's verdict, on one snapshot. A shadow
+    /// that fails or does not answer is reported as such; it never fails the answer.
+    pub async fn assess_all(&self, criteria: &ReadinessCriteria) -> Result<Judgement, PluginError> {
+        let deadline = deadline();
+        let judge = self
+            .record()
+            .ok_or(PluginError::NoProvider { what: "readiness" })?;
+        let snapshot = Arc::new(self.snapshot_by(deadline).await?);
+        let record = self
+            .assess_with(judge, snapshot.clone(), criteria, deadline)
+            .await?;
+        let mut shadows = Vec::with_capacity(self.readiness.len().saturating_sub(1));
+        for &i in &self.readiness[1..] {
+            shadows.push(Shadow {
+                name: self.plugins[i].name.clone(),
+                report: self
+                    .assess_with(i, snapshot.clone(), criteria, deadline)
+                    .await,
+            });
+        }
+        Ok(Judgement { record, shadows })
     }
 
     /// The readiness plugin's verdict on a snapshot already taken.
@@ -347,8 +349,18 @@ impl PluginHost {
         deadline: Instant,
     ) -> Result<ReadinessReport, PluginError> {
         let judge = self
-            .readiness
+            .record()
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
+        self.assess_with(judge, snapshot, criteria, deadline).await
+    }
+
+    async fn assess_with(
+        &self,
+        judge: usize,
+        snapshot: Arc<StatsSnapshot>,
+        criteria: &ReadinessCriteria,
+        deadline: Instant,
+    ) -> Result<ReadinessReport, PluginError> {
         let criteria = criteria.clone();
         self.plugins[judge]
             .call_off_runtime("assess", deadline, move |p| p.assess(&snapshot, &criteria))
@@ -369,12 +381,12 @@ impl PluginHost {
         let stats = self
             .stats
             .ok_or(PluginError::NoProvider { what: "statistics" })?;
-        if self.readiness.is_some_and(|judge| judge != stats) {
+        if self.record().is_some_and(|judge| judge != stats) {
             return Ok(None);
         }
         let request = pgdog_plugin_api::ScrapeRequest {
             latency_bounds_us: bounds_us.to_vec().into(),
-            criteria: self.readiness.map(|_| criteria.clone()).into(),
+            criteria: self.record().map(|_| criteria.clone()).into(),
             extensions: Default::default(),
         };
         let call =
@@ -495,11 +507,18 @@ impl PluginHost {
                 plugin_name: p.plugin_name.clone(),
                 version: p.version.clone(),
                 capabilities: p.capabilities.names(),
-                roles: [(self.stats, "stats"), (self.readiness, "readiness")]
-                    .into_iter()
-                    .filter(|(idx, _)| *idx == Some(i))
-                    .map(|(_, role)| role)
-                    .collect(),
+                roles: [
+                    (self.stats == Some(i), "stats"),
+                    (self.record() == Some(i), "readiness"),
+                    (
+                        self.readiness.iter().skip(1).any(|&r| r == i),
+                        "shadow readiness",
+                    ),
+                ]
+                .into_iter()
+                .filter(|(has, _)| *has)
+                .map(|(_, role)| role)
+                .collect(),
                 status: match (p.failure(), p.stalled()) {
                     (Some(reason), _) => PluginStatus::Failed(reason),
                     (None, Some((running, operation))) => PluginStatus::NotAnswering(format!(
@@ -543,7 +562,7 @@ impl Drop for PluginHost {
 }
 
 impl PluginHost {
-    /// [`PluginHost::load`] with the `[[plugins]]` entries and `readiness_plugin` of a
+    /// [`PluginHost::load`] with the `[[plugins]]` entries and `readiness_plugin(s)` of a
     /// parsed config; `config_dir` is the directory of `pgdog.toml`.
     pub fn load_from_config(
         config: &crate::config::Config,
@@ -552,7 +571,7 @@ impl PluginHost {
         let specs: Vec<PluginSpec> = config.plugins.iter().map(PluginSpec::from).collect();
         let options = LoadOptions {
             plugin_dir: config.general.plugin_dir.clone(),
-            readiness_plugin: config.general.readiness_plugin.clone(),
+            readiness_plugins: config.general.readiness_policies(),
             stats_window_secs: Some(config.general.mirror_stats_window_secs),
             ..LoadOptions::new(config_dir)
         };
@@ -560,9 +579,10 @@ impl PluginHost {
     }
 }
 
-/// The readiness criteria of `[general]`.
+/// The readiness criteria of `[general]` (`mirror_min_confidence` and
+/// `mirror_max_unseen` travel as the criteria's 3.1 extensions).
 pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
-    ReadinessCriteria {
+    let criteria = ReadinessCriteria {
         max_mismatch_rate: general.mirror_max_mismatch_rate,
         max_drop_rate: general.mirror_max_drop_rate,
         max_latency_ratio: general.mirror_max_latency_ratio,
@@ -572,7 +592,8 @@ pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
             general.mirror_min_requests,
             general.mirror_min_runtime_hours,
         )
-    }
+    };
+    criteria.with_confidence_and_coverage(general.mirror_min_confidence, general.mirror_max_unseen)
 }
 
 /// Builds criteria from the `[general]` readiness settings.

@@ -3,19 +3,26 @@
 //! database's aggregate and in the overall one, so a snapshot merges nothing.
 
 use hdrhistogram::Histogram;
+use pgdog_plugin_api::errors::write_classes;
 use pgdog_plugin_api::{
     abi_stable::std_types::{ROption, RString},
     Counts, DatabaseStats, LatencyBucket, LatencySummary, MirrorEvent,
 };
+use pgdog_plugin_api::{ErrorClass, ExtensionValue};
 
 /// Highest latency the histograms track exactly: one hour, in microseconds. Longer
 /// values are clamped (a mirror that slow fails every latency criterion anyway).
 const MAX_TRACKED_US: u64 = 3_600_000_000;
 
+use crate::classes::Classes;
+
 /// Counters and histograms for one database.
 #[derive(Clone)]
 pub struct Aggregate {
     pub counts: Counts,
+    /// The mirror's own query errors by SQLSTATE class (recorded by the plugin, which
+    /// has the fingerprints' texts; not merged by [`Aggregate::merge`]).
+    pub classes: Classes,
     pub mirror_latency: Latency,
     pub primary_latency: Latency,
     pub first_event_us: Option<u64>,
@@ -275,6 +282,7 @@ impl Aggregate {
         let latency = Latency::new(significant_digits);
         Self {
             counts: Counts::default(),
+            classes: Classes::default(),
             mirror_latency: latency.clone(),
             primary_latency: latency,
             first_event_us: None,
@@ -328,7 +336,7 @@ impl Aggregate {
         database: &str,
         summary: impl Fn(&Latency) -> LatencySummary,
     ) -> DatabaseStats {
-        DatabaseStats {
+        let mut stats = DatabaseStats {
             database: RString::from(database),
             counts: self.counts,
             mirror_latency: summary(&self.mirror_latency),
@@ -336,7 +344,14 @@ impl Aggregate {
             first_event_unix_us: self.first_event_us.into(),
             last_event_unix_us: self.last_event_us.into(),
             extensions: Default::default(),
+        };
+        // Every class, zeros included, so that exporters see the family from the start.
+        for class in ErrorClass::ALL {
+            let name = format!("errors.class.{}", class.as_str());
+            stats.extensions.set(&name, ExtensionValue::Count(0));
         }
+        write_classes(&mut stats.extensions, &self.classes.read());
+        stats
     }
 }
 

@@ -12,6 +12,8 @@
 //!   loads the bundled plugin.
 
 pub mod aggregate;
+pub mod classes;
+pub mod coverage;
 mod loghist;
 pub mod metrics;
 pub mod policy;
@@ -22,12 +24,13 @@ use std::collections::HashMap;
 
 use pgdog_plugin_api::{
     abi_stable::std_types::ROption, export_plugin, scrape::bounded, stats::now_unix_us,
-    Capabilities, EventBatch, MetricPoint, MirrorEvent, Outcome, Plugin, ReadinessCriteria,
-    ReadinessReport, RecentLatency, ScrapeAnswer, ScrapeRequest, StatsSnapshot,
+    Capabilities, DatabaseStats, EventBatch, MetricPoint, MirrorEvent, Outcome, Plugin,
+    ReadinessCriteria, ReadinessReport, RecentLatency, ScrapeAnswer, ScrapeRequest, StatsSnapshot,
 };
 use serde::Deserialize;
 
 use aggregate::Aggregate;
+use coverage::Fingerprints;
 use queries::Queries;
 use window::Window;
 
@@ -71,6 +74,8 @@ pub struct Stats {
     overall: Aggregate,
     /// Result comparison per (database, fingerprint).
     queries: Queries,
+    /// How often each (database, fingerprint) was seen: coverage.
+    fingerprints: Fingerprints,
     /// Latency bounds (µs, ascending) of the last scrape: every histogram counts its
     /// samples per bound as they come, so the next scrape reads O(bounds) per database.
     bounds: Vec<u64>,
@@ -90,6 +95,7 @@ impl Stats {
             window: Window::new(window_secs),
             overall: Aggregate::new(significant_digits),
             queries: Queries::default(),
+            fingerprints: Fingerprints::default(),
             bounds: Vec::new(),
         }
     }
@@ -147,8 +153,13 @@ impl Stats {
             };
             self.databases[slot].1.record(ev, &self.bounds);
             self.overall.record(ev, &self.bounds);
+            if ev.is_mirror_error() {
+                self.databases[slot].1.classes.record(ev, text);
+                self.overall.classes.record(ev, text);
+            }
             if ev.fingerprint.is_some() {
                 self.queries.record(slot, ev, text);
+                self.fingerprints.record(slot, ev);
             }
             if ev.outcome == Outcome::MIRRORED || ev.outcome == Outcome::MISMATCH {
                 if let ROption::RSome(us) = ev.mirror_latency_us {
@@ -163,11 +174,12 @@ impl Stats {
         let mut databases: Vec<_> = self
             .databases
             .iter()
-            .map(|(name, agg)| agg.to_stats(name))
+            .enumerate()
+            .map(|(slot, (name, agg))| self.with_coverage(agg.to_stats(name), Some(slot)))
             .collect();
         databases.sort_by(|a, b| a.database.cmp(&b.database));
         StatsSnapshot {
-            overall: self.overall.to_stats(""),
+            overall: self.with_coverage(self.overall.to_stats(""), None),
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
             fingerprints: self.queries.snapshot(&self.databases).into(),
@@ -175,8 +187,21 @@ impl Stats {
         }
     }
 
+    /// `stats` with the coverage counts of database `slot` (`None`: all databases).
+    fn with_coverage(&self, mut stats: DatabaseStats, slot: Option<usize>) -> DatabaseStats {
+        let coverage = match slot {
+            Some(slot) => self.fingerprints.of(slot),
+            None => self.fingerprints.overall(),
+        };
+        if let Some(coverage) = coverage {
+            coverage.write(&mut stats.extensions);
+        }
+        stats
+    }
+
     pub fn reset(&mut self) {
         self.slots.clear();
+        self.fingerprints.clear();
         self.databases.clear();
         self.window.clear();
         self.queries.clear();
@@ -210,11 +235,14 @@ impl Stats {
         let mut databases: Vec<_> = self
             .databases
             .iter()
-            .map(|(name, agg)| agg.to_bounded_stats(name, &self.bounds))
+            .enumerate()
+            .map(|(slot, (name, agg))| {
+                self.with_coverage(agg.to_bounded_stats(name, &self.bounds), Some(slot))
+            })
             .collect();
         databases.sort_by(|a, b| a.database.cmp(&b.database));
         let mut snapshot = StatsSnapshot {
-            overall: self.overall.to_bounded_stats("", &self.bounds),
+            overall: self.with_coverage(self.overall.to_bounded_stats("", &self.bounds), None),
             databases: databases.into(),
             taken_at_unix_us: now_unix_us(),
             fingerprints: self.queries.snapshot(&self.databases).into(),
@@ -381,6 +409,24 @@ pub mod testing {
                 },
                 primary_rows: 3,
                 mirror_rows: 3,
+                ..Comparison::not_compared()
+            },
+            ..base(database)
+        }
+    }
+
+    /// A query error on the mirror only (the primary answered): `sqlstate`, fingerprint
+    /// `fp`.
+    pub fn mirror_only_error(database: u32, fp: u64, sqlstate: &[u8; 5]) -> MirrorEvent {
+        use pgdog_plugin_api::{Comparison, Differences, Verdict};
+        MirrorEvent {
+            outcome: Outcome::ERROR,
+            category: ErrorCategory::QUERY,
+            sqlstate: *sqlstate,
+            fingerprint: ROption::RSome(fp),
+            comparison: Comparison {
+                verdict: Verdict::MISMATCH,
+                differences: Differences::ERROR,
                 ..Comparison::not_compared()
             },
             ..base(database)

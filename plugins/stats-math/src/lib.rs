@@ -5,10 +5,15 @@
 //! Jeffreys prior, the error rate `p` is Beta(e + ½, n − e + ½) distributed, so
 //! `P(p ≤ limit) = I_limit(e + ½, n − e + ½)`.
 //!
+//! [`anytime`] turns counts into anytime-valid confidence that a rate is within a limit
+//! (the readiness criteria of the bundled policy).
+//!
 //! Maths, not interface: it used to sit in `pgdog-plugin-api` as `math`, and moved here so
 //! that the ABI crate holds only what crosses the plugin boundary. The bundled policies
 //! (`mirror-stats`, `strict-readiness`) depend on it; so can any plugin, by path, git or
 //! version, with no effect on the plugin ABI.
+
+pub mod anytime;
 
 /// `ln Γ(x)` for `x > 0` (Lanczos approximation, g = 7, 9 terms; ~15 significant digits).
 pub fn ln_gamma(x: f64) -> f64 {
@@ -57,14 +62,14 @@ pub fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
     let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
     let front = ln_front.exp();
     if x < (a + 1.0) / (a + b + 2.0) {
-        front * beta_fraction(a, b, x) / a
+        front * incomplete_beta_fraction(a, b, x) / a
     } else {
-        1.0 - front * beta_fraction(b, a, 1.0 - x) / b
+        1.0 - front * incomplete_beta_fraction(b, a, 1.0 - x) / b
     }
 }
 
 /// The continued fraction `1 / (1 + d1 / (1 + d2 / (1 + ...)))` of the incomplete beta.
-fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
+pub(crate) fn incomplete_beta_fraction(a: f64, b: f64, x: f64) -> f64 {
     const TINY: f64 = 1e-300;
     const EPS: f64 = 1e-15;
     // Convergence takes O(sqrt(max(a, b))) terms; this covers counts far beyond 10^9.

@@ -4,18 +4,23 @@
 
 use crate::admin::output::{ms, text, Output};
 use crate::admin::AdminError;
-use crate::plugins::{criteria_of, DatabaseStats, FingerprintStats, ReadinessReport};
+use crate::plugins::{
+    criteria_of, DatabaseReport, DatabaseStats, FingerprintStats, Judgement, ReadinessReport,
+};
 use crate::proxy::Proxy;
 use std::collections::BTreeSet;
 
 /// The readiness policy's verdict against `[general]`'s criteria, one text row per line:
-/// overall first, then each database (or only `database`).
+/// overall first, then each database (or only `database`); with shadow policies
+/// (`readiness_plugins`), each one's verdict and confidence beside it, and a
+/// `Policies Disagree:` row when one differs from the verdict of record.
 pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
     let criteria = criteria_of(&proxy.config().general);
-    let report = proxy.plugins.assess(&criteria).await?;
+    let judgement = proxy.plugins.assess_all(&criteria).await?;
+    let report = &judgement.record;
     let rows = match database {
-        None => report.to_text_rows(),
+        None => with_shadows(report.to_text_rows(), &judgement),
         Some(name) => {
             let Some(db) = report
                 .databases
@@ -35,10 +40,96 @@ pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, 
             };
             let mut rows = vec![format!("Database: {name}")];
             rows.extend(single.to_text_rows());
+            rows.extend(shadow_rows(&judgement, Some(name), ""));
             rows
         }
     };
     Ok(Output::lines("SHOW", "mirror_readiness", rows))
+}
+
+/// The report's rows with the shadow policies' rows after the overall `Policy:` row and
+/// at the end of each database's section.
+fn with_shadows(rows: Vec<String>, judgement: &Judgement) -> Vec<String> {
+    if judgement.shadows.is_empty() {
+        return rows;
+    }
+    let mut out = Vec::with_capacity(rows.len() + 4 * judgement.shadows.len());
+    let mut section: Option<String> = None;
+    let close = |out: &mut Vec<String>, section: &Option<String>| {
+        if let Some(db) = section {
+            out.extend(shadow_rows(judgement, Some(db), &format!("{db} ")));
+        }
+    };
+    for row in rows {
+        if let Some(db) = row.strip_prefix("Database: ") {
+            close(&mut out, &section);
+            section = Some(db.to_string());
+            out.push(row);
+            continue;
+        }
+        let policy_row = section.is_none() && row.starts_with("Policy: ");
+        out.push(row);
+        if policy_row {
+            out.extend(shadow_rows(judgement, None, ""));
+        }
+    }
+    close(&mut out, &section);
+    out
+}
+
+/// One row per shadow policy for the overall verdict (`database` = None) or one
+/// database, then `Policies Disagree:` when any differs from the verdict of record.
+fn shadow_rows(judgement: &Judgement, database: Option<&str>, prefix: &str) -> Vec<String> {
+    let pick = |r: &ReadinessReport| -> Option<DatabaseReport> {
+        match database {
+            None => Some(r.overall.clone()),
+            Some(name) => r
+                .databases
+                .iter()
+                .find(|d| d.database.as_str() == name)
+                .cloned(),
+        }
+    };
+    let status = |ready: bool| if ready { "READY" } else { "NOT READY" };
+    let Some(record) = pick(&judgement.record) else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    let mut differing = Vec::new();
+    for shadow in &judgement.shadows {
+        match &shadow.report {
+            Err(e) => rows.push(format!(
+                "{prefix}Shadow Policy: {}: no verdict: {e}",
+                shadow.name
+            )),
+            Ok(report) => {
+                let Some(verdict) = pick(report) else {
+                    continue;
+                };
+                let agrees = verdict.ready == record.ready;
+                rows.push(format!(
+                    "{prefix}Shadow Policy: {} ({}): {}, confidence {:.1}%{}",
+                    shadow.name,
+                    report.policy,
+                    status(verdict.ready),
+                    verdict.confidence,
+                    if agrees { "" } else { " (disagrees)" }
+                ));
+                if !agrees {
+                    differing.push(format!("{} says {}", report.policy, status(verdict.ready)));
+                }
+            }
+        }
+    }
+    if !differing.is_empty() {
+        rows.push(format!(
+            "{prefix}Policies Disagree: {} says {} (the verdict of record); {}",
+            judgement.record.policy,
+            status(record.ready),
+            differing.join("; ")
+        ));
+    }
+    rows
 }
 
 const STATS_COLUMNS: &[&str] = &[
@@ -155,7 +246,8 @@ const LATENCY_MIN_PAIRED: u64 = 20;
 
 /// The top fingerprints by mismatches, by the mirror's own errors, by latency
 /// regression (median of paired mirror/primary ratios) and by requests set aside from
-/// comparison, each a block of rows named in the `ranking` column.
+/// comparison, then statements seen only once (the coverage criterion's tail), each a
+/// block of rows named in the `ranking` column.
 pub async fn queries(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
     let snapshot = proxy.plugins.snapshot().await?;
@@ -176,11 +268,15 @@ pub async fn queries(proxy: &Proxy, database: Option<&str>) -> Result<Output, Ad
     by_latency.sort_by(|a, b| b.ratio_p50.total_cmp(&a.ratio_p50));
     let mut by_excluded: Vec<_> = all.iter().filter(|f| f.excluded > 0).collect();
     by_excluded.sort_by_key(|f| std::cmp::Reverse(f.excluded));
+    // The coverage criterion's tail: statements the mirror has run once only.
+    let mut seen_once: Vec<_> = all.iter().filter(|f| f.requests == 1).collect();
+    seen_once.sort_by_key(|f| (f.database.as_str(), f.fingerprint));
     for (ranking, list) in [
         ("mismatches", by_mismatches),
         ("errors", by_errors),
         ("latency", by_latency),
         ("excluded", by_excluded),
+        ("seen_once", seen_once),
     ] {
         for f in list.into_iter().take(TOP) {
             out.row(query_row(ranking, f));

@@ -7,7 +7,7 @@
 //! removed (new sessions); readiness criteria; client `auth_type`, the admin credentials,
 //! `max_message_size` (new logins). Needs a restart: listen addresses and ports,
 //! `unix_socket_dir`, `plugin_dir`, `log_format`, `max_client_conn`, `[[plugins]]`,
-//! `readiness_plugin`, `mirror_metrics_enabled`, `mirror_stats_window_secs` (reported as
+//! `readiness_plugin(s)`, `mirror_metrics_enabled`, `mirror_stats_window_secs` (reported as
 //! such). SIGHUP runs the same reload. A plugin disabled by a panic is
 //! re-created, with fresh state, from its library and config.
 
@@ -31,6 +31,7 @@ const RESTART_KEYS: &[&str] = &[
     "log_format",
     "max_client_conn",
     "readiness_plugin",
+    "readiness_plugins",
     "mirror_metrics_enabled",
     "mirror_stats_window_secs",
     "otlp_endpoint",
