@@ -412,6 +412,17 @@ impl Pool {
 
     /// A server connection for the caller's exclusive use: an idle one, or a new one.
     pub async fn get(&self) -> Result<PooledServer, PoolError> {
+        self.get_noting_wait(None).await
+    }
+
+    /// As [`Pool::get`], and `waiting` is set while the caller waits for one of the
+    /// pool's `pool_size` connections to come back (not while a new one is opened): the
+    /// proxy's limit, told apart from a slow server. It stays set when the wait ends in
+    /// [`PoolError::Exhausted`]; the caller clears it.
+    pub async fn get_noting_wait(
+        &self,
+        waiting: Option<&AtomicBool>,
+    ) -> Result<PooledServer, PoolError> {
         if self.is_disabled() {
             return Err(PoolError::Disabled(self.inner.name.clone()));
         }
@@ -420,7 +431,16 @@ impl Pool {
         // in arrival order, as they are given back).
         let permit = match self.inner.permits.clone().try_acquire_owned() {
             Ok(permit) if !self.is_paused() => permit,
-            _ => self.wait_for_permit().await?,
+            _ => {
+                if let Some(waiting) = waiting {
+                    waiting.store(true, Ordering::Relaxed);
+                }
+                let permit = self.wait_for_permit().await?;
+                if let Some(waiting) = waiting {
+                    waiting.store(false, Ordering::Relaxed);
+                }
+                permit
+            }
         };
         let idle = self.pop_live_idle();
         let server = match idle {

@@ -257,10 +257,13 @@ impl Worker {
     /// mirror. Only a connection that cannot be opened, or a disabled pool, is an error.
     async fn checkout(&self) -> Result<PooledServer, PoolError> {
         loop {
-            match self.target.pool.get().await {
-                Err(PoolError::Exhausted { .. }) => {
-                    self.awaiting_pool.store(true, Ordering::Relaxed);
-                }
+            match self
+                .target
+                .pool
+                .get_noting_wait(Some(&self.awaiting_pool))
+                .await
+            {
+                Err(PoolError::Exhausted { .. }) => {}
                 got => {
                     self.awaiting_pool.store(false, Ordering::Relaxed);
                     return got;
