@@ -9,6 +9,7 @@ mod general;
 mod locate;
 mod plugin;
 mod pool;
+mod replication;
 mod tls;
 mod users;
 mod validate;
@@ -17,6 +18,7 @@ pub use error::{ConfigError, Problem};
 pub use general::{AuthType, General};
 pub use plugin::PluginConfig;
 pub use pool::PoolConfig;
+pub use replication::{MirrorStatements, MirrorSync, SYNC_INTERVAL_MS};
 pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
 pub use users::{PoolMode, UserConfig};
 

@@ -17,6 +17,7 @@
 //! the [`driver`]'s. Every request the tap offered ends as exactly one event: mirrored
 //! (with latency), an error by category, or dropped.
 
+mod classify;
 mod driver;
 mod episode;
 mod error;
@@ -24,6 +25,7 @@ pub mod ledger;
 mod pipeline;
 pub mod prepared;
 pub mod request;
+pub mod sync;
 pub mod tap;
 pub mod target;
 mod worker;
@@ -35,7 +37,9 @@ pub use crate::plugins::{DropReason, ErrorCategory, EventSink, MirrorEvent as Ev
 pub use error::MirrorError;
 pub use ledger::Recorder;
 pub use tap::Tap;
-pub use target::{ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget};
+pub use target::{
+    ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget, SkipReason, Skips,
+};
 
 use ledger::Ledger;
 use prepared::Definitions;
