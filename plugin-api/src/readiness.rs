@@ -33,7 +33,9 @@ pub struct ReadinessCriteria {
     pub max_latency_ratio: f64,
     /// Free-form options for policies that need more (`key`, `value`).
     pub options: RVec<Tuple2<RString, RString>>,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): `max_replication_lag_ms`
+    /// (number; absent or 0: no limit), the limit on the `replication.lag_ms.*` fields of
+    /// a [`crate::DatabaseStats`].
     pub extensions: Extensions,
 }
 
@@ -135,7 +137,8 @@ pub struct DatabaseReport {
     pub latency_ratio: f64,
     /// Empty when ready.
     pub reasons: RVec<Reason>,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): the `replication.*` fields of
+    /// [`crate::DatabaseStats`], which pgdog copies here for the report to show them.
     pub extensions: Extensions,
 }
 
@@ -221,6 +224,9 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
             r.latency_ratio
         ));
     }
+    if let Some(row) = replication_row(&r.extensions) {
+        rows.push(format!("{prefix}{row}"));
+    }
     rows.push(format!(
         "{prefix}Observation Window: {}",
         format_window(r.window_secs)
@@ -228,6 +234,36 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
     for reason in r.reasons.iter() {
         rows.push(format!("{prefix}Reason: {}", reason.message));
     }
+}
+
+/// `Replication: logical, streaming; lag p50 ..., p99 ..., max ... (p99 N bytes); ...`
+/// from a report's `replication.*` extension fields (pgdog adds them for a mirror kept
+/// in sync by replication), `None` without them.
+fn replication_row(e: &Extensions) -> Option<String> {
+    let status = e.text("replication.status")?;
+    let mode = e.text("replication.mode").unwrap_or("replication");
+    let n = |name: &str| e.number(name).unwrap_or(0.0);
+    let mut row = format!("Replication: {mode}, {status}");
+    if let Some(problem) = e.text("replication.problem") {
+        row.push_str(&format!(" ({problem})"));
+    }
+    row.push_str(&format!(
+        "; lag p50 {:.1}ms, p99 {:.1}ms, max {:.1}ms (p99 {} bytes)",
+        n("replication.lag_ms.p50"),
+        n("replication.lag_ms.p99"),
+        n("replication.lag_ms.max"),
+        n("replication.lag_bytes.p99") as u64,
+    ));
+    if let (Some(synced), Some(lagging)) = (
+        e.count("replication.reads.synced"),
+        e.count("replication.reads.lagging"),
+    ) {
+        row.push_str(&format!(
+            "; reads waited p50 {:.1}ms, {synced} in sync, {lagging} lagging",
+            n("replication.delay_ms.p50")
+        ));
+    }
+    Some(row)
 }
 
 /// `1h 02m 03s (1.03h)`.

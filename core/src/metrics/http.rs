@@ -184,7 +184,9 @@ async fn metrics(state: &Arc<State>) -> Response<Body> {
 pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
     view.plugins.flush().await;
     let criteria = criteria_of(&view.config.general);
-    let (status, body) = match view.plugins.assess(&criteria).await {
+    let assessed =
+        crate::mirror::sync::readiness::assess(&view.plugins, &criteria, &view.replication).await;
+    let (status, body) = match assessed {
         Ok(report) => {
             let status = if report.overall.ready {
                 StatusCode::OK

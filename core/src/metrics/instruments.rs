@@ -73,7 +73,7 @@ pub fn register(
             );
         }
     }
-    for (name, help, observe) in GAUGES {
+    for (name, help, observe) in GAUGES.iter().chain(super::replication::GAUGES) {
         let current = current.clone();
         let builder = meter.f64_observable_gauge(*name).with_description(*help);
         gauges.push(
@@ -82,7 +82,7 @@ pub fn register(
                 .build(),
         );
     }
-    for (name, help, observe) in COUNTERS {
+    for (name, help, observe) in COUNTERS.iter().chain(super::replication::COUNTERS) {
         let current = current.clone();
         let builder = meter.f64_observable_counter(*name).with_description(*help);
         counters.push(

@@ -33,6 +33,7 @@ pub mod otlp;
 mod pipeline;
 pub mod read;
 mod readiness_json;
+mod replication;
 pub mod sample;
 
 pub use histogram::BOUNDS_US as LATENCY_BOUNDS_US;

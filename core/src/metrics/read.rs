@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::histogram::BOUNDS_US;
-use super::sample::{database, PoolSample, Sample};
+use super::sample::{database, MirrorSample, PoolSample, Sample};
 use crate::config::Config;
 use crate::plugins::{criteria_of, PluginHost, Verdicts};
 use crate::proxy::Proxy;
@@ -23,6 +23,10 @@ pub struct ProxyView {
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
     pub queues: Vec<(opentelemetry::KeyValue, u64)>,
+    /// Skipped transactions and replication gates per source pool.
+    pub mirrors: Vec<MirrorSample>,
+    /// The replication gates' measures, for readiness.
+    pub replication: Vec<crate::mirror::sync::readiness::Measured>,
 }
 
 /// Reads the proxy: its config, plugins and shutdown token, the pool counters (relaxed
@@ -60,13 +64,41 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         .values()
         .map(|t| (database(&t.database), t.queue_depth() as u64))
         .collect();
+    let mirrors = runtime
+        .mirrors
+        .values()
+        .filter_map(|t| mirror_sample(t))
+        .collect();
     ProxyView {
         config: proxy.config(),
         plugins: proxy.plugins.clone(),
         shutdown: proxy.shutdown.clone(),
         pools,
         queues,
+        mirrors,
+        replication: crate::mirror::replication(&runtime.mirrors),
     }
+}
+
+/// What `target` skipped and its gate measured; `None` when it mirrors everything at once.
+fn mirror_sample(target: &crate::mirror::MirrorTarget) -> Option<MirrorSample> {
+    use crate::config::MirrorStatements;
+    use crate::mirror::SkipReason;
+    if target.statements == MirrorStatements::All && target.sync.is_none() {
+        return None;
+    }
+    let skipped = match target.statements {
+        MirrorStatements::All => Vec::new(),
+        _ => SkipReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), target.skips.skipped(*r)))
+            .collect(),
+    };
+    Some(MirrorSample {
+        label: database(&target.database),
+        skipped,
+        sync: target.sync.as_ref().map(|g| g.report()),
+    })
 }
 
 /// One collection's sample: `view`'s counters, then (with mirror metrics on) the
@@ -84,11 +116,19 @@ pub async fn sample(view: ProxyView) -> Sample {
         return sample;
     }
     sample.queues = view.queues;
+    sample.mirrors = view.mirrors;
     let plugins = &view.plugins;
     plugins.flush().await;
     sample.points = plugins.metric_points().await;
     let criteria = criteria_of(&view.config.general);
-    match plugins.scrape(&BOUNDS_US, &criteria).await {
+    // The gates' measures join the snapshot before a verdict: the one-call scrape
+    // judges inside the stats plugin, so with gates the snapshot and verdict are had
+    // apart (below).
+    let scraped = match view.replication.is_empty() {
+        true => plugins.scrape(&BOUNDS_US, &criteria).await,
+        false => Ok(None),
+    };
+    match scraped {
         Ok(Some(answer)) => {
             sample.set_snapshot(Arc::new(answer.snapshot));
             match answer.verdicts.into_option() {
@@ -103,9 +143,12 @@ pub async fn sample(view: ProxyView) -> Sample {
             return sample;
         }
     }
-    // A separate readiness plugin (or no `scrape`): a whole snapshot and report.
+    // A separate readiness plugin (or no `scrape`, or gates): a whole snapshot and report.
     let snapshot = match plugins.snapshot().await {
-        Ok(snapshot) => Arc::new(snapshot),
+        Ok(mut snapshot) => {
+            crate::mirror::sync::readiness::annotate_snapshot(&mut snapshot, &view.replication);
+            Arc::new(snapshot)
+        }
         Err(e) => {
             tracing::debug!("metrics: no stats snapshot: {e}");
             return sample;

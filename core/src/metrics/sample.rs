@@ -42,6 +42,18 @@ pub struct Sample {
     pub queues: Vec<(KeyValue, u64)>,
     /// Events dropped on the way to the plugins (`None`: no plugin host).
     pub plugin_events_dropped: Option<u64>,
+    /// Source pools that mirror only some transactions (`mirror_statements`) or gate
+    /// reads on the replication position (`mirror_sync`).
+    pub mirrors: Vec<MirrorSample>,
+}
+
+/// What one source pool's mirror skipped and, with `mirror_sync`, what its gate measured.
+#[derive(Debug, Clone)]
+pub struct MirrorSample {
+    pub label: KeyValue,
+    /// Skipped requests by `reason` label (empty under `mirror_statements = "all"`).
+    pub skipped: Vec<(&'static str, u64)>,
+    pub sync: Option<crate::mirror::sync::Report>,
 }
 
 impl Sample {

@@ -4,9 +4,12 @@
 //! remembered, see [`super::filter`]).
 //!
 //! A simple Query executes its text. An extended-protocol batch executes the statements
-//! its Binds name: the unnamed one from the last Parse of it (in this request or an
-//! earlier one), a named one from the client's [`Definitions`]. A FunctionCall may run
-//! anything and counts as a write. Parse, Describe and Close alone execute nothing.
+//! its Binds name: the unnamed one from the last Parse of it, a named one from the Parse
+//! that defined it, followed in the order the worker takes requests (the client's
+//! [`Definitions`] run ahead of the worker: a later request's Close may have removed a
+//! name there already), or from the client's definitions when the worker never saw its
+//! Parse (a request the exposure left out). A FunctionCall may run anything and counts
+//! as a write. Parse, Describe and Close alone execute nothing.
 //!
 //! The mirror worker classifies each request as it takes it from the queue, off the
 //! client's path, in the order the client sent them.
@@ -14,7 +17,7 @@
 use super::prepared::Definitions;
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::tag::client;
-use crate::sql::{classify, Class};
+use crate::sql::{classify, deallocation, Class};
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -45,18 +48,17 @@ impl Kind {
     }
 }
 
-/// Most named statements whose class is cached (a cache miss costs a lookup in the
-/// client's definitions and one lexer pass).
-const MAX_CACHED: usize = 1_000;
+/// Most named statements followed per session (past it, new names are looked up in the
+/// client's definitions).
+const MAX_NAMED: usize = 10_000;
 
 /// One session's classifier: the statements it prepared, as far as classes go.
 #[derive(Default)]
 pub struct Classifier {
     /// The unnamed statement: its class and text.
     unnamed: Option<(Class, Bytes)>,
-    /// Named statements by name: the version of the definition classified, its class and
-    /// text.
-    named: HashMap<Box<[u8]>, (u64, Class, Bytes)>,
+    /// Named statements by name: class and text.
+    named: HashMap<Box<[u8]>, (Class, Bytes)>,
     /// Keep the texts of the statements executed ([`Kind::texts`]).
     keep_texts: bool,
 }
@@ -77,13 +79,23 @@ impl Classifier {
             for (tag, msg) in Frames::new(part) {
                 let body = msg.get(5..).unwrap_or(&[]);
                 let executed = match tag {
-                    client::QUERY => {
-                        cstr(body).map(|(text, _)| (classify(text), part.slice_ref(text)))
-                    }
+                    client::QUERY => cstr(body).map(|(text, _)| {
+                        if let Some(gone) = deallocation(text) {
+                            match gone.name() {
+                                Some(name) => drop(self.named.remove(name)),
+                                None => self.named.clear(),
+                            }
+                        }
+                        (classify(text), part.slice_ref(text))
+                    }),
                     client::PARSE => {
-                        if let Some((b"", rest)) = cstr(body) {
-                            if let Some((text, _)) = cstr(rest) {
-                                self.unnamed = Some((classify(text), part.slice_ref(text)));
+                        self.parsed(part, body);
+                        None
+                    }
+                    client::CLOSE => {
+                        if let Some((&client::STATEMENT, rest)) = body.split_first() {
+                            if let Some((name, _)) = cstr(rest) {
+                                self.named.remove(name);
                             }
                         }
                         None
@@ -108,32 +120,38 @@ impl Classifier {
         kind
     }
 
-    /// The class and text of named statement `name` as the client defined it for request
-    /// `seq`; `Unknown` when the definition is not known (never kept, or forgotten).
+    /// A Parse (its body) in `part`: the statement it defines.
+    fn parsed(&mut self, part: &Bytes, body: &[u8]) {
+        let Some((name, rest)) = cstr(body) else {
+            return;
+        };
+        let Some((text, _)) = cstr(rest) else {
+            return;
+        };
+        let statement = (classify(text), part.slice_ref(text));
+        if name.is_empty() {
+            self.unnamed = Some(statement);
+        } else if self.named.len() < MAX_NAMED || self.named.contains_key(name) {
+            self.named.insert(name.into(), statement);
+        }
+    }
+
+    /// The class and text of named statement `name` for request `seq`: as its Parse
+    /// defined it, else as the client's definitions have it; `Unknown` when neither does.
     fn named(&mut self, name: &[u8], seq: u64, definitions: &Definitions) -> (Class, Bytes) {
-        let cached = self.named.get(name);
-        match definitions.get(name, seq, cached.map(|c| c.0)) {
-            Some(Ok(())) => {
-                let (_, class, text) = cached.expect("known version");
-                (*class, text.clone())
-            }
-            Some(Err((parse, version))) => {
-                let text = parse
-                    .get(5..)
-                    .and_then(cstr)
-                    .and_then(|(_, rest)| cstr(rest))
-                    .map(|(text, _)| parse.slice_ref(text));
-                let (class, text) = match text {
-                    Some(text) => (classify(&text), text),
-                    None => (Class::Unknown, Bytes::new()),
-                };
-                if self.named.len() >= MAX_CACHED {
-                    self.named.clear();
-                }
-                self.named
-                    .insert(name.into(), (version, class, text.clone()));
-                (class, text)
-            }
+        if let Some(known) = self.named.get(name) {
+            return known.clone();
+        }
+        let Some(Err((parse, _))) = definitions.get(name, seq, None) else {
+            return (Class::Unknown, Bytes::new());
+        };
+        let text = parse
+            .get(5..)
+            .and_then(cstr)
+            .and_then(|(_, rest)| cstr(rest))
+            .map(|(text, _)| parse.slice_ref(text));
+        match text {
+            Some(text) => (classify(&text), text),
             None => (Class::Unknown, Bytes::new()),
         }
     }
@@ -225,6 +243,40 @@ mod tests {
             c.request(&[batch(None, "nope")], 5, &d).class,
             Class::Unknown
         );
+    }
+
+    #[test]
+    fn named_statements_follow_the_requests_in_order() {
+        // The client's definitions are ahead of the worker (empty here: the client has
+        // closed everything since); the Parses and Closes the worker sees decide.
+        let mut c = Classifier::new(false);
+        let d = Definitions::default();
+        let define = |name: &str, sql: &str| {
+            let mut m = parse(name, sql);
+            messages::sync(&mut m);
+            m.freeze()
+        };
+        let read = define("s1", "select * from t");
+        assert_eq!(c.request(&[read], 0, &d).class, Class::Read);
+        assert_eq!(c.request(&[batch(None, "s1")], 1, &d).class, Class::Read);
+        let mut close = BytesMut::new();
+        messages::put(&mut close, client::CLOSE, |b| {
+            b.extend_from_slice(&[client::STATEMENT]);
+            messages::put_cstr(b, "s1");
+        });
+        messages::sync(&mut close);
+        c.request(&[close.freeze()], 2, &d);
+        assert_eq!(
+            c.request(&[batch(None, "s1")], 3, &d).class,
+            Class::Unknown,
+            "closed: no longer known"
+        );
+        let write = define("s1", "update t set a = 1");
+        c.request(&[write], 4, &d);
+        assert_eq!(c.request(&[batch(None, "s1")], 5, &d).class, Class::Write);
+        // SQL DEALLOCATE forgets it too.
+        c.request(&[query("DEALLOCATE s1")], 6, &d);
+        assert_eq!(c.request(&[batch(None, "s1")], 7, &d).class, Class::Unknown);
     }
 
     #[test]

@@ -49,6 +49,16 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use worker::Worker;
 
+/// What the replication gates of `mirrors` measured, now, by source pool name.
+pub fn replication(mirrors: &MirrorMap) -> Vec<sync::readiness::Measured> {
+    let mut gates: Vec<(&str, &sync::Gate)> = mirrors
+        .iter()
+        .filter_map(|(name, t)| Some((name.as_str(), &**t.sync.as_ref()?)))
+        .collect();
+    gates.sort_by_key(|(name, _)| *name);
+    sync::readiness::measured(gates.into_iter())
+}
+
 /// Starts the mirror sessions of clients, and lets them drain at shutdown.
 #[derive(Clone)]
 pub struct Workers {

@@ -547,7 +547,7 @@ impl PluginHost {
 
 /// The readiness criteria of `[general]`.
 pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
-    ReadinessCriteria {
+    let mut criteria = ReadinessCriteria {
         max_mismatch_rate: general.mirror_max_mismatch_rate,
         max_drop_rate: general.mirror_max_drop_rate,
         max_latency_ratio: general.mirror_max_latency_ratio,
@@ -557,7 +557,13 @@ pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
             general.mirror_min_requests,
             general.mirror_min_runtime_hours,
         )
-    }
+    };
+    // Judged only for databases whose snapshot carries replication fields (mirror_sync).
+    criteria.extensions.set(
+        "max_replication_lag_ms",
+        pgdog_plugin_api::ExtensionValue::Number(general.mirror_max_replication_lag_ms as f64),
+    );
+    criteria
 }
 
 /// Builds criteria from the `[general]` readiness settings.

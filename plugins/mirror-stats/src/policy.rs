@@ -254,6 +254,7 @@ fn checks(
     }
     quality_reasons(stats, criteria, out);
     comparison_reasons(stats, fingerprints, criteria, out);
+    crate::replication::check(stats, criteria, |c, m, l, msg| out.fail(c, m, l, || msg));
 }
 
 /// Mirror p99 / primary p99, when both are known.
@@ -409,6 +410,7 @@ fn blocking(db: &DatabaseStats, criteria: &ReadinessCriteria, out: &mut impl Fin
         ..criteria.clone()
     };
     comparison_reasons(db, &[], &no_ratio, out);
+    crate::replication::check(db, criteria, |c, m, l, msg| out.fail(c, m, l, || msg));
 }
 
 /// The whole report: overall first, then each database.

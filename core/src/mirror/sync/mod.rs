@@ -20,6 +20,7 @@
 pub mod lsn;
 mod poller;
 pub mod positions;
+pub mod readiness;
 pub mod window;
 
 use crate::backend::Pool;

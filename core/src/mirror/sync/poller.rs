@@ -26,7 +26,7 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 const LOGICAL: &str = "\
 SELECT pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.current_setting('wal_block_size'), \
 s.slot_type, s.active, s.wal_status, \
-pg_catalog.greatest(s.confirmed_flush_lsn, w.replay_lsn)::text \
+GREATEST(s.confirmed_flush_lsn, w.replay_lsn)::text \
 FROM (SELECT 1) AS one \
 LEFT JOIN pg_catalog.pg_replication_slots AS s ON s.slot_name = $1 \
 LEFT JOIN pg_catalog.pg_stat_get_wal_senders() AS w ON w.pid = s.active_pid";
