@@ -12,7 +12,10 @@
 #                 select-connect (-C: a new connection, so a TLS handshake, per transaction) added
 #          --idle N: after the runs, each proxy's resident memory with N idle clients connected
 #          --baseline PATH: another pgdog binary as target pgdog-base, for an A/B in the same run
-#          --pool-mode session|transaction (pgdog's and PgBouncer's), --pool-size N (server connections)
+#          --pool-mode session|transaction (pgdog's and PgBouncer's), --pool-size N (server connections;
+#                 in session mode the proxies' pools also get one per idle client)
+#          --workers N: pgdog's `workers` (0: one thread per CPU, pgdog's default; 1: one thread, as
+#                 PgBouncer runs)
 #
 # Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
 # available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
@@ -35,6 +38,7 @@ MODES_ARG=""
 BASELINE=""
 POOL_MODE=session
 POOL_SIZE=20
+WORKERS=0
 
 while (($#)); do
     case $1 in
@@ -52,13 +56,17 @@ while (($#)); do
     --baseline) BASELINE=$2; shift ;;
     --pool-mode) POOL_MODE=$2; shift ;;
     --pool-size) POOL_SIZE=$2; shift ;;
-    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --workers) WORKERS=$2; shift ;;
+    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+# Server connections per proxy: in session mode every idle client holds one too.
+POOL_TOTAL=$POOL_SIZE
+[[ $POOL_MODE == session ]] && POOL_TOTAL=$((IDLE + POOL_SIZE))
 die() { log "error: $*"; exit 1; }
 
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pgbench ]] || die "no PostgreSQL 15 in $PG_BIN (run scripts/setup.sh)"
@@ -125,7 +133,7 @@ if ((TLS)); then
     export PGSSLMODE=require
 fi
 log "initdb + start PostgreSQL ($WORK/pg)$( ((TLS)) && echo ", TLS only")"
-PGPORT=$("$REPO/scripts/pg-cluster.sh" start "$WORK/pg" -p "$(free_port)" -c max_connections=$((IDLE * 2 + 100)) \
+PGPORT=$("$REPO/scripts/pg-cluster.sh" start "$WORK/pg" -p "$(free_port)" -c max_connections=$((POOL_TOTAL * 3 + CLIENTS + 100)) \
     -c shared_buffers=128MB "${TLS_ARGS[@]}") || die "PostgreSQL did not start"
 USED_PORTS+="$PGPORT "
 pg_super() { "$REPO/scripts/pg-cluster.sh" psql "$WORK/pg" -q -v ON_ERROR_STOP=1 "$@"; }
@@ -156,8 +164,8 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = $POOL_MODE
-default_pool_size = $((IDLE + POOL_SIZE))
-max_client_conn = $((IDLE + 200))
+default_pool_size = $POOL_TOTAL
+max_client_conn = $((IDLE + CLIENTS + 200))
 logfile = $WORK/pgbouncer.log
 pidfile = $BOUNCER_PIDFILE
 admin_users = pgdog
@@ -205,8 +213,9 @@ port = $port
 admin_port = $admin
 metrics_port = $metrics
 auth_type = "scram-sha-256"
-max_client_conn = $((IDLE + 200))
+max_client_conn = $((IDLE + CLIENTS + 200))
 pool_mode = "$POOL_MODE"
+workers = $WORKERS
 $( ((TLS)) && printf 'client_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nclient_tls_sslmode = "require"\nserver_tls_sslmode = "require"\n' "$WORK/certs/server.crt" "$WORK/certs/server.key")
 
 [[pools]]
@@ -216,7 +225,7 @@ host = "127.0.0.1"
 port = $PGPORT
 user = "pgdog"
 password = "pgdog"
-pool_size = $((IDLE + POOL_SIZE))
+pool_size = $POOL_TOTAL
 EOF
     # The baseline may predate pool_mode: its config leaves the key out in session mode.
     [[ $POOL_MODE == session ]] && sed -i '/^pool_mode = /d' "$WORK/$name.toml"
@@ -296,9 +305,21 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     fi
 }
 
+# PgBouncer before 1.21 has no prepared statement support in transaction mode: pgbench -M prepared
+# fails there (ERROR: prepared statement "P_0" does not exist), so that pair is not run.
+bouncer_cannot() { # bouncer_cannot TARGET MODE
+    [[ $1 == pgbouncer && $2 == select-prepared && $POOL_MODE == transaction ]] || return 1
+    local v
+    v=$(pgbouncer --version | head -1 | awk '{print $2}')
+    [[ $(printf '%s\n1.21.0\n' "$v" | sort -V | head -1) != 1.21.0 ]]
+}
+if [[ $POOL_MODE == transaction ]] && bouncer_cannot pgbouncer select-prepared; then
+    log "PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') cannot run -M prepared in transaction mode: not run there"
+fi
+
 if ((WARMUP > 0)); then
     log "warm-up (${WARMUP}s per target)"
-    for t in "${ACTIVE[@]}"; do run_one "$t" select-prepared "$WARMUP" 0; done
+    for t in "${ACTIVE[@]}"; do run_one "$t" select-simple "$WARMUP" 0; done
 fi
 
 n=${#ACTIVE[@]}
@@ -308,6 +329,7 @@ for ((r = 0; r < ROUNDS; r++)); do
         # Rotate the target order each round so no target always runs first or last.
         for ((i = 0; i < n; i++)); do
             t=${ACTIVE[$(((i + r) % n))]}
+            bouncer_cannot "$t" "$mode" && continue
             if [[ $mode == tpcb ]]; then # same starting state for every TPC-B run
                 pg_super -d pgbench -c 'TRUNCATE pgbench_history' \
                     -c 'VACUUM pgbench_branches, pgbench_tellers' >/dev/null ||
@@ -329,15 +351,14 @@ if ((IDLE > 0)); then
         /usr/bin/python3 - "${PORT[$t]}" "$IDLE" "$WORK/idle.$t" <<'PY' &
 import psycopg, sys, time, pathlib
 port, n, flag = int(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+# Logged in, nothing run: psycopg's query path waits with select(), which cannot take
+# descriptors past 1024; the login (libpq) can.
 conns = [psycopg.connect(host="127.0.0.1", port=port, user="pgdog", password="pgdog", dbname="pgbench") for _ in range(n)]
-for c in conns:
-    c.execute("select 1")
-    c.commit()
 flag.write_text("up")
 time.sleep(30)
 PY
         holder=$!
-        for _ in $(seq 300); do [[ -f $WORK/idle.$t ]] && break; sleep 0.1; done
+        for _ in $(seq 1200); do [[ -f $WORK/idle.$t ]] && break; sleep 0.1; done
         [[ -f $WORK/idle.$t ]] || log "$t: $IDLE idle clients did not all connect"
         sleep 2
         IDLE_RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
@@ -350,8 +371,9 @@ fi
 declare -A TPS=() LAT=()
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
-        TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps" 2>/dev/null || true)
-        LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat" 2>/dev/null || true)
+        [[ -f $WORK/results/$t.$mode.tps ]] || continue # not run (PgBouncer, prepared, transaction mode)
+        TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps")
+        LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat")
     done
 done
 ratio() { # ratio A B -> A/B with 2 decimals, or n/a
@@ -361,14 +383,16 @@ fmt() { if [[ -n ${1:-} ]]; then printf "%.${2}f" "$1"; else echo "-"; fi; }
 mem() { if [[ -n ${RSS[$1]:-} ]]; then awk -v k="${RSS[$1]}" 'BEGIN {printf "%.1f MB", k / 1024}'; else echo "-"; fi; }
 
 CPU=$(grep -c ^processor /proc/cpuinfo)
-HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs$( ((TLS)) && echo "; every leg TLS")"
+TLS_NOTE=""
+((TLS)) && TLS_NOTE="; every leg TLS"
+HEADER="pgbench -c $CLIENTS -j $THREADS, $ROUNDS round(s) x ${DURATION}s per run, scale $SCALE, medians; $CPU CPUs$TLS_NOTE"
 echo
 echo "$HEADER"
 printf '%-10s %-16s %12s %14s %12s\n' target workload "tps" "latency (ms)" "proxy RSS"
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
-        printf '%-10s %-16s %12s %14s %12s\n' "$t" "$mode" "$(fmt "${TPS[$t.$mode]}" 1)" \
-            "$(fmt "${LAT[$t.$mode]}" 3)" "$(if [[ $t == direct ]]; then echo -; else mem "$t"; fi)"
+        printf '%-10s %-16s %12s %14s %12s\n' "$t" "$mode" "$(fmt "${TPS[$t.$mode]:-}" 1)" \
+            "$(fmt "${LAT[$t.$mode]:-}" 3)" "$(if [[ $t == direct ]]; then echo -; else mem "$t"; fi)"
     done
 done
 echo
@@ -380,13 +404,13 @@ done
 
 echo
 echo "<!-- markdown for docs/benchmarks.md -->"
-echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
 echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
 echo "|---|---|---:|---:|---:|"
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
-        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]}" 1) | $(fmt "${LAT[$t.$mode]}" 3) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
+        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]:-}" 1) | $(fmt "${LAT[$t.$mode]:-}" 3) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
     done
 done
 echo

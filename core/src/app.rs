@@ -93,6 +93,7 @@ pub async fn run(
         sessions: tokio_util::task::TaskTracker::new(),
         client_slots: Arc::new(tokio::sync::Semaphore::new(g.max_client_conn)),
         mirrors: mirror::Workers::new(plugins.events()),
+        statements: proxy.statements.clone(),
     });
     let listener = bind("proxy", &g.host, g.port).await?;
     tracing::info!(

@@ -3,6 +3,7 @@
 //! Built once at start-up and passed down (no globals, so tests can run several proxies
 //! in one process). The client side gets its own handles ([`crate::frontend::Frontend`]).
 
+use crate::backend::statements::StatementRegistry;
 use crate::config::Config;
 use crate::frontend::clients::ClientRegistry;
 use crate::plugins::PluginHost;
@@ -21,6 +22,8 @@ pub struct Proxy {
     pub plugins: Arc<PluginHost>,
     /// Logged-in clients.
     pub clients: Arc<ClientRegistry>,
+    /// Transaction mode's prepared statements (`SHOW PREPARED_STATEMENTS`).
+    pub statements: Arc<StatementRegistry>,
     /// Cancelled on SIGTERM/SIGINT or `SHUTDOWN`.
     pub shutdown: CancellationToken,
 }
@@ -37,6 +40,7 @@ impl Proxy {
             config_path,
             plugins,
             clients: Arc::default(),
+            statements: Arc::default(),
             shutdown: CancellationToken::new(),
         }))
     }

@@ -119,7 +119,7 @@ impl Live {
 mod tests {
     use super::*;
     use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     fn config(primary_port: u16, mirror: &str) -> Config {
         let text = format!(
@@ -148,28 +148,34 @@ mod tests {
     fn a_reload_racing_logins_never_pairs_a_pool_with_another_generations_target() {
         let live = Arc::new(Live::new(config(5001, "new_a")).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
+        let reloads = Arc::new(AtomicU64::new(0));
         let reloader = std::thread::spawn({
-            let (live, stop) = (live.clone(), stop.clone());
+            let (live, stop, reloads) = (live.clone(), stop.clone(), reloads.clone());
             move || {
-                let mut reloads = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let (port, mirror) = if reloads.is_multiple_of(2) {
+                    let (port, mirror) = if reloads.load(Ordering::Relaxed).is_multiple_of(2) {
                         (5002, "new_b")
                     } else {
                         (5001, "new_a")
                     };
                     live.reload(config(port, mirror)).unwrap();
-                    reloads += 1;
+                    reloads.fetch_add(1, Ordering::Relaxed);
                 }
-                reloads
             }
         });
+        // Each login thread runs until it saw both generations with reloads racing it (on
+        // a loaded machine the reloader may get little time), or for at most 20 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let logins: Vec<_> = (0..4)
             .map(|_| {
-                let live = live.clone();
+                let (live, reloads) = (live.clone(), reloads.clone());
                 std::thread::spawn(move || {
                     let mut seen = [0u64; 2];
-                    for _ in 0..20_000 {
+                    let mut logins = 0u64;
+                    while logins < 20_000
+                        || (seen.contains(&0) || reloads.load(Ordering::Relaxed) < 20)
+                            && std::time::Instant::now() < deadline
+                    {
                         let runtime = live.load();
                         let pool = runtime.pools.route("app").unwrap();
                         let target = &runtime.mirrors["app"];
@@ -185,6 +191,7 @@ mod tests {
                             runtime.generation
                         );
                         seen[usize::from(pool.addr().port == 5002)] += 1;
+                        logins += 1;
                     }
                     seen
                 })
@@ -192,11 +199,12 @@ mod tests {
             .collect();
         let seen: Vec<[u64; 2]> = logins.into_iter().map(|t| t.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
-        let reloads = reloader.join().unwrap();
-        assert!(reloads > 10, "the reloads raced the logins ({reloads})");
+        reloader.join().unwrap();
+        let reloads = reloads.load(Ordering::Relaxed);
+        assert!(reloads >= 20, "the reloads raced the logins ({reloads})");
         assert!(
-            seen.iter().any(|s| s[0] > 0) && seen.iter().any(|s| s[1] > 0),
-            "logins saw both generations: {seen:?}"
+            seen.iter().all(|s| s[0] > 0 && s[1] > 0),
+            "every login thread saw both generations: {seen:?}"
         );
     }
 

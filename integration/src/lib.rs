@@ -39,5 +39,6 @@ pub use http::{http_get, HttpResponse};
 pub use net::{listens_on, port_open, Listen};
 pub use pgdog::Pgdog;
 pub use ports::free_port;
+pub use sys::raise_fd_limit;
 pub use sys::tail as file_tail;
 pub use tls::{connect_tls, ClientTls};

@@ -154,3 +154,25 @@ fn writable_dir(dir: &Path) -> bool {
             .tempfile_in(dir)
             .is_ok()
 }
+
+/// Raises this process's soft limit on open files to `want` (or the hard limit, if lower),
+/// so that a test holding thousands of connections, and the pgdog it starts (children
+/// inherit the limit), do not run out of descriptors. Returns the soft limit after.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}

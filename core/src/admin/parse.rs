@@ -22,6 +22,10 @@ pub enum Command {
         database: Option<String>,
     },
     ShowPools,
+    /// `SHOW STATS`: PgBouncer's request, transaction and byte totals per database.
+    ShowStats,
+    /// `SHOW PREPARED_STATEMENTS`: transaction mode's statements.
+    ShowPreparedStatements,
     ShowClients,
     ShowServers,
     ShowConfig,
@@ -87,6 +91,8 @@ pub const USAGE: &[&str] = &[
     "RELOAD",
     "SHUTDOWN",
     "SHOW MIRROR QUERIES [database]",
+    "SHOW STATS",
+    "SHOW PREPARED_STATEMENTS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +181,12 @@ pub fn parse(statement: &str) -> Result<Command, ParseError> {
                 ("plugins", Command::ShowPlugins, USAGE[6]),
                 ("version", Command::ShowVersion, USAGE[7]),
                 ("help", Command::Help, USAGE[8]),
+                ("stats", Command::ShowStats, USAGE[18]),
+                (
+                    "prepared_statements",
+                    Command::ShowPreparedStatements,
+                    USAGE[19],
+                ),
             ];
             simple
                 .into_iter()
@@ -315,6 +327,11 @@ mod tests {
             }
         );
         assert_eq!(ok("SHOW POOLS"), Command::ShowPools);
+        assert_eq!(ok("show stats"), Command::ShowStats);
+        assert_eq!(
+            ok("SHOW PREPARED_STATEMENTS"),
+            Command::ShowPreparedStatements
+        );
         assert_eq!(ok("show clients"), Command::ShowClients);
         assert_eq!(ok("SHOW SERVERS ;"), Command::ShowServers);
         assert_eq!(ok("SHOW CONFIG"), Command::ShowConfig);

@@ -38,6 +38,9 @@ pub enum PoolError {
     },
 }
 
+/// The parameters the first server connection reported, shared with every client's login.
+pub type ServerParams = Arc<[(String, String)]>;
+
 /// Live counters for the admin console and metrics; updated with relaxed atomics.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -100,7 +103,7 @@ struct Inner {
     proved: Mutex<Option<ScramKeys>>,
     /// The parameters the first server connection reported (transaction mode: what a
     /// client is told at login without taking a connection).
-    server_params: Mutex<Option<Vec<(String, String)>>>,
+    server_params: Mutex<Option<ServerParams>>,
     /// When each caller waiting for a connection started, in arrival order.
     waiters: Mutex<VecDeque<(u64, Instant)>>,
     next_waiter: AtomicU64,
@@ -301,7 +304,7 @@ impl Pool {
     }
 
     /// What the pool's first server connection reported (`None` until one connected).
-    pub fn server_params(&self) -> Option<Vec<(String, String)>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.inner.server_params.lock().unwrap().clone()
     }
 
@@ -530,7 +533,7 @@ impl Pool {
                 stats.servers.fetch_add(1, Ordering::Relaxed);
                 let mut params = self.inner.server_params.lock().unwrap();
                 if params.is_none() {
-                    *params = Some(server.params.clone());
+                    *params = Some(server.params.clone().into());
                 }
                 drop(params);
                 server

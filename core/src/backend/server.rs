@@ -60,6 +60,10 @@ pub struct Server {
     /// mirror's record of the statements it prepared (transaction mode). Gone with a
     /// reset query, which may have dropped what it describes.
     pub attached: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Transaction mode: the key of the client parameters this connection was last brought
+    /// in line with (0: none, or changed since), so that a client with the same parameters
+    /// skips the comparison.
+    pub synced_for: u64,
     /// Parameters the proxy set for a client, and to what (those the server does not
     /// report, such as `search_path`, are known only this way).
     proxy_set: Vec<(String, String)>,
@@ -119,6 +123,7 @@ impl Server {
             status: TxStatus::Idle,
             statements: ServerStatements::default(),
             attached: None,
+            synced_for: 0,
             proxy_set: Vec::new(),
             created: Instant::now(),
             buf: BytesMut::with_capacity(8192),
@@ -273,6 +278,7 @@ impl Server {
 
     /// The server reported a parameter's value.
     pub fn set_param(&mut self, (name, value): (String, String)) {
+        self.synced_for = 0;
         // A report is the truth: what the proxy set is kept only for unreported parameters.
         self.proxy_set
             .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
@@ -369,6 +375,7 @@ impl Server {
                 // What the proxy knew of the connection's session state may be gone.
                 self.statements.clear();
                 self.proxy_set.clear();
+                self.synced_for = 0;
                 self.attached = None;
                 Ok(())
             }

@@ -6,6 +6,7 @@
 //! recently used statement is closed.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Length of a [`global_name`]: `pgdog_` and 16 hex digits.
@@ -114,6 +115,96 @@ impl ServerStatements {
     }
 }
 
+/// The statements transaction mode prepares under global names, process-wide, for `SHOW
+/// PREPARED_STATEMENTS`: how many client statements stand for each, and how often one was
+/// prepared on a server connection (a connection lacking it, or its cache full).
+#[derive(Debug, Default)]
+pub struct StatementRegistry {
+    inner: Mutex<HashMap<[u8; GLOBAL_NAME_LEN], Registered>>,
+}
+
+/// One global statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The query text (its first [`Registered::TEXT`] bytes).
+    pub text: String,
+    /// Client statements (of all clients) defined as it.
+    pub clients: usize,
+    /// Times the proxy prepared it on a server connection.
+    pub prepares: u64,
+    /// The last time a server was asked, it accepted the statement (ParseComplete).
+    pub accepted: bool,
+}
+
+impl Registered {
+    pub const TEXT: usize = 1000;
+}
+
+impl StatementRegistry {
+    /// A client statement `global` was defined (`definition`: the Parse body after the
+    /// name).
+    pub fn add(&self, global: &[u8; GLOBAL_NAME_LEN], definition: &[u8]) {
+        let mut map = self.inner.lock().unwrap();
+        let entry = map.entry(*global).or_insert_with(|| {
+            let text = definition.split(|&b| b == 0).next().unwrap_or_default();
+            let text = &text[..text.len().min(Registered::TEXT)];
+            Registered {
+                text: String::from_utf8_lossy(text).into_owned(),
+                clients: 0,
+                prepares: 0,
+                accepted: false,
+            }
+        });
+        entry.clients += 1;
+    }
+
+    /// A client statement defined as `global` was closed, or its client left. The entry
+    /// goes with the last one.
+    pub fn remove(&self, global: &[u8; GLOBAL_NAME_LEN]) {
+        let mut map = self.inner.lock().unwrap();
+        if let Some(entry) = map.get_mut(global) {
+            entry.clients = entry.clients.saturating_sub(1);
+            if entry.clients == 0 {
+                map.remove(global);
+            }
+        }
+    }
+
+    /// `global` is being prepared on a server connection.
+    pub fn prepared(&self, global: &[u8; GLOBAL_NAME_LEN]) {
+        if let Some(entry) = self.inner.lock().unwrap().get_mut(global) {
+            entry.prepares += 1;
+        }
+    }
+
+    /// A server answered a Parse of `global`: accepted (ParseComplete) or refused.
+    pub fn accepted(&self, global: &[u8; GLOBAL_NAME_LEN], accepted: bool) {
+        if let Some(entry) = self.inner.lock().unwrap().get_mut(global) {
+            entry.accepted = accepted;
+        }
+    }
+
+    /// Whether a server accepted `global` the last time it was prepared.
+    pub fn is_accepted(&self, global: &[u8; GLOBAL_NAME_LEN]) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .get(global)
+            .is_some_and(|e| e.accepted)
+    }
+
+    /// Every statement by its global name, in name order.
+    pub fn list(&self) -> Vec<(String, Registered)> {
+        let map = self.inner.lock().unwrap();
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|(name, r)| (String::from_utf8_lossy(name).into_owned(), r.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +229,22 @@ mod tests {
         assert_eq!(s.len(), 2);
         s.clear();
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_registry_counts_client_statements_and_prepares() {
+        let r = StatementRegistry::default();
+        let g = global_name(b"select 1\0\0\0");
+        r.add(&g, b"select 1\0\0\0");
+        r.add(&g, b"select 1\0\0\0");
+        r.prepared(&g);
+        let list = r.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].1.text, "select 1");
+        assert_eq!((list[0].1.clients, list[0].1.prepares), (2, 1));
+        r.remove(&g);
+        assert_eq!(r.list()[0].1.clients, 1);
+        r.remove(&g);
+        assert!(r.list().is_empty());
     }
 }

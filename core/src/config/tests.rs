@@ -249,3 +249,50 @@ fn otlp_keys_default_parse_and_are_checked() {
     );
     assert!(parse("[general]\notlp_protocl = \"grpc\"\n").is_err());
 }
+
+#[test]
+fn users_and_pool_modes_are_checked_with_their_keys() {
+    let text = r#"
+[general]
+pool_mode = "transaction"
+
+[[pools]]
+name = "a"
+pool_mode = "session"
+
+[[users]]
+name = "alice"
+password = "x"
+pools = ["a", "nope"]
+
+[[users]]
+name = "alice"
+password = "SCRAM-SHA-256$4096:c2FsdA==$bad"
+"#;
+    let p = problems(text);
+    let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(keys.contains(&("users[0].pools", Some(12))), "{keys:?}");
+    assert!(keys.contains(&("users[1].name", Some(15))), "{keys:?}");
+    assert!(keys.contains(&("users[1].password", Some(16))), "{keys:?}");
+
+    let ok = parse(
+        "[general]\npool_mode = \"transaction\"\n[[pools]]\nname = \"a\"\npool_mode = \"session\"\n[[users]]\nname = \"bob\"\npassword = \"pw\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.general.pool_mode, PoolMode::Transaction);
+    assert_eq!(ok.pools[0].pool_mode, Some(PoolMode::Session));
+    assert!(ok.users[0].may_use("a"), "no pools listed: every pool");
+    let shown = format!("{:?}", ok.redacted());
+    assert!(!shown.contains("\"pw\""), "{shown}");
+
+    let p = problems("[general]\npool_mode = \"statement\"\n");
+    assert_eq!(p[0].key, "general.pool_mode");
+    assert_eq!(p[0].line, Some(2));
+    // SCRAM-only paths under another auth_type.
+    let p = problems(
+        "[general]\nauth_type = \"md5\"\nauth_user = \"pgdog\"\n[[users]]\nname = \"b\"\npassword = \"SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVkS2V5c3RvcmVkS2V5c3RvcmVkS2V5c3RvcmU=:c2VydmVyS2V5c2VydmVyS2V5c2VydmVyS2V5c2VydmU=\"\n",
+    );
+    let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(keys.contains(&("general.auth_user", Some(3))), "{keys:?}");
+    assert!(keys.contains(&("users[0].password", Some(6))), "{keys:?}");
+}

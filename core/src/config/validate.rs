@@ -40,6 +40,14 @@ fn check_users(config: &Config, text: &str, problems: &mut Vec<Problem>) {
                 "password",
                 "not a valid SCRAM verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".into(),
             );
+        } else if verifier && config.general.auth_type != super::AuthType::ScramSha256 {
+            problem(
+                "password",
+                format!(
+                    "a SCRAM verifier needs auth_type = \"scram-sha-256\" (clients must prove it), not \"{}\"",
+                    config.general.auth_type.as_str()
+                ),
+            );
         }
         for pool in &user.pools {
             if config.pool(pool).is_none() {
@@ -61,6 +69,15 @@ fn general(text: &str, key: &str, message: String) -> Problem {
 fn check_general(config: &Config, text: &str, problems: &mut Vec<Problem>) {
     let g = &config.general;
     let mut problem = |key: &str, message: String| problems.push(general(text, key, message));
+    if g.auth_user.is_some() && g.auth_type != super::AuthType::ScramSha256 {
+        problem(
+            "auth_user",
+            format!(
+                "auth_query logs roles in to the server with the SCRAM keys they prove: it needs auth_type = \"scram-sha-256\", not \"{}\"",
+                g.auth_type.as_str()
+            ),
+        );
+    }
     for (key, value) in [
         ("mirror_max_error_rate", g.mirror_max_error_rate),
         ("mirror_max_drop_rate", g.mirror_max_drop_rate),

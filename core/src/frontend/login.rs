@@ -199,7 +199,7 @@ impl Login<'_> {
             .and_then(|p| p.pool_mode)
             .unwrap_or(config.general.pool_mode);
         let reported = match (mode, pool.server_params()) {
-            (PoolMode::Transaction, Some(reported)) => reported,
+            (PoolMode::Transaction, Some(reported)) => reported.to_vec(),
             _ => {
                 let mut server = pool.get().await.map_err(pool_error)?;
                 if mode == PoolMode::Session {

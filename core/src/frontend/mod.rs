@@ -16,6 +16,7 @@ pub mod users;
 mod error;
 pub use error::ClientError;
 
+use crate::backend::statements::StatementRegistry;
 use crate::mirror;
 use crate::runtime::Live;
 use cancel::CancelMap;
@@ -40,4 +41,6 @@ pub struct Frontend {
     pub client_slots: Arc<Semaphore>,
     /// Starts the mirror sessions of clients of mirrored pools.
     pub mirrors: mirror::Workers,
+    /// Transaction mode's prepared statements, for the admin console.
+    pub statements: Arc<StatementRegistry>,
 }

@@ -18,13 +18,16 @@
 //! sends back. Stretches of traffic that nothing was changed in are a single plan entry
 //! and pass through untouched.
 
-use crate::backend::statements::{global_name, ServerStatements, GLOBAL_NAME_LEN};
+use crate::backend::statements::{
+    global_name, ServerStatements, StatementRegistry, GLOBAL_NAME_LEN,
+};
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::messages;
 use crate::protocol::tag::{client, server};
 use crate::sql;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// One client's named statements.
@@ -34,6 +37,8 @@ pub struct ClientStatements {
     named: HashMap<Box<[u8]>, Prepared>,
     /// SQL-level `PREPARE`d statements by name: the `PREPARE` query and its hash.
     sql: HashMap<Box<[u8]>, (u64, Bytes)>,
+    /// Where the proxy's statements are counted (`SHOW PREPARED_STATEMENTS`).
+    registry: Option<Arc<StatementRegistry>>,
 }
 
 /// A client's statement as the server knows it.
@@ -44,13 +49,128 @@ struct Prepared {
     parse: Bytes,
 }
 
+impl Drop for ClientStatements {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 impl ClientStatements {
+    /// A client's statements, counted in `registry`.
+    pub fn new(registry: Arc<StatementRegistry>) -> ClientStatements {
+        ClientStatements {
+            named: HashMap::new(),
+            sql: HashMap::new(),
+            registry: Some(registry),
+        }
+    }
+
+    fn insert(&mut self, name: &[u8], prepared: Prepared, definition: &[u8]) {
+        if let Some(r) = &self.registry {
+            r.add(&prepared.global, definition);
+        }
+        if let Some(old) = self.named.insert(name.into(), prepared) {
+            self.unregister(&old);
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if let Some(old) = self.named.remove(name) {
+            self.unregister(&old);
+        }
+    }
+
+    fn clear(&mut self) {
+        for (_, old) in std::mem::take(&mut self.named) {
+            self.unregister(&old);
+        }
+        self.sql.clear();
+    }
+
+    fn unregister(&self, old: &Prepared) {
+        if let Some(r) = &self.registry {
+            r.remove(&old.global);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.named.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.named.is_empty()
+    }
+
+    /// Where the statements are counted.
+    pub fn registry(&self) -> Option<Arc<StatementRegistry>> {
+        self.registry.clone()
+    }
+
+    /// Outside a transaction, with no server connection: a batch of nothing but Parse of
+    /// named statements the servers have accepted before (a Close of a named statement
+    /// may be among them) and its Sync is answered here, so that a client that prepares
+    /// synchronously while others of its own (pgbench's threads, say) hold every server
+    /// connection does not wait for one. The statements are prepared on a server when the
+    /// client first uses them. Returns the answer (ParseComplete or CloseComplete for
+    /// each message, then ReadyForQuery idle), `None` for any other batch.
+    pub fn answer_locally(&mut self, msgs: &[u8]) -> Option<BytesMut> {
+        let registry = self.registry.clone()?;
+        let mut frames = Frames::new(msgs).peekable();
+        let mut reply = BytesMut::new();
+        let mut parses = Vec::new();
+        while let Some((tag, msg)) = frames.next() {
+            let body = &msg[5..];
+            match tag {
+                client::PARSE => {
+                    let (name, definition) = cstr(body).filter(|(n, _)| !n.is_empty())?;
+                    let global = global_name(definition);
+                    if !registry.is_accepted(&global) {
+                        return None;
+                    }
+                    parses.push((name, global, definition));
+                    messages::put(&mut reply, server::PARSE_COMPLETE, |_| {});
+                }
+                client::CLOSE if body.first() == Some(&client::STATEMENT) => {
+                    cstr(&body[1..]).filter(|(n, _)| !n.is_empty())?;
+                    messages::put(&mut reply, server::CLOSE_COMPLETE, |_| {});
+                }
+                client::SYNC if frames.peek().is_none() && !reply.is_empty() => {
+                    messages::ready_for_query(&mut reply, crate::protocol::TxStatus::Idle);
+                }
+                _ => return None,
+            }
+        }
+        if !reply.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
+            return None;
+        }
+        // In the order the server would have applied them.
+        let mut at = 0;
+        for (tag, msg) in Frames::new(msgs) {
+            match tag {
+                client::PARSE => {
+                    let (name, global, definition) = parses[at];
+                    at += 1;
+                    let mut parse = BytesMut::with_capacity(msg.len() + GLOBAL_NAME_LEN);
+                    messages::put(&mut parse, client::PARSE, |b| {
+                        b.put_slice(&global);
+                        b.put_u8(0);
+                        b.put_slice(definition);
+                    });
+                    let prepared = Prepared {
+                        global,
+                        parse: parse.freeze(),
+                    };
+                    self.insert(name, prepared, definition);
+                }
+                client::CLOSE => {
+                    if let Some((name, _)) = cstr(&msg[6..]) {
+                        self.remove(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(reply)
     }
 
     /// The client's statement names and their server-side names (`SHOW PREPARED_STATEMENTS`).
@@ -111,9 +231,19 @@ impl Answer {
 #[derive(Debug, Default)]
 pub struct Plan {
     entries: VecDeque<Entry>,
+    /// Learns which global statements the servers accept.
+    registry: Option<Arc<StatementRegistry>>,
 }
 
 impl Plan {
+    /// A plan that tells `registry` which statements the servers accepted or refused.
+    pub fn new(registry: Option<Arc<StatementRegistry>>) -> Plan {
+        Plan {
+            entries: VecDeque::new(),
+            registry,
+        }
+    }
+
     /// Whether every answer to come passes through untouched (the fast path).
     pub fn is_plain(&self) -> bool {
         self.entries.iter().all(|e| matches!(e, Entry::Plain(_)))
@@ -189,6 +319,11 @@ impl Plan {
                 if forward {
                     out.extend_from_slice(msg);
                 }
+                if let (Answer::Parse(Some(name)), Some(r)) = (answer, &self.registry) {
+                    if tag == server::PARSE_COMPLETE {
+                        r.accepted(&name, true);
+                    }
+                }
                 if answer.ends_with(tag) {
                     self.entries.pop_front();
                     self.synthesize_due(out);
@@ -216,6 +351,9 @@ impl Plan {
                 Entry::Forward(Answer::Parse(Some(name)))
                 | Entry::Swallow(Answer::Parse(Some(name))) => {
                     server_statements.remove(name);
+                    if let Some(r) = &self.registry {
+                        r.accepted(name, false);
+                    }
                 }
                 _ => {}
             }
@@ -278,7 +416,7 @@ impl Rewriter<'_> {
             client::DESCRIBE | client::CLOSE if body.first() == Some(&client::STATEMENT) => {
                 match cstr(&body[1..]) {
                     Some((name, _)) if !name.is_empty() && tag == client::CLOSE => {
-                        self.client.named.remove(name);
+                        self.client.remove(name);
                         self.plan.push(Entry::Synthetic(server::CLOSE_COMPLETE));
                     }
                     Some((name, _)) if !name.is_empty() => match self.ensure(name, out) {
@@ -333,7 +471,7 @@ impl Rewriter<'_> {
             global,
             parse: parse.freeze(),
         };
-        self.client.named.insert(name.into(), prepared.clone());
+        self.client.insert(name, prepared.clone(), definition);
         if self.server.touch(&global) {
             self.plan.push(Entry::Synthetic(server::PARSE_COMPLETE));
         } else {
@@ -358,6 +496,9 @@ impl Rewriter<'_> {
     /// Writes `prepared`'s Parse, closing the least recently used statement first when the
     /// server's cache is full. (The caller records the Parse's answer.)
     fn prepare(&mut self, prepared: &Prepared, out: &mut BytesMut) {
+        if let Some(r) = &self.client.registry {
+            r.prepared(&prepared.global);
+        }
         if let Some(evicted) = self.server.insert(prepared.global, self.limit) {
             messages::put(out, client::CLOSE, |b| {
                 b.put_u8(client::STATEMENT);
@@ -408,8 +549,7 @@ impl Rewriter<'_> {
             }
             SqlStatement::Deallocate(None) => {
                 // DEALLOCATE ALL and DISCARD ALL: protocol-level statements too.
-                self.client.sql.clear();
-                self.client.named.clear();
+                self.client.clear();
                 self.server.clear();
             }
             SqlStatement::Other => {}
@@ -755,5 +895,50 @@ mod tests {
             Execute(b"Q1".to_vec())
         );
         assert_eq!(sql_statement(b"-- prepare x as\nselect 1"), Other);
+    }
+
+    /// Outside a transaction, a Parse (and Sync) of a statement the servers accepted
+    /// before is answered without a server; anything else needs one.
+    #[test]
+    fn a_known_statement_is_prepared_without_a_server() {
+        let registry = Arc::new(StatementRegistry::default());
+        let mut first = ClientStatements::new(registry.clone());
+        let batch = [parse("s1", "select 1"), sync()].concat();
+        assert!(first.answer_locally(&batch).is_none(), "never accepted yet");
+        // The first client prepares it on a server, which accepts it.
+        let mut plan = Plan::new(first.registry());
+        let mut conn = Conn {
+            statements: ServerStatements::default(),
+        };
+        let sent = Rewriter {
+            client: &mut first,
+            server: &mut conn.statements,
+            plan: &mut plan,
+            limit: 10,
+        }
+        .rewrite(&batch)
+        .unwrap();
+        let mut out = BytesMut::new();
+        for (_, m) in Frames::new(&server_answers(&sent)) {
+            plan.answer(m, &mut out, &mut conn.statements);
+        }
+        assert_eq!(tags(&out), "1Z");
+        // A second client's Parse of it: answered here, and the statement is its own.
+        let mut second = ClientStatements::new(registry.clone());
+        let reply = second.answer_locally(&batch).expect("answered locally");
+        assert_eq!(tags(&reply), "1Z");
+        assert_eq!(second.len(), 1);
+        assert_eq!(registry.list()[0].1.clients, 2);
+        let with_close = [msg(b'C', b"Ss1\0"), parse("s1", "select 1"), sync()].concat();
+        assert_eq!(tags(&second.answer_locally(&with_close).unwrap()), "31Z");
+        for other in [
+            [parse("s2", "select 2"), sync()].concat(),
+            [parse("", "select 1"), sync()].concat(),
+            [parse("s1", "select 1"), bind("s1"), execute(), sync()].concat(),
+            parse("s1", "select 1"),
+            [parse("s1", "select 1"), sync(), sync()].concat(),
+        ] {
+            assert!(second.answer_locally(&other).is_none(), "{}", tags(&other));
+        }
     }
 }

@@ -203,6 +203,17 @@ const GAUGES: &[(&str, &str, Observe)] = &[
 
 const COUNTERS: &[(&str, &str, Observe)] = &[
     (
+        "pgdog_mirror_pool_exhausted_total",
+        "Mirror requests dropped (in pgdog_mirror_requests_total{outcome=\"dropped\"}) because the session's queue filled while it waited for a connection of the mirror pool, all in use: pgdog's pool_size, not the new database",
+        |s, o| {
+            if s.mirror_enabled {
+                for (db, n) in &s.pool_exhausted {
+                    o.observe(*n as f64, std::slice::from_ref(db));
+                }
+            }
+        },
+    ),
+    (
         "pgdog_mirror_requests_total",
         "Requests the proxy tried to mirror, by outcome (mirrored, error, dropped)",
         |s, o| {

@@ -27,6 +27,8 @@ pub struct ProxyView {
     pub mirrors: Vec<MirrorSample>,
     /// The replication gates' measures, for readiness.
     pub replication: Vec<crate::mirror::sync::readiness::Measured>,
+    /// Drops while waiting for an exhausted mirror pool, per source pool.
+    pub pool_exhausted: Vec<(opentelemetry::KeyValue, u64)>,
 }
 
 /// Reads the proxy: its config, plugins and shutdown token, the pool counters (relaxed
@@ -69,6 +71,11 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         .values()
         .filter_map(|t| mirror_sample(t))
         .collect();
+    let pool_exhausted = runtime
+        .mirrors
+        .values()
+        .map(|t| (database(&t.database), t.pool_exhausted_drops()))
+        .collect();
     ProxyView {
         config: proxy.config(),
         plugins: proxy.plugins.clone(),
@@ -77,6 +84,7 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         queues,
         mirrors,
         replication: crate::mirror::replication(&runtime.mirrors),
+        pool_exhausted,
     }
 }
 
@@ -117,6 +125,7 @@ pub async fn sample(view: ProxyView) -> Sample {
     }
     sample.queues = view.queues;
     sample.mirrors = view.mirrors;
+    sample.pool_exhausted = view.pool_exhausted;
     let plugins = &view.plugins;
     plugins.flush().await;
     sample.points = plugins.metric_points().await;

@@ -40,6 +40,8 @@ pub struct Sample {
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
     pub queues: Vec<(KeyValue, u64)>,
+    /// Drops while waiting for an exhausted mirror pool, per source pool.
+    pub pool_exhausted: Vec<(KeyValue, u64)>,
     /// Events dropped on the way to the plugins (`None`: no plugin host).
     pub plugin_events_dropped: Option<u64>,
     /// Source pools that mirror only some transactions (`mirror_statements`) or gate

@@ -372,6 +372,7 @@ async fn a_scrape_right_after_traffic_sees_it() {
         points: proxy.plugins.metric_points().await,
         pools: view.pools,
         queues: view.queues,
+        pool_exhausted: view.pool_exhausted,
         plugin_events_dropped: Some(0),
         ..Sample::default()
     };

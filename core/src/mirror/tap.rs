@@ -264,6 +264,7 @@ impl Tap {
                 // A queue full because its worker waits for a mirror connection is the
                 // proxy's pool limit, told apart from a mirror that does not keep up.
                 let reason = if !too_big && self.awaiting_pool.load(Ordering::Relaxed) {
+                    self.target.note_pool_exhausted();
                     DropReason::PoolExhausted
                 } else {
                     DropReason::BufferFull

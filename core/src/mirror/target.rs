@@ -189,6 +189,9 @@ struct TargetState {
     exposure: AtomicU64,
     /// Requests queued across the pool's sessions (`SHOW MIRROR STATS`, metrics).
     depth: AtomicUsize,
+    /// Requests dropped because a session's queue filled while it waited for a connection
+    /// of an exhausted mirror pool (`pgdog_mirror_pool_exhausted_total`).
+    pool_exhausted: AtomicU64,
     /// A request was dropped: the mirror may have missed writes, so its answers are no
     /// longer compared (set aside as "after drops") until `RESET MIRROR STATS`.
     diverged: AtomicBool,
@@ -214,6 +217,7 @@ impl MirrorTarget {
             state: Arc::new(TargetState {
                 exposure: AtomicU64::new(exposure.to_bits()),
                 depth: AtomicUsize::new(0),
+                pool_exhausted: AtomicU64::new(0),
                 diverged: AtomicBool::new(false),
             }),
             statements: MirrorStatements::All,
@@ -260,6 +264,16 @@ impl MirrorTarget {
 
     pub fn queue_depth(&self) -> usize {
         self.state.depth.load(Relaxed)
+    }
+
+    /// Requests dropped while their session waited for a mirror connection.
+    pub fn pool_exhausted_drops(&self) -> u64 {
+        self.state.pool_exhausted.load(Relaxed)
+    }
+
+    /// A request was dropped while its session waited for a mirror connection.
+    pub(super) fn note_pool_exhausted(&self) {
+        self.state.pool_exhausted.fetch_add(1, Relaxed);
     }
 
     /// A request took (`true`) or gave back a queue place.

@@ -25,6 +25,8 @@ pub(super) async fn execute(proxy: &Arc<Proxy>, command: Command) -> Result<Outp
         }
         Command::ResetMirrorStats => mirror::reset(proxy).await,
         Command::ShowPools => Ok(pools::pools(proxy)),
+        Command::ShowStats => Ok(pools::stats(proxy)),
+        Command::ShowPreparedStatements => Ok(pools::prepared_statements(proxy)),
         Command::ShowClients => Ok(pools::clients(proxy)),
         Command::ShowServers => Ok(pools::servers(proxy)),
         Command::ShowConfig => show::config(proxy),

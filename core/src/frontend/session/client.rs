@@ -26,10 +26,32 @@ impl Session {
             if bufs.client_buf[0] == client::TERMINATE {
                 return Some(End::ClientTerminated);
             }
+            if self.mode == PoolMode::Transaction && bufs.to_client.is_empty() {
+                let msgs = &bufs.client_buf[..len];
+                if let Some(reply) = self.pooled.statements.answer_locally(msgs) {
+                    self.take_client_messages(bufs, len);
+                    // Counted, timed and recorded (for the mirror) as a server's answer.
+                    self.answers(&reply, Instant::now());
+                    bufs.to_client = reply.freeze();
+                    return None;
+                }
+            }
             if let Err((code, why)) = self.checkout().await {
                 return Some(End::Checkout(code, why));
             }
         }
+        let (chunk, terminated) = self.take_client_messages(bufs, len);
+        bufs.to_server = match self.mode {
+            PoolMode::Session => chunk,
+            PoolMode::Transaction => self.rewrite(chunk),
+        };
+        terminated.then_some(End::ClientTerminated)
+    }
+
+    /// Takes `len` bytes of whole messages from the client's buffer: counts them, feeds the
+    /// mirror tap. Returns the messages to pass on (up to a Terminate), and whether there
+    /// was one.
+    fn take_client_messages(&mut self, bufs: &mut Buffers, len: usize) -> (Bytes, bool) {
         let chunk = bufs.client_buf.split_to(len).freeze();
         let now = Instant::now();
         let requests_before = self.tracker.requests();
@@ -37,11 +59,6 @@ impl Session {
         let (forward, terminated) = match self.tap.as_mut() {
             None => count_requests(&chunk, &self.tracker, &mut self.pooled.mid_batch),
             Some(tap) => feed_tap(tap, &chunk, &self.tracker, &mut self.pooled.mid_batch, now),
-        };
-        let chunk = chunk.slice(..forward);
-        bufs.to_server = match self.mode {
-            PoolMode::Session => chunk,
-            PoolMode::Transaction => self.rewrite(chunk),
         };
         // Metrics: two relaxed adds per forwarded chunk, not per message.
         let stats = self.pool.stats();
@@ -51,7 +68,7 @@ impl Session {
             .bytes_received
             .fetch_add(len as u64, Ordering::Relaxed);
         self.pooled.timing.sent(requests, now);
-        terminated.then_some(End::ClientTerminated)
+        (chunk.slice(..forward), terminated)
     }
 
     /// The messages as the current server connection must get them (named statements

@@ -21,6 +21,7 @@ mod pooling;
 mod server;
 
 use self::io::{Buffers, Event};
+use super::prepared::ClientStatements;
 use super::tracker::Tracker;
 use super::Frontend;
 use crate::backend::{Pool, PooledServer, Server};
@@ -110,7 +111,11 @@ impl Session {
             .map(|_| Digest::default());
         Session {
             max_message_size: general.max_message_size,
-            pooled: pooling::Pooled::new(params, general),
+            pooled: pooling::Pooled::new(
+                params,
+                general,
+                ClientStatements::new(frontend.statements.clone()),
+            ),
             recorder,
             digest,
             frontend,

@@ -41,6 +41,9 @@ const TRACKED: &[&str] = &[
 pub struct Pooled {
     /// The parameters the client set: its startup parameters, and what it changed since.
     params: Vec<(String, String)>,
+    /// A key of `params` (never 0): a server connection last synced for the same key needs
+    /// no comparison ([`Server::synced_for`]).
+    params_key: u64,
     pub statements: ClientStatements,
     pub plan: Plan,
     /// An extended-protocol batch is open: sent in part, its Sync still to come.
@@ -57,11 +60,16 @@ pub struct Pooled {
 impl Pooled {
     /// `params`: the client's startup parameters to apply (already without `user`,
     /// `database` and the like, `options` unpacked).
-    pub fn new(params: &[(String, String)], general: &General) -> Pooled {
+    pub fn new(
+        params: &[(String, String)],
+        general: &General,
+        statements: ClientStatements,
+    ) -> Pooled {
         Pooled {
+            params_key: params_key(params),
             params: params.to_vec(),
-            statements: ClientStatements::default(),
-            plan: Plan::default(),
+            plan: Plan::new(statements.registry()),
+            statements,
             mid_batch: false,
             limit: general.max_prepared_statements,
             reset_query: general.server_reset_query.clone(),
@@ -79,10 +87,12 @@ impl Pooled {
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
+            Some(slot) if slot.1 == *value => return,
             Some(slot) => slot.1 = value.clone(),
             None if tracked => self.params.push((name.clone(), value.clone())),
-            None => {}
+            None => return,
         }
+        self.params_key = params_key(&self.params);
     }
 
     /// Brings `server` in line with the client's parameters: `SET` what differs from the
@@ -94,6 +104,9 @@ impl Pooled {
         server: &mut Server,
         defaults: &[(String, String)],
     ) -> Result<(), crate::backend::BackendError> {
+        if server.synced_for == self.params_key {
+            return Ok(());
+        }
         let mut sql = String::new();
         let mut set = Vec::new();
         let defaulted = TRACKED.iter().filter_map(|name| {
@@ -127,6 +140,7 @@ impl Pooled {
             sql.push_str(&format!("RESET \"{name}\";"));
         }
         if sql.is_empty() {
+            server.synced_for = self.params_key;
             return Ok(());
         }
         server.execute(&sql).await?;
@@ -138,8 +152,23 @@ impl Pooled {
         for name in &stale {
             server.proxy_set(name, None);
         }
+        // The SETs' reports (ParameterStatus) were read by `execute`, after which the
+        // connection is as this client wants it.
+        server.synced_for = self.params_key;
         Ok(())
     }
+}
+
+/// A key of a client's parameters, never 0.
+fn params_key(params: &[(String, String)]) -> u64 {
+    let mut bytes = Vec::new();
+    for (name, value) in params {
+        bytes.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
 }
 
 impl Session {
@@ -204,7 +233,7 @@ impl Session {
                 tracing::warn!(
                     pool = self.pool.name(),
                     user = %self.pool.addr().user,
-                    "{what} outside a transaction in transaction mode: it stays on this server connection, and the client's next transaction may run on another one"
+                    "{what} outside a transaction in transaction mode: it stays on this server connection, and the client's next transaction may run on another one (only application_name, client_encoding, DateStyle, IntervalStyle, TimeZone and standard_conforming_strings follow the client; logged once per client)"
                 );
                 return;
             }
@@ -297,7 +326,11 @@ mod tests {
     #[test]
     fn the_client_keeps_the_parameters_it_changed() {
         let general = General::default();
-        let mut p = Pooled::new(&[("application_name".into(), "app".into())], &general);
+        let mut p = Pooled::new(
+            &[("application_name".into(), "app".into())],
+            &general,
+            ClientStatements::default(),
+        );
         p.reported(&("TimeZone".into(), "UTC".into()));
         p.reported(&("application_name".into(), "other".into()));
         p.reported(&("server_version".into(), "15".into()));

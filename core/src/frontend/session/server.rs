@@ -47,7 +47,7 @@ impl Session {
     /// Looks at a run of whole server messages: counts answers (recording them for the
     /// mirror, and their time), COPY starts and parameter changes; returns how many were
     /// errors and how many ReadyForQuery.
-    fn answers(&mut self, buf: &[u8], now: Instant) -> (u64, u32) {
+    pub(super) fn answers(&mut self, buf: &[u8], now: Instant) -> (u64, u32) {
         let (mut errors, mut readies) = (0, 0);
         let mut digest = self.digest.take();
         for (tag, msg) in Frames::new(buf) {
