@@ -63,6 +63,7 @@ bench:
 bench-quick:
 	bash bench/pgbench.sh --quick
 
-## The main job: clusters, proxy with mirroring, traffic, readiness and metrics.
+## The main job: clusters, proxy with mirroring, traffic, readiness and metrics
+## (DEMO_ARGS="--replication": the cut-over with logical replication; "--tls": TLS only).
 demo:
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(DEMO_ARGS)

@@ -3,7 +3,7 @@
 # primary and the "new" mirror), pgdog in front of the primary with mirroring on, pgbench
 # traffic through it with a progress display, then the readiness verdict and the metrics.
 #
-#   scripts/demo.sh [--duration SECONDS] [--clients N] [--rate TPS] [--tls] [--keep]
+#   scripts/demo.sh [--duration SECONDS] [--clients N] [--rate TPS] [--tls] [--replication] [--keep]
 #
 # --rate caps pgbench's transactions per second (default 600; 0 = as fast as it can). Both
 # clusters share this machine's cores: unthrottled, the primary takes the CPU the mirror needs
@@ -11,6 +11,11 @@
 # --tls runs it as against a managed service: both clusters take TLS only (PostgreSQL itself
 # refuses plaintext), pgdog checks their certificate (verify-full against a CA made for the
 # run), and its own clients (pgbench, psql) connect to it over TLS too.
+# --replication runs the cut-over with logical replication: the new database subscribes to a
+# publication of the old one, pgdog mirrors only reads (mirror_statements = "reads") and holds
+# each until the subscription has applied what the primary had (mirror_sync = "logical"); the
+# workload is half TPC-B, half reads of the same accounts. The tables end up equal (no write is
+# applied twice) and readiness shows the replication lag.
 # --keep leaves the clusters and the proxy running and prints how to stop them.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +28,7 @@ CLIENTS=8
 RATE=600
 KEEP=0
 TLS=0
+REPL=0
 while (($#)); do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -30,7 +36,8 @@ while (($#)); do
         --rate) RATE="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --tls) TLS=1; shift ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        --replication) REPL=1; shift ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "demo: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -68,6 +75,7 @@ server_tls_ca_file = \"$CERTS/ca.crt\""
 fi
 
 say "Starting two throwaway PostgreSQL 15 clusters$( ((TLS)) && echo ", TLS only")"
+((REPL)) && export PAIR_PRIMARY_OPTS="-c wal_level=logical"
 pair_start "$WORK" "$CERTS"
 PRIMARY_PORT=$PRIMARY MIRROR_PORT=$MIRROR
 echo "primary (old database): 127.0.0.1:$PRIMARY_PORT    mirror (new database): 127.0.0.1:$MIRROR_PORT"
@@ -75,8 +83,31 @@ echo "primary (old database): 127.0.0.1:$PRIMARY_PORT    mirror (new database): 
 PORT=$(free_port); ADMIN_PORT=$(free_port); METRICS_PORT=$(free_port)
 
 export PGPASSWORD=pgdog
-say "Loading the pgbench schema on both (the mirror must start from the same data)"
-pgbench_init 10 "$PRIMARY_PORT" "$MIRROR_PORT"
+REPL_POOL=""
+WORKLOAD=()
+if ((REPL)); then
+    say "Loading pgbench data on the primary, the empty schema on the new database, and subscribing it"
+    pgbench_init 10 "$PRIMARY_PORT"
+    pgbench -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -i -I dtp -q pgdog 2>&1 | tail -n 1
+    psql -h 127.0.0.1 -p "$PRIMARY_PORT" -U pgdog -d pgdog -qc "CREATE PUBLICATION everything FOR ALL TABLES"
+    psql -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -d pgdog -qc "CREATE SUBSCRIPTION sub CONNECTION \
+'host=127.0.0.1 port=$PRIMARY_PORT user=pgdog password=pgdog dbname=pgdog$( ((TLS)) && echo " sslmode=require")' \
+PUBLICATION everything"
+    for _ in $(seq 600); do
+        pending=$(psql -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -d pgdog -Atc \
+            "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")
+        [[ $pending == 0 ]] && break
+        sleep 0.2
+    done
+    echo "subscription sub: initial copy done"
+    REPL_POOL='mirror_statements = "reads"
+mirror_sync = "logical"
+mirror_sync_slot = "sub"'
+    WORKLOAD=(-b tpcb-like@1 -b select-only@1)
+else
+    say "Loading the pgbench schema on both (the mirror must start from the same data)"
+    pgbench_init 10 "$PRIMARY_PORT" "$MIRROR_PORT"
+fi
 
 cat >"$WORK/pgdog.toml" <<TOML
 [general]
@@ -99,6 +130,7 @@ password = "pgdog"
 pool_size = 20
 mirror_of = "mirror"
 mirror_exposure = 1.0
+$REPL_POOL
 
 [[pools]]
 name = "mirror"
@@ -117,10 +149,19 @@ wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log"; exit 1; }
 LIMIT=()
 ((RATE > 0)) && LIMIT=(-R "$RATE")
 say "Driving pgbench (TPC-B-like, $CLIENTS clients, ${DURATION}s, $( ((RATE > 0)) && echo "at most $RATE tps" || echo unthrottled)) through pgdog"
-pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" "${LIMIT[@]}" -P 2 pgdog 2>&1 |
+pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -c "$CLIENTS" -j 2 -T "$DURATION" "${LIMIT[@]}" -P 2 "${WORKLOAD[@]}" pgdog 2>&1 |
     grep -E '^progress|tps =|failed|latency average'
 
-say "Mirror rows vs primary rows (pgbench_history)"
+if ((REPL)); then
+    say "Waiting for the subscription to apply everything (slot sub on the primary)"
+    for _ in $(seq 300); do
+        behind=$(psql -h 127.0.0.1 -p "$PRIMARY_PORT" -U pgdog -d pgdog -Atc "SELECT \
+(pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'sub'")
+        ((behind <= 0)) && break
+        sleep 0.2
+    done
+fi
+say "Mirror rows vs primary rows (pgbench_history)$( ((REPL)) && echo ": equal, no write applied twice")"
 for p in "$PRIMARY_PORT" "$MIRROR_PORT"; do
     printf '%s: %s rows\n' "$([[ $p == "$PRIMARY_PORT" ]] && echo primary || echo mirror)" \
         "$(psql -h 127.0.0.1 -p "$p" -U pgdog -d pgdog -Atc 'SELECT count(*) FROM pgbench_history')"
@@ -135,6 +176,10 @@ psql -h 127.0.0.1 -p "$ADMIN_PORT" -U admin -d pgdog \
 
 say "A few metric lines (curl http://127.0.0.1:$METRICS_PORT/metrics)"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^mirror\{' | head -n 20
+if ((REPL)); then
+    curl -s "http://127.0.0.1:$METRICS_PORT/metrics" |
+        grep -E '^pgdog_mirror_(skipped_total|replication_lag_ms|sync_reads_total|sync_queries_total)' | head -n 20
+fi
 
 say "Point Prometheus at it"
 cat <<YAML

@@ -14,12 +14,14 @@ free_port() {
 }
 
 # pair_start DIR [CERTDIR]: a primary and a mirror cluster under DIR (taking TLS only, with
-# CERTDIR's certificate, when given); sets PRIMARY and MIRROR (ports).
+# CERTDIR's certificate, when given); sets PRIMARY and MIRROR (ports). PAIR_PRIMARY_OPTS adds
+# pg-cluster.sh options for the primary (e.g. "-c wal_level=logical").
 # shellcheck disable=SC2034 # PRIMARY and MIRROR are for the caller
 pair_start() {
     local tls=()
     [[ -n ${2:-} ]] && tls=(--tls "$2")
-    PRIMARY=$("$REPO/scripts/pg-cluster.sh" start "$1/primary" "${tls[@]}")
+    # shellcheck disable=SC2086 # PAIR_PRIMARY_OPTS: extra words for the primary (-c key=value)
+    PRIMARY=$("$REPO/scripts/pg-cluster.sh" start "$1/primary" "${tls[@]}" ${PAIR_PRIMARY_OPTS:-})
     MIRROR=$("$REPO/scripts/pg-cluster.sh" start "$1/mirror" "${tls[@]}")
 }
 

@@ -44,6 +44,45 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "pool \"{pool}\": mirror_sync = \"{mode}\": cannot read the replication position: {why}"
+    )]
+    Sync {
+        pool: String,
+        mode: &'static str,
+        why: String,
+    },
+}
+
+/// Reads the replication position of every mirror with `mirror_sync` once, before
+/// anything listens: a position that cannot be read (no such slot, not a standby, no
+/// connection) stops start-up with the reason. Then starts their pollers.
+async fn check_sync(proxy: &Proxy) -> Result<(), StartError> {
+    let runtime = proxy.runtime();
+    let mut targets: Vec<_> = runtime.mirrors.iter().collect();
+    targets.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, target) in targets {
+        let Some(gate) = &target.sync else {
+            continue;
+        };
+        let mode = gate.settings().mode.as_str();
+        match gate.probe().await {
+            Ok(health) => {
+                if let Some(problem) = health.problem() {
+                    tracing::warn!("pool \"{name}\": mirror_sync = \"{mode}\": {problem}");
+                }
+                gate.start();
+            }
+            Err(why) => {
+                return Err(StartError::Sync {
+                    pool: name.clone(),
+                    mode,
+                    why,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How the proxy was asked to stop.
@@ -143,6 +182,7 @@ pub async fn run(
     let bound = bind_all(&g)?;
     let plugins = Arc::new(plugins);
     let proxy = Proxy::new(config, config_path, plugins.clone())?;
+    check_sync(&proxy).await?;
     let frontend = Arc::new(Frontend {
         runtime: proxy.runtime.clone(),
         cancel: Default::default(),

@@ -68,6 +68,10 @@ impl Runtime {
     fn take_over(&self, previous: &Runtime) {
         for target in self.mirrors.values() {
             target.apply_exposure();
+            // A gate RELOAD made starts reading positions now (a kept one runs already).
+            if let Some(gate) = &target.sync {
+                gate.start();
+            }
         }
         self.pools.retire(&previous.pools);
     }

@@ -351,6 +351,89 @@ impl PgCluster {
         self.pg_ctl_start()
     }
 
+    /// Appends `lines` to `postgresql.conf` (applied by [`PgCluster::restart`], or by
+    /// `pg_reload_conf()` for settings a reload changes).
+    pub fn configure(&self, lines: &str) -> Result<()> {
+        template::append(&self.data.join("postgresql.conf"), &format!("\n{lines}\n"))
+    }
+
+    /// Stops and starts the server (settings that need a restart, such as `wal_level`).
+    pub fn restart(&self) -> Result<()> {
+        self.stop()?;
+        self.pg_ctl_start()
+    }
+
+    /// A physical standby of `primary`, streaming from it: `pg_basebackup -R` (which
+    /// writes `standby.signal` and `primary_conninfo`) into a temp dir of its own, started
+    /// on a free port. The primary's `pg_hba.conf` gains replication over its socket.
+    pub async fn start_standby(primary: &PgCluster) -> Result<PgCluster> {
+        template::append(
+            &primary.data.join("pg_hba.conf"),
+            "local   replication  all  trust\n",
+        )?;
+        primary.execute("SELECT pg_reload_conf()").await?;
+        let (bin, sock, port) = (primary.bin.clone(), primary.sock.clone(), primary.port);
+        tokio::task::spawn_blocking(move || PgCluster::standby_blocking(bin, &sock, port))
+            .await
+            .context("standby start task panicked")?
+    }
+
+    fn standby_blocking(bin: PathBuf, primary_sock: &Path, primary_port: u16) -> Result<PgCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix(reaper::CLUSTER_PREFIX)
+            .tempdir_in(sys::temp_root())
+            .context("creating standby temp dir")?;
+        reaper::claim(dir.path())?;
+        fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        sys::chown_to_postgres(dir.path())?;
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        let log = dir.path().join("postgres.log");
+        fs::create_dir(&sock)?;
+        sys::chown_to_postgres(&sock)?;
+        sys::run(
+            sys::server_command(&bin.join("pg_basebackup"))
+                .arg("-h")
+                .arg(primary_sock)
+                .args(["-p", &primary_port.to_string(), "-U", "postgres"])
+                .arg("-D")
+                .arg(&data)
+                .args(["-X", "stream", "-R", "-c", "fast"]),
+        )
+        .context("pg_basebackup from the primary")?;
+        template::append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "\nunix_socket_directories = '{}'\nhot_standby = on\n",
+                sock.display()
+            ),
+        )?;
+        let mut cluster = PgCluster {
+            dir: Some(dir),
+            data,
+            sock,
+            log,
+            bin,
+            port: 0,
+        };
+        let mut last_err = None;
+        for _ in 0..5 {
+            cluster.port = ports::free_port();
+            template::append(
+                &cluster.data.join("postgresql.conf"),
+                &format!("port = {}\n", cluster.port),
+            )?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => return Ok(cluster),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
     /// Stop immediately and make sure no server process is left.
     fn teardown(&self) {
         let Some(pid) = postmaster_pid(&self.data) else {

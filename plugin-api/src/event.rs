@@ -178,6 +178,10 @@ impl Exclusion {
     /// ran leave its data behind the primary's, so differing answers prove nothing about
     /// the new server. Cleared by `RESET MIRROR STATS` (after re-syncing the mirror).
     pub const DIVERGED: Self = Self(4);
+    /// The mirror is kept in sync by replication and had not applied what the primary
+    /// had committed when it answered, within `mirror_max_lag_ms`: the read ran anyway,
+    /// on data that may be older than the primary's.
+    pub const LAGGING: Self = Self(5);
 
     /// The label used in reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -187,6 +191,7 @@ impl Exclusion {
             Self::IGNORED => "ignored",
             Self::UNPAIRED => "unpaired",
             Self::DIVERGED => "after drops",
+            Self::LAGGING => "lagging",
             _ => "other",
         }
     }

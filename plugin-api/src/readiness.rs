@@ -48,7 +48,9 @@ pub struct ReadinessCriteria {
     /// Free-form options for policies that need more (`key`, `value`).
     pub options: RVec<Tuple2<RString, RString>>,
     /// Fields added after 3.0.0 (see [`crate::extension`]): `min_confidence` and
-    /// `max_unseen` (3.1.0, module docs).
+    /// `max_unseen` (3.1.0, module docs); `max_replication_lag_ms` (number; absent or 0:
+    /// no limit), the limit on the `replication.lag_ms.*` fields of a
+    /// [`crate::DatabaseStats`].
     pub extensions: Extensions,
 }
 
@@ -175,7 +177,8 @@ pub struct DatabaseReport {
     /// Empty when ready.
     pub reasons: RVec<Reason>,
     /// Fields added after 3.0.0 (see [`crate::extension`]): criterion confidences,
-    /// coverage and error classes (3.1.0, module docs).
+    /// coverage and error classes (3.1.0, module docs); the `replication.*` fields of
+    /// [`crate::DatabaseStats`], which pgdog copies here for the report to show them.
     pub extensions: Extensions,
 }
 
@@ -331,6 +334,9 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
             described.join("; ")
         ));
     }
+    if let Some(row) = replication_row(&r.extensions) {
+        rows.push(format!("{prefix}{row}"));
+    }
     rows.push(format!(
         "{prefix}Observation Window: {}",
         format_window(r.window_secs)
@@ -338,6 +344,36 @@ fn render(r: &DatabaseReport, prefix: &str, rows: &mut Vec<String>) {
     for reason in r.reasons.iter() {
         rows.push(format!("{prefix}Reason: {}", reason.message));
     }
+}
+
+/// `Replication: logical, streaming; lag p50 ..., p99 ..., max ... (p99 N bytes); ...`
+/// from a report's `replication.*` extension fields (pgdog adds them for a mirror kept
+/// in sync by replication), `None` without them.
+fn replication_row(e: &Extensions) -> Option<String> {
+    let status = e.text("replication.status")?;
+    let mode = e.text("replication.mode").unwrap_or("replication");
+    let n = |name: &str| e.number(name).unwrap_or(0.0);
+    let mut row = format!("Replication: {mode}, {status}");
+    if let Some(problem) = e.text("replication.problem") {
+        row.push_str(&format!(" ({problem})"));
+    }
+    row.push_str(&format!(
+        "; lag p50 {:.1}ms, p99 {:.1}ms, max {:.1}ms (p99 {} bytes)",
+        n("replication.lag_ms.p50"),
+        n("replication.lag_ms.p99"),
+        n("replication.lag_ms.max"),
+        n("replication.lag_bytes.p99") as u64,
+    ));
+    if let (Some(synced), Some(lagging)) = (
+        e.count("replication.reads.synced"),
+        e.count("replication.reads.lagging"),
+    ) {
+        row.push_str(&format!(
+            "; reads waited p50 {:.1}ms, {synced} in sync, {lagging} lagging",
+            n("replication.delay_ms.p50")
+        ));
+    }
+    Some(row)
 }
 
 /// `1h 02m 03s (1.03h)`.

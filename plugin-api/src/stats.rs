@@ -216,7 +216,15 @@ pub struct DatabaseStats {
     pub primary_latency: LatencySummary,
     pub first_event_unix_us: ROption<u64>,
     pub last_event_unix_us: ROption<u64>,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]). pgdog adds, for a database
+    /// whose mirror is kept in sync by replication (`mirror_sync`), before the readiness
+    /// plugin judges the snapshot: `replication.mode` and `replication.status` (text:
+    /// `streaming`, `stopped`, `unreadable`, `starting`), `replication.problem` (text,
+    /// when not streaming), `replication.lag_ms.p50|p99|max|current` and
+    /// `replication.lag_bytes.p50|p99|max` (numbers, over the stats window; `current` is
+    /// the age of the oldest primary position not yet applied),
+    /// `replication.delay_ms.p50|p99` (numbers: what gating added to reads) and
+    /// `replication.reads.synced|lagging` (counts).
     pub extensions: Extensions,
 }
 

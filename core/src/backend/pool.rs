@@ -109,7 +109,16 @@ struct Inner {
     next_waiter: AtomicU64,
     /// Other users' pools of the same database (on the configured user's pool only).
     users: Mutex<HashMap<String, Pool>>,
+    /// Server sessions start with `default_transaction_read_only = on` (see
+    /// [`Pool::read_only`]).
+    read_only: bool,
+    /// The read-only pool of the same database and user, made on first use.
+    read_only_pool: Mutex<Option<Pool>>,
 }
+
+/// The startup `options` of a read-only pool's sessions: the guard holds for every
+/// transaction, and `RESET ALL`/`DISCARD ALL` return to it instead of lifting it.
+const READ_ONLY_OPTIONS: &str = "-c default_transaction_read_only=on";
 
 /// How a pool's user authenticates, to clients and to the server.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -161,6 +170,16 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     pub fn new(name: &str, addr: ServerAddr, settings: PoolSettings, auth: UserAuth) -> Pool {
+        Pool::build(name, addr, settings, auth, false)
+    }
+
+    fn build(
+        name: &str,
+        addr: ServerAddr,
+        settings: PoolSettings,
+        auth: UserAuth,
+        read_only: bool,
+    ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 name: name.to_string(),
@@ -179,8 +198,61 @@ impl Pool {
                 waiters: Mutex::new(VecDeque::new()),
                 next_waiter: AtomicU64::new(0),
                 users: Mutex::new(HashMap::new()),
+                read_only,
+                read_only_pool: Mutex::new(None),
             }),
         }
+    }
+
+    /// The pool of the same database, user and settings whose server sessions start with
+    /// `default_transaction_read_only = on`, so that the server refuses any write with
+    /// `25006` (a mirror that must only read). Made on first use, inheriting `DISABLE` and
+    /// `PAUSE`; `DISABLE`, `PAUSE` and `KILL` of this pool reach it.
+    pub fn read_only(&self) -> Pool {
+        if self.inner.read_only {
+            return self.clone();
+        }
+        let mut slot = self.inner.read_only_pool.lock().unwrap();
+        if let Some(pool) = &*slot {
+            return pool.clone();
+        }
+        let pool = Pool::build(
+            &self.inner.name,
+            self.inner.addr.clone(),
+            self.inner.settings.clone(),
+            self.inner.auth.clone(),
+            true,
+        );
+        pool.set_disabled(self.is_disabled());
+        pool.set_paused(self.is_paused());
+        let proved = *self.inner.proved.lock().unwrap();
+        *pool.inner.proved.lock().unwrap() = proved;
+        *slot = Some(pool.clone());
+        pool
+    }
+
+    /// Whether server sessions start read-only ([`Pool::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// A connection of the pool's address, user, TLS and connect timeout that is not the
+    /// pool's: it takes no place in it and is never given back. For the proxy's own
+    /// queries beside the clients' (the mirror's replication position).
+    pub async fn connect_dedicated(&self) -> Result<Server, PoolError> {
+        let settings = &self.inner.settings;
+        let credential = self.credential();
+        Server::connect(
+            &self.inner.addr,
+            credential.as_ref(),
+            &settings.tls,
+            settings.connect_timeout,
+        )
+        .await
+        .map_err(|source| PoolError::Backend {
+            pool: self.inner.name.clone(),
+            source,
+        })
     }
 
     /// The pool of `user` on the same database, authenticating with `auth`: made on first
@@ -207,17 +279,24 @@ impl Pool {
         pool
     }
 
-    /// This pool and its other users' pools, the configured user's first.
+    /// This pool and its other users' pools, the configured user's first (its read-only
+    /// pool, if made, right after it).
     pub fn with_users(&self) -> Vec<Pool> {
         let users = self.inner.users.lock().unwrap();
         let mut others: Vec<Pool> = users.values().cloned().collect();
         others.sort_by(|a, b| a.addr().user.cmp(&b.addr().user));
-        std::iter::once(self.clone()).chain(others).collect()
+        let read_only = self.inner.read_only_pool.lock().unwrap().clone();
+        std::iter::once(self.clone())
+            .chain(read_only)
+            .chain(others)
+            .collect()
     }
 
-    /// The other users' pools, for `DISABLE`, `PAUSE` and `KILL`.
+    /// The other users' pools and the read-only one, for `DISABLE`, `PAUSE` and `KILL`.
     fn others(&self) -> Vec<Pool> {
-        self.inner.users.lock().unwrap().values().cloned().collect()
+        let read_only = self.inner.read_only_pool.lock().unwrap().clone();
+        let users = self.inner.users.lock().unwrap();
+        users.values().cloned().chain(read_only).collect()
     }
 
     pub fn auth(&self) -> &UserAuth {
@@ -241,6 +320,10 @@ impl Pool {
     pub fn proved(&self, keys: ScramKeys) {
         if matches!(self.inner.auth, UserAuth::Verifier(_)) {
             *self.inner.proved.lock().unwrap() = Some(keys);
+            let read_only = self.inner.read_only_pool.lock().unwrap().clone();
+            if let Some(read_only) = read_only {
+                read_only.proved(keys);
+            }
         }
     }
 
@@ -451,11 +534,12 @@ impl Pool {
             None => {
                 let settings = &self.inner.settings;
                 let credential = self.credential();
-                let server = Server::connect(
+                let server = Server::connect_with(
                     &self.inner.addr,
                     credential.as_ref(),
                     &settings.tls,
                     settings.connect_timeout,
+                    self.inner.read_only.then_some(READ_ONLY_OPTIONS),
                 )
                 .await
                 .inspect_err(|_| {

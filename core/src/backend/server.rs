@@ -81,7 +81,19 @@ impl Server {
         tls: &Connector,
         timeout: Duration,
     ) -> Result<Server, BackendError> {
-        let connect = Self::connect_inner(addr, credential, tls);
+        Self::connect_with(addr, credential, tls, timeout, None).await
+    }
+
+    /// [`Server::connect`], with `options` (the startup packet's `options`: `-c name=value`
+    /// settings the session starts with, which `RESET ALL` and `DISCARD ALL` return to).
+    pub async fn connect_with(
+        addr: &ServerAddr,
+        credential: Option<&Credential>,
+        tls: &Connector,
+        timeout: Duration,
+        options: Option<&str>,
+    ) -> Result<Server, BackendError> {
+        let connect = Self::connect_inner(addr, credential, tls, options);
         match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout {
@@ -95,6 +107,7 @@ impl Server {
         addr: &ServerAddr,
         credential: Option<&Credential>,
         tls: &Connector,
+        options: Option<&str>,
     ) -> Result<Server, BackendError> {
         let stream = match unix_socket(&addr.host, addr.port) {
             // libpq does not use TLS over a Unix socket, whatever `sslmode` says.
@@ -127,11 +140,13 @@ impl Server {
             created: Instant::now(),
             buf: BytesMut::with_capacity(8192),
         };
-        let packet = startup::encode(&[
-            ("user", &addr.user),
-            ("database", &addr.database),
+        let mut params = vec![
+            ("user", addr.user.as_str()),
+            ("database", addr.database.as_str()),
             ("application_name", "pgdog"),
-        ]);
+        ];
+        params.extend(options.map(|o| ("options", o)));
+        let packet = startup::encode(&params);
         server.stream.write_all(&packet).await?;
         server.authenticate(addr, credential).await?;
         server.read_until_ready().await?;

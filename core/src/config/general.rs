@@ -195,6 +195,10 @@ pub struct General {
     /// Readiness: highest acceptable mirror/primary latency ratio (0 = off). Default 1.5.
     #[serde(default = "default_mirror_max_latency_ratio")]
     pub mirror_max_latency_ratio: f64,
+    /// Readiness: highest acceptable replication lag of a mirror kept in sync by
+    /// replication (`mirror_sync`), p99 over the stats window. Default 1000 ms.
+    #[serde(default = "default_mirror_max_replication_lag_ms")]
+    pub mirror_max_replication_lag_ms: u64,
     /// Window of the `mirror{stat=...}` latency gauges. Default 5 s.
     #[serde(default = "default_mirror_stats_window_secs")]
     pub mirror_stats_window_secs: u64,
@@ -343,6 +347,9 @@ fn default_mirror_min_confidence() -> f64 {
 }
 fn default_mirror_max_unseen() -> f64 {
     0.01
+}
+fn default_mirror_max_replication_lag_ms() -> u64 {
+    1000
 }
 fn default_mirror_stats_window_secs() -> u64 {
     5

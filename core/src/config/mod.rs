@@ -10,6 +10,7 @@ mod hosts;
 mod locate;
 mod plugin;
 mod pool;
+mod replication;
 mod tls;
 mod users;
 mod validate;
@@ -19,6 +20,7 @@ pub use general::{AuthType, General, LogFormat};
 pub use hosts::Hosts;
 pub use plugin::{PluginConfig, BUNDLED_STATS_PLUGIN};
 pub use pool::PoolConfig;
+pub use replication::{MirrorStatements, MirrorSync, SYNC_INTERVAL_MS};
 pub use tls::{ClientTlsMode, ServerTlsMode, ServerTlsSettings};
 pub use users::{PoolMode, UserConfig};
 

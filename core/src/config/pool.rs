@@ -1,5 +1,6 @@
 //! `[[pools]]`: one entry per server-side database the proxy serves.
 
+use super::replication::{MirrorStatements, MirrorSync};
 use super::tls::{ServerTlsMode, ServerTlsSettings};
 use super::General;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,24 @@ pub struct PoolConfig {
     /// Default: `[general] server_tls_key_file`.
     #[serde(default)]
     pub server_tls_key_file: Option<PathBuf>,
+    /// Which transactions are mirrored: `all`, `reads` or `writes`. Default `all`.
+    #[serde(default)]
+    pub mirror_statements: Option<MirrorStatements>,
+    /// Where the mirror's replication position is read: `none`, `logical` or `physical`.
+    /// Default `none`.
+    #[serde(default)]
+    pub mirror_sync: Option<MirrorSync>,
+    /// `mirror_sync = "logical"`: the subscription's replication slot on the primary.
+    #[serde(default)]
+    pub mirror_sync_slot: Option<String>,
+    /// A read that waits longer than this for the mirror to catch up is mirrored anyway and
+    /// its comparison set aside as `lagging`. Default 1000 ms.
+    #[serde(default)]
+    pub mirror_max_lag_ms: Option<u64>,
+    /// Shortest time between two reads of the replication positions while reads wait.
+    /// Default 10 ms.
+    #[serde(default)]
+    pub mirror_sync_interval_ms: Option<u64>,
 }
 
 impl PoolConfig {

@@ -275,6 +275,7 @@ fn check_pools(config: &Config, text: &str, problems: &mut Vec<Problem>) {
         ) {
             problem(key, message);
         }
+        super::replication::check_pool(pool, &mut problem);
     }
 }
 

@@ -225,7 +225,9 @@ async fn metrics(state: &Arc<State>) -> Response<Body> {
 pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
     view.plugins.flush().await;
     let criteria = criteria_of(&view.config.general);
-    let (status, body) = match view.plugins.assess_all(&criteria).await {
+    let assessed =
+        crate::mirror::sync::readiness::assess(&view.plugins, &criteria, &view.replication).await;
+    let (status, body) = match assessed {
         Ok(judgement) => {
             let status = if judgement.record.overall.ready {
                 StatusCode::OK

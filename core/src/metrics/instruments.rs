@@ -73,7 +73,10 @@ pub fn register(
             );
         }
     }
-    let gauge_families = GAUGES.iter().chain(super::readiness_inputs::GAUGES);
+    let gauge_families = GAUGES
+        .iter()
+        .chain(super::readiness_inputs::GAUGES)
+        .chain(super::replication::GAUGES);
     for (name, help, observe) in gauge_families {
         let current = current.clone();
         let builder = meter.f64_observable_gauge(*name).with_description(*help);
@@ -83,7 +86,10 @@ pub fn register(
                 .build(),
         );
     }
-    let counter_families = COUNTERS.iter().chain(super::readiness_inputs::COUNTERS);
+    let counter_families = COUNTERS
+        .iter()
+        .chain(super::readiness_inputs::COUNTERS)
+        .chain(super::replication::COUNTERS);
     for (name, help, observe) in counter_families {
         let current = current.clone();
         let builder = meter.f64_observable_counter(*name).with_description(*help);

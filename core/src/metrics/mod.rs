@@ -35,6 +35,7 @@ mod pipeline;
 pub mod read;
 mod readiness_inputs;
 mod readiness_json;
+mod replication;
 pub mod sample;
 
 pub use histogram::BOUNDS_US as LATENCY_BOUNDS_US;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::histogram::bounds_with;
-use super::sample::{database, PoolSample, Sample};
+use super::sample::{database, MirrorSample, PoolSample, Sample};
 use crate::config::Config;
 use crate::plugins::{criteria_of, PluginHost, Verdicts};
 use crate::proxy::Proxy;
@@ -23,6 +23,10 @@ pub struct ProxyView {
     pub pools: Vec<PoolSample>,
     /// Mirror queue depth per source pool.
     pub queues: Vec<(opentelemetry::KeyValue, u64)>,
+    /// Skipped transactions and replication gates per source pool.
+    pub mirrors: Vec<MirrorSample>,
+    /// The replication gates' measures, for readiness.
+    pub replication: Vec<crate::mirror::sync::readiness::Measured>,
     /// Drops while waiting for an exhausted mirror pool, per source pool.
     pub pool_exhausted: Vec<(opentelemetry::KeyValue, u64)>,
 }
@@ -62,6 +66,11 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         .values()
         .map(|t| (database(&t.database), t.queue_depth() as u64))
         .collect();
+    let mirrors = runtime
+        .mirrors
+        .values()
+        .filter_map(|t| mirror_sample(t))
+        .collect();
     let pool_exhausted = runtime
         .mirrors
         .values()
@@ -73,8 +82,31 @@ pub fn view(proxy: &Proxy) -> ProxyView {
         shutdown: proxy.shutdown.clone(),
         pools,
         queues,
+        mirrors,
+        replication: crate::mirror::replication(&runtime.mirrors),
         pool_exhausted,
     }
+}
+
+/// What `target` skipped and its gate measured; `None` when it mirrors everything at once.
+fn mirror_sample(target: &crate::mirror::MirrorTarget) -> Option<MirrorSample> {
+    use crate::config::MirrorStatements;
+    use crate::mirror::SkipReason;
+    if target.statements == MirrorStatements::All && target.sync.is_none() {
+        return None;
+    }
+    let skipped = match target.statements {
+        MirrorStatements::All => Vec::new(),
+        _ => SkipReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), target.skips.skipped(*r)))
+            .collect(),
+    };
+    Some(MirrorSample {
+        label: database(&target.database),
+        skipped,
+        sync: target.sync.as_ref().map(|g| g.report()),
+    })
 }
 
 /// One collection's sample: `view`'s counters, then (with mirror metrics on) the
@@ -92,6 +124,7 @@ pub async fn sample(view: ProxyView) -> Sample {
         return sample;
     }
     sample.queues = view.queues;
+    sample.mirrors = view.mirrors;
     sample.pool_exhausted = view.pool_exhausted;
     let plugins = &view.plugins;
     plugins.flush().await;
@@ -99,7 +132,14 @@ pub async fn sample(view: ProxyView) -> Sample {
     let criteria = criteria_of(&view.config.general);
     sample.latency_bound_us = Some(view.config.general.mirror_max_latency_ms * 1000);
     let bounds = bounds_with(sample.latency_bound_us);
-    match plugins.scrape(&bounds, &criteria).await {
+    // The gates' measures join the snapshot before a verdict: the one-call scrape
+    // judges inside the stats plugin, so with gates the snapshot and verdict are had
+    // apart (below).
+    let scraped = match view.replication.is_empty() {
+        true => plugins.scrape(&bounds, &criteria).await,
+        false => Ok(None),
+    };
+    match scraped {
         Ok(Some(answer)) => {
             sample.set_snapshot(Arc::new(answer.snapshot));
             match answer.verdicts.into_option() {
@@ -114,9 +154,12 @@ pub async fn sample(view: ProxyView) -> Sample {
             return sample;
         }
     }
-    // A separate readiness plugin (or no `scrape`): a whole snapshot and report.
+    // A separate readiness plugin (or no `scrape`, or gates): a whole snapshot and report.
     let snapshot = match plugins.snapshot().await {
-        Ok(snapshot) => Arc::new(snapshot),
+        Ok(mut snapshot) => {
+            crate::mirror::sync::readiness::annotate_snapshot(&mut snapshot, &view.replication);
+            Arc::new(snapshot)
+        }
         Err(e) => {
             tracing::debug!("metrics: no stats snapshot: {e}");
             return sample;

@@ -47,6 +47,18 @@ pub struct Sample {
     /// The readiness latency bound (µs), exported as one more bucket edge of the latency
     /// histogram when it is not one of its standard bounds.
     pub latency_bound_us: Option<u64>,
+    /// Source pools that mirror only some transactions (`mirror_statements`) or gate
+    /// reads on the replication position (`mirror_sync`).
+    pub mirrors: Vec<MirrorSample>,
+}
+
+/// What one source pool's mirror skipped and, with `mirror_sync`, what its gate measured.
+#[derive(Debug, Clone)]
+pub struct MirrorSample {
+    pub label: KeyValue,
+    /// Skipped requests by `reason` label (empty under `mirror_statements = "all"`).
+    pub skipped: Vec<(&'static str, u64)>,
+    pub sync: Option<crate::mirror::sync::Report>,
 }
 
 impl Sample {

@@ -12,6 +12,7 @@
 use super::ledger::Ledger;
 use super::pipeline::{Pipeline, Step, CANCEL_GRACE, LINGER};
 use super::request::Request;
+use super::sync::{Gate, Gated};
 use super::{MirrorError, Report};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::protocol::frame::{complete_len, Frames};
@@ -52,6 +53,10 @@ enum Waiting {
     Client {
         watch_from: Option<u64>,
     },
+    /// The mirror to catch up with the primary's answer at `answered_at`.
+    Sync {
+        answered_at: Instant,
+    },
     Finished,
 }
 
@@ -84,6 +89,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(8192);
     let mut waiting = Waiting::Ask;
+    let gate = p.gate();
     // The part of the batch in progress not written yet.
     let mut out = Bytes::new();
     loop {
@@ -101,6 +107,7 @@ where
                     end: Instant::now() + LINGER,
                 },
                 Step::AwaitClient { watch_from } => Waiting::Client { watch_from },
+                Step::AwaitSync { answered_at } => Waiting::Sync { answered_at },
                 Step::Finished => Waiting::Finished,
                 Step::Release => return Ok(Stop::Released),
             };
@@ -137,9 +144,10 @@ where
                 tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
                 p.cancel_sent(Instant::now());
             }
-            next = wait(cx.ledger, queue, &waiting) => {
+            next = wait(cx.ledger, queue, gate.as_deref(), &waiting) => {
                 match next {
                     Woken::Primary(seen) => p.primary_waited(seen),
+                    Woken::Synced(gated) => p.synced(gated),
                     Woken::Request(Some(r)) => p.offer(r),
                     Woken::Request(None) => p.queue_closed(),
                     Woken::Other => {}
@@ -168,14 +176,19 @@ fn answers(p: &mut Pipeline, buf: &mut BytesMut, events: &impl Report) -> Result
 /// What ended the writer's wait.
 enum Woken {
     Primary(bool),
+    Synced(Gated),
     Request(Option<Request>),
     Other,
 }
 
 /// The writer's wait, as the last step said. Pending forever when it waits for nothing
 /// here (a write in progress, or finished).
-async fn wait(ledger: &Ledger, queue: &mut Queue, waiting: &Waiting) -> Woken {
+async fn wait(ledger: &Ledger, queue: &mut Queue, gate: Option<&Gate>, waiting: &Waiting) -> Woken {
     match *waiting {
+        Waiting::Sync { answered_at } => match gate {
+            Some(gate) => Woken::Synced(gate.wait(answered_at).await),
+            None => Woken::Synced(Gated::Synced),
+        },
         Waiting::Primary { from, until } => Woken::Primary(ledger.wait_idle(from, until).await),
         Waiting::Linger { until, end } => {
             let _ = tokio::time::timeout_at(end.into(), ledger.wait_idle(u64::MAX, until)).await;

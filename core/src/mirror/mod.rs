@@ -17,6 +17,7 @@
 //! the [`driver`]'s. Every request the tap offered ends as exactly one event: mirrored
 //! (with latency), an error by category, or dropped.
 
+mod classify;
 mod driver;
 mod episode;
 mod error;
@@ -24,6 +25,7 @@ pub mod ledger;
 mod pipeline;
 pub mod prepared;
 pub mod request;
+pub mod sync;
 pub mod tap;
 pub mod target;
 mod worker;
@@ -35,7 +37,9 @@ pub use crate::plugins::{DropReason, ErrorCategory, EventSink, MirrorEvent as Ev
 pub use error::MirrorError;
 pub use ledger::Recorder;
 pub use tap::Tap;
-pub use target::{ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget};
+pub use target::{
+    ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget, SkipReason, Skips,
+};
 
 use ledger::Ledger;
 use prepared::Definitions;
@@ -44,6 +48,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use worker::Worker;
+
+/// What the replication gates of `mirrors` measured, now, by source pool name.
+pub fn replication(mirrors: &MirrorMap) -> Vec<sync::readiness::Measured> {
+    let mut gates: Vec<(&str, &sync::Gate)> = mirrors
+        .iter()
+        .filter_map(|(name, t)| Some((name.as_str(), &**t.sync.as_ref()?)))
+        .collect();
+    gates.sort_by_key(|(name, _)| *name);
+    sync::readiness::measured(gates.into_iter())
+}
 
 /// Starts the mirror sessions of clients, and lets them drain at shutdown.
 #[derive(Clone)]

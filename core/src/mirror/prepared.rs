@@ -137,7 +137,12 @@ impl Definitions {
 
     /// The Parse message defining `name` for a request whose first ReadyForQuery has
     /// sequence number `seq`, unless its [`version`] is `known` (then `Ok(())`).
-    fn get(&self, name: &[u8], seq: u64, known: Option<u64>) -> Option<Result<(), (Bytes, u64)>> {
+    pub(super) fn get(
+        &self,
+        name: &[u8],
+        seq: u64,
+        known: Option<u64>,
+    ) -> Option<Result<(), (Bytes, u64)>> {
         let map = self.inner.lock().unwrap();
         let d = map.by_name.get(name).filter(|d| d.from_seq <= seq)?;
         Some(if known == Some(d.version) {

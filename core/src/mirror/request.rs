@@ -27,6 +27,9 @@ pub struct Request {
     /// Sync after it: it completes the request before it (same `seq`, no place, not
     /// reported), which was queued at its first Sync, before the copy began.
     pub continues: bool,
+    /// What it executes, once the mirror worker classified it (`mirror_statements`
+    /// other than `all`; see [`super::classify`]).
+    pub kind: Option<super::classify::Kind>,
 }
 
 impl Request {
@@ -43,6 +46,7 @@ impl Request {
             received: Instant::now(),
             slot: None,
             continues: false,
+            kind: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl Request {
             received: Instant::now(),
             slot: None,
             continues: true,
+            kind: None,
         }
     }
 

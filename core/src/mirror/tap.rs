@@ -249,6 +249,7 @@ impl Tap {
                         received: now,
                         slot: None,
                         continues: true,
+                        kind: None,
                     }
                 };
                 let _ = self.tx.send(request);
@@ -279,6 +280,7 @@ impl Tap {
             received: self.received.take().unwrap_or(now),
             slot: Some(Slot::new(permit, self.target.clone())),
             continues: false,
+            kind: None,
         };
         if self.tx.send(request).is_err() {
             self.dropped(DropReason::Shutdown);

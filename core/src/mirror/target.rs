@@ -2,7 +2,8 @@
 //! life of a [`crate::runtime::Runtime`], and the state its sessions share across RELOADs.
 
 use crate::backend::Pool;
-use crate::config::{Config, PoolConfig, PoolMode};
+use crate::config::{Config, MirrorStatements, MirrorSync, PoolConfig, PoolMode};
+use crate::mirror::sync::Gate;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +31,105 @@ pub struct MirrorTarget {
     configured_exposure: f64,
     /// What the target's sessions share and a RELOAD keeps.
     state: Arc<TargetState>,
+    /// `mirror_statements`: which transactions go to the mirror.
+    pub statements: MirrorStatements,
+    /// Transactions not mirrored by `mirror_statements`, and the statements the mirror
+    /// refused as writes: kept by every RELOAD of the source pool.
+    pub skips: Arc<Skips>,
+    /// `mirror_sync`: reads wait until the mirror has applied what the primary had
+    /// committed when it answered them.
+    pub sync: Option<Arc<Gate>>,
+}
+
+/// Why a transaction was not mirrored (`pgdog_mirror_skipped_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `mirror_statements = "reads"`: a statement writes (or is not known to read).
+    Write,
+    /// `mirror_statements = "writes"`: no statement writes.
+    Read,
+    /// `mirror_statements = "reads"`: the mirror refused a statement as a write (`25006`,
+    /// such as `SELECT f()` where `f` writes), or a statement with the fingerprint of one
+    /// it refused.
+    WriteDetected,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::Write,
+        SkipReason::Read,
+        SkipReason::WriteDetected,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Write => "write",
+            SkipReason::Read => "read",
+            SkipReason::WriteDetected => "write detected",
+        }
+    }
+}
+
+/// Requests not mirrored because of `mirror_statements`, by reason, and the fingerprints
+/// of statements the mirror refused as writes.
+#[derive(Default)]
+pub struct Skips {
+    counts: [AtomicU64; 3],
+    /// Fingerprints of statements the mirror refused with `25006`.
+    writers: std::sync::RwLock<HashSet<u64>>,
+    /// `writers` is not empty (read without the lock on every transaction).
+    any_writer: AtomicBool,
+}
+
+/// Most fingerprints remembered as writers (a client that generates statement texts
+/// without end must not grow the proxy without end; past it, refusals are still counted).
+const MAX_WRITERS: usize = 10_000;
+
+impl Skips {
+    /// `n` requests were skipped for `reason`.
+    pub fn count(&self, reason: SkipReason, n: u64) {
+        self.counts[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.counts[reason as usize].load(Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        SkipReason::ALL.iter().map(|r| self.skipped(*r)).sum()
+    }
+
+    /// The mirror refused a statement with fingerprint `fingerprint` as a write.
+    pub fn remember_writer(&self, fingerprint: u64) {
+        let mut writers = self.writers.write().unwrap_or_else(|e| e.into_inner());
+        if writers.len() < MAX_WRITERS && writers.insert(fingerprint) {
+            self.any_writer.store(true, Relaxed);
+        }
+    }
+
+    /// Whether any of `fingerprints` was refused as a write before. `fingerprints` is
+    /// called only when some statement was.
+    pub fn any_writer<I: Iterator<Item = u64>>(&self, fingerprints: impl FnOnce() -> I) -> bool {
+        if !self.any_writer.load(Relaxed) {
+            return false;
+        }
+        let writers = self.writers.read().unwrap_or_else(|e| e.into_inner());
+        fingerprints().any(|fp| writers.contains(&fp))
+    }
+
+    /// Fingerprints remembered as writers.
+    pub fn writers(&self) -> usize {
+        self.writers.read().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// `RESET MIRROR STATS`: the counts start again (the writers stay remembered: they
+    /// are a property of the statements, not of the statistics).
+    pub fn reset(&self) {
+        for c in &self.counts {
+            c.store(0, Relaxed);
+        }
+    }
 }
 
 /// How a mirror session holds connections of the mirror pool: as the source pool's
@@ -120,12 +220,32 @@ impl MirrorTarget {
                 pool_exhausted: AtomicU64::new(0),
                 diverged: AtomicBool::new(false),
             }),
+            statements: MirrorStatements::All,
+            skips: Arc::default(),
+            sync: None,
         }
     }
 
     /// The target with its sessions holding mirror connections as `pooling` says.
     pub fn with_pooling(mut self, pooling: Pooling) -> MirrorTarget {
         self.pooling = pooling;
+        self
+    }
+
+    /// The target mirroring the transactions `statements` says. A mirror that only
+    /// reads runs its sessions read-only ([`Pool::read_only`]): a write the classifier
+    /// missed is refused by the server instead of changing the mirror.
+    pub fn with_statements(mut self, statements: MirrorStatements) -> MirrorTarget {
+        if statements == MirrorStatements::Reads {
+            self.pool = self.pool.read_only();
+        }
+        self.statements = statements;
+        self
+    }
+
+    /// The target whose reads wait for `gate`.
+    pub fn with_sync(mut self, gate: Option<Arc<Gate>>) -> MirrorTarget {
+        self.sync = gate;
         self
     }
 
@@ -174,8 +294,11 @@ impl MirrorTarget {
         }
     }
 
+    /// Requests were dropped since the last `RESET MIRROR STATS`, and the mirror's data
+    /// may lack writes because of it. Never for a mirror that only reads: replication
+    /// keeps its data, and a dropped read changes nothing.
     pub fn has_diverged(&self) -> bool {
-        self.state.diverged.load(Relaxed)
+        self.statements != MirrorStatements::Reads && self.state.diverged.load(Relaxed)
     }
 
     /// `RESET MIRROR STATS`: answers are compared again.
@@ -190,6 +313,12 @@ impl MirrorTarget {
             && self.timeout == other.timeout
             && self.compare == other.compare
             && self.pooling == other.pooling
+            && self.statements == other.statements
+            && match (&self.sync, &other.sync) {
+                (Some(a), Some(b)) => a.settings() == b.settings(),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -201,9 +330,10 @@ impl MirrorTarget {
 /// use. `previous` is not changed.
 pub fn targets(
     config: &Config,
-    pool: impl Fn(&str) -> Option<Pool>,
+    pool_of: impl Fn(&str) -> Option<Pool>,
     previous: Option<&MirrorMap>,
 ) -> (MirrorMap, Vec<String>) {
+    let pool = &pool_of;
     let mut targets = MirrorMap::new();
     let mut changes = Vec::new();
     let timeout = Duration::from_millis(config.general.mirror_timeout_ms);
@@ -222,6 +352,7 @@ pub fn targets(
                 statements: config.general.max_prepared_statements,
             },
         };
+        let gate = gate(config, p, &pool, &pool_of);
         let mut target = MirrorTarget::new(
             &p.name,
             pool,
@@ -230,9 +361,18 @@ pub fn targets(
             timeout,
             CompareSettings::of(config, p),
         )
-        .with_pooling(pooling);
-        match previous.and_then(|m| m.get(&p.name)) {
+        .with_pooling(pooling)
+        .with_statements(p.mirror_statements.unwrap_or_default())
+        .with_sync(gate);
+        let old = previous.and_then(|m| m.get(&p.name));
+        if let Some(old) = old {
+            // The counts of skipped transactions, and the statements known to write,
+            // belong to the source pool whatever else changed.
+            target.skips = old.skips.clone();
+        }
+        match old {
             Some(old) if old.same_replay(&target) => {
+                target.sync = old.sync.clone();
                 if old.exposure() != p.mirror_exposure {
                     changes.push(format!(
                         "pool \"{}\": mirror_exposure {} -> {} (applied)",
@@ -250,7 +390,7 @@ pub fn targets(
                 target.state = old.state.clone();
             }
             Some(_) => changes.push(format!(
-                "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms, comparison or pool mode changed; new sessions)",
+                "pool \"{}\": mirror to \"{to}\" rebuilt (target pool, mirror_timeout_ms, comparison, pool mode, mirror_statements or mirror_sync changed; new sessions)",
                 p.name
             )),
             None if previous.is_some() => changes.push(format!(
@@ -270,3 +410,35 @@ pub fn targets(
     }
     (targets, changes)
 }
+
+/// The gate of pool `p`'s reads, when it has `mirror_sync`: positions read on the source
+/// pool (the primary) and, for a standby, on `mirror`.
+fn gate(
+    config: &Config,
+    p: &PoolConfig,
+    mirror: &Pool,
+    pool_of: &impl Fn(&str) -> Option<Pool>,
+) -> Option<Arc<Gate>> {
+    let mode = p.mirror_sync.unwrap_or_default();
+    if mode == MirrorSync::None {
+        return None;
+    }
+    let settings = crate::mirror::sync::Settings {
+        mode,
+        slot: p.mirror_sync_slot.clone(),
+        max_lag: Duration::from_millis(p.mirror_max_lag_ms.unwrap_or(DEFAULT_MAX_LAG_MS)),
+        interval: Duration::from_millis(
+            p.mirror_sync_interval_ms
+                .unwrap_or(DEFAULT_SYNC_INTERVAL_MS),
+        ),
+        window: Duration::from_secs(config.general.mirror_stats_window_secs.max(1)),
+        primary: pool_of(&p.name)?,
+        mirror: mirror.clone(),
+    };
+    Some(Arc::new(Gate::new(settings)))
+}
+
+/// `mirror_max_lag_ms` when not set.
+pub const DEFAULT_MAX_LAG_MS: u64 = 1000;
+/// `mirror_sync_interval_ms` when not set.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 10;

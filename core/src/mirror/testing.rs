@@ -81,6 +81,7 @@ impl Places {
                 self.target.clone(),
             )),
             continues: false,
+            kind: None,
         }
     }
 
@@ -90,4 +91,34 @@ impl Places {
         r.payload.clear();
         r
     }
+}
+
+/// A target named `db` mirroring what `statements` says, comparing answers, with a gate
+/// (never started: its wait is not used by the pipeline's own tests) when `gated`.
+pub fn target_statements(
+    queue: usize,
+    statements: crate::config::MirrorStatements,
+    gated: bool,
+) -> Arc<MirrorTarget> {
+    let base = target(queue, Duration::from_secs(1), true);
+    let pool = base.pool.clone();
+    let gate = gated.then(|| {
+        Arc::new(super::sync::Gate::new(super::sync::Settings {
+            mode: crate::config::MirrorSync::Physical,
+            slot: None,
+            max_lag: Duration::from_secs(1),
+            interval: Duration::from_millis(10),
+            window: Duration::from_secs(5),
+            primary: pool.clone(),
+            mirror: pool.clone(),
+        }))
+    });
+    let compare = super::CompareSettings {
+        enabled: true,
+        ..Default::default()
+    };
+    let target = MirrorTarget::new("db", pool, 1.0, queue, Duration::from_secs(1), compare)
+        .with_statements(statements)
+        .with_sync(gate);
+    Arc::new(target)
 }

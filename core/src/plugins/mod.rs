@@ -313,11 +313,24 @@ impl PluginHost {
     /// The verdict of record and every shadow policy's verdict, on one snapshot. A shadow
     /// that fails or does not answer is reported as such; it never fails the answer.
     pub async fn assess_all(&self, criteria: &ReadinessCriteria) -> Result<Judgement, PluginError> {
+        self.assess_all_annotated(criteria, |_| {}).await
+    }
+
+    /// As [`PluginHost::assess_all`], with `annotate` adding what pgdog measured itself
+    /// (the replication gates' fields) to the stats plugin's snapshot before any policy
+    /// reads it.
+    pub async fn assess_all_annotated(
+        &self,
+        criteria: &ReadinessCriteria,
+        annotate: impl FnOnce(&mut StatsSnapshot),
+    ) -> Result<Judgement, PluginError> {
         let deadline = deadline();
         let judge = self
             .record()
             .ok_or(PluginError::NoProvider { what: "readiness" })?;
-        let snapshot = Arc::new(self.snapshot_by(deadline).await?);
+        let mut snapshot = self.snapshot_by(deadline).await?;
+        annotate(&mut snapshot);
+        let snapshot = Arc::new(snapshot);
         let record = self
             .assess_with(judge, snapshot.clone(), criteria, deadline)
             .await?;
@@ -582,7 +595,7 @@ impl PluginHost {
 /// The readiness criteria of `[general]` (`mirror_min_confidence` and
 /// `mirror_max_unseen` travel as the criteria's 3.1 extensions).
 pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
-    let criteria = ReadinessCriteria {
+    let mut criteria = ReadinessCriteria {
         max_mismatch_rate: general.mirror_max_mismatch_rate,
         max_drop_rate: general.mirror_max_drop_rate,
         max_latency_ratio: general.mirror_max_latency_ratio,
@@ -593,6 +606,11 @@ pub fn criteria_of(general: &crate::config::General) -> ReadinessCriteria {
             general.mirror_min_runtime_hours,
         )
     };
+    // Judged only for databases whose snapshot carries replication fields (mirror_sync).
+    criteria.extensions.set(
+        "max_replication_lag_ms",
+        pgdog_plugin_api::ExtensionValue::Number(general.mirror_max_replication_lag_ms as f64),
+    );
     criteria.with_confidence_and_coverage(general.mirror_min_confidence, general.mirror_max_unseen)
 }
 

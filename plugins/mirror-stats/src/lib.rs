@@ -18,6 +18,7 @@ mod loghist;
 pub mod metrics;
 pub mod policy;
 pub mod queries;
+pub mod replication;
 pub mod window;
 
 use std::collections::HashMap;

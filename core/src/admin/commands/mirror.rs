@@ -17,7 +17,9 @@ use std::collections::BTreeSet;
 pub async fn readiness(proxy: &Proxy, database: Option<&str>) -> Result<Output, AdminError> {
     proxy.plugins.flush().await;
     let criteria = criteria_of(&proxy.config().general);
-    let judgement = proxy.plugins.assess_all(&criteria).await?;
+    let measured = crate::mirror::replication(&proxy.runtime().mirrors);
+    let judgement =
+        crate::mirror::sync::readiness::assess(&proxy.plugins, &criteria, &measured).await?;
     let report = &judgement.record;
     let rows = match database {
         None => with_shadows(report.to_text_rows(), &judgement),
@@ -150,6 +152,13 @@ const STATS_COLUMNS: &[&str] = &[
     "p99_ms",
     "max_ms",
     "queue_depth",
+    "skipped",
+    "skipped_write",
+    "skipped_read",
+    "skipped_write_detected",
+    "replication",
+    "replication_lag_p99_ms",
+    "replication_lag_p99_bytes",
 ];
 
 /// One row per mirrored database (configured or seen in the statistics), then `total`.
@@ -175,15 +184,52 @@ pub async fn stats(proxy: &Proxy) -> Result<Output, AdminError> {
         let target = mirrors.get(name);
         let depth = target.map_or(0, |t| t.queue_depth());
         depth_total += depth;
-        out.row(row(
+        let mut cells = row(
             name,
             target.map(|t| t.pool.name().to_string()),
             stats,
             depth,
-        ));
+        );
+        cells.extend(judged(target.map(|t| &**t)));
+        out.row(cells);
     }
-    out.row(row("total", None, &snapshot.overall, depth_total));
+    let mut total = row("total", None, &snapshot.overall, depth_total);
+    total.extend(judged(None));
+    out.row(total);
     Ok(out)
+}
+
+/// The `skipped*` and `replication*` cells of a source pool's row: NULL where they do not
+/// apply (`mirror_statements = "all"`, no `mirror_sync`, the total row).
+fn judged(target: Option<&crate::mirror::MirrorTarget>) -> Vec<Option<String>> {
+    use crate::config::MirrorStatements;
+    use crate::mirror::SkipReason;
+    let skips = target.filter(|t| t.statements != MirrorStatements::All);
+    let mut cells = vec![skips.map(|t| t.skips.total().to_string())];
+    for reason in SkipReason::ALL {
+        cells.push(skips.map(|t| t.skips.skipped(reason).to_string()));
+    }
+    let report = target.and_then(|t| t.sync.as_ref()).map(|g| g.report());
+    cells.push(report.as_ref().map(|r| {
+        match r.health {
+            crate::mirror::sync::Health::Unknown => "starting".to_string(),
+            _ => r
+                .health
+                .problem()
+                .unwrap_or_else(|| "streaming".to_string()),
+        }
+    }));
+    cells.push(
+        report
+            .as_ref()
+            .and_then(|r| ms(r.lag_ms.p99.max(r.current_lag_ms))),
+    );
+    cells.push(
+        report
+            .as_ref()
+            .map(|r| format!("{}", r.lag_bytes.p99 as u64)),
+    );
+    cells
 }
 
 fn row(
@@ -314,6 +360,10 @@ fn query_row(ranking: &str, f: &FingerprintStats) -> Vec<Option<String>> {
 pub async fn reset(proxy: &Proxy) -> Result<Output, AdminError> {
     for target in proxy.runtime().mirrors.values() {
         target.forget_drops();
+        target.skips.reset();
+        if let Some(gate) = &target.sync {
+            gate.reset();
+        }
     }
     proxy
         .plugins

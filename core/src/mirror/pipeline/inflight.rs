@@ -2,6 +2,7 @@
 //! that deal with one request at a time (gathering a batch's bytes, recognising COPY data).
 
 use crate::compare::{Fingerprint, Paired};
+use crate::mirror::classify::Kind;
 use crate::mirror::prepared::Effects;
 use crate::mirror::request::{Request, Slot};
 use crate::protocol::frame::Frames;
@@ -35,6 +36,11 @@ pub struct InFlight {
     pub paired: Paired,
     /// What it does to the mirror's named statements.
     pub effects: Effects,
+    /// What it executes (`mirror_statements` other than `all`).
+    pub kind: Option<Kind>,
+    /// It went to the mirror before the mirror had applied what the primary had when it
+    /// answered (`mirror_max_lag_ms` passed): its comparison is set aside.
+    pub lagging: bool,
 }
 
 /// Whether the mirror reported an error for a request, and its SQLSTATE.
@@ -67,6 +73,8 @@ impl InFlight {
             statement,
             paired: Paired::default(),
             effects,
+            kind: r.kind,
+            lagging: false,
         }
     }
 
@@ -90,6 +98,7 @@ impl InFlight {
             received: self.received,
             slot: self.slot,
             continues: false,
+            kind: self.kind,
         }
     }
 }

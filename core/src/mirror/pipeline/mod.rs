@@ -44,6 +44,7 @@
 //!   mirror; its answer still ends it, and it counts as a timeout.
 
 mod backlog;
+mod filter;
 mod inflight;
 mod reader;
 mod writer;
@@ -52,14 +53,18 @@ mod writer;
 mod tests;
 
 use self::backlog::Backlog;
+use self::filter::Open;
 use self::inflight::InFlight;
+use super::classify::Classifier;
 use super::ledger::Ledger;
 use super::prepared::{Definitions, OnMirror};
 use super::request::Request;
+use super::sync::Gated;
 use super::target::Pooling;
 use super::{Event, MirrorError, MirrorTarget, Outcome, Report};
 use crate::compare::statements::Statements;
 use crate::compare::Digest;
+use crate::config::MirrorStatements;
 use crate::protocol::TxStatus;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,6 +94,20 @@ pub struct Pipeline {
     pinned: bool,
     /// The state of the current mirror connection.
     conn: Connection,
+    /// What each request executes, when `mirror_statements` is not `all`.
+    classifier: Option<Classifier>,
+    /// The transaction `mirror_statements` decided on before it was whole (see
+    /// [`filter`]).
+    open: Open,
+}
+
+/// A batch waiting for the mirror to catch up (`mirror_sync`).
+struct Gating {
+    batch: Vec<Request>,
+    /// When the primary answered its last request.
+    answered_at: Instant,
+    /// How the wait ended, once it did.
+    gated: Option<Gated>,
 }
 
 /// What one mirror connection's replay has: reset for each new connection.
@@ -124,6 +143,11 @@ struct Connection {
     cancel_deadline: Option<Instant>,
     /// When the last cancelled request was answered (see [`reader`]).
     last_cancelled: Option<Instant>,
+    /// The batch the writer waits to send until the mirror has caught up.
+    gating: Option<Gating>,
+    /// The mirror refused a statement as a write (`25006`) inside a transaction: the rest
+    /// of that transaction fails on the mirror and is skipped too.
+    refusing: bool,
 }
 
 /// What became of the requests of a connection that broke.
@@ -147,7 +171,11 @@ impl Pipeline {
         definitions: Arc<Definitions>,
     ) -> Pipeline {
         let statements = ledger.compares().then(Statements::default);
+        let classifier = (target.statements != MirrorStatements::All)
+            .then(|| Classifier::new(target.statements == MirrorStatements::Reads));
         Pipeline {
+            classifier,
+            open: Open::None,
             places: target.queue,
             target,
             ledger,
@@ -181,6 +209,11 @@ impl Pipeline {
     /// statements, to go with it.
     pub fn detach(&mut self) -> OnMirror {
         std::mem::take(&mut self.conn.on_mirror)
+    }
+
+    /// The gate reads wait at (`mirror_sync`).
+    pub fn gate(&self) -> Option<Arc<super::sync::Gate>> {
+        self.target.sync.clone()
     }
 
     /// The client prepared statements in SQL (see [`Pipeline::may_release`]).
@@ -260,8 +293,13 @@ impl Pipeline {
     /// answer it was sending), else as a connection error.
     pub fn connection_broken(&mut self, why: &MirrorError, may_retry: bool) -> Broken {
         let mut conn = std::mem::take(&mut self.conn);
+        // The transaction the mirror was in is gone with the connection.
+        self.open = Open::None;
         let timed_out = conn.in_flight.iter().any(|f| f.timed_out);
-        let held = conn.backlog.take_all();
+        let mut held = conn.backlog.take_all();
+        if let Some(gating) = conn.gating.take() {
+            held.splice(0..0, gating.batch);
+        }
         let unanswered = conn
             .in_flight
             .into_iter()

@@ -14,15 +14,19 @@
 use super::inflight::{InFlight, MirrorAnswer};
 use super::{Pipeline, CANCEL_GRACE};
 use crate::compare::judge;
-use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome};
+use crate::config::MirrorStatements;
+use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome, SkipReason};
 use crate::plugins::QueryRef;
 use crate::protocol::backend::{ready_status, sqlstate};
 use crate::protocol::tag::server;
-use pgdog_plugin_api::{Comparison, Verdict};
+use pgdog_plugin_api::{Comparison, Exclusion, Verdict};
 use std::time::{Duration, Instant};
 
 /// SQLSTATE of a cancelled statement.
 const QUERY_CANCELED: [u8; 5] = *b"57014";
+
+/// SQLSTATE of a write in a read-only transaction.
+const READ_ONLY_TRANSACTION: [u8; 5] = *b"25006";
 
 impl Pipeline {
     /// When the front request's answer is due: its timeout, or, once cancelled, the end
@@ -117,6 +121,14 @@ impl Pipeline {
             return Ok(());
         }
         let mut done = self.conn.in_flight.pop_front().expect("front");
+        if self.refused_as_write(&done) {
+            self.conn
+                .on_mirror
+                .answered(std::mem::take(&mut done.effects), false);
+            self.conn.last_done = Some(now);
+            self.conn.cancel_deadline = None;
+            return Ok(());
+        }
         let ok = done.answer == MirrorAnswer::Ok && !done.timed_out;
         self.conn
             .on_mirror
@@ -148,6 +160,33 @@ impl Pipeline {
             self.report_answered(&done, outcome, latency);
         }
         Ok(())
+    }
+
+    /// `mirror_statements = "reads"`: the mirror refused `done` as a write (`25006`: the
+    /// classifier took it for a read, such as `SELECT f()` where `f` writes), or `done`
+    /// came after such a refusal in the same transaction (which then fails with `25P02`
+    /// and ends in a ROLLBACK). Not the new server's error: counted as skipped, not
+    /// reported, and the refused statements' fingerprints are remembered so that later
+    /// transactions with them are skipped before they reach the mirror.
+    fn refused_as_write(&mut self, done: &InFlight) -> bool {
+        if self.target.statements != MirrorStatements::Reads {
+            return false;
+        }
+        let refused = done.answer == MirrorAnswer::Failed(Some(READ_ONLY_TRANSACTION));
+        if !refused && !self.conn.refusing {
+            return false;
+        }
+        if refused {
+            if let Some(kind) = &done.kind {
+                kind.fingerprints()
+                    .for_each(|fp| self.target.skips.remember_writer(fp));
+            }
+        }
+        self.conn.refusing = !self.conn.mirror_status.is_idle();
+        if done.is_client() {
+            self.target.skips.count(SkipReason::WriteDetected, 1);
+        }
+        true
     }
 
     /// When the mirror could start on `f`: its send, or the previous answer if later.
@@ -188,6 +227,13 @@ impl Pipeline {
                 ignored,
                 self.target.has_diverged(),
             );
+            let judged = matches!(event.comparison.verdict, Verdict::MATCH | Verdict::MISMATCH);
+            if done.lagging && judged {
+                // The mirror may not have had the data the primary answered from.
+                event.comparison.verdict = Verdict::EXCLUDED;
+                event.comparison.excluded = Exclusion::LAGGING;
+                event.comparison.differences = Default::default();
+            }
             if event.outcome == Outcome::Mirrored && event.comparison.verdict == Verdict::MISMATCH {
                 event.outcome = Outcome::Mismatch;
             }

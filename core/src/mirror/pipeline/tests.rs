@@ -586,3 +586,186 @@ fn a_session_that_prepares_in_sql_keeps_its_connection() {
 fn client_wait() -> Step {
     Step::AwaitClient { watch_from: None }
 }
+
+/// `mirror_statements` and `mirror_sync`: which transactions reach the mirror, and when.
+mod statements {
+    use super::*;
+    use crate::config::MirrorStatements::{self, Reads, Writes};
+    use crate::mirror::sync::Gated;
+    use crate::mirror::SkipReason;
+
+    fn fixture(queue: usize, statements: MirrorStatements, gated: bool) -> Fixture {
+        let target = testing::target_statements(queue, statements, gated);
+        let ledger = Arc::new(Ledger::new(true));
+        let definitions = Arc::new(Definitions::default());
+        let pipeline = Pipeline::new(target.clone(), ledger.clone(), definitions.clone());
+        Fixture {
+            places: Places::new(target),
+            ledger,
+            definitions,
+            pipeline,
+            queue: Queue::default(),
+        }
+    }
+
+    fn skipped(f: &Fixture, reason: SkipReason) -> u64 {
+        f.places.target.skips.skipped(reason)
+    }
+
+    #[test]
+    fn reads_mirror_only_transactions_that_do_not_write() {
+        let mut f = fixture(128, Reads, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "select 1", Some(Idle), t);
+        f.query(1, "begin", Some(InTransaction), t);
+        f.query(2, "select * from t", Some(InTransaction), t);
+        f.query(3, "update t set x = 1", Some(InTransaction), t);
+        f.query(4, "commit", Some(Idle), t);
+        f.query(5, "SET search_path = s", Some(Idle), t);
+        f.query(6, "insert into t values (1)", Some(Idle), t);
+        f.query(7, "begin; select 2; commit", Some(Idle), t);
+        assert_eq!(
+            queries(&f.step()),
+            ["select 1", "SET search_path = s", "begin; select 2; commit"]
+        );
+        assert_eq!(
+            skipped(&f, SkipReason::Write),
+            5,
+            "the whole write transaction"
+        );
+        // Skipped requests are not events: the places they held are free again.
+        for _ in 0..3 {
+            f.mirror_answers(None, Idle);
+        }
+        assert_eq!(f.events().len(), 3);
+        assert_eq!(f.places.target.queue_depth(), 0);
+    }
+
+    #[test]
+    fn writes_mirror_transactions_with_a_write_and_session_changes() {
+        let mut f = fixture(128, Writes, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "select 1", Some(Idle), t);
+        f.query(1, "begin", Some(InTransaction), t);
+        f.query(2, "select * from t", Some(InTransaction), t);
+        f.query(3, "update t set x = 1", Some(InTransaction), t);
+        f.query(4, "commit", Some(Idle), t);
+        f.query(5, "SET search_path = s", Some(Idle), t);
+        f.query(6, "show x", Some(Idle), t);
+        assert_eq!(
+            queries(&f.step()),
+            [
+                "begin",
+                "select * from t",
+                "update t set x = 1",
+                "commit",
+                "SET search_path = s"
+            ]
+        );
+        assert_eq!(skipped(&f, SkipReason::Read), 2);
+    }
+
+    #[test]
+    fn a_long_read_transaction_that_writes_late_is_rolled_back_on_the_mirror() {
+        // 8 places: the hold limit (4) sends the head before the transaction is whole.
+        let mut f = fixture(8, Reads, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "begin", Some(InTransaction), t);
+        for seq in 1..4 {
+            f.query(seq, "select 1", Some(InTransaction), t);
+        }
+        assert_eq!(queries(&f.step()).len(), 4, "the head, all reads");
+        f.query(4, "select 2", Some(InTransaction), t);
+        f.query(5, "delete from t", Some(InTransaction), t);
+        f.query(6, "commit", Some(Idle), t);
+        assert_eq!(queries(&f.step()), ["select 2", "ROLLBACK"]);
+        assert_eq!(skipped(&f, SkipReason::Write), 2);
+    }
+
+    #[test]
+    fn a_long_transaction_whose_head_writes_is_skipped_to_its_end() {
+        let mut f = fixture(8, Reads, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "begin", Some(InTransaction), t);
+        f.query(1, "insert into t values (1)", Some(InTransaction), t);
+        f.query(2, "select 1", Some(InTransaction), t);
+        f.query(3, "select 1", Some(InTransaction), t);
+        f.query(4, "select 1", None, t);
+        assert!(
+            matches!(f.step(), Step::AwaitPrimary { .. }),
+            "nothing sent"
+        );
+        f.ledger.answered(4, InTransaction, t, None);
+        f.query(5, "commit", Some(Idle), t);
+        f.query(6, "select 3", Some(Idle), t);
+        f.pipeline.primary_waited(true);
+        let mut step = f.step();
+        if let Step::Linger { .. } = step {
+            step = f.step();
+        }
+        assert_eq!(queries(&step), ["select 3"]);
+        assert_eq!(skipped(&f, SkipReason::Write), 6);
+    }
+
+    #[test]
+    fn a_write_the_mirror_refuses_is_skipped_and_remembered() {
+        let mut f = fixture(128, Reads, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.query(0, "begin", Some(InTransaction), t);
+        f.query(1, "select f(1)", Some(InTransaction), t);
+        f.query(2, "select 2", Some(InTransaction), t);
+        f.query(3, "commit", Some(Idle), t);
+        assert_eq!(queries(&f.step()).len(), 4);
+        f.mirror_answers(None, InTransaction);
+        // Read-only: the function's write is refused, the rest of the transaction fails.
+        f.mirror_answers(Some("25006"), crate::protocol::TxStatus::Failed);
+        f.mirror_answers(Some("25P02"), crate::protocol::TxStatus::Failed);
+        f.mirror_answers(None, Idle);
+        let events = f.events();
+        assert_eq!(events.len(), 1, "only the BEGIN before the refusal");
+        assert_eq!(skipped(&f, SkipReason::WriteDetected), 3);
+        // The next transaction with that statement is not mirrored at all.
+        f.query(4, "select f(2)", Some(Idle), t);
+        f.query(5, "select 3", Some(Idle), t);
+        assert_eq!(queries(&f.step()), ["select 3"]);
+        assert_eq!(skipped(&f, SkipReason::WriteDetected), 4);
+    }
+
+    #[test]
+    fn gated_reads_wait_and_a_lagging_one_is_set_aside() {
+        let mut f = fixture(128, Reads, true);
+        // Times are measured from the ledger's start.
+        std::thread::sleep(Duration::from_millis(30));
+        let t = Instant::now() - Duration::from_millis(20);
+        f.query(0, "select 1", Some(Idle), t);
+        let Step::AwaitSync { answered_at } = f.step() else {
+            panic!("not gated");
+        };
+        let off = answered_at.max(t) - answered_at.min(t);
+        assert!(
+            off < Duration::from_millis(2),
+            "the primary's answer: {off:?}"
+        );
+        // Still waiting: asked again, the same wait.
+        assert_eq!(f.step(), Step::AwaitSync { answered_at });
+        f.pipeline.synced(Gated::Lagging);
+        assert_eq!(queries(&f.step()), ["select 1"]);
+        f.mirror_answers(None, Idle);
+        let events = f.events();
+        assert_eq!(events[0].outcome, Outcome::Mirrored);
+        assert_eq!(
+            events[0].comparison.excluded,
+            pgdog_plugin_api::Exclusion::LAGGING
+        );
+        // A write transaction skipped is not waited for.
+        f.query(1, "delete from t", Some(Idle), t);
+        assert_eq!(f.step(), client_wait());
+    }
+
+    #[test]
+    fn drops_do_not_set_a_reads_mirrors_answers_aside() {
+        let f = fixture(128, Reads, false);
+        f.places.target.note_drop();
+        assert!(!f.places.target.has_diverged());
+    }
+}

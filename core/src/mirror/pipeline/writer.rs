@@ -8,8 +8,9 @@
 //! requests rather than one each.
 
 use super::inflight::{gather, InFlight};
-use super::Pipeline;
+use super::{Gating, Pipeline};
 use crate::mirror::request::Request;
+use crate::mirror::sync::Gated;
 use crate::mirror::MirrorError;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ pub enum Step {
     AwaitPrimary { from: u64, until: u64 },
     /// Wait at most [`LINGER`] for the primary to answer requests up to `until`.
     Linger { until: u64 },
+    /// Wait until the mirror has applied what the primary had committed when it answered
+    /// at `answered_at` ([`crate::mirror::sync::Gate::wait`]), then report how the wait
+    /// ended to [`Pipeline::synced`].
+    AwaitSync { answered_at: Instant },
     /// Wait for the client's next request ([`Pipeline::offer`], or
     /// [`Pipeline::queue_closed`]); and, when `watch_from` is set, for the primary to end
     /// a transaction from there on (a cut transaction to end), then ask again.
@@ -68,7 +73,12 @@ impl Inbox for mpsc::UnboundedReceiver<Request> {
 
 impl Pipeline {
     /// A request from the queue (the driver waited for it).
-    pub fn offer(&mut self, r: Request) {
+    pub fn offer(&mut self, mut r: Request) {
+        if let Some(classifier) = &mut self.classifier {
+            if r.kind.is_none() && !r.continues {
+                r.kind = Some(classifier.request(&r.payload, r.first_seq(), &self.definitions));
+            }
+        }
         let Pipeline {
             conn,
             ledger,
@@ -100,10 +110,27 @@ impl Pipeline {
         }
     }
 
+    /// The wait of [`Step::AwaitSync`] ended.
+    pub fn synced(&mut self, gated: Gated) {
+        if let Some(gating) = &mut self.conn.gating {
+            gating.gated = Some(gated);
+        }
+    }
+
     /// What the writer does next, having taken what `inbox` already has.
     pub fn next_step(&mut self, inbox: &mut impl Inbox, now: Instant) -> Result<Step, MirrorError> {
         if self.conn.finished {
             return Ok(Step::Finished);
+        }
+        if let Some(gating) = self.conn.gating.take() {
+            let Some(gated) = gating.gated else {
+                let answered_at = gating.answered_at;
+                self.conn.gating = Some(gating);
+                return Ok(Step::AwaitSync { answered_at });
+            };
+            self.conn.idle_seen = false;
+            let lagging = gated == Gated::Lagging;
+            return self.send(gating.batch, now, lagging).map(Step::Write);
         }
         if std::mem::take(&mut self.conn.linger_due) {
             if let Some(until) = self.linger_until(now) {
@@ -122,9 +149,18 @@ impl Pipeline {
                 .backlog
                 .ready(|seq| ledger.answer(seq), hold_limit)
         };
+        let batch = self.filter(batch);
         if !batch.is_empty() {
             self.conn.idle_seen = false;
-            return self.send(batch, now).map(Step::Write);
+            if let Some(answered_at) = self.gate_for(&batch, now) {
+                self.conn.gating = Some(Gating {
+                    batch,
+                    answered_at,
+                    gated: None,
+                });
+                return Ok(Step::AwaitSync { answered_at });
+            }
+            return self.send(batch, now, false).map(Step::Write);
         }
         if self.conn.queue_closed {
             self.conn.finished = true;
@@ -212,7 +248,23 @@ impl Pipeline {
     /// Records `batch` as in flight (before it is written: the first answers can arrive
     /// while later requests are still being written) and returns its bytes, with the
     /// statements the mirror lacks defined in front of the requests that need them.
-    fn send(&mut self, batch: Vec<Request>, now: Instant) -> Result<Bytes, MirrorError> {
+    /// `mirror_sync`: when the primary answered the last request of `batch`, whose
+    /// reads go to the mirror only once it has applied what the primary had then.
+    /// `None` without a gate, or for the proxy's own requests alone. An answer too old to
+    /// be recorded counts as now: the wait is then for the mirror to catch up entirely.
+    fn gate_for(&self, batch: &[Request], now: Instant) -> Option<Instant> {
+        self.target.sync.as_ref()?;
+        let last = batch.iter().rev().find(|r| r.is_client())?;
+        let ago = self.ledger.answered_ago(last.seq, now).unwrap_or_default();
+        Some(now.checked_sub(ago).unwrap_or(now))
+    }
+
+    fn send(
+        &mut self,
+        batch: Vec<Request>,
+        now: Instant,
+        lagging: bool,
+    ) -> Result<Bytes, MirrorError> {
         if self.target.pool.is_disabled() {
             self.conn.unsent = batch;
             return Err(MirrorError::Disabled);
@@ -229,9 +281,9 @@ impl Pipeline {
                 Some(s) if r.is_client() => s.request(&r.payload),
                 _ => None,
             };
-            self.conn
-                .in_flight
-                .push_back(InFlight::new(r, now, effects, statement));
+            let mut f = InFlight::new(r, now, effects, statement);
+            f.lagging = lagging;
+            self.conn.in_flight.push_back(f);
         }
         let from = self.conn.in_flight.len() - n;
         Ok(gather(

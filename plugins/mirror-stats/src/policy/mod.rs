@@ -191,6 +191,7 @@ fn checks(
     rates::reasons(stats, fingerprints, criteria, out);
     workload::reasons(stats, criteria, out);
     comparison::ratio_reasons(stats, fingerprints, criteria, out);
+    crate::replication::check(stats, criteria, |c, m, l, msg| out.fail(c, m, l, || msg));
 }
 
 /// What one database's figures hold against the overall verdict: rates observed over
@@ -198,6 +199,7 @@ fn checks(
 fn blocking(db: &DatabaseStats, criteria: &ReadinessCriteria, out: &mut impl Findings) {
     rates::over_limit(db, criteria, out);
     workload::deterministic(db, out);
+    crate::replication::check(db, criteria, |c, m, l, msg| out.fail(c, m, l, || msg));
 }
 
 /// Criteria whose overall reason already covers every database (the overall figures
