@@ -178,6 +178,10 @@ impl Exclusion {
     /// ran leave its data behind the primary's, so differing answers prove nothing about
     /// the new server. Cleared by `RESET MIRROR STATS` (after re-syncing the mirror).
     pub const DIVERGED: Self = Self(4);
+    /// The client cancelled the request and the primary answered with the cancel
+    /// (`57014`): what the mirror did with it says nothing about the new server (the
+    /// proxy passed the cancel on, or did not run the request there at all).
+    pub const CANCELLED: Self = Self(5);
 
     /// The label used in reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -187,6 +191,7 @@ impl Exclusion {
             Self::IGNORED => "ignored",
             Self::UNPAIRED => "unpaired",
             Self::DIVERGED => "after drops",
+            Self::CANCELLED => "cancelled on primary",
             _ => "other",
         }
     }

@@ -124,6 +124,8 @@ struct Connection {
     cancel_deadline: Option<Instant>,
     /// When the last cancelled request was answered (see [`reader`]).
     last_cancelled: Option<Instant>,
+    /// When the last request the client's cancel was passed on for was answered.
+    last_client_cancel: Option<Instant>,
 }
 
 /// What became of the requests of a connection that broke.
