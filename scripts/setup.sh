@@ -4,6 +4,7 @@
 #   PostgreSQL 15 server binaries (initdb, pg_ctl, postgres, pgbench) and client (psql),
 #   pgbouncer and prometheus (run by the tests/benchmarks themselves, never as system services),
 #   ruby with the pg gem and rspec (the Ruby integration suite), psycopg for Debian's python3,
+#   a JDK and Debian's PostgreSQL JDBC driver (the JDBC suite, integration/tests/jdbc.rs),
 #   curl, and cargo-nextest.
 #
 # Run as root (CI does). Idempotent: apt-get runs only when something is missing. System services the
@@ -38,6 +39,9 @@ have perl || need_pkg perl "perl"
 # psycopg for Debian's own python3 (the tests run /usr/bin/python3, whatever else is on PATH).
 [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 ||
     need_pkg python3-psycopg "psycopg for /usr/bin/python3"
+# The JDBC suite compiles and runs integration/java/JdbcSteps.java against Debian's pgjdbc.
+{ have javac && have java; } || need_pkg default-jdk-headless "a JDK (javac, java)"
+[[ -f /usr/share/java/postgresql.jar ]] || need_pkg libpostgresql-jdbc-java "pgjdbc (/usr/share/java/postgresql.jar)"
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

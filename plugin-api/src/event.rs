@@ -182,6 +182,10 @@ impl Exclusion {
     /// had committed when it answered, within `mirror_max_lag_ms`: the read ran anyway,
     /// on data that may be older than the primary's.
     pub const LAGGING: Self = Self(5);
+    /// The client cancelled the request and the primary answered with the cancel
+    /// (`57014`): what the mirror did with it says nothing about the new server (the
+    /// proxy passed the cancel on, or did not run the request there at all).
+    pub const CANCELLED: Self = Self(6);
 
     /// The label used in reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -192,6 +196,7 @@ impl Exclusion {
             Self::UNPAIRED => "unpaired",
             Self::DIVERGED => "after drops",
             Self::LAGGING => "lagging",
+            Self::CANCELLED => "cancelled on primary",
             _ => "other",
         }
     }

@@ -4,12 +4,20 @@
 //! A simple Query carries its text. An extended-protocol batch names a prepared
 //! statement (Bind -> Parse seen earlier in the session, possibly in another request), so
 //! each mirror session remembers the fingerprints of the statements and portals its
-//! client prepared, exactly as the server does. A request that executes several
-//! statements before its Sync is counted under the first one it executes.
+//! client prepared, exactly as the server does.
+//!
+//! A request that runs several statements (a simple Query of several, several Executes
+//! before one Sync) is filed under its first data statement: transaction control
+//! (`BEGIN`, `COMMIT`, `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, ...) never takes a data
+//! statement's outcome, so pgjdbc's `BEGIN` sent with a transaction's first statement and
+//! its `autosave` savepoints are not what the statement is counted under. Its answer is
+//! judged with what all its data statements say: non-deterministic if one of them is,
+//! compared in order only if all of them are ordered.
 
 use super::fingerprint::{fingerprint, Fingerprint};
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::tag::client;
+use crate::sql::{self, Class};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +25,60 @@ use std::sync::Arc;
 /// Prepared statements and portals of one session, by name (`""` is the unnamed one).
 #[derive(Default)]
 pub struct Statements {
-    statements: HashMap<Box<[u8]>, Arc<Fingerprint>>,
-    portals: HashMap<Box<[u8]>, Arc<Fingerprint>>,
+    statements: HashMap<Box<[u8]>, Known>,
+    portals: HashMap<Box<[u8]>, Known>,
     /// The unnamed portal, bound by almost every Bind: kept apart so that binding it
     /// allocates nothing.
-    unnamed_portal: Option<Arc<Fingerprint>>,
+    unnamed_portal: Option<Known>,
+}
+
+/// A statement the session prepared: its fingerprint, and whether it is transaction
+/// control.
+#[derive(Clone)]
+struct Known {
+    fp: Arc<Fingerprint>,
+    control: bool,
+}
+
+impl Known {
+    fn of(text: &[u8]) -> Known {
+        Known {
+            fp: Arc::new(fingerprint(&lossy(text))),
+            control: sql::classify(text) == Class::Transaction,
+        }
+    }
+}
+
+/// The statements a request runs, as they come: which one it is filed under.
+#[derive(Default)]
+struct Filed {
+    /// The first data statement, else the first statement.
+    first: Option<Known>,
+    /// Data statements after the first one, when they differ from it.
+    combined: Option<Fingerprint>,
+}
+
+impl Filed {
+    fn executes(&mut self, k: Known) {
+        match &mut self.first {
+            None => self.first = Some(k),
+            Some(first) if first.control && !k.control => *first = k,
+            Some(_) if k.control => {}
+            Some(first) if first.fp.id == k.fp.id && self.combined.is_none() => {}
+            Some(first) => {
+                let c = self.combined.get_or_insert_with(|| (*first.fp).clone());
+                c.ordered &= k.fp.ordered;
+                c.nondeterministic = c.nondeterministic.or(k.fp.nondeterministic);
+            }
+        }
+    }
+
+    fn statement(self) -> Option<Arc<Fingerprint>> {
+        match self.combined {
+            Some(c) => Some(Arc::new(c)),
+            None => self.first.map(|k| k.fp),
+        }
+    }
 }
 
 /// Most named statements remembered per session (a client that prepares without end
@@ -31,7 +88,7 @@ const MAX_STATEMENTS: usize = 10_000;
 impl Statements {
     /// Follows the request's Parse/Bind/Close messages and returns the statement it runs.
     pub fn request(&mut self, payload: &[Bytes]) -> Option<Arc<Fingerprint>> {
-        let mut executed = None;
+        let mut executed = Filed::default();
         let mut parsed = None;
         for part in payload {
             for (tag, msg) in Frames::new(part) {
@@ -39,16 +96,18 @@ impl Statements {
                 match tag {
                     client::QUERY => {
                         let (text, _) = cstr(body)?;
-                        executed.get_or_insert_with(|| Arc::new(fingerprint(&lossy(text))));
+                        for statement in sql::statements(text) {
+                            executed.executes(Known::of(statement));
+                        }
                     }
                     client::PARSE => {
                         let (name, rest) = cstr(body)?;
                         let (text, _) = cstr(rest)?;
-                        let fp = Arc::new(fingerprint(&lossy(text)));
+                        let known = Known::of(text);
                         if name.is_empty() || self.statements.len() < MAX_STATEMENTS {
-                            self.statements.insert(name.into(), fp.clone());
+                            self.statements.insert(name.into(), known.clone());
                         }
-                        parsed = Some(fp);
+                        parsed = Some(known.fp);
                     }
                     client::BIND => {
                         let (portal, rest) = cstr(body)?;
@@ -66,12 +125,13 @@ impl Statements {
                     }
                     client::EXECUTE => {
                         let (portal, _) = cstr(body)?;
-                        if executed.is_none() {
-                            executed = if portal.is_empty() {
-                                self.unnamed_portal.clone()
-                            } else {
-                                self.portals.get(portal).cloned()
-                            };
+                        let known = if portal.is_empty() {
+                            self.unnamed_portal.clone()
+                        } else {
+                            self.portals.get(portal).cloned()
+                        };
+                        if let Some(k) = known {
+                            executed.executes(k);
                         }
                     }
                     client::CLOSE => {
@@ -87,7 +147,7 @@ impl Statements {
                 }
             }
         }
-        executed.or(parsed)
+        executed.statement().or(parsed)
     }
 }
 
@@ -137,5 +197,77 @@ mod tests {
         let close = [msg(b'C', &[b"Ss1\0"]), msg(b'S', &[])].concat();
         assert!(s.request(&[Bytes::from(close)]).is_none());
         assert!(s.request(&[Bytes::from(run)]).is_none());
+    }
+
+    fn query(sql: &str) -> Bytes {
+        Bytes::from(msg(b'Q', &[sql.as_bytes(), b"\0"]))
+    }
+
+    /// Parse (unnamed) + Bind + Execute of `sql`, as pgjdbc sends each statement of a batch.
+    fn run_unnamed(sql: &str) -> Vec<u8> {
+        [
+            msg(b'P', &[b"\0", sql.as_bytes(), b"\0", &[0, 0]]),
+            msg(b'B', &[b"\0\0", &[0, 0, 0, 0, 0, 0]]),
+            msg(b'E', &[b"\0", &[0, 0, 0, 0]]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn transaction_control_is_never_what_a_request_is_filed_under() {
+        let mut s = Statements::default();
+        // A multi-statement simple query: its data statement.
+        let fp = s
+            .request(&[query("BEGIN; select clock_timestamp(); COMMIT")])
+            .unwrap();
+        assert_eq!(&*fp.text, "select clock_timestamp()");
+        assert!(fp.nondeterministic.is_some(), "judged as the statement is");
+
+        // pgjdbc with autocommit off: BEGIN in the same batch as the first statement.
+        let batch = [
+            run_unnamed("BEGIN"),
+            run_unnamed("update t set v = $1 where id = $2"),
+            msg(b'S', &[]),
+        ]
+        .concat();
+        let fp = s.request(&[Bytes::from(batch)]).unwrap();
+        assert_eq!(&*fp.text, "update t set v = ? where id = ?");
+
+        // autosave=always: a savepoint before each statement.
+        let batch = [
+            run_unnamed("SAVEPOINT PGJDBC_AUTOSAVE"),
+            run_unnamed("select * from t order by id"),
+            msg(b'S', &[]),
+        ]
+        .concat();
+        let fp = s.request(&[Bytes::from(batch)]).unwrap();
+        assert_eq!(&*fp.text, "select * from t order by id");
+        assert!(fp.ordered);
+
+        // Only transaction control: filed under it.
+        assert_eq!(&*s.request(&[query("COMMIT")]).unwrap().text, "commit");
+        let release = [run_unnamed("RELEASE SAVEPOINT a"), msg(b'S', &[])].concat();
+        assert_eq!(
+            &*s.request(&[Bytes::from(release)]).unwrap().text,
+            "release savepoint a"
+        );
+    }
+
+    #[test]
+    fn several_data_statements_are_judged_together() {
+        let mut s = Statements::default();
+        // Filed under the first; non-deterministic if any is, ordered only if all are.
+        let fp = s
+            .request(&[query("select 1 order by 1; select now(); ROLLBACK")])
+            .unwrap();
+        assert_eq!(&*fp.text, "select ? order by ?");
+        assert_eq!(fp.nondeterministic, Some("now"));
+        assert!(!fp.ordered);
+        // An executeBatch: the same statement several times is that statement.
+        let one = run_unnamed("insert into t values ($1)");
+        let batch = [one.clone(), one.clone(), one, msg(b'S', &[])].concat();
+        let fp = s.request(&[Bytes::from(batch)]).unwrap();
+        assert_eq!(&*fp.text, "insert into t values (...)");
+        assert!(fp.nondeterministic.is_none());
     }
 }

@@ -1,8 +1,14 @@
 //! Cancel keys. Each client gets a BackendKeyData of our own; while it holds a server
 //! connection the key maps to that server's address and key, so a CancelRequest that arrives
 //! on a new connection can be passed to the right backend.
+//!
+//! A mirrored client's cancel reaches its mirror session too ([`Canceller`]): the requests
+//! the primary has not answered are marked first, then the cancel goes to the primary. The
+//! one the primary answers with `57014` is then not run on the mirror (or, if the mirror
+//! runs it already, cancelled there), and its comparison is set aside.
 
 use crate::backend::Server;
+use crate::mirror::Canceller;
 use crate::protocol::BackendKey;
 use rand::Rng;
 use std::collections::HashMap;
@@ -16,9 +22,16 @@ pub struct CancelTarget {
 }
 
 #[derive(Default)]
-pub struct CancelMap {
+struct Entry {
     /// `None`: the client holds no server connection now (transaction mode).
-    targets: Mutex<HashMap<BackendKey, Option<CancelTarget>>>,
+    target: Option<CancelTarget>,
+    /// The client's mirror session, when its pool is mirrored.
+    mirror: Option<Canceller>,
+}
+
+#[derive(Default)]
+pub struct CancelMap {
+    targets: Mutex<HashMap<BackendKey, Entry>>,
 }
 
 impl CancelMap {
@@ -32,7 +45,10 @@ impl CancelMap {
                 secret: rng.gen(),
             };
             if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(key) {
-                slot.insert(target);
+                slot.insert(Entry {
+                    target,
+                    mirror: None,
+                });
                 return key;
             }
         }
@@ -43,7 +59,14 @@ impl CancelMap {
     pub fn retarget(&self, key: BackendKey, target: Option<CancelTarget>) {
         let mut targets = self.targets.lock().unwrap();
         if let Some(slot) = targets.get_mut(&key) {
-            *slot = target;
+            slot.target = target;
+        }
+    }
+
+    /// The client of `key` is mirrored: its cancels reach `mirror` as well.
+    pub fn attach_mirror(&self, key: BackendKey, mirror: Canceller) {
+        if let Some(slot) = self.targets.lock().unwrap().get_mut(&key) {
+            slot.mirror = Some(mirror);
         }
     }
 
@@ -61,7 +84,14 @@ impl CancelMap {
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
     pub async fn cancel(&self, key: BackendKey) {
-        let target = self.targets.lock().unwrap().get(&key).cloned().flatten();
+        let (target, mirror) = match self.targets.lock().unwrap().get(&key) {
+            Some(e) => (e.target.clone(), e.mirror.clone()),
+            None => (None, None),
+        };
+        // Marked before the primary can answer with the cancel (see the module docs).
+        if let (Some(mirror), Some(_)) = (&mirror, &target) {
+            mirror.client_cancel();
+        }
         match target {
             Some(t) => {
                 if let Err(e) = Server::cancel(&t.host, t.port, t.key).await {

@@ -122,6 +122,9 @@ where
                     return Err(MirrorError::Closed);
                 }
                 answers(p, &mut buf, cx.events)?;
+                if p.client_cancel_due() {
+                    tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
+                }
                 if matches!(waiting, Waiting::Client { watch_from: None }) && p.may_release() {
                     // The last answer of a transaction: the connection can go back.
                     waiting = Waiting::Ask;
@@ -143,6 +146,12 @@ where
                 p.deadline_passed()?;
                 tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
                 p.cancel_sent(Instant::now());
+            }
+            // The client cancelled: if the mirror runs that request, it is cancelled too.
+            _ = cx.ledger.client_cancelled_any() => {
+                if p.client_cancel_due() {
+                    tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
+                }
             }
             next = wait(cx.ledger, queue, gate.as_deref(), &waiting) => {
                 match next {

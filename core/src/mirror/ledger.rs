@@ -68,6 +68,15 @@ pub struct Ledger {
     answer_seq: [AtomicI64; RING],
     /// Per request: the digest of the primary's answer, when results are compared.
     digests: Option<Box<[DigestSlot]>>,
+    /// Requests sent (the next request's sequence number).
+    sent: AtomicU64,
+    /// Per request: its sequence number when the client sent a CancelRequest while the
+    /// primary had not answered it yet (see [`Ledger::client_cancel`]).
+    client_cancel: [AtomicI64; RING],
+    /// Per request: its sequence number when the primary's answer was a cancel (`57014`).
+    primary_canceled: [AtomicI64; RING],
+    /// Wakes the worker when the client cancels (one waiter: a permit is kept).
+    cancels: Notify,
     /// The session is over: nothing more will be answered.
     closed: AtomicBool,
     /// Wakes the worker waiting in [`Ledger::wait_idle`].
@@ -92,6 +101,10 @@ impl Ledger {
             pending_error: AtomicU64::new(0),
             answer_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             digests: compare.then(|| (0..RING).map(|_| DigestSlot::default()).collect()),
+            sent: AtomicU64::new(0),
+            client_cancel: std::array::from_fn(|_| AtomicI64::new(-1)),
+            primary_canceled: std::array::from_fn(|_| AtomicI64::new(-1)),
+            cancels: Notify::new(),
             closed: AtomicBool::new(false),
             progress: Notify::new(),
             wake_idle: AtomicU64::new(u64::MAX),
@@ -110,6 +123,44 @@ impl Ledger {
     pub fn request_sent(&self, seq: u64, now: Instant) {
         let ns = now.duration_since(self.epoch).as_nanos() as u64;
         self.started_ns[seq as usize % RING].store(ns, Ordering::Relaxed);
+        self.sent.fetch_max(seq + 1, Ordering::SeqCst);
+    }
+
+    /// The primary's answer to request `seq` (recorded next, by [`Ledger::answered`]) is
+    /// a cancel: `57014`.
+    #[inline]
+    pub fn primary_canceled(&self, seq: u64) {
+        self.primary_canceled[seq as usize % RING].store(seq as i64, Ordering::Release);
+    }
+
+    /// The client sent a CancelRequest (before it is passed to the primary): every request
+    /// the primary has not answered yet may be the one it stops. Marked so that the mirror
+    /// sets aside, and does not run, the one the primary answers with a cancel.
+    pub fn client_cancel(&self) {
+        let from = self.done.load(Ordering::SeqCst);
+        let to = self.sent.load(Ordering::SeqCst).min(from + RING as u64);
+        for seq in from..to {
+            self.client_cancel[seq as usize % RING].store(seq as i64, Ordering::SeqCst);
+        }
+        self.cancels.notify_one();
+    }
+
+    /// Waits for the client's next CancelRequest (cancel-safe; one waiter).
+    pub async fn client_cancelled_any(&self) {
+        self.cancels.notified().await
+    }
+
+    /// A CancelRequest of the client's arrived while the primary had not answered `seq`.
+    pub fn client_cancelled(&self, seq: u64) -> bool {
+        self.client_cancel[seq as usize % RING].load(Ordering::SeqCst) == seq as i64
+    }
+
+    /// The primary answered `seq` with a cancel the client asked for: the statement did
+    /// not run there (or was rolled back), whatever the mirror does with it.
+    pub fn cancelled_on_primary(&self, seq: u64) -> bool {
+        self.client_cancelled(seq)
+            && self.primary_canceled[seq as usize % RING].load(Ordering::Acquire) == seq as i64
+            && self.recorded(seq).is_some()
     }
 
     /// The primary answered request `seq` (its ReadyForQuery) with `status` at `now`.
@@ -296,6 +347,17 @@ impl Recorder {
         self.0.failed(sqlstate)
     }
 
+    /// See [`Ledger::primary_canceled`].
+    #[inline]
+    pub fn primary_canceled(&self, seq: u64) {
+        self.0.primary_canceled(seq)
+    }
+
+    /// The handle a CancelRequest of the client reaches the mirror session with.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(self.0.clone())
+    }
+
     /// See [`Ledger::answered`].
     #[inline]
     pub fn answered(
@@ -306,6 +368,19 @@ impl Recorder {
         digest: Option<&ResultDigest>,
     ) {
         self.0.answered(seq, status, now, digest)
+    }
+}
+
+/// What a client's CancelRequest does to its mirror session: see
+/// [`Ledger::client_cancel`]. Held by the proxy's cancel-key map.
+#[derive(Clone)]
+pub struct Canceller(Arc<Ledger>);
+
+impl Canceller {
+    /// Marks the requests the primary has not answered yet, before the cancel is passed
+    /// to the primary, and wakes the mirror worker.
+    pub fn client_cancel(&self) {
+        self.0.client_cancel()
     }
 }
 
@@ -442,6 +517,32 @@ pub(super) mod tests {
         answer_all(&l, 3..4, Idle, t0);
         let woken = tokio::time::timeout(WITHIN, waiter).await;
         assert!(woken.expect("woken by the end").unwrap());
+    }
+
+    /// A client's cancel marks what the primary has not answered; only a request the
+    /// primary then answers with `57014` counts as cancelled on the primary.
+    #[test]
+    fn a_client_cancel_marks_the_unanswered_requests() {
+        let l = Ledger::new(false);
+        let t0 = Instant::now();
+        answer_all(&l, 0..2, Idle, t0);
+        l.request_sent(2, t0);
+        l.request_sent(3, t0);
+        l.client_cancel();
+        assert!(!l.client_cancelled(1) && l.client_cancelled(2) && l.client_cancelled(3));
+        // 2 finished before the cancel reached the primary, which stopped 3.
+        l.answered(2, Idle, t0, None);
+        l.primary_canceled(3);
+        l.answered(3, Idle, t0, None);
+        assert!(!l.cancelled_on_primary(2) && l.cancelled_on_primary(3));
+        // A 57014 without a cancel of the client's (statement_timeout): not set aside.
+        l.request_sent(4, t0);
+        l.primary_canceled(4);
+        l.answered(4, Idle, t0, None);
+        assert!(!l.cancelled_on_primary(4));
+        // A slot reused RING requests later does not inherit the marks.
+        answer_all(&l, 5..RING as u64 + 4, Idle, t0);
+        assert!(!l.cancelled_on_primary(RING as u64 + 3));
     }
 
     #[tokio::test]

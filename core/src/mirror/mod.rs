@@ -35,7 +35,7 @@ mod testing;
 
 pub use crate::plugins::{DropReason, ErrorCategory, EventSink, MirrorEvent as Event, Outcome};
 pub use error::MirrorError;
-pub use ledger::Recorder;
+pub use ledger::{Canceller, Recorder};
 pub use tap::Tap;
 pub use target::{
     ignore_entry, targets, CompareSettings, MirrorMap, MirrorTarget, SkipReason, Skips,

@@ -20,9 +20,10 @@ pub struct Request {
     /// When the client's request reached the proxy.
     pub received: Instant,
     /// The request's place in its session's bounded queue, held until the mirror answers.
-    /// `None` for the proxy's own requests (see [`Request::rollback`]), which take no place
-    /// and are not reported.
-    pub slot: Option<Slot>,
+    /// Shared by the requests of one pipelined burst (see [`Slot`]). `None` for the
+    /// proxy's own requests (see [`Request::rollback`]), which take no place and are not
+    /// reported.
+    pub slot: Option<Arc<Slot>>,
     /// The data of an extended-protocol COPY FROM STDIN, to its CopyDone/CopyFail and the
     /// Sync after it: it completes the request before it (same `seq`, no place, not
     /// reported), which was queued at its first Sync, before the copy began.
@@ -67,6 +68,26 @@ impl Request {
         }
     }
 
+    /// What the mirror runs instead of a request the primary answered with the client's
+    /// cancel (`57014`): nothing of it runs, but the mirror's transaction fails as the
+    /// primary's did. One ReadyForQuery per one of the request's (`readies`: empty
+    /// queries first); `begin` when the primary went from idle into a failed transaction
+    /// (the request began it, as pgjdbc's `BEGIN` in the same batch does).
+    pub fn cancelled_stand_in(readies: u32, begin: bool) -> SmallVec<[Bytes; 2]> {
+        const FAIL: &str = "DO $pgdog$BEGIN RAISE EXCEPTION USING ERRCODE = 'query_canceled', \
+            MESSAGE = 'pgdog: cancelled on the primary, not run on the mirror'; END$pgdog$";
+        let mut msg = bytes::BytesMut::with_capacity(200);
+        for _ in 1..readies.max(1) {
+            crate::protocol::messages::query(&mut msg, "");
+        }
+        if begin {
+            crate::protocol::messages::query(&mut msg, &format!("BEGIN; {FAIL}"));
+        } else {
+            crate::protocol::messages::query(&mut msg, FAIL);
+        }
+        SmallVec::from_iter([msg.freeze()])
+    }
+
     /// A request of the client (not one of the proxy's own): it is reported.
     pub fn is_client(&self) -> bool {
         self.slot.is_some()
@@ -78,9 +99,16 @@ impl Request {
     }
 }
 
-/// One of a session's `mirror_queue` places: taken when the request is queued, given back
+/// One of a session's `mirror_queue` places: taken when a request is queued, given back
 /// when the mirror has answered it (or it failed). Queued and in-flight requests both hold
 /// one, so `mirror_queue` bounds everything a session has outstanding on the mirror.
+///
+/// A request that arrives while the primary has not answered the one before it (a client
+/// pipelining: pgjdbc's `executeBatch` in `preferQueryMode=simple` writes up to 256
+/// queries before it reads) shares the place of that one, up to
+/// [`super::tap::MAX_PLACE_BYTES`] of requests: the place is given back when the mirror
+/// has answered all of them. So a burst the primary has not answered yet counts once, and
+/// `mirror_queue` counts how many of the client's round trips the mirror is behind.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     target: Arc<MirrorTarget>,

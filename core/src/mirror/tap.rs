@@ -16,13 +16,19 @@ use crate::sql;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 
 /// A request bigger than this is not mirrored (counted as dropped): queues hold payloads
 /// by reference, and a huge COPY must not pin unbounded memory behind a slow mirror.
 pub const MAX_MIRRORED_REQUEST: usize = 16 * 1024 * 1024;
+
+/// Most bytes of requests one queue place holds: a pipelined burst shares the place of
+/// its first request up to this much (see [`Slot`]). With [`MAX_MIRRORED_REQUEST`] the
+/// same, a session's queue holds at most `mirror_queue` x 16 MiB, as before bursts shared
+/// places.
+pub const MAX_PLACE_BYTES: usize = MAX_MIRRORED_REQUEST;
 
 /// What the tap needs to know of the client's session (its own request count and
 /// transaction status, kept by the session).
@@ -67,6 +73,17 @@ pub struct Tap {
     /// The request being assembled is the data of an extended-protocol COPY FROM STDIN
     /// (see [`Request::continues`]).
     continues: bool,
+    /// The place of the pipelined burst being queued: the last request queued in it, and
+    /// the bytes its requests hold (see [`Slot`]).
+    burst: Option<Burst>,
+}
+
+/// A queue place shared by requests the client sent before the primary answered.
+struct Burst {
+    /// Weak: an idle session holds no place.
+    slot: Weak<Slot>,
+    last_seq: u64,
+    bytes: usize,
 }
 
 impl Tap {
@@ -97,6 +114,7 @@ impl Tap {
             seq: 0,
             received: None,
             continues: false,
+            burst: None,
         }
     }
 
@@ -226,6 +244,7 @@ impl Tap {
 
     fn offer(&mut self, now: Instant) {
         let payload = std::mem::take(&mut self.current);
+        let payload_len = self.current_len;
         let too_big = self.current_len > MAX_MIRRORED_REQUEST;
         let readies = std::mem::take(&mut self.readies);
         self.current_len = 0;
@@ -256,10 +275,14 @@ impl Tap {
             }
             return;
         }
-        // Non-blocking: no free place means the mirror is `mirror_queue` requests behind.
-        let permit = match self.places.clone().try_acquire_owned() {
-            Ok(permit) if !too_big && !self.poisoned => permit,
-            _ => {
+        let slot = if too_big || self.poisoned {
+            None
+        } else {
+            self.place(payload_len)
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
                 self.poisoned = true;
                 // A queue full because its worker waits for a mirror connection is the
                 // proxy's pool limit, told apart from a mirror that does not keep up.
@@ -278,13 +301,38 @@ impl Tap {
             seq: self.seq,
             readies,
             received: self.received.take().unwrap_or(now),
-            slot: Some(Slot::new(permit, self.target.clone())),
+            slot: Some(slot),
             continues: false,
             kind: None,
         };
         if self.tx.send(request).is_err() {
             self.dropped(DropReason::Shutdown);
         }
+    }
+
+    /// The queue place for the request being offered, of `len` bytes: the place of the
+    /// burst it continues when the primary has not answered the burst's last request yet
+    /// and the place has room for it, else a free place (non-blocking: none means the
+    /// mirror is `mirror_queue` of the client's round trips behind).
+    fn place(&mut self, len: usize) -> Option<Arc<Slot>> {
+        if let Some(burst) = &mut self.burst {
+            let pending = !self.ledger.answer(burst.last_seq).is_answered();
+            let shared = burst.slot.upgrade();
+            if let Some(slot) = shared.filter(|_| pending && burst.bytes + len <= MAX_PLACE_BYTES) {
+                burst.last_seq = self.seq;
+                burst.bytes += len;
+                return Some(slot);
+            }
+        }
+        self.burst = None;
+        let permit = self.places.clone().try_acquire_owned().ok()?;
+        let slot = Arc::new(Slot::new(permit, self.target.clone()));
+        self.burst = Some(Burst {
+            slot: Arc::downgrade(&slot),
+            last_seq: self.seq,
+            bytes: len,
+        });
+        Some(slot)
     }
 
     fn dropped(&self, reason: DropReason) {

@@ -73,13 +73,13 @@ impl Places {
             seq,
             readies: 1,
             received: Instant::now(),
-            slot: Some(Slot::new(
+            slot: Some(std::sync::Arc::new(Slot::new(
                 self.places
                     .clone()
                     .try_acquire_owned()
                     .expect("a free place"),
                 self.target.clone(),
-            )),
+            ))),
             continues: false,
             kind: None,
         }

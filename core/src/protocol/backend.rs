@@ -37,6 +37,9 @@ pub fn error_fields(msg: &[u8]) -> Result<ErrorFields, ProtocolError> {
     Ok(out)
 }
 
+/// SQLSTATE of a statement stopped by a CancelRequest (or `statement_timeout`).
+pub const QUERY_CANCELED: [u8; 5] = *b"57014";
+
 /// SQLSTATE of an ErrorResponse without allocating (5 ASCII bytes).
 pub fn sqlstate(msg: &[u8]) -> Option<[u8; 5]> {
     let mut r = Reader::new(body(msg), "ErrorResponse");

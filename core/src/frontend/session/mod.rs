@@ -55,6 +55,8 @@ pub struct Session {
     recorder: Option<Recorder>,
     /// The digest of the answer being received, when the mirror compares answers.
     digest: Option<Digest>,
+    /// The answer being received has a `57014` error (told to the mirror's ledger).
+    canceled: bool,
     /// What the client expects of the server connections it gets, and its statements.
     pooled: pooling::Pooled,
     /// A child of `proxy.shutdown`; the admin's `KILL` cancels it alone.
@@ -105,6 +107,9 @@ impl Session {
             .unwrap_or(general.pool_mode);
         let tracker = Arc::new(Tracker::new());
         let recorder = tap.as_ref().map(Tap::recorder);
+        if let Some(recorder) = &recorder {
+            frontend.cancel.attach_mirror(key, recorder.canceller());
+        }
         let digest = recorder
             .as_ref()
             .filter(|r| r.compares())
@@ -118,6 +123,7 @@ impl Session {
             ),
             recorder,
             digest,
+            canceled: false,
             frontend,
             pool,
             mode,

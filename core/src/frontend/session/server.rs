@@ -6,7 +6,7 @@ use super::io::Buffers;
 use super::{End, Session};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::compare::Digest;
-use crate::protocol::backend::{parameter_status, ready_status, sqlstate};
+use crate::protocol::backend::{parameter_status, ready_status, sqlstate, QUERY_CANCELED};
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::tag::server;
 use bytes::BytesMut;
@@ -58,6 +58,9 @@ impl Session {
                     readies += 1;
                     self.pooled.timing.answered(status, now, self.pool.stats());
                     if let Some(recorder) = &self.recorder {
+                        if std::mem::take(&mut self.canceled) {
+                            recorder.primary_canceled(seq);
+                        }
                         let answer = digest.as_mut().map(Digest::take);
                         recorder.answered(seq, status, now, answer.as_ref());
                     }
@@ -66,7 +69,11 @@ impl Session {
                 server::ERROR_RESPONSE => {
                     errors += 1;
                     if let Some(recorder) = &self.recorder {
-                        recorder.failed(sqlstate(msg));
+                        let state = sqlstate(msg);
+                        recorder.failed(state);
+                        if state == Some(QUERY_CANCELED) {
+                            self.canceled = true;
+                        }
                     }
                 }
                 server::COPY_IN_RESPONSE => self.tracker.copy_in_started(),

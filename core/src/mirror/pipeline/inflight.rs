@@ -22,7 +22,7 @@ pub struct InFlight {
     /// ReadyForQuery messages still to come for it.
     pub readies: u32,
     /// Its queue place, given back when the answer arrives (`None`: the proxy's own).
-    slot: Option<Slot>,
+    slot: Option<Arc<Slot>>,
     pub sent: Instant,
     /// The request carries its own COPY data (ends with CopyDone/CopyFail).
     pub has_copy_data: bool,
@@ -30,6 +30,13 @@ pub struct InFlight {
     pub answer: MirrorAnswer,
     /// A cancel was sent for it after `mirror_timeout_ms`.
     pub timed_out: bool,
+    /// Sequence number of its first ReadyForQuery.
+    pub first_seq: u64,
+    /// The primary answered it with the client's cancel before it was sent: the mirror
+    /// got a stand-in that fails the same way instead ([`Request::cancelled_stand_in`]).
+    pub stood_in: bool,
+    /// The client's cancel was passed on to the mirror while it ran this request.
+    pub client_cancel_sent: bool,
     /// The statement it runs, when results are compared.
     pub statement: Option<Arc<Fingerprint>>,
     /// Its answers compared with the primary's so far.
@@ -62,6 +69,9 @@ impl InFlight {
     ) -> InFlight {
         InFlight {
             has_copy_data: ends_with_copy_data(&r.payload),
+            first_seq: r.first_seq(),
+            stood_in: false,
+            client_cancel_sent: false,
             seq: r.seq,
             readies: r.readies.max(1),
             received: r.received,

@@ -148,6 +148,8 @@ struct Connection {
     /// The mirror refused a statement as a write (`25006`) inside a transaction: the rest
     /// of that transaction fails on the mirror and is skipped too.
     refusing: bool,
+    /// When the last request the client's cancel was passed on for was answered.
+    last_client_cancel: Option<Instant>,
 }
 
 /// What became of the requests of a connection that broke.

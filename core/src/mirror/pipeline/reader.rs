@@ -17,13 +17,10 @@ use crate::compare::judge;
 use crate::config::MirrorStatements;
 use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome, SkipReason};
 use crate::plugins::QueryRef;
-use crate::protocol::backend::{ready_status, sqlstate};
+use crate::protocol::backend::{ready_status, sqlstate, QUERY_CANCELED};
 use crate::protocol::tag::server;
 use pgdog_plugin_api::{Comparison, Exclusion, Verdict};
 use std::time::{Duration, Instant};
-
-/// SQLSTATE of a cancelled statement.
-const QUERY_CANCELED: [u8; 5] = *b"57014";
 
 /// SQLSTATE of a write in a read-only transaction.
 const READ_ONLY_TRANSACTION: [u8; 5] = *b"25006";
@@ -136,6 +133,10 @@ impl Pipeline {
         let latency = now - self.started(&done);
         self.conn.last_done = Some(now);
         self.conn.cancel_deadline = None;
+        if done.is_client() && self.client_cancelled(&done, now) {
+            self.report_cancelled(&done);
+            return Ok(());
+        }
         // The proxy's own late cancel is a timeout, not the mirror's error.
         let hit_by_stray = !done.timed_out
             && done.answer == MirrorAnswer::Failed(Some(QUERY_CANCELED))
@@ -187,6 +188,72 @@ impl Pipeline {
             self.target.skips.count(SkipReason::WriteDetected, 1);
         }
         true
+    }
+
+    /// Whether `done` is set aside for the client's cancel: the primary answered it with
+    /// the cancel (the mirror ran a stand-in, or was cancelled too, or finished first), or
+    /// the cancel the proxy passed on to the mirror stopped it, or stopped the request
+    /// after it, when the primary had finished it (the mirror then lacks what it did:
+    /// counted as a drop would be, its comparisons set aside from now on).
+    fn client_cancelled(&mut self, done: &InFlight, now: Instant) -> bool {
+        if done.stood_in || self.cancelled_on_primary(done.first_seq, done.seq) {
+            if done.client_cancel_sent {
+                self.conn.last_client_cancel = Some(now);
+            }
+            return true;
+        }
+        let canceled = done.answer == MirrorAnswer::Failed(Some(QUERY_CANCELED));
+        let stray = canceled
+            && (done.client_cancel_sent
+                || self
+                    .conn
+                    .last_client_cancel
+                    .is_some_and(|at| now - at < CANCEL_GRACE));
+        if stray {
+            self.target.note_drop();
+        }
+        stray
+    }
+
+    /// The client's cancel reached the mirror's running request: whether to pass it on
+    /// now. The front request is the client's, the client cancelled while the primary
+    /// had not answered it, and the primary has not answered it otherwise than with that
+    /// cancel; once per request.
+    pub fn client_cancel_due(&mut self) -> bool {
+        let ledger = &self.ledger;
+        let Some(front) = self.conn.in_flight.front_mut() else {
+            return false;
+        };
+        let due = front.is_client()
+            && !front.stood_in
+            && !front.client_cancel_sent
+            && (front.first_seq..=front.seq).any(|seq| {
+                ledger.client_cancelled(seq)
+                    && (!ledger.answer(seq).is_answered() || ledger.cancelled_on_primary(seq))
+            });
+        front.client_cancel_sent |= due;
+        due
+    }
+
+    /// Reports a request set aside for the client's cancel: neither an error nor a
+    /// mismatch of the mirror, and no latency (it says nothing of the new server's speed).
+    fn report_cancelled(&mut self, done: &InFlight) {
+        let mut event = Event::new(self.target.database.clone(), Outcome::Mirrored);
+        if let Some(statement) = &done.statement {
+            event.query = Some(QueryRef {
+                fingerprint: statement.id,
+                text: statement.text.clone(),
+            });
+        }
+        if self.statements.is_some() {
+            event.comparison = Comparison {
+                verdict: Verdict::EXCLUDED,
+                excluded: Exclusion::CANCELLED,
+                primary_sqlstate: QUERY_CANCELED,
+                ..Comparison::not_compared()
+            };
+        }
+        self.events.push(event);
     }
 
     /// When the mirror could start on `f`: its send, or the previous answer if later.

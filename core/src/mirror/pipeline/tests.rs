@@ -587,6 +587,90 @@ fn client_wait() -> Step {
     Step::AwaitClient { watch_from: None }
 }
 
+/// The client cancelled request 1 and the primary answered it with `57014`: the mirror
+/// runs a stand-in that fails the same way (nothing of the statement runs), and the
+/// request is set aside as cancelled on the primary, neither an error nor a mismatch.
+/// Request 0, answered before the cancel, and request 2 run as sent.
+#[test]
+fn a_request_cancelled_on_the_primary_does_not_run_on_the_mirror() {
+    let mut f = Fixture::new(16, true);
+    let t = Instant::now();
+    f.query(0, "UPDATE t SET v = 0", Some(Idle), t);
+    f.ledger.request_sent(1, t);
+    f.ledger.client_cancel();
+    f.ledger.primary_canceled(1);
+    f.ledger.answered(1, Idle, t, None);
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, "UPDATE t SET v = 1");
+    f.queue.requests.push_back(f.places.request_with(1, &msg));
+    f.query(2, "UPDATE t SET v = 2", Some(Idle), t);
+    assert!(!f.ledger.cancelled_on_primary(0) && f.ledger.cancelled_on_primary(1));
+
+    let step = f.step();
+    let sent = queries(&step);
+    assert_eq!(sent[0], "UPDATE t SET v = 0");
+    assert!(sent[1].starts_with("DO $pgdog$") && sent[1].contains("query_canceled"));
+    assert_eq!(sent[2], "UPDATE t SET v = 2");
+    for error in [None, Some("57014"), None] {
+        f.mirror_answers(error, Idle);
+    }
+    let events = f.events();
+    assert_eq!(events.len(), 3);
+    let aside = &events[1];
+    assert_eq!(aside.outcome, Outcome::Mirrored);
+    assert_eq!(
+        aside.comparison.excluded,
+        pgdog_plugin_api::Exclusion::CANCELLED
+    );
+    assert_eq!(aside.mirror_latency, None);
+    assert_ne!(
+        events[2].comparison.excluded,
+        pgdog_plugin_api::Exclusion::CANCELLED
+    );
+}
+
+/// A statement the primary answered with a failed transaction after its BEGIN (pgjdbc's
+/// BEGIN sent with the statement that was cancelled): the stand-in leaves the mirror in a
+/// failed transaction too, so the client's ROLLBACK finds the same state.
+#[test]
+fn a_cancelled_first_statement_leaves_the_mirror_in_a_failed_transaction() {
+    let mut f = Fixture::new(16, false);
+    let t = Instant::now();
+    f.ledger.request_sent(0, t);
+    f.ledger.client_cancel();
+    f.ledger.primary_canceled(0);
+    f.ledger.answered(0, TxStatus::Failed, t, None);
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, "BEGIN; UPDATE t SET v = 1");
+    f.queue.requests.push_back(f.places.request_with(0, &msg));
+    f.query(1, "ROLLBACK", Some(Idle), t);
+    let step = f.step();
+    let sent = queries(&step);
+    assert!(sent[0].starts_with("BEGIN; DO $pgdog$"), "{sent:?}");
+    assert_eq!(sent[1], "ROLLBACK");
+}
+
+/// A statement_timeout of the client's is not a cancel of the client's: `57014` on both
+/// sides stays a shared error (the request ran on the mirror as sent).
+#[test]
+fn a_statement_timeout_is_not_set_aside() {
+    let mut f = Fixture::new(16, true);
+    let t = Instant::now();
+    f.ledger.request_sent(0, t);
+    f.ledger.primary_canceled(0);
+    f.ledger.answered(0, Idle, t, None);
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, "SELECT pg_sleep(10)");
+    f.queue.requests.push_back(f.places.request_with(0, &msg));
+    assert_eq!(queries(&f.step()), ["SELECT pg_sleep(10)"]);
+    f.mirror_answers(Some("57014"), Idle);
+    let events = f.events();
+    assert_ne!(
+        events[0].comparison.excluded,
+        pgdog_plugin_api::Exclusion::CANCELLED
+    );
+}
+
 /// `mirror_statements` and `mirror_sync`: which transactions reach the mirror, and when.
 mod statements {
     use super::*;

@@ -9,9 +9,11 @@
 
 use super::inflight::{gather, InFlight};
 use super::{Gating, Pipeline};
+use crate::mirror::ledger::Answer;
 use crate::mirror::request::Request;
 use crate::mirror::sync::Gated;
 use crate::mirror::MirrorError;
+use crate::protocol::TxStatus;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -245,6 +247,21 @@ impl Pipeline {
         Some(first + LINGER_SEQS.min(self.places as u64 / 4))
     }
 
+    /// The primary answered one of requests `first..=last` with the client's cancel.
+    pub(super) fn cancelled_on_primary(&self, first: u64, last: u64) -> bool {
+        (first..=last).any(|seq| self.ledger.cancelled_on_primary(seq))
+    }
+
+    /// The primary was idle before `r` and in a failed transaction after it: `r` began a
+    /// transaction whose statement was then cancelled.
+    fn began_failed(&self, r: &Request) -> bool {
+        let before_idle = r
+            .first_seq()
+            .checked_sub(1)
+            .is_none_or(|before| self.ledger.answer(before).ends_transaction());
+        before_idle && self.ledger.answer(r.seq) == Answer::After(TxStatus::Failed)
+    }
+
     /// Records `batch` as in flight (before it is written: the first answers can arrive
     /// while later requests are still being written) and returns its bytes, with the
     /// statements the mirror lacks defined in front of the requests that need them.
@@ -272,17 +289,23 @@ impl Pipeline {
         let n = batch.len();
         for mut r in batch {
             let first_seq = r.first_seq();
+            // The client's statements are followed as the client sent them.
+            let statement = match &mut self.statements {
+                Some(s) if r.is_client() => s.request(&r.payload),
+                _ => None,
+            };
+            let stood_in = r.is_client() && self.cancelled_on_primary(first_seq, r.seq);
+            if stood_in {
+                r.payload = Request::cancelled_stand_in(r.readies, self.began_failed(&r));
+            }
             let effects = self
                 .conn
                 .on_mirror
                 .prepare(&mut r.payload, first_seq, &self.definitions);
             self.pinned |= effects.sql_prepare;
-            let statement = match &mut self.statements {
-                Some(s) if r.is_client() => s.request(&r.payload),
-                _ => None,
-            };
             let mut f = InFlight::new(r, now, effects, statement);
             f.lagging = lagging;
+            f.stood_in = stood_in;
             self.conn.in_flight.push_back(f);
         }
         let from = self.conn.in_flight.len() - n;
