@@ -181,9 +181,9 @@ EOF
     echo '"pgdog" "pgdog"' >"$WORK/userlist.txt"
     ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
     # PgBouncer refuses to run as root: as_pg runs it as postgres then. It needs a
-    # descriptor per client and per server connection (pgdog raises its own limit).
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    if ! as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || ! wait_port "$port" 10; then
+    # descriptor per client and per server connection (pgdog raises its own limit; runuser
+    # resets the soft limit to 1024, so it is raised inside).
+    if ! as_pg sh -c 'ulimit -n "$(ulimit -Hn)"; exec pgbouncer -d "$1"' sh "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || ! wait_port "$port" 10; then
         cat "$WORK/pgbouncer.out" >&2
         tail -20 "$WORK/pgbouncer.log" >&2 2>/dev/null
         log "PgBouncer did not start: skipped"

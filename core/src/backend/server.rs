@@ -150,6 +150,10 @@ impl Server {
         server.stream.write_all(&packet).await?;
         server.authenticate(addr, credential).await?;
         server.read_until_ready().await?;
+        if server.buf.is_empty() {
+            // Sessions read with buffers of their own: an idle connection keeps none.
+            server.buf = BytesMut::new();
+        }
         Ok(server)
     }
 

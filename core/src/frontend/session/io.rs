@@ -30,10 +30,17 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// The read buffers are allocated at the first read of each direction (see `read`):
+    /// a client that logged in and sent nothing yet holds none.
     pub fn new(client_buf: BytesMut) -> Buffers {
+        let client_buf = if client_buf.is_empty() {
+            BytesMut::new() // the login's buffer goes; nothing of the client is pending
+        } else {
+            client_buf
+        };
         Buffers {
             client_buf,
-            server_buf: BytesMut::with_capacity(BUF_SIZE),
+            server_buf: BytesMut::new(),
             to_server: Bytes::new(),
             to_client: Bytes::new(),
             server_unflushed: false,
