@@ -136,6 +136,9 @@ psql -h 127.0.0.1 -p "$ADMIN_PORT" -U admin -d pgdog \
 say "A few metric lines (curl http://127.0.0.1:$METRICS_PORT/metrics)"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^mirror\{' | head -n 20
 
+say "The readiness page: open http://127.0.0.1:$METRICS_PORT/ in a browser"
+curl -s "http://127.0.0.1:$METRICS_PORT/" | grep -o '<p class="status">[^<]*</p>' | head -n 3
+
 say "Point Prometheus at it"
 cat <<YAML
 scrape_configs:
