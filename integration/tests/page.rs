@@ -147,6 +147,7 @@ async fn the_page_in_a_real_browser_shows_the_verdict_and_the_statement() -> Res
     assert!(section.contains("<code class=\"query\">"), "{section}");
     assert!(section.contains("class=\"chart latency\""), "{section}");
     assert!(section.contains("class=\"chart sparkline\""), "{section}");
+    assert!(section.contains("class=\"chart traffic\""), "{section}");
     assert!(!dom.contains("<script"), "the page runs no script");
     let png = std::fs::read(&shot).context("screenshot")?;
     assert!(

@@ -3,9 +3,9 @@
 //!
 //! A point is taken whenever a verdict is at hand (a `/readiness` poll, a page load,
 //! and, once the page has been opened, a background sample every [`INTERVAL`]), at most
-//! one per half interval. Each point is 32 bytes at most (checked when compiling); a database keeps at most
-//! [`CAPACITY`] of them (the last hour at one per 10 s): about 11.5 KB per database,
-//! 1.2 MB at 100 databases, allocated as points arrive.
+//! one per half interval. Each point is 56 bytes at most (checked when compiling); a database keeps at most
+//! [`CAPACITY`] of them (the last hour at one per 10 s): about 20 KB per database,
+//! 2 MB at 100 databases, allocated as points arrive.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -25,8 +25,8 @@ pub const CRITERIA: [&str; 4] = [
     "max_drop_rate",
     "max_mismatch_rate",
 ];
-// The memory bound stated above: 32 bytes a point.
-const _: () = assert!(std::mem::size_of::<Point>() <= 32);
+// The memory bound stated above: 56 bytes a point.
+const _: () = assert!(std::mem::size_of::<Point>() <= 56);
 
 /// One sample of a database's verdict.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +37,10 @@ pub struct Point {
     pub overall: f32,
     /// Confidence of each of [`CRITERIA`], 0 to 100; NaN when the policy gave none.
     pub criteria: [f32; 4],
+    /// The report's counters so far (the traffic chart draws their increase).
+    pub mirrored: u64,
+    pub errors: u64,
+    pub dropped: u64,
 }
 
 /// The rings, one per database (the overall verdict under the empty name).
@@ -71,6 +75,9 @@ impl History {
                 at,
                 overall: db.confidence as f32,
                 criteria,
+                mirrored: db.mirrored,
+                errors: db.errors,
+                dropped: db.dropped,
             });
         }
     }

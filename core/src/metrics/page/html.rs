@@ -210,6 +210,20 @@ fn database(
         );
     }
 
+    let traffic: Vec<(f64, Vec<u64>)> = page
+        .history
+        .points(&report.database)
+        .iter()
+        .map(|p| (p.at, vec![p.mirrored, p.errors, p.dropped]))
+        .collect();
+    let _ = write!(
+        out,
+        "<h3>Traffic</h3><p class=\"legend\"><span class=\"key mirrored\">mirrored</span> · \
+         <span class=\"key errors\">mirror errors</span> · <span class=\"key dropped\">dropped</span>, \
+         requests per second</p>{}",
+        svg::stacked(&traffic, &["mirrored", "errors", "dropped"])
+    );
+
     if !overall {
         if let Some(snapshot) = page.snapshot {
             statements(out, snapshot, &report.database);

@@ -197,6 +197,94 @@ pub fn sparkline(points: &[(f64, f32)], needed: f64) -> String {
     out
 }
 
+/// Traffic over time as a stacked area: for each interval between `points` (Unix
+/// seconds, then one cumulative counter per layer), each layer's increase per second,
+/// stacked in the order of `layers`. A counter that goes down (statistics reset) starts
+/// again from 0.
+pub fn stacked(points: &[(f64, Vec<u64>)], layers: &[&str]) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg class="chart traffic" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="mirrored traffic over time">"#
+    );
+    // Per interval: (end time, rate per layer).
+    let rates: Vec<(f64, Vec<f64>)> = points
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| {
+            let dt = w[1].0 - w[0].0;
+            let rate = w[1]
+                .1
+                .iter()
+                .zip(&w[0].1)
+                .map(|(&now, &before)| now.checked_sub(before).unwrap_or(now) as f64 / dt)
+                .collect();
+            (w[1].0, rate)
+        })
+        .collect();
+    if rates.len() < 2 {
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" class="empty">collecting: a point every 10 s while this page is open</text></svg>"#,
+            ML,
+            H / 2.0
+        );
+        return out;
+    }
+    let top = rates
+        .iter()
+        .map(|(_, r)| r.iter().sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let (t0, t1) = (rates[0].0, rates[rates.len() - 1].0);
+    let x = |t: f64| ML + (t - t0) / (t1 - t0) * (W - ML - MR);
+    let y = |v: f64| MT + (1.0 - v / top) * (H - MT - MB);
+    let _ = write!(
+        out,
+        r#"<g class="axis x"><line x1="{ML}" y1="{0}" x2="{1}" y2="{0}"/><text x="{ML}" y="{2}">{3}</text><text x="{1}" y="{2}" text-anchor="end">{4}</text></g>"#,
+        y(0.0),
+        W - MR,
+        H - 8.0,
+        clock(t0),
+        clock(t1)
+    );
+    let _ = write!(
+        out,
+        r#"<g class="axis y"><line x1="{ML}" y1="{0}" x2="{ML}" y2="{1}"/><text x="{2}" y="{3}" text-anchor="end">{4}/s</text><text x="{2}" y="{0}" text-anchor="end">0</text></g>"#,
+        y(0.0),
+        MT,
+        ML - 4.0,
+        MT + 8.0,
+        trim((top * 10.0).round() / 10.0)
+    );
+    let mut below = vec![0.0; rates.len()];
+    for (i, layer) in layers.iter().enumerate() {
+        let _ = write!(out, r#"<g class="series {layer}"><polygon points=""#);
+        let above: Vec<f64> = rates
+            .iter()
+            .zip(&below)
+            .map(|((_, r), b)| b + r.get(i).copied().unwrap_or(0.0))
+            .collect();
+        for ((t, _), v) in rates.iter().zip(&above) {
+            let _ = write!(out, "{:.1},{:.1} ", x(*t), y(*v));
+        }
+        for ((t, _), v) in rates.iter().zip(&below).rev() {
+            let _ = write!(out, "{:.1},{:.1} ", x(*t), y(*v));
+        }
+        out.pop();
+        out.push_str("\"/></g>");
+        below = above;
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// `05:12:09` from Unix seconds (UTC).
+fn clock(unix_secs: f64) -> String {
+    let s = unix_secs.max(0.0) as u64 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+}
+
 /// `0.1`, `1`, `250`: a tick or bound label without trailing zeros.
 fn trim(ms: f64) -> String {
     let s = format!("{ms:.3}");
@@ -258,6 +346,30 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn stacked_layers_are_rates_stacked_in_order() {
+        let points: Vec<(f64, Vec<u64>)> = vec![
+            (0.0, vec![0, 0, 0]),
+            (10.0, vec![100, 10, 0]),
+            (20.0, vec![300, 10, 20]),
+            // A reset: counters start again.
+            (30.0, vec![50, 0, 0]),
+        ];
+        let svg = stacked(&points, &["mirrored", "errors", "dropped"]);
+        assert_eq!(svg.matches("<g class=\"series ").count(), 3, "{svg}");
+        assert_eq!(svg.matches("<g class=\"axis ").count(), 2);
+        // The busiest interval: 20 + 0 + 2 per second is the top of the y axis.
+        assert!(svg.contains(">22/s<"), "{svg}");
+        assert!(
+            svg.contains(">00:00:10<") && svg.contains(">00:00:30<"),
+            "{svg}"
+        );
+        assert!(!svg.contains("NaN"), "{svg}");
+        // Too few points: a note instead of a chart.
+        let svg = stacked(&points[..2], &["mirrored"]);
+        assert!(svg.contains("collecting"), "{svg}");
     }
 
     #[test]
