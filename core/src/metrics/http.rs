@@ -274,7 +274,7 @@ async fn page(state: &Arc<State>) -> Response<Body> {
             .tasks
             .spawn(page::sample(state.proxy.clone(), state.history.clone()));
     }
-    let body = page::render(&read::view(&state.proxy), &state.history).await;
+    let body = page::render(&read::view(&state.proxy), state.history.clone()).await;
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         CONTENT_TYPE,

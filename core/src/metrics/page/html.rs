@@ -17,6 +17,20 @@ const TOP: usize = 5;
 /// Paired latencies a statement needs before its latency ratio is ranked (as in
 /// `SHOW MIRROR QUERIES`).
 const LATENCY_MIN_PAIRED: u64 = 20;
+/// Points drawn per chart over time: the ring is thinned to this many (the page stays
+/// small at many pools; counters are cumulative, so thinning the traffic chart only
+/// averages its rates over longer intervals).
+const DRAWN: usize = 120;
+/// Points drawn in a 160-pixel sparkline.
+const DRAWN_SPARK: usize = 60;
+
+/// Every n-th point, so that at most `max` remain, always with the newest.
+fn thin<T: Copy>(points: &[T], max: usize) -> Vec<T> {
+    let step = points.len().div_ceil(max.max(1)).max(1);
+    let mut out: Vec<T> = points.iter().rev().step_by(step).copied().collect();
+    out.reverse();
+    out
+}
 
 /// What one page shows.
 pub struct Page<'a> {
@@ -155,7 +169,7 @@ fn database(
     // Criteria, with their confidence over time.
     let confidences = read_confidences(&report.extensions);
     if !confidences.is_empty() {
-        let points = page.history.points(&report.database);
+        let points = thin(&page.history.points(&report.database), DRAWN_SPARK);
         out.push_str(
             "<h3>Criteria</h3><table class=\"criteria\"><thead><tr><th>criterion</th>\
              <th>measured against limit</th><th>confidence</th><th>confidence over time</th></tr></thead><tbody>",
@@ -210,9 +224,7 @@ fn database(
         );
     }
 
-    let traffic: Vec<(f64, Vec<u64>)> = page
-        .history
-        .points(&report.database)
+    let traffic: Vec<(f64, Vec<u64>)> = thin(&page.history.points(&report.database), DRAWN)
         .iter()
         .map(|p| (p.at, vec![p.mirrored, p.errors, p.dropped]))
         .collect();
@@ -450,6 +462,85 @@ mod tests {
         assert!(html.contains("<tr><td>requests</td>"));
         assert!(html.contains("no latency samples yet"));
         assert!(html.contains("class=\"short\">39.0%"));
+    }
+
+    /// A page at 100 pools, each with a full history ring, a latency distribution of 40
+    /// buckets a side and 50 statements: its size (and, with `--nocapture`, the time it
+    /// takes to render, the figure in docs/metrics.md).
+    #[test]
+    fn a_hundred_pools() {
+        use pgdog_plugin_api::{LatencyBucket, LatencySummary};
+        let dbs: Vec<DatabaseReport> = (0..100)
+            .map(|i| db(&format!("pool{i}"), i % 2 == 0, 97.0, &["a reason"]))
+            .collect();
+        let report = ReadinessReport {
+            policy: "mirror-stats".into(),
+            overall: db("", false, 97.0, &[]),
+            databases: dbs.clone().into(),
+            ..Default::default()
+        };
+        let latency = LatencySummary {
+            samples: 4000,
+            p50_ms: 1.0,
+            p99_ms: 20.0,
+            buckets: (0..40)
+                .map(|b| LatencyBucket {
+                    le_us: 100 << (b / 4),
+                    count: 100,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let snapshot = StatsSnapshot {
+            databases: dbs
+                .iter()
+                .map(|d| DatabaseStats {
+                    database: d.database.clone(),
+                    mirror_latency: latency.clone(),
+                    primary_latency: latency.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            fingerprints: dbs
+                .iter()
+                .flat_map(|d| {
+                    (0..50).map(|f| FingerprintStats {
+                        database: d.database.clone(),
+                        fingerprint: f,
+                        text: format!("SELECT a, b, c FROM table_{f} WHERE id = ?").into(),
+                        requests: 100 + f,
+                        errors: f % 3,
+                        mismatches: f % 5,
+                        compared: 100,
+                        paired: 50,
+                        ratio_p50: 1.0 + f as f64 / 10.0,
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let history = History::default();
+        for t in 0..super::super::history::CAPACITY {
+            history.record(&report, t as f64 * 10.0);
+        }
+        let started = std::time::Instant::now();
+        let html = render(&Page {
+            generated_at: 3600.0,
+            refresh_secs: 5,
+            min_confidence: 95.0,
+            latency_bound_ms: 100.0,
+            verdict: Ok(&report),
+            snapshot: Some(&snapshot),
+            history: &history,
+        });
+        let took = started.elapsed();
+        eprintln!("100 pools: {} bytes in {took:?}", html.len());
+        assert_eq!(html.matches("<section class=\"db\"").count(), 101);
+        assert!(html.len() < 2 << 20, "{} bytes", html.len());
+        assert_eq!(thin(&[1, 2, 3, 4, 5], 2), vec![2, 5]);
+        assert_eq!(thin(&[1, 2, 3, 4], 2), vec![2, 4]);
+        assert_eq!(thin(&[1, 2], 5), vec![1, 2]);
     }
 
     #[test]
