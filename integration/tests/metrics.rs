@@ -290,6 +290,12 @@ async fn metrics_password_asks_for_basic_auth() {
     let r = ask("/", Some(right));
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.contains("<h1>pgdog: migration readiness</h1>"), "{r}");
+    // The page is read-only.
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: pgdog\r\nAuthorization: Basic {right}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(&pgdog, post.as_bytes(), Duration::from_secs(5));
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }
 
 #[tokio::test]
