@@ -181,6 +181,9 @@ if ((REPL)); then
         grep -E '^pgdog_mirror_(skipped_total|replication_lag_ms|sync_reads_total|sync_queries_total)' | head -n 20
 fi
 
+say "The readiness page: open http://127.0.0.1:$METRICS_PORT/ in a browser"
+curl -s "http://127.0.0.1:$METRICS_PORT/" | grep -o '<p class="status">[^<]*</p>' | head -n 3
+
 say "Point Prometheus at it"
 cat <<YAML
 scrape_configs:

@@ -5,7 +5,7 @@
 #   pgbouncer and prometheus (run by the tests/benchmarks themselves, never as system services),
 #   ruby with the pg gem and rspec (the Ruby integration suite), psycopg for Debian's python3,
 #   a JDK and Debian's PostgreSQL JDBC driver (the JDBC suite, integration/tests/jdbc.rs),
-#   curl, and cargo-nextest.
+#   curl, chromium (headless, for the readiness page test) and cargo-nextest.
 #
 # Run as root (CI does). Idempotent: apt-get runs only when something is missing. System services the
 # packages ship (postgresql on 5432, pgbouncer on 6432, prometheus on 9090) are kept from starting, and
@@ -30,6 +30,7 @@ have psql || need_pkg postgresql-client-common "psql wrapper"
 have pgbouncer || need_pkg pgbouncer "pgbouncer"
 have prometheus || need_pkg prometheus "prometheus"
 have curl || need_pkg curl "curl"
+have chromium || need_pkg chromium "chromium (the readiness page's browser test)"
 have ruby || need_pkg ruby "ruby"
 if ! have ruby || ! ruby -e 'require "pg"' >/dev/null 2>&1; then need_pkg ruby-pg "ruby pg gem"; fi
 have rspec || need_pkg ruby-rspec "rspec"

@@ -94,9 +94,16 @@ async fn spec_lines_after_known_traffic() {
         r.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    for path in ["/", "/metricsx", "/metrics/x", "/favicon.ico"] {
+    for path in ["/metricsx", "/metrics/x", "/favicon.ico", "/index.html"] {
         assert_eq!(get(&pgdog, path).await.status, 404, "{path}");
     }
+    // `/` is the readiness page (issue 22).
+    let page = get(&pgdog, "/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
 
     run_queries(&pgdog, "primary", 100).await;
     let text = wait_for(
@@ -259,7 +266,7 @@ async fn metrics_password_asks_for_basic_auth() {
         "cHJvbWV0aGV1czp3cm9uZw==",
         "bTN0cmljcw==",
     );
-    for path in ["/metrics", "/readiness"] {
+    for path in ["/", "/metrics", "/readiness"] {
         for auth in [None, Some(wrong), Some(bare)] {
             let r = ask(path, auth);
             assert!(r.starts_with("HTTP/1.1 401"), "{path} {auth:?}: {r}");
@@ -280,6 +287,15 @@ async fn metrics_password_asks_for_basic_auth() {
     let r = ask("/readiness", Some(right));
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     assert!(r.contains("\"status\":"), "{r}");
+    let r = ask("/", Some(right));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("<h1>pgdog: migration readiness</h1>"), "{r}");
+    // The page is read-only.
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: pgdog\r\nAuthorization: Basic {right}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(&pgdog, post.as_bytes(), Duration::from_secs(5));
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }
 
 #[tokio::test]

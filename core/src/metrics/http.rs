@@ -1,4 +1,5 @@
-//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics` and `GET /readiness`,
+//! The metrics HTTP server (hyper, HTTP/1.1): `GET /metrics`, `GET /readiness` and the
+//! readiness page at `GET /` (see [`super::page`]), all three
 //! behind HTTP basic auth when `[general] metrics_password` is set (any user name; 401
 //! with `WWW-Authenticate` otherwise).
 //!
@@ -16,6 +17,7 @@
 //! the rest is served all the same.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use super::page::{self, History};
 use super::pipeline::{Metrics, Options, CONTENT_TYPE as EXPOSITION};
 use super::read::{self, ProxyView};
 use crate::net::{Accepted, Listener};
@@ -48,6 +51,13 @@ struct State {
     metrics: Arc<Metrics>,
     /// One scrape at a time.
     scrape: tokio::sync::Mutex<()>,
+    /// The page's confidence history, fed by `/readiness` polls, page loads and (once
+    /// the page has been opened) a background sample.
+    history: Arc<History>,
+    /// Whether the background sample has been started.
+    sampling: AtomicBool,
+    /// Background work of this server (the history sample), waited for at shutdown.
+    tasks: TaskTracker,
 }
 
 type Body = Full<Bytes>;
@@ -83,6 +93,9 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
         proxy,
         metrics,
         scrape: tokio::sync::Mutex::new(()),
+        history: Arc::new(History::default()),
+        sampling: AtomicBool::new(false),
+        tasks: TaskTracker::new(),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
@@ -134,6 +147,8 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
     }
     connections.close();
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
+    state.tasks.close();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await;
     if let Some(otlp) = otlp {
         let _ = otlp.await;
     }
@@ -157,8 +172,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(state).await,
-        (&Method::GET, "/readiness") => readiness(read::view(&state.proxy)).await,
-        (_, "/metrics" | "/readiness") => {
+        (&Method::GET, "/readiness") => readiness(read::view(&state.proxy), &state.history).await,
+        (&Method::GET, "/") => page(state).await,
+        (_, "/" | "/metrics" | "/readiness") => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
             r.headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
@@ -166,7 +182,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics or /readiness\n",
+            "not found: try / (the readiness page), /metrics or /readiness\n",
         ),
     }
 }
@@ -222,13 +238,15 @@ async fn metrics(state: &Arc<State>) -> Response<Body> {
 /// 200 when the overall verdict of record is READY, 503 otherwise (also when no plugin
 /// can judge or it does not answer in time). Shadow policies are listed beside it and
 /// never change the status.
-pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
+pub async fn readiness(view: ProxyView, history: &History) -> Response<Full<Bytes>> {
     view.plugins.flush().await;
     let criteria = criteria_of(&view.config.general);
     let assessed =
         crate::mirror::sync::readiness::assess(&view.plugins, &criteria, &view.replication).await;
     let (status, body) = match assessed {
         Ok(judgement) => {
+            let now = pgdog_plugin_api::stats::now_unix_us() as f64 / 1e6;
+            history.record(&judgement.record, now);
             let status = if judgement.record.overall.ready {
                 StatusCode::OK
             } else {
@@ -247,6 +265,27 @@ pub async fn readiness(view: ProxyView) -> Response<Full<Bytes>> {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `GET /`: the readiness page (HTML, `Cache-Control: no-store`). The first load starts
+/// the background sample of the confidence history.
+async fn page(state: &Arc<State>) -> Response<Body> {
+    if !state.sampling.swap(true, Ordering::Relaxed) {
+        state
+            .tasks
+            .spawn(page::sample(state.proxy.clone(), state.history.clone()));
+    }
+    let body = page::render(&read::view(&state.proxy), state.history.clone()).await;
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     r
 }
 
