@@ -101,33 +101,37 @@ impl PgCluster {
             ),
         )?;
 
-        let mut cluster = PgCluster {
+        PgCluster {
             dir: Some(dir),
             data,
             sock,
             log,
             bin,
             port: 0,
-        };
-        // A port found free can be taken by another test process before the server binds it: on
-        // "address in use", pick another port and try again.
+        }
+        .start_on_a_free_port()
+    }
+
+    /// Starts the server on a port found free. Another test process can take that port
+    /// before the server binds it: on "address in use", another port is tried.
+    fn start_on_a_free_port(mut self) -> Result<PgCluster> {
         let mut last_err = None;
         for _ in 0..5 {
-            cluster.port = ports::free_port();
+            self.port = ports::free_port();
             template::append(
-                &cluster.data.join("postgresql.conf"),
-                &format!("port = {}\n", cluster.port),
+                &self.data.join("postgresql.conf"),
+                &format!("port = {}\n", self.port),
             )?;
-            match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(self),
                 Err(err) => {
-                    let log = fs::read_to_string(&cluster.log).unwrap_or_default();
+                    let log = fs::read_to_string(&self.log).unwrap_or_default();
                     let clash = log.contains("already in use") || log.contains("could not bind");
                     last_err = Some(err);
                     if !clash {
                         break;
                     }
-                    let _ = fs::remove_file(&cluster.log);
+                    let _ = fs::remove_file(&self.log);
                 }
             }
         }
@@ -411,27 +415,15 @@ impl PgCluster {
                 sock.display()
             ),
         )?;
-        let mut cluster = PgCluster {
+        PgCluster {
             dir: Some(dir),
             data,
             sock,
             log,
             bin,
             port: 0,
-        };
-        let mut last_err = None;
-        for _ in 0..5 {
-            cluster.port = ports::free_port();
-            template::append(
-                &cluster.data.join("postgresql.conf"),
-                &format!("port = {}\n", cluster.port),
-            )?;
-            match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
-                Err(err) => last_err = Some(err),
-            }
         }
-        Err(last_err.expect("at least one attempt"))
+        .start_on_a_free_port()
     }
 
     /// Stop immediately and make sure no server process is left.
