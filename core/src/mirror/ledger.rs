@@ -22,6 +22,13 @@ use tokio::sync::Notify;
 /// How many recent requests' answers are kept.
 pub const RING: usize = 256;
 
+/// How long after a client's CancelRequest a cancel on the primary is still taken for
+/// that one's doing. Under load PostgreSQL was seen applying a cancel to the statement
+/// after the one it was meant for (the next statement failed with `57014` 0.3 ms after it
+/// was sent, before the client had cancelled anything else). Either way the primary did
+/// not run that statement, so neither may the mirror.
+pub const LATE_CANCEL: Duration = Duration::from_secs(2);
+
 /// What became of a request on the primary, as far as the ledger knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -75,6 +82,8 @@ pub struct Ledger {
     client_cancel: [AtomicI64; RING],
     /// Per request: its sequence number when the primary's answer was a cancel (`57014`).
     primary_canceled: [AtomicI64; RING],
+    /// When the client's last CancelRequest came, in ns since `epoch` plus one (0: none).
+    client_cancel_at: AtomicU64,
     /// Wakes the worker when the client cancels (one waiter: a permit is kept).
     cancels: Notify,
     /// The session is over: nothing more will be answered.
@@ -104,6 +113,7 @@ impl Ledger {
             sent: AtomicU64::new(0),
             client_cancel: std::array::from_fn(|_| AtomicI64::new(-1)),
             primary_canceled: std::array::from_fn(|_| AtomicI64::new(-1)),
+            client_cancel_at: AtomicU64::new(0),
             cancels: Notify::new(),
             closed: AtomicBool::new(false),
             progress: Notify::new(),
@@ -137,6 +147,8 @@ impl Ledger {
     /// the primary has not answered yet may be the one it stops. Marked so that the mirror
     /// sets aside, and does not run, the one the primary answers with a cancel.
     pub fn client_cancel(&self) {
+        let ns = Instant::now().duration_since(self.epoch).as_nanos() as u64;
+        self.client_cancel_at.store(ns + 1, Ordering::SeqCst);
         let from = self.done.load(Ordering::SeqCst);
         let to = self.sent.load(Ordering::SeqCst).min(from + RING as u64);
         for seq in from..to {
@@ -156,11 +168,24 @@ impl Ledger {
     }
 
     /// The primary answered `seq` with a cancel the client asked for: the statement did
-    /// not run there (or was rolled back), whatever the mirror does with it.
+    /// not run there (or was rolled back), whatever the mirror does with it. The client's
+    /// CancelRequest came while the primary had not answered `seq`, or up to
+    /// [`LATE_CANCEL`] before the answer (a cancel PostgreSQL applied late).
     pub fn cancelled_on_primary(&self, seq: u64) -> bool {
-        self.client_cancelled(seq)
-            && self.primary_canceled[seq as usize % RING].load(Ordering::Acquire) == seq as i64
-            && self.recorded(seq).is_some()
+        let slot = seq as usize % RING;
+        if self.primary_canceled[slot].load(Ordering::Acquire) != seq as i64 {
+            return false;
+        }
+        let Some(slot) = self.recorded(seq) else {
+            return false;
+        };
+        if self.client_cancelled(seq) {
+            return true;
+        }
+        let asked = self.client_cancel_at.load(Ordering::SeqCst);
+        let end_ns = self.started_ns[slot].load(Ordering::Relaxed)
+            + self.latency_ns[slot].load(Ordering::Relaxed);
+        asked != 0 && asked - 1 <= end_ns && end_ns - (asked - 1) <= LATE_CANCEL.as_nanos() as u64
     }
 
     /// The primary answered request `seq` (its ReadyForQuery) with `status` at `now`.
@@ -189,6 +214,10 @@ impl Ledger {
         // SeqCst with `wait_idle`'s side: either this sees the worker's wish or the worker
         // sees this answer.
         self.done.store(seq + 1, Ordering::SeqCst);
+        if self.primary_canceled[slot].load(Ordering::Relaxed) == seq as i64 {
+            // The mirror may run it: the worker looks whether to cancel it there too.
+            self.cancels.notify_one();
+        }
         let wanted = (status.is_idle() && seq >= self.wake_idle.load(Ordering::SeqCst))
             || seq + 1 >= self.wake_done.load(Ordering::SeqCst);
         if wanted {
@@ -535,13 +564,26 @@ pub(super) mod tests {
         l.primary_canceled(3);
         l.answered(3, Idle, t0, None);
         assert!(!l.cancelled_on_primary(2) && l.cancelled_on_primary(3));
-        // A 57014 without a cancel of the client's (statement_timeout): not set aside.
+        // A 57014 without a cancel of the client's before it (statement_timeout): not
+        // set aside.
         l.request_sent(4, t0);
         l.primary_canceled(4);
         l.answered(4, Idle, t0, None);
         assert!(!l.cancelled_on_primary(4));
+        // The cancel applied late, to a request sent after it: set aside within
+        // LATE_CANCEL of the cancel, not after.
+        let later = Instant::now() + Duration::from_millis(5);
+        l.request_sent(5, later);
+        l.primary_canceled(5);
+        l.answered(5, Idle, later, None);
+        assert!(!l.client_cancelled(5) && l.cancelled_on_primary(5));
+        let much_later = later + LATE_CANCEL + Duration::from_millis(5);
+        l.request_sent(6, much_later);
+        l.primary_canceled(6);
+        l.answered(6, Idle, much_later, None);
+        assert!(!l.cancelled_on_primary(6));
         // A slot reused RING requests later does not inherit the marks.
-        answer_all(&l, 5..RING as u64 + 4, Idle, t0);
+        answer_all(&l, 7..RING as u64 + 4, Idle, t0);
         assert!(!l.cancelled_on_primary(RING as u64 + 3));
     }
 

@@ -216,9 +216,9 @@ impl Pipeline {
     }
 
     /// The client's cancel reached the mirror's running request: whether to pass it on
-    /// now. The front request is the client's, the client cancelled while the primary
-    /// had not answered it, and the primary has not answered it otherwise than with that
-    /// cancel; once per request.
+    /// now. The front request is the client's, and the client cancelled while the primary
+    /// had not answered it yet, or the primary answered it with a cancel of the client's
+    /// (one it applied late included); once per request.
     pub fn client_cancel_due(&mut self) -> bool {
         let ledger = &self.ledger;
         let Some(front) = self.conn.in_flight.front_mut() else {
@@ -228,8 +228,8 @@ impl Pipeline {
             && !front.stood_in
             && !front.client_cancel_sent
             && (front.first_seq..=front.seq).any(|seq| {
-                ledger.client_cancelled(seq)
-                    && (!ledger.answer(seq).is_answered() || ledger.cancelled_on_primary(seq))
+                (ledger.client_cancelled(seq) && !ledger.answer(seq).is_answered())
+                    || ledger.cancelled_on_primary(seq)
             });
         front.client_cancel_sent |= due;
         due
