@@ -145,6 +145,16 @@ async fn the_page_in_a_real_browser_shows_the_verdict_and_the_statement() -> Res
     );
     assert!(section.contains("only_here"), "{section}");
     assert!(section.contains("<code class=\"query\">"), "{section}");
+    // Since when the statement fails on the mirror (its first error, a moment ago).
+    let since = section
+        .split("<td class=\"since\">")
+        .nth(1)
+        .and_then(|s| s.split("</td>").next())
+        .with_context(|| format!("no since cell:\n{section}"))?;
+    assert!(
+        since.contains(" UTC (") && since.ends_with(" s ago)"),
+        "{since}"
+    );
     assert!(section.contains("class=\"chart latency\""), "{section}");
     assert!(section.contains("class=\"chart sparkline\""), "{section}");
     assert!(section.contains("class=\"chart traffic\""), "{section}");

@@ -267,11 +267,28 @@ pub struct FingerprintStats {
     /// Requests with both latencies known, and the median of their mirror/primary ratios.
     pub paired: u64,
     pub ratio_p50: f64,
-    /// Fields added after 3.0.0 (see [`crate::extension`]). None yet.
+    /// Fields added after 3.0.0 (see [`crate::extension`]): when the plugin first recorded
+    /// a request, a mismatch and an error of the mirror's own for this fingerprint, in
+    /// microseconds since the Unix epoch (`Count`s named [`FIRST_SEEN`],
+    /// [`FIRST_MISMATCH`], [`FIRST_ERROR`]; read with [`FingerprintStats::first`]). Absent
+    /// when it never happened, or from a plugin that does not keep them.
     pub extensions: Extensions,
 }
 
+/// Extension of [`FingerprintStats`]: its first request (`Count`, Unix µs).
+pub const FIRST_SEEN: &str = "first_seen_unix_us";
+/// Extension of [`FingerprintStats`]: its first mismatch (`Count`, Unix µs).
+pub const FIRST_MISMATCH: &str = "first_mismatch_unix_us";
+/// Extension of [`FingerprintStats`]: its first error of the mirror's own (`Count`, Unix µs).
+pub const FIRST_ERROR: &str = "first_error_unix_us";
+
 impl FingerprintStats {
+    /// The instant named `name` ([`FIRST_SEEN`], [`FIRST_MISMATCH`] or [`FIRST_ERROR`]),
+    /// in Unix microseconds, when the plugin keeps it and it happened.
+    pub fn first(&self, name: &str) -> Option<u64> {
+        self.extensions.count(name).filter(|&us| us > 0)
+    }
+
     /// `mismatches / compared` (0 when nothing was compared).
     pub fn mismatch_rate(&self) -> f64 {
         match self.compared {

@@ -246,7 +246,7 @@ pub async fn readiness(view: ProxyView, history: &History) -> Response<Full<Byte
     let (status, body) = match assessed {
         Ok(judgement) => {
             let now = pgdog_plugin_api::stats::now_unix_us() as f64 / 1e6;
-            history.record(&judgement.record, now);
+            history.record(&judgement.record, &page::skipped_by_database(&view), now);
             let status = if judgement.record.overall.ready {
                 StatusCode::OK
             } else {

@@ -474,6 +474,42 @@ mod tests {
         assert_eq!(s.snapshot().overall.counts.total, 0);
     }
 
+    /// Per fingerprint: when its first request, mismatch and mirror-only error came (the
+    /// events' own instants), absent while none came.
+    #[test]
+    fn fingerprints_keep_their_first_instants() {
+        use super::testing::{compared, mirror_only_error};
+        use pgdog_plugin_api::stats::{FIRST_ERROR, FIRST_MISMATCH, FIRST_SEEN};
+        let at = |mut ev: MirrorEvent, us: u64| {
+            ev.at_unix_us = us;
+            ev
+        };
+        let mut s = Stats::from_config("").unwrap();
+        s.consume_events(
+            &["a"],
+            &[
+                at(compared(0, 7, 100, 100, false), 1_000),
+                at(compared(0, 7, 100, 100, true), 2_000),
+                at(compared(0, 7, 100, 100, true), 3_000),
+                at(compared(0, 8, 100, 100, false), 4_000),
+                at(mirror_only_error(0, 8, b"42P01"), 5_000),
+            ],
+        );
+        let snap = s.snapshot();
+        let fp = |id: u64| {
+            snap.fingerprints
+                .iter()
+                .find(|f| f.fingerprint == id)
+                .expect("tracked")
+        };
+        assert_eq!(fp(7).first(FIRST_SEEN), Some(1_000));
+        assert_eq!(fp(7).first(FIRST_MISMATCH), Some(2_000));
+        assert_eq!(fp(7).first(FIRST_ERROR), None);
+        assert_eq!(fp(8).first(FIRST_SEEN), Some(4_000));
+        assert_eq!(fp(8).first(FIRST_MISMATCH), None);
+        assert_eq!(fp(8).first(FIRST_ERROR), Some(5_000));
+    }
+
     #[test]
     fn metric_points_use_spec_names() {
         let mut s = Stats::new(3);

@@ -7,8 +7,10 @@
 
 use std::collections::HashMap;
 
+use pgdog_plugin_api::stats::{FIRST_ERROR, FIRST_MISMATCH, FIRST_SEEN};
 use pgdog_plugin_api::{
-    abi_stable::std_types::ROption, Exclusion, FingerprintStats, MirrorEvent, Outcome, Verdict,
+    abi_stable::std_types::ROption, Exclusion, ExtensionValue, Extensions, FingerprintStats,
+    MirrorEvent, Outcome, Verdict,
 };
 
 use crate::loghist::LogHistogram;
@@ -31,6 +33,11 @@ struct Entry {
     primary: LogHistogram,
     /// Mirror latency / primary latency of the same request.
     ratio: LogHistogram,
+    /// When the first request, mismatch and mirror-only error were recorded (the
+    /// events' Unix µs; 0: not yet).
+    first_seen_us: u64,
+    first_mismatch_us: u64,
+    first_error_us: u64,
 }
 
 impl Entry {
@@ -48,8 +55,26 @@ impl Entry {
             mirror: LogHistogram::new(1.0, 32),
             primary: LogHistogram::new(1.0, 32),
             ratio: LogHistogram::new(1.0 / 4096.0, 24),
+            first_seen_us: 0,
+            first_mismatch_us: 0,
+            first_error_us: 0,
         }
     }
+}
+
+/// The entry's first request, mismatch and error, as [`FingerprintStats`] extensions.
+fn first_instants(e: &Entry) -> Extensions {
+    let mut ext = Extensions::default();
+    for (name, us) in [
+        (FIRST_SEEN, e.first_seen_us),
+        (FIRST_MISMATCH, e.first_mismatch_us),
+        (FIRST_ERROR, e.first_error_us),
+    ] {
+        if us > 0 {
+            ext.set(name, ExtensionValue::Count(us));
+        }
+    }
+    ext
 }
 
 #[derive(Default)]
@@ -87,11 +112,18 @@ impl Queries {
                 .or_insert_with(|| Entry::new(text(fp).unwrap_or("?").to_string())),
         };
         entry.requests += 1;
+        let first = |at: &mut u64| {
+            if *at == 0 {
+                *at = ev.at_unix_us.max(1);
+            }
+        };
+        first(&mut entry.first_seen_us);
         if ev.outcome == Outcome::ERROR {
             if ev.is_shared_error() {
                 entry.shared_errors += 1;
             } else {
                 entry.errors += 1;
+                first(&mut entry.first_error_us);
             }
         }
         match ev.comparison.verdict {
@@ -100,6 +132,7 @@ impl Queries {
                 entry.compared += 1;
                 if ev.is_mismatch() {
                     entry.mismatches += 1;
+                    first(&mut entry.first_mismatch_us);
                 }
                 if entry.example.is_none() {
                     entry.example = Some(ev.comparison.describe());
@@ -156,7 +189,7 @@ impl Queries {
                 } else {
                     e.ratio.quantile(0.5)
                 },
-                extensions: Default::default(),
+                extensions: first_instants(e),
             })
             .collect();
         out.sort_by(|a, b| {

@@ -5,10 +5,11 @@
 
 use std::fmt::Write;
 
-use super::history::{History, CRITERIA};
+use super::history::{History, Point, CRITERIA};
 use super::svg;
 use crate::plugins::{DatabaseReport, DatabaseStats, FingerprintStats, ReadinessReport};
 use pgdog_plugin_api::readiness::format_window;
+use pgdog_plugin_api::stats::{FIRST_ERROR, FIRST_MISMATCH, FIRST_SEEN};
 use pgdog_plugin_api::{read_confidences, Coverage, StatsSnapshot};
 
 const STYLE: &str = include_str!("page.css");
@@ -224,24 +225,69 @@ fn database(
         );
     }
 
-    let traffic: Vec<(f64, Vec<u64>)> = thin(&page.history.points(&report.database), DRAWN)
-        .iter()
-        .map(|p| (p.at, vec![p.mirrored, p.errors, p.dropped]))
-        .collect();
-    let _ = write!(
-        out,
-        "<h3>Traffic</h3><p class=\"legend\"><span class=\"key mirrored\">mirrored</span> · \
-         <span class=\"key errors\">mirror errors</span> · <span class=\"key dropped\">dropped</span>, \
-         requests per second</p>{}",
-        svg::stacked(&traffic, &["mirrored", "errors", "dropped"])
-    );
+    traffic(out, &thin(&page.history.points(&report.database), DRAWN));
 
     if !overall {
         if let Some(snapshot) = page.snapshot {
-            statements(out, snapshot, &report.database);
+            statements(out, snapshot, &report.database, page.generated_at);
         }
     }
     out.push_str("</section>");
+}
+
+/// One layer of the traffic chart: CSS class, legend, and the counter drawn.
+type Layer = (&'static str, &'static str, fn(&Point) -> u64);
+
+/// The traffic chart's layers, bottom up.
+const LAYERS: [Layer; 11] = [
+    ("mirrored", "mirrored", |p| p.mirrored),
+    ("class-schema_drift", "schema drift", |p| p.classes[0]),
+    ("class-permissions", "permissions", |p| p.classes[1]),
+    ("class-capacity", "capacity", |p| p.classes[2]),
+    ("class-concurrency", "concurrency", |p| p.classes[3]),
+    ("class-data", "data", |p| p.classes[4]),
+    ("class-configuration", "configuration", |p| p.classes[5]),
+    ("class-other", "other query errors", |p| p.classes[6]),
+    (
+        "errors",
+        "timeouts, connection and shared errors",
+        Point::unclassed_errors,
+    ),
+    ("dropped", "dropped", |p| p.dropped),
+    ("skipped", "skipped", |p| p.skipped),
+];
+
+/// Mirrored, the mirror's errors by class, the other errors, dropped and skipped, as
+/// rates over time; the legend names only the layers that grew.
+fn traffic(out: &mut String, points: &[Point]) {
+    let grew: Vec<bool> = LAYERS
+        .iter()
+        .map(|(_, _, count)| match (points.first(), points.last()) {
+            (Some(a), Some(b)) => count(b) > count(a),
+            _ => false,
+        })
+        .collect();
+    let mut legend: Vec<String> = LAYERS
+        .iter()
+        .zip(&grew)
+        .filter(|(_, &grew)| grew)
+        .map(|((class, name, _), _)| format!("<span class=\"key {class}\">{name}</span>"))
+        .collect();
+    if legend.is_empty() {
+        legend.push("<span class=\"key mirrored\">mirrored</span>".into());
+    }
+    let series: Vec<(f64, Vec<u64>)> = points
+        .iter()
+        .map(|p| (p.at, LAYERS.iter().map(|(_, _, count)| count(p)).collect()))
+        .collect();
+    let classes: Vec<&str> = LAYERS.iter().map(|(class, _, _)| *class).collect();
+    let _ = write!(
+        out,
+        "<h3>Traffic</h3><p class=\"legend\">{}, requests per second (errors by SQLSTATE class \
+         are the mirror's own)</p>{}",
+        legend.join(" · "),
+        svg::stacked(&series, &classes)
+    );
 }
 
 /// `max_error_rate` -> `error rate`.
@@ -257,7 +303,7 @@ fn criterion_name(criterion: &str) -> String {
 
 /// The top statements of `database` by mismatches, by the mirror's own errors and by
 /// latency regression.
-fn statements(out: &mut String, snapshot: &StatsSnapshot, database: &str) {
+fn statements(out: &mut String, snapshot: &StatsSnapshot, database: &str, now: f64) {
     let all: Vec<&FingerprintStats> = snapshot
         .fingerprints
         .iter()
@@ -286,13 +332,13 @@ fn statements(out: &mut String, snapshot: &StatsSnapshot, database: &str) {
     out.push_str(
         "<table class=\"statements\"><thead><tr><th>ranked by</th><th>statement</th><th>requests</th>\
          <th>mismatches</th><th>errors</th><th>mirror p50</th><th>primary p50</th><th>ratio</th>\
-         <th>example of a difference</th></tr></thead><tbody>",
+         <th>since</th><th>example of a difference</th></tr></thead><tbody>",
     );
-    for (ranking, list) in [
-        ("mismatches", mismatches),
-        ("errors", errors),
-        ("latency", latency),
-        ("requests", busiest),
+    for (ranking, list, since) in [
+        ("mismatches", mismatches, FIRST_MISMATCH),
+        ("errors", errors, FIRST_ERROR),
+        ("latency", latency, FIRST_SEEN),
+        ("requests", busiest, FIRST_SEEN),
     ] {
         for f in list.into_iter().take(TOP) {
             let (mirror, primary, ratio) = if f.paired > 0 {
@@ -304,10 +350,15 @@ fn statements(out: &mut String, snapshot: &StatsSnapshot, database: &str) {
             } else {
                 Default::default()
             };
+            let since = f
+                .first(since)
+                .map(|us| since_text(us as f64 / 1e6, now))
+                .unwrap_or_default();
             let _ = write!(
                 out,
                 "<tr><td>{ranking}</td><td><code class=\"query\">{}</code></td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{mirror}</td><td>{primary}</td><td>{ratio}</td><td class=\"example\">{}</td></tr>",
+                 <td>{}</td><td>{mirror}</td><td>{primary}</td><td>{ratio}</td><td class=\"since\">{since}</td>\
+                 <td class=\"example\">{}</td></tr>",
                 escape(&f.text),
                 f.requests,
                 f.mismatches,
@@ -317,6 +368,19 @@ fn statements(out: &mut String, snapshot: &StatsSnapshot, database: &str) {
         }
     }
     out.push_str("</tbody></table>");
+}
+
+/// `05:12:09 UTC (14 min ago)`: when something first happened, and how long before
+/// `now`.
+fn since_text(at: f64, now: f64) -> String {
+    let ago = (now - at).max(0.0);
+    let ago = match ago as u64 {
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s if s < 2 * 86_400 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    };
+    format!("{} ({ago} ago)", clock(at))
 }
 
 /// `05:12:09 UTC` from Unix seconds.
@@ -364,7 +428,7 @@ mod tests {
 
     fn render_one(report: &ReadinessReport, snapshot: Option<&StatsSnapshot>) -> String {
         let history = History::default();
-        history.record(report, 1000.0);
+        history.record(report, &Default::default(), 1000.0);
         render(&Page {
             generated_at: 1000.0,
             refresh_secs: 5,
@@ -521,8 +585,8 @@ mod tests {
             ..Default::default()
         };
         let history = History::default();
-        for t in 0..super::super::history::CAPACITY {
-            history.record(&report, t as f64 * 10.0);
+        for t in 0..super::super::history::FINE {
+            history.record(&report, &Default::default(), t as f64 * 10.0);
         }
         let started = std::time::Instant::now();
         let html = render(&Page {
@@ -541,6 +605,95 @@ mod tests {
         assert_eq!(thin(&[1, 2, 3, 4, 5], 2), vec![2, 5]);
         assert_eq!(thin(&[1, 2, 3, 4], 2), vec![2, 4]);
         assert_eq!(thin(&[1, 2], 5), vec![1, 2]);
+    }
+
+    /// The traffic chart stacks the mirror's errors per SQLSTATE class, the other errors,
+    /// drops and skipped transactions, and names in its legend only what grew; each
+    /// statement says since when it mismatches (or fails, or is seen).
+    #[test]
+    fn traffic_by_class_and_statements_since_when() {
+        use pgdog_plugin_api::errors::{write_classes, ClassErrors, ErrorClass};
+        use pgdog_plugin_api::ExtensionValue;
+        let report_at = |mirrored: u64, drift: u64, errors: u64| {
+            let mut d = db("primary", false, 50.0, &["schema drift"]);
+            d.mirrored = mirrored;
+            d.errors = errors;
+            write_classes(
+                &mut d.extensions,
+                &[ClassErrors {
+                    class: ErrorClass::SchemaDrift,
+                    count: drift,
+                    worst: None,
+                    sqlstates: Vec::new(),
+                }],
+            );
+            ReadinessReport {
+                overall: d.clone(),
+                databases: vec![d].into(),
+                ..Default::default()
+            }
+        };
+        let history = History::default();
+        let skipped = |n: u64| std::collections::HashMap::from([("primary".to_string(), n)]);
+        history.record(&report_at(0, 0, 0), &skipped(0), 1000.0);
+        history.record(&report_at(100, 10, 12), &skipped(30), 1010.0);
+        history.record(&report_at(200, 20, 24), &skipped(60), 1020.0);
+        let last = report_at(200, 20, 24);
+        let mut fp = FingerprintStats {
+            database: "primary".into(),
+            fingerprint: 1,
+            text: "select * from t where id = ?".into(),
+            requests: 10,
+            mismatches: 2,
+            compared: 10,
+            ..Default::default()
+        };
+        fp.extensions
+            .set(FIRST_MISMATCH, ExtensionValue::Count(1_000_000_000));
+        let snapshot = StatsSnapshot {
+            fingerprints: vec![fp].into(),
+            ..Default::default()
+        };
+        let html = render(&Page {
+            generated_at: 1020.0,
+            refresh_secs: 5,
+            min_confidence: 95.0,
+            latency_bound_ms: 100.0,
+            verdict: Ok(&last),
+            snapshot: Some(&snapshot),
+            history: &history,
+        });
+        let legend = html
+            .split("<h3>Traffic</h3>")
+            .nth(1)
+            .and_then(|t| t.split("</p>").next())
+            .expect("legend");
+        for shown in [
+            "mirrored",
+            "schema drift",
+            "timeouts, connection and shared errors",
+            "skipped",
+        ] {
+            assert!(legend.contains(shown), "{shown}: {legend}");
+        }
+        for hidden in ["capacity", "dropped"] {
+            assert!(!legend.contains(hidden), "{hidden}: {legend}");
+        }
+        assert!(html.contains("<g class=\"series class-schema_drift\">"));
+        assert!(html.contains("<g class=\"series skipped\">"));
+        // First mismatch at 1,000 s, the page at 1,020 s.
+        assert!(
+            html.contains("<td class=\"since\">00:16:40 UTC (20 s ago)</td>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn since_text_reads_naturally() {
+        assert_eq!(since_text(0.0, 59.0), "00:00:00 UTC (59 s ago)");
+        assert_eq!(since_text(0.0, 600.0), "00:00:00 UTC (10 min ago)");
+        assert_eq!(since_text(0.0, 3.0 * 3600.0), "00:00:00 UTC (3 h ago)");
+        assert_eq!(since_text(0.0, 3.0 * 86_400.0), "00:00:00 UTC (3 days ago)");
     }
 
     #[test]

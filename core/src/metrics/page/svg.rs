@@ -200,7 +200,8 @@ pub fn sparkline(points: &[(f64, f32)], needed: f64) -> String {
 /// Traffic over time as a stacked area: for each interval between `points` (Unix
 /// seconds, then one cumulative counter per layer), each layer's increase per second,
 /// stacked in the order of `layers`. A counter that goes down (statistics reset) starts
-/// again from 0.
+/// again from 0. A layer that never grows is not drawn (the page stays small with many
+/// layers at many pools).
 pub fn stacked(points: &[(f64, Vec<u64>)], layers: &[&str]) -> String {
     let mut out = String::new();
     let _ = write!(
@@ -259,6 +260,12 @@ pub fn stacked(points: &[(f64, Vec<u64>)], layers: &[&str]) -> String {
     );
     let mut below = vec![0.0; rates.len()];
     for (i, layer) in layers.iter().enumerate() {
+        if rates
+            .iter()
+            .all(|(_, r)| r.get(i).is_none_or(|&v| v == 0.0))
+        {
+            continue;
+        }
         let _ = write!(out, r#"<g class="series {layer}"><polygon points=""#);
         let above: Vec<f64> = rates
             .iter()
@@ -357,7 +364,8 @@ mod tests {
             // A reset: counters start again.
             (30.0, vec![50, 0, 0]),
         ];
-        let svg = stacked(&points, &["mirrored", "errors", "dropped"]);
+        let svg = stacked(&points, &["mirrored", "errors", "dropped", "skipped"]);
+        // `skipped` never grew: not drawn.
         assert_eq!(svg.matches("<g class=\"series ").count(), 3, "{svg}");
         assert_eq!(svg.matches("<g class=\"axis ").count(), 2);
         // The busiest interval: 20 + 0 + 2 per second is the top of the y axis.
