@@ -165,12 +165,20 @@ async fn workload(pgdog: &Pgdog, clients: u32, readers: u32, secs: u32) -> Resul
         secs.to_string(),
         "-n".into(),
     ]);
+    // Named prepared statements, as most drivers send reads (a second look at a
+    // differing one defines it unnamed on the primary), at an application's pace (-R, in
+    // all): reads as fast as they go outrun a gated mirror session by design, and their
+    // answers are set aside as unpaired.
     let read_back = run(vec![
+        "-R".into(),
+        (100 * readers).to_string(),
         "-c".into(),
         readers.to_string(),
         "-T".into(),
         secs.to_string(),
         "-n".into(),
+        "-M".into(),
+        "prepared".into(),
         "-f".into(),
         script.display().to_string(),
     ]);

@@ -24,14 +24,13 @@ use super::Pipeline;
 use crate::compare::{judge, Fingerprint, Paired, ResultDigest};
 use crate::mirror::ledger::Answer;
 use crate::mirror::request::Request;
-use crate::mirror::sync::recheck::rerunnable;
+use crate::mirror::sync::recheck::{rerun, Rerun};
 use crate::mirror::sync::{Gated, Rechecked};
 use crate::mirror::Event;
 use crate::protocol::TxStatus;
 use crate::sql::Class;
 use bytes::Bytes;
 use pgdog_plugin_api::{Exclusion, Verdict};
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,7 +41,8 @@ pub(super) const HELD: usize = 8;
 pub(super) struct Recheck {
     /// The mismatch, reported once decided.
     event: Event,
-    payload: SmallVec<[Bytes; 2]>,
+    /// What the primary and the mirror run again.
+    rerun: Rerun,
     /// The request's sequence number (its second run is the proxy's own: not reported).
     seq: u64,
     statement: Option<Arc<Fingerprint>>,
@@ -100,11 +100,21 @@ impl Pipeline {
             && done
                 .first_seq
                 .checked_sub(1)
-                .is_none_or(|before| self.ledger.answer(before).ends_transaction())
-            && rerunnable(&done.payload);
-        if !eligible {
+                .is_none_or(|before| self.ledger.answer(before).ends_transaction());
+        let definitions = &self.definitions;
+        let rerun = eligible
+            .then(|| {
+                rerun(&done.payload, |name| {
+                    match definitions.get(name, done.first_seq, None)? {
+                        Err((parse, _)) => Some(parse),
+                        Ok(()) => None,
+                    }
+                })
+            })
+            .flatten();
+        let Some(rerun) = rerun else {
             return Some(event);
-        }
+        };
         match &self.target.sync {
             Some(gate) if self.conn.recheck.len() < HELD && gate.recheck_allowed(now) => {}
             Some(gate) => {
@@ -115,7 +125,7 @@ impl Pipeline {
         }
         self.conn.recheck.push_back(Recheck {
             event,
-            payload: done.payload.clone(),
+            rerun,
             seq: done.seq,
             statement: done.statement.clone(),
             stage: Stage::Due,
@@ -149,7 +159,7 @@ impl Pipeline {
             }
             Stage::Due => {
                 r.stage = Stage::Primary;
-                Next::AskPrimary(super::inflight::gather(std::iter::once(&r.payload)))
+                Next::AskPrimary(r.rerun.primary.clone())
             }
             Stage::Primary => Next::WaitPrimary,
             Stage::Gating {
@@ -170,7 +180,7 @@ impl Pipeline {
                     return self.recheck_next(now);
                 }
                 let request = Request {
-                    payload: r.payload.clone(),
+                    payload: smallvec::smallvec![r.rerun.mirror.clone()],
                     seq: r.seq,
                     readies: 1,
                     received: now,
@@ -182,7 +192,7 @@ impl Pipeline {
                 f.recheck = true;
                 self.conn.in_flight.push_back(f);
                 r.stage = Stage::Sent { digest };
-                Next::Write(super::inflight::gather(std::iter::once(&r.payload)))
+                Next::Write(r.rerun.mirror.clone())
             }
             Stage::Sent { .. } => Next::WaitMirror,
         };

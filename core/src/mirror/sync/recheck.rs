@@ -23,52 +23,138 @@
 //!   the mismatch stands as it was.
 //!
 //! Only a request that is safe to run again on another connection is asked again: one
-//! autocommit statement, in the simple protocol or as an unnamed extended-protocol
-//! statement, classified as a read. The gate's connection runs it with
+//! autocommit statement classified as a read, in the simple protocol or as one Execute
+//! of the extended protocol ([`rerun`]; a named statement is defined unnamed there). The gate's connection runs it with
 //! `default_transaction_read_only` on, and discards whatever session state it left.
 
-use crate::protocol::frame::Frames;
+use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::tag::client;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{Duration, Instant};
 
 /// Second looks a mirror target asks of the primary per second, at most (and at once).
 pub const RECHECKS_PER_SECOND: u32 = 20;
 
-/// Whether `payload` (a request's frames) can run again on another connection as it is:
-/// one simple query, or one unnamed extended-protocol statement (Parse, Bind, Describe,
-/// Execute) ended by one Sync. A named statement or portal lives on the client's
-/// connection only; anything else (COPY data, function calls, several Syncs) is not a
-/// single read.
-pub fn rerunnable(payload: &[Bytes]) -> bool {
-    let mut queries = 0;
-    let mut syncs = 0;
-    let mut executes = 0;
-    let mut parsed = false;
+/// A request to run again: what the gate's connection sends the primary, and what the
+/// session's mirror connection sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rerun {
+    pub primary: Bytes,
+    pub mirror: Bytes,
+}
+
+/// How `payload` (a request's frames) runs again, if it can: one simple query, or one
+/// extended-protocol statement (Parse, Bind, Describe, Execute of the unnamed portal)
+/// ended by one Sync. A named statement lives on the client's connection: the primary's
+/// copy defines it unnamed, from its Parse in the request or from `parse_of` (the
+/// client's definition of that name, a whole Parse message); the mirror's session has it
+/// already (its first run succeeded there), so its copy leaves the Parse out. Anything
+/// else (COPY data, function calls, several Executes or Syncs, a named portal) is not one
+/// read.
+pub fn rerun(payload: &[Bytes], parse_of: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<Rerun> {
+    let mut frames: Vec<(u8, &[u8])> = Vec::new();
     for slice in payload {
-        for (tag, msg) in Frames::new(slice) {
-            let body = msg.get(5..).unwrap_or(&[]);
-            match tag {
-                client::QUERY => queries += 1,
-                // An unnamed statement: its name, an empty string, comes first.
-                client::PARSE if body.first() == Some(&0) => parsed = true,
-                // Unnamed portal, unnamed statement, parsed in this request.
-                client::BIND if body.starts_with(&[0, 0]) && parsed => {}
-                client::DESCRIBE => {}
-                client::EXECUTE => executes += 1,
-                client::SYNC => syncs += 1,
-                _ => return false,
-            }
-            if syncs > 0 && tag != client::SYNC {
-                return false;
-            }
+        frames.extend(Frames::new(slice));
+    }
+    if let [(client::QUERY, msg)] = frames[..] {
+        let whole = Bytes::copy_from_slice(msg);
+        return Some(Rerun {
+            primary: whole.clone(),
+            mirror: whole,
+        });
+    }
+    // Parse? Bind Describe? Execute Sync, and nothing else.
+    let (parse, rest) = match frames.split_first()? {
+        ((client::PARSE, msg), rest) => (Some(*msg), rest),
+        _ => (None, &frames[..]),
+    };
+    let [(client::BIND, bind), middle @ .., (client::EXECUTE, execute), (client::SYNC, sync)] =
+        rest
+    else {
+        return None;
+    };
+    let describe = match middle {
+        [] => None,
+        [(client::DESCRIBE, d)] => Some(*d),
+        _ => return None,
+    };
+    let (portal, after_portal) = cstr(body(bind))?;
+    let (statement, bind_rest) = cstr(after_portal)?;
+    let (executed, _) = cstr(body(execute))?;
+    if !portal.is_empty() || !executed.is_empty() {
+        return None;
+    }
+    let parsed_name = match parse {
+        Some(p) => Some(cstr(body(p))?.0),
+        None => None,
+    };
+    if statement.is_empty() {
+        // The unnamed statement must be defined in the request itself.
+        if parsed_name != Some(&b""[..]) {
+            return None;
+        }
+        let whole = gather(frames.iter().map(|(_, m)| *m));
+        return Some(Rerun {
+            primary: whole.clone(),
+            mirror: whole,
+        });
+    }
+    let definition = match (parse, parsed_name) {
+        (Some(p), Some(name)) if name == statement => Bytes::copy_from_slice(p),
+        // A Parse of another statement beside it: not one read.
+        (Some(_), _) => return None,
+        (None, _) => parse_of(statement)?,
+    };
+    let (_, definition_rest) = cstr(body(&definition))?;
+    let mut primary = BytesMut::new();
+    message(&mut primary, client::PARSE, &[b"\0", definition_rest]);
+    message(&mut primary, client::BIND, &[b"\0\0", bind_rest]);
+    if let Some(d) = describe {
+        match body(d).split_first() {
+            Some((&client::STATEMENT, _)) => message(
+                &mut primary,
+                client::DESCRIBE,
+                &[&[client::STATEMENT, 0][..]],
+            ),
+            _ => primary.extend_from_slice(d),
         }
     }
-    match (queries, syncs) {
-        (1, 0) => !parsed && executes == 0,
-        (0, 1) => parsed && executes == 1,
-        _ => false,
+    primary.extend_from_slice(execute);
+    primary.extend_from_slice(sync);
+    let mirror = gather(
+        frames
+            .iter()
+            .filter(|(tag, _)| *tag != client::PARSE)
+            .map(|(_, m)| *m),
+    );
+    Some(Rerun {
+        primary: primary.freeze(),
+        mirror,
+    })
+}
+
+/// A message's body (after its tag and length).
+fn body(msg: &[u8]) -> &[u8] {
+    msg.get(5..).unwrap_or(&[])
+}
+
+/// Appends a message of `tag` whose body is `parts`, one after the other.
+fn message(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
+    out.put_u8(tag);
+    out.put_u32(len as u32);
+    for p in parts {
+        out.extend_from_slice(p);
     }
+}
+
+/// The messages, one after the other, in one buffer.
+fn gather<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Bytes {
+    let mut out = BytesMut::new();
+    for m in messages {
+        out.extend_from_slice(m);
+    }
+    out.freeze()
 }
 
 /// How many second looks may start: up to [`RECHECKS_PER_SECOND`], refilled over time.
@@ -120,57 +206,179 @@ mod tests {
         vec![b.freeze()]
     }
 
-    #[test]
-    fn one_simple_query_or_one_unnamed_statement_can_run_again() {
-        assert!(rerunnable(&frames(|b| messages::query(b, "select 1"))));
-        assert!(rerunnable(&frames(|b| {
-            messages::parse(b, "", "select $1");
-            messages::bind_text(b, &["1"]);
-            messages::execute(b);
-            messages::sync(b);
-        })));
-        // Split over two slices as a client's reads may be.
-        let mut two = frames(|b| messages::parse(b, "", "select 1"));
-        two.extend(frames(|b| {
-            messages::bind_text(b, &[]);
-            messages::execute(b);
-            messages::sync(b);
-        }));
-        assert!(rerunnable(&two));
+    /// A Bind of statement `name` to the unnamed portal, one text parameter.
+    fn bind_named(b: &mut BytesMut, name: &str, param: &str) {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_slice(name.as_bytes());
+        body.put_u8(0);
+        body.put_i16(0);
+        body.put_i16(1);
+        body.put_i32(param.len() as i32);
+        body.put_slice(param.as_bytes());
+        body.put_i16(0);
+        message(b, client::BIND, &[&body]);
+    }
+
+    fn describe(b: &mut BytesMut, kind: u8, name: &str) {
+        message(b, client::DESCRIBE, &[&[kind], name.as_bytes(), &[0]]);
+    }
+
+    fn none(_: &[u8]) -> Option<Bytes> {
+        None
+    }
+
+    /// The tags and the first C string of each message's body.
+    fn shape(b: &Bytes) -> Vec<(char, String)> {
+        Frames::new(b)
+            .map(|(tag, msg)| {
+                let first = cstr(body(msg)).map_or(Vec::new(), |(s, _)| s.to_vec());
+                (tag as char, String::from_utf8_lossy(&first).into_owned())
+            })
+            .collect()
     }
 
     #[test]
-    fn named_statements_batches_and_copies_are_not_run_again() {
-        // A statement prepared earlier on the client's connection.
-        assert!(!rerunnable(&frames(|b| {
-            messages::parse(b, "s1", "select 1");
-            messages::bind_text(b, &[]);
+    fn one_simple_query_or_one_unnamed_statement_runs_again_as_it_was() {
+        let query = frames(|b| messages::query(b, "select 1"));
+        let r = rerun(&query, none).expect("a simple query");
+        assert_eq!((&r.primary, &r.mirror), (&query[0], &query[0]));
+        // Split over two slices as a client's reads may be.
+        let mut two = frames(|b| messages::parse(b, "", "select $1"));
+        two.extend(frames(|b| {
+            messages::bind_text(b, &["1"]);
+            describe(b, client::PORTAL, "");
             messages::execute(b);
             messages::sync(b);
-        })));
-        assert!(!rerunnable(&frames(|b| {
-            messages::bind_text(b, &[]);
+        }));
+        let r = rerun(&two, none).expect("an unnamed statement");
+        assert_eq!(r.primary, r.mirror);
+        assert_eq!(r.primary.len(), two[0].len() + two[1].len());
+    }
+
+    #[test]
+    fn a_named_statement_is_defined_unnamed_for_the_primary_and_kept_on_the_mirror() {
+        // Its first run: the Parse is in the request.
+        let first = frames(|b| {
+            messages::parse(b, "P_0", "select $1");
+            bind_named(b, "P_0", "7");
+            describe(b, client::STATEMENT, "P_0");
             messages::execute(b);
             messages::sync(b);
-        })));
+        });
+        let r = rerun(&first, none).expect("named, parsed here");
+        let s = |t: &str| t.to_string();
+        assert_eq!(
+            shape(&r.primary),
+            [
+                ('P', s("")),
+                ('B', s("")),
+                ('D', s("S")),
+                ('E', s("")),
+                ('S', s(""))
+            ]
+        );
+        // The unnamed Parse keeps the text; the Bind keeps the parameter.
+        assert!(r.primary.windows(9).any(|w| w == b"select $1"));
+        assert!(r.primary.ends_with(&{
+            let mut tail = BytesMut::new();
+            messages::execute(&mut tail);
+            messages::sync(&mut tail);
+            tail
+        }));
+        assert_eq!(
+            shape(&r.mirror),
+            [('B', s("")), ('D', s("SP_0")), ('E', s("")), ('S', s(""))],
+            "the mirror has P_0 already: no Parse"
+        );
+        // A later run: the definition comes from the client's.
+        let later = frames(|b| {
+            bind_named(b, "P_0", "8");
+            messages::execute(b);
+            messages::sync(b);
+        });
+        let mut parse = BytesMut::new();
+        messages::parse(&mut parse, "P_0", "select $1");
+        let parse = parse.freeze();
+        let asked = std::cell::Cell::new(false);
+        let r = rerun(&later, |name| {
+            asked.set(name == b"P_0");
+            Some(parse.clone())
+        })
+        .expect("named, defined earlier");
+        assert!(asked.get());
+        assert_eq!(
+            shape(&r.primary),
+            [('P', s("")), ('B', s("")), ('E', s("")), ('S', s(""))]
+        );
+        assert_eq!(r.mirror, later[0]);
+        // Unknown to the client's definitions: not run again.
+        assert_eq!(rerun(&later, none), None);
+    }
+
+    #[test]
+    fn batches_portals_copies_and_unknown_statements_are_not_run_again() {
+        // The unnamed statement from an earlier request.
+        assert_eq!(
+            rerun(
+                &frames(|b| {
+                    messages::bind_text(b, &[]);
+                    messages::execute(b);
+                    messages::sync(b);
+                }),
+                none
+            ),
+            None
+        );
+        // A Parse of another statement beside the one executed.
+        assert_eq!(
+            rerun(
+                &frames(|b| {
+                    messages::parse(b, "other", "select 2");
+                    bind_named(b, "P_0", "1");
+                    messages::execute(b);
+                    messages::sync(b);
+                }),
+                |_| Some(Bytes::from_static(b"P\0\0\0\x0eP_0\0select 1\0\0\0"))
+            ),
+            None
+        );
         // Two requests' worth.
-        assert!(!rerunnable(&frames(|b| {
-            messages::query(b, "select 1");
-            messages::query(b, "select 2");
-        })));
-        assert!(!rerunnable(&frames(|b| {
-            messages::parse(b, "", "select 1");
-            messages::bind_text(b, &[]);
-            messages::execute(b);
-            messages::sync(b);
-            messages::execute(b);
-            messages::sync(b);
-        })));
-        assert!(!rerunnable(&frames(|b| {
-            messages::query(b, "copy t from stdin");
-            messages::copy_fail(b, "x");
-        })));
-        assert!(!rerunnable(&[]));
+        assert_eq!(
+            rerun(
+                &frames(|b| {
+                    messages::query(b, "select 1");
+                    messages::query(b, "select 2");
+                }),
+                none
+            ),
+            None
+        );
+        assert_eq!(
+            rerun(
+                &frames(|b| {
+                    messages::parse(b, "", "select 1");
+                    messages::bind_text(b, &[]);
+                    messages::execute(b);
+                    messages::sync(b);
+                    messages::execute(b);
+                    messages::sync(b);
+                }),
+                none
+            ),
+            None
+        );
+        assert_eq!(
+            rerun(
+                &frames(|b| {
+                    messages::query(b, "copy t from stdin");
+                    messages::copy_fail(b, "x");
+                }),
+                none
+            ),
+            None
+        );
+        assert_eq!(rerun(&[], none), None);
     }
 
     #[test]
