@@ -8,6 +8,7 @@
 # Options: --rounds N (even) --duration SECS --scale N (default 1: reads of the rows TPC-B
 #          writes) --writers N --readers N --read-rate TPS (all readers together, default
 #          400; 0: as fast as they go) --interval MS (mirror_sync_interval_ms, default 10)
+#          --primary-commit on|off (the primary's synchronous_commit, default on)
 #
 # A throwaway primary (wal_level = logical) publishing every table, and a subscriber whose
 # subscription "sub" keeps pgbench's tables in step; pgdog (release) in front of the primary.
@@ -31,7 +32,7 @@
 #     fingerprints that mismatched (SHOW MIRROR QUERIES).
 set -euo pipefail
 
-ROUNDS=6 DURATION=20 SCALE=1 WRITERS=4 READERS=4 INTERVAL=10 RATE=400
+ROUNDS=6 DURATION=20 SCALE=1 WRITERS=4 READERS=4 INTERVAL=10 RATE=400 COMMIT=on
 while (($#)); do
     case $1 in
     --quick) ROUNDS=2 DURATION=4 SCALE=1 ;;
@@ -42,6 +43,7 @@ while (($#)); do
     --readers) READERS=$2; shift ;;
     --interval) INTERVAL=$2; shift ;;
     --read-rate) RATE=$2; shift ;;
+    --primary-commit) COMMIT=$2; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -73,7 +75,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-export PAIR_PRIMARY_OPTS="-c wal_level=logical"
+# The primary commits synchronously, as production primaries do: with the clusters' default
+# here (synchronous_commit = off) a commit reaches the WAL, and so the subscriber, only at the
+# WAL writer's next flush (wal_writer_delay, 200 ms), and every gated read waits for it.
+# --primary-commit off keeps the clusters' default: the widest window for a row to change
+# between the primary's read and the mirror's, where second looks matter most.
+export PAIR_PRIMARY_OPTS="-c wal_level=logical -c synchronous_commit=$COMMIT"
 pair_start "$WORK"
 export PGPASSWORD=pgdog
 pgbench_init "$SCALE" "$PRIMARY" >/dev/null
@@ -166,7 +173,7 @@ co=$(med "${CPU[off]}") con=$(med "${CPU[on]}")
 d=$(med "$DELAY") l=$(med "$LAG") q=$(med "$QPS")
 cat <<MD
 
-### Gated reads mirroring ($ROUNDS rounds x ${DURATION}s alternating off/on, TPC-B -c $WRITERS + select-only -c $READERS -R $RATE through pgdog, scale $SCALE, mirror_sync_interval_ms = $INTERVAL; medians)
+### Gated reads mirroring ($ROUNDS rounds x ${DURATION}s alternating off/on, TPC-B -c $WRITERS + select-only -c $READERS -R $RATE through pgdog, scale $SCALE, mirror_sync_interval_ms = $INTERVAL, primary synchronous_commit = $COMMIT; medians)
 
 | mode | TPC-B tps | select-only tps | proxy CPU per transaction |
 |---|---:|---:|---:|

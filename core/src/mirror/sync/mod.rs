@@ -219,7 +219,7 @@ impl Gate {
             .take(now)
     }
 
-    /// Asks the primary `request` (a read, [`recheck::rerunnable`]) again, on the gate's
+    /// Asks the primary `request` (a read, [`recheck::rerun`]) again, on the gate's
     /// own connection, read-only: the digest of its answer and when it arrived, or why
     /// there is none (an error answer included). Whatever session state the request left
     /// (settings, advisory locks) is discarded after it.
