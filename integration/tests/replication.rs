@@ -165,12 +165,20 @@ async fn workload(pgdog: &Pgdog, clients: u32, readers: u32, secs: u32) -> Resul
         secs.to_string(),
         "-n".into(),
     ]);
+    // Named prepared statements, as most drivers send reads (a second look at a
+    // differing one defines it unnamed on the primary), at an application's pace (-R, in
+    // all): reads as fast as they go outrun a gated mirror session by design, and their
+    // answers are set aside as unpaired.
     let read_back = run(vec![
+        "-R".into(),
+        (100 * readers).to_string(),
         "-c".into(),
         readers.to_string(),
         "-T".into(),
         secs.to_string(),
         "-n".into(),
+        "-M".into(),
+        "prepared".into(),
         "-f".into(),
         script.display().to_string(),
     ]);
@@ -292,13 +300,19 @@ async fn logical_replication_gated_reads_compare_equal_and_find_a_real_divergenc
         compared >= 200,
         "reads were mirrored and compared:\n{readiness}"
     );
-    // The goal is 0.1 % (docs/benchmarks.md); what remains are rows another client
-    // committed while the primary's read ran, not yet set apart. The test holds the
-    // measured rates on a loaded 2-core machine (0.14 to 0.32 % seen) with room, far
-    // below the ungated rate checked below (about 50 %).
+    // The goal: 0.1 % (docs/benchmarks.md). Gating alone leaves rows another client
+    // committed between the primary's read and the mirror's (0.14 to 0.32 % measured);
+    // each such read is asked again and set aside as `rechecked` when equal then.
+    let rechecked = metric(
+        &text,
+        "pgdog_mirror_sync_rechecks_total{database=\"app\",result=\"equal\"}",
+    );
+    eprintln!("gated: {rechecked} comparisons set aside as rechecked");
+    // A thousand or two reads are compared here: one mismatch is allowed beyond the 0.1 %
+    // (bench/replication.sh measures the rate over longer runs).
     assert!(
-        mismatches * 100 <= compared,
-        "false mismatches within 1 % with gating:\n{readiness}"
+        mismatches <= 1 + compared / 1000,
+        "false mismatches within 0.1 % with gating:\n{readiness}"
     );
     let skipped_writes = metric(
         &text,

@@ -186,6 +186,12 @@ impl Exclusion {
     /// (`57014`): what the mirror did with it says nothing about the new server (the
     /// proxy passed the cancel on, or did not run the request there at all).
     pub const CANCELLED: Self = Self(6);
+    /// The mirror is kept in sync by replication and its answer to a read differed, but
+    /// asked again (the primary anew, the mirror once it had applied what the primary had
+    /// then) the two were equal: the first answers were taken at different points of the
+    /// replication stream (rows written meanwhile), which says nothing about the new
+    /// server.
+    pub const RECHECKED: Self = Self(7);
 
     /// The label used in reports (`"other"` for unknown codes).
     pub fn as_str(self) -> &'static str {
@@ -197,6 +203,7 @@ impl Exclusion {
             Self::DIVERGED => "after drops",
             Self::LAGGING => "lagging",
             Self::CANCELLED => "cancelled on primary",
+            Self::RECHECKED => "rechecked",
             _ => "other",
         }
     }

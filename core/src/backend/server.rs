@@ -378,6 +378,24 @@ impl Server {
         }
     }
 
+    /// Sends `request` (a client's frames, ending in one Sync or one simple query) and hands
+    /// every message of its answer before ReadyForQuery to `each`.
+    pub async fn replay(
+        &mut self,
+        request: &[u8],
+        mut each: impl FnMut(u8, &[u8]),
+    ) -> Result<(), BackendError> {
+        self.stream.write_all(request).await?;
+        loop {
+            let msg = self.read().await?;
+            if msg[0] == tag::READY_FOR_QUERY {
+                self.status = ready_status(&msg);
+                return Ok(());
+            }
+            each(msg[0], &msg);
+        }
+    }
+
     /// Makes the connection fit for the next client: ends any transaction, then runs
     /// `query` (`server_reset_query`, `DISCARD ALL` by default: prepared statements, temp
     /// tables, session settings, advisory locks).

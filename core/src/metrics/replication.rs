@@ -67,6 +67,21 @@ pub const COUNTERS: &[(&str, &str, Observe)] = &[
         },
     ),
     (
+        "pgdog_mirror_sync_rechecks_total",
+        "Gated reads whose answers differed, by what a second look found (equal: set aside as rechecked; differed: the mismatch stands; unavailable: no second look, the mismatch stands)",
+        |s, o| {
+            gates(s, o, |g, o, db| {
+                for (result, n) in [
+                    ("equal", g.rechecks[0]),
+                    ("differed", g.rechecks[1]),
+                    ("unavailable", g.rechecks[2]),
+                ] {
+                    o.observe(n as f64, &[db.clone(), KeyValue::new("result", result)]);
+                }
+            })
+        },
+    ),
+    (
         "pgdog_mirror_sync_queries_total",
         "Queries the replication gate sent to read positions, by server (primary, mirror)",
         |s, o| {

@@ -15,13 +15,14 @@ use super::request::Request;
 use super::sync::{Gate, Gated};
 use super::{MirrorError, Report};
 use crate::backend::server::MAX_SERVER_MESSAGE;
+use crate::compare::ResultDigest;
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::TxStatus;
 use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
 /// A session's mirror queue (bounded by its places, see [`super::request::Slot`]).
@@ -57,6 +58,9 @@ enum Waiting {
     Sync {
         answered_at: Instant,
     },
+    /// A second look at a differing read: the primary's answer (when asked), or the
+    /// mirror's (then any answer read asks again).
+    Recheck,
     Finished,
 }
 
@@ -90,6 +94,8 @@ where
     let mut buf = BytesMut::with_capacity(8192);
     let mut waiting = Waiting::Ask;
     let gate = p.gate();
+    // The primary's second answer to a differing read, asked in a task of its own.
+    let mut recheck: Option<Rechecking> = None;
     // The part of the batch in progress not written yet.
     let mut out = Bytes::new();
     loop {
@@ -108,6 +114,11 @@ where
                 },
                 Step::AwaitClient { watch_from } => Waiting::Client { watch_from },
                 Step::AwaitSync { answered_at } => Waiting::Sync { answered_at },
+                Step::Recheck(bytes) => {
+                    recheck = Some(ask_again(gate.clone(), bytes));
+                    Waiting::Recheck
+                }
+                Step::AwaitRecheck => Waiting::Recheck,
                 Step::Finished => Waiting::Finished,
                 Step::Release => return Ok(Stop::Released),
             };
@@ -127,6 +138,12 @@ where
                 }
                 if matches!(waiting, Waiting::Client { watch_from: None }) && p.may_release() {
                     // The last answer of a transaction: the connection can go back.
+                    waiting = Waiting::Ask;
+                }
+                // A differing read to look at again, or the answer of its second run.
+                if (p.recheck_due() && !matches!(waiting, Waiting::Write))
+                    || (matches!(waiting, Waiting::Recheck) && recheck.is_none())
+                {
                     waiting = Waiting::Ask;
                 }
             }
@@ -153,8 +170,12 @@ where
                     tokio::spawn(tokio::time::timeout(CANCEL_GRACE, (cx.cancel)()));
                 }
             }
-            next = wait(cx.ledger, queue, gate.as_deref(), &waiting) => {
+            next = wait(cx.ledger, queue, gate.as_deref(), &waiting, &mut recheck) => {
                 match next {
+                    Woken::Rechecked(answer) => {
+                        recheck = None;
+                        p.rechecked_on_primary(answer);
+                    }
                     Woken::Primary(seen) => p.primary_waited(seen),
                     Woken::Synced(gated) => p.synced(gated),
                     Woken::Request(Some(r)) => p.offer(r),
@@ -186,14 +207,49 @@ fn answers(p: &mut Pipeline, buf: &mut BytesMut, events: &impl Report) -> Result
 enum Woken {
     Primary(bool),
     Synced(Gated),
+    Rechecked(Result<(ResultDigest, Instant), String>),
     Request(Option<Request>),
     Other,
 }
 
+/// The primary's second answer to a differing read, on its way.
+type Rechecking = oneshot::Receiver<Result<(ResultDigest, Instant), String>>;
+
+/// Asks the primary `request` again at `gate`, in a task of its own (so that the driver's
+/// wait for it is cancel-safe).
+fn ask_again(gate: Option<std::sync::Arc<Gate>>, request: Bytes) -> Rechecking {
+    let (tx, rx) = oneshot::channel();
+    match gate {
+        Some(gate) => {
+            tokio::spawn(async move {
+                let _ = tx.send(gate.recheck(request).await);
+            });
+        }
+        None => {
+            let _ = tx.send(Err("no gate".to_string()));
+        }
+    }
+    rx
+}
+
 /// The writer's wait, as the last step said. Pending forever when it waits for nothing
 /// here (a write in progress, or finished).
-async fn wait(ledger: &Ledger, queue: &mut Queue, gate: Option<&Gate>, waiting: &Waiting) -> Woken {
+async fn wait(
+    ledger: &Ledger,
+    queue: &mut Queue,
+    gate: Option<&Gate>,
+    waiting: &Waiting,
+    recheck: &mut Option<Rechecking>,
+) -> Woken {
     match *waiting {
+        Waiting::Recheck => match recheck {
+            Some(rx) => Woken::Rechecked(
+                rx.await
+                    .unwrap_or_else(|_| Err("the second look was abandoned".to_string())),
+            ),
+            // The mirror's answer ends it (the reader side).
+            None => std::future::pending().await,
+        },
         Waiting::Sync { answered_at } => match gate {
             Some(gate) => Woken::Synced(gate.wait(answered_at).await),
             None => Woken::Synced(Gated::Synced),

@@ -196,3 +196,130 @@ proptest! {
         prop_assert_eq!(deallocation(sql.as_bytes()), Some(Deallocation::One(kept.into_bytes())));
     }
 }
+
+/// `word` with each letter in either case.
+fn any_case(word: &'static str) -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<bool>(), word.len()).prop_map(move |upper| {
+        word.chars()
+            .zip(upper)
+            .map(|(c, u)| if u { c.to_ascii_uppercase() } else { c })
+            .collect()
+    })
+}
+
+/// What may separate two tokens: blanks, a block comment, a line comment.
+fn gap() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(" ".to_string()),
+        Just("\n\t".to_string()),
+        "/\\*[a-z ]{0,6}(/\\*[a-z ]{0,4}\\*/)?\\*/".prop_map(|c| format!(" {c} ")),
+        "--[a-z ]{0,8}".prop_map(|c| format!(" {c}\n")),
+    ]
+}
+
+/// A data-modifying statement a CTE may hold, with `RETURNING`.
+fn modifying() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (any_case("insert"), literal())
+            .prop_map(|(v, l)| format!("{v} INTO t VALUES ({l}) RETURNING *")),
+        (any_case("update"), literal()).prop_map(|(v, l)| format!("{v} t SET a = {l} RETURNING *")),
+        (any_case("delete"), literal())
+            .prop_map(|(v, l)| format!("{v} FROM t WHERE a = {l} RETURNING *")),
+        any_case("merge")
+            .prop_map(|v| format!("{v} INTO t USING s ON true WHEN MATCHED THEN DELETE")),
+    ]
+}
+
+/// A read the classifier must take as one: keywords of writes only inside literals,
+/// quoted identifiers and comments.
+fn harmless() -> impl Strategy<Value = String> {
+    prop_oneof![
+        literal(),
+        prop::sample::select(&["insert", "update", "delete", "drop", "for update", "into"][..])
+            .prop_flat_map(|k| {
+                prop_oneof![
+                    Just(format!("'{k}'")),
+                    Just(format!("\"{k}\"")),
+                    Just(format!("$q${k}$q$")),
+                    Just(format!("/* {k} */ 1")),
+                    Just(format!("-- {k}\n 1")),
+                    Just(format!("E'\\' {k}'")),
+                ]
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// `mirror_statements = "reads"` must never take a statement with a data-modifying
+    /// CTE for a read, wherever the CTE stands among others and however it is written.
+    #[test]
+    fn a_data_modifying_cte_is_never_a_read(
+        with in any_case("with"),
+        recursive in any::<bool>(),
+        before in prop::collection::vec(literal(), 0..3),
+        write in modifying(),
+        after in prop::collection::vec(literal(), 0..2),
+        g in gap(),
+        nested in any::<bool>(),
+    ) {
+        let mut ctes: Vec<String> = before
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("r{i} AS (SELECT {l})"))
+            .collect();
+        let write = if nested {
+            // Inside a CTE of a CTE.
+            format!("w AS (WITH x AS ({write}){g}SELECT * FROM x)")
+        } else {
+            format!("w AS ({write})")
+        };
+        ctes.push(write);
+        ctes.extend(after.iter().enumerate().map(|(i, l)| format!("s{i} AS (SELECT {l})")));
+        let sql = format!(
+            "{with}{g}{}{}{g}SELECT * FROM w",
+            if recursive { "RECURSIVE " } else { "" },
+            ctes.join(&format!(",{g}")),
+        );
+        prop_assert_ne!(classify(sql.as_bytes()), Class::Read, "{}", sql);
+    }
+
+    /// A locking clause or `INTO` makes a `SELECT` no read.
+    #[test]
+    fn a_select_that_locks_or_creates_a_table_is_never_a_read(
+        select in any_case("select"),
+        lit in literal(),
+        g in gap(),
+        lock in prop::sample::select(&["update", "no key update", "share", "key share"][..]),
+        tail in prop::sample::select(&["", " OF t", " NOWAIT", " SKIP LOCKED"][..]),
+        into in any::<bool>(),
+    ) {
+        let sql = if into {
+            format!("{select} {lit}{g}INTO{g}new_table FROM t")
+        } else {
+            format!("{select} {lit} FROM t WHERE a = {lit}{g}FOR{g}{}{tail}", lock.to_uppercase())
+        };
+        prop_assert_ne!(classify(sql.as_bytes()), Class::Read, "{}", sql);
+    }
+
+    /// Keywords of writes inside literals, quoted identifiers or comments do not make a
+    /// read a write; one write statement after (or before) it in the same text does.
+    #[test]
+    fn only_the_statements_themselves_decide(
+        select in any_case("select"),
+        columns in prop::collection::vec(harmless(), 1..4),
+        g in gap(),
+        write in modifying(),
+        write_first in any::<bool>(),
+    ) {
+        let read = format!("{select}{g}{} FROM t", columns.join(", "));
+        prop_assert_eq!(classify(read.as_bytes()), Class::Read, "{}", read);
+        let both = if write_first {
+            format!("{write};{g}{read}")
+        } else {
+            format!("{read};{g}{write}")
+        };
+        prop_assert!(classify(both.as_bytes()).may_write(), "{}", both);
+    }
+}

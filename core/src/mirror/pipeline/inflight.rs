@@ -48,6 +48,11 @@ pub struct InFlight {
     /// It went to the mirror before the mirror had applied what the primary had when it
     /// answered (`mirror_max_lag_ms` passed): its comparison is set aside.
     pub lagging: bool,
+    /// It waited at the gate (`mirror_sync`) before it was sent.
+    pub gated: bool,
+    /// A second run of a read whose answers differed ([`super::recheck`]): the proxy's
+    /// own, its answer decides that read's comparison.
+    pub recheck: bool,
 }
 
 /// Whether the mirror reported an error for a request, and its SQLSTATE.
@@ -85,6 +90,8 @@ impl InFlight {
             effects,
             kind: r.kind,
             lagging: false,
+            gated: false,
+            recheck: false,
         }
     }
 

@@ -47,6 +47,7 @@ mod backlog;
 mod filter;
 mod inflight;
 mod reader;
+mod recheck;
 mod writer;
 
 #[cfg(test)]
@@ -150,6 +151,9 @@ struct Connection {
     refusing: bool,
     /// When the last request the client's cancel was passed on for was answered.
     last_client_cancel: Option<Instant>,
+    /// Gated reads whose answers differed, looked at again one after the other (the
+    /// front one first).
+    recheck: std::collections::VecDeque<recheck::Recheck>,
 }
 
 /// What became of the requests of a connection that broke.
@@ -234,6 +238,7 @@ impl Pipeline {
             && conn.in_flight.is_empty()
             && conn.backlog.is_empty()
             && conn.unsent.is_empty()
+            && conn.recheck.is_empty()
             && conn.mirror_status.is_idle()
     }
 
@@ -257,7 +262,7 @@ impl Pipeline {
 
     /// Everything was sent and answered, and the queue is closed.
     pub fn is_done(&self) -> bool {
-        self.conn.finished && self.conn.in_flight.is_empty()
+        self.conn.finished && self.conn.in_flight.is_empty() && self.conn.recheck.is_empty()
     }
 
     /// Most requests of one open transaction held back before they are sent anyway (a
@@ -294,6 +299,7 @@ impl Pipeline {
     /// out, as `protocol` for the first one when the server broke the protocol (the
     /// answer it was sending), else as a connection error.
     pub fn connection_broken(&mut self, why: &MirrorError, may_retry: bool) -> Broken {
+        self.recheck_abandoned();
         let mut conn = std::mem::take(&mut self.conn);
         // The transaction the mirror was in is gone with the connection.
         self.open = Open::None;

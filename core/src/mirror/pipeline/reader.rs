@@ -99,8 +99,12 @@ impl Pipeline {
                 front.paired.primary_sqlstate = code;
             }
         }
+        let mut recheck_answer = None;
         if self.statements.is_some() {
             let answer = self.conn.digest.take();
+            if front.recheck {
+                recheck_answer = Some(answer);
+            }
             // The proxy's own requests are not compared: their answer must not count
             // towards the next request's either.
             if front.is_client() {
@@ -118,6 +122,25 @@ impl Pipeline {
             return Ok(());
         }
         let mut done = self.conn.in_flight.pop_front().expect("front");
+        if done.recheck {
+            self.conn
+                .on_mirror
+                .answered(std::mem::take(&mut done.effects), false);
+            self.conn.last_done = Some(now);
+            self.conn.cancel_deadline = None;
+            let mirror_error = match done.answer {
+                MirrorAnswer::Ok => None,
+                MirrorAnswer::Failed(code) => Some(code.unwrap_or(*b"?????")),
+            };
+            match recheck_answer {
+                Some(answer) if !done.timed_out => {
+                    let ordered = done.statement.as_ref().is_some_and(|s| s.ordered);
+                    self.recheck_answered(&answer, mirror_error, ordered);
+                }
+                _ => self.recheck_abandoned(),
+            }
+            return Ok(());
+        }
         if self.refused_as_write(&done) {
             self.conn
                 .on_mirror
@@ -158,7 +181,7 @@ impl Pipeline {
         };
         if done.is_client() {
             let latency = (!done.timed_out).then_some(latency);
-            self.report_answered(&done, outcome, latency);
+            self.report_answered(&done, outcome, latency, now);
         }
         Ok(())
     }
@@ -267,6 +290,7 @@ impl Pipeline {
         done: &InFlight,
         outcome: Outcome,
         mirror_latency: Option<Duration>,
+        now: Instant,
     ) {
         let mut event = Event::new(self.target.database.clone(), outcome);
         event.mirror_latency = mirror_latency;
@@ -303,6 +327,12 @@ impl Pipeline {
             }
             if event.outcome == Outcome::Mirrored && event.comparison.verdict == Verdict::MISMATCH {
                 event.outcome = Outcome::Mismatch;
+                // A gated read may differ only because rows changed in between: it gets
+                // a second look before it is reported ([`super::recheck`]).
+                if let Some(event) = self.recheck_mismatch(done, event, now) {
+                    self.events.push(event);
+                }
+                return;
             }
         } else if let Outcome::Error {
             category: ErrorCategory::Query,

@@ -678,7 +678,7 @@ mod statements {
     use crate::mirror::sync::Gated;
     use crate::mirror::SkipReason;
 
-    fn fixture(queue: usize, statements: MirrorStatements, gated: bool) -> Fixture {
+    pub(super) fn fixture(queue: usize, statements: MirrorStatements, gated: bool) -> Fixture {
         let target = testing::target_statements(queue, statements, gated);
         let ledger = Arc::new(Ledger::new(true));
         let definitions = Arc::new(Definitions::default());
@@ -851,5 +851,245 @@ mod statements {
         let f = fixture(128, Reads, false);
         f.places.target.note_drop();
         assert!(!f.places.target.has_diverged());
+    }
+}
+
+/// A second look at a gated read whose answers differed (`super::recheck`).
+mod recheck {
+    use super::statements::fixture;
+    use super::*;
+    use crate::compare::{Digest, ResultDigest};
+    use crate::config::MirrorStatements::Reads;
+    use crate::mirror::sync::Gated;
+    use pgdog_plugin_api::Exclusion;
+
+    const READ: &str = "select v from t where id = 1";
+
+    /// The messages of an answer of one row `v`.
+    fn answer(v: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        messages::row_description(&mut out, &["v"]);
+        messages::data_row(&mut out, &[Some(v)]);
+        messages::command_complete(&mut out, "SELECT 1");
+        out
+    }
+
+    fn digest(v: &str) -> ResultDigest {
+        let mut d = Digest::default();
+        for (tag, msg) in Frames::new(&answer(v)) {
+            d.feed(tag, msg);
+        }
+        d.take()
+    }
+
+    /// The mirror answers the front request with row `v`.
+    fn mirror_row(f: &mut Fixture, v: &str) {
+        let mut out = answer(v);
+        messages::ready_for_query(&mut out, Idle);
+        for (_, msg) in Frames::new(&out) {
+            f.pipeline
+                .on_message(msg, Instant::now())
+                .expect("an answer");
+        }
+    }
+
+    /// The primary answered `READ` with `primary`; the read went through the gate and the
+    /// mirror answered `mirror`.
+    fn gated_read(primary: &str, mirror: &str) -> Fixture {
+        let mut f = fixture(128, Reads, true);
+        std::thread::sleep(Duration::from_millis(5));
+        let t = Instant::now();
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, READ);
+        f.ledger.request_sent(0, t);
+        f.ledger.answered(0, Idle, t, Some(&digest(primary)));
+        f.queue.requests.push_back(f.places.request_with(0, &msg));
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), [READ]);
+        mirror_row(&mut f, mirror);
+        f
+    }
+
+    /// Runs the second look: the primary answers `primary` again, the mirror `mirror`.
+    fn second_look(f: &mut Fixture, primary: Result<&str, &str>, mirror: &str) {
+        assert!(f.pipeline.recheck_due());
+        let Step::Recheck(bytes) = f.step() else {
+            panic!("no second look");
+        };
+        assert_eq!(
+            queries(&Step::Write(bytes)),
+            [READ],
+            "the request as it was"
+        );
+        assert_eq!(
+            f.step(),
+            Step::AwaitRecheck,
+            "the primary's answer is awaited"
+        );
+        f.pipeline.rechecked_on_primary(
+            primary
+                .map(|v| (digest(v), Instant::now()))
+                .map_err(String::from),
+        );
+        if primary.is_err() {
+            return;
+        }
+        assert!(matches!(f.step(), Step::AwaitSync { .. }), "gated again");
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), [READ], "run again on the session");
+        assert_eq!(f.step(), Step::AwaitRecheck);
+        mirror_row(f, mirror);
+    }
+
+    #[test]
+    fn a_read_equal_the_second_time_is_set_aside_as_rechecked() {
+        // Another client changed the row between the primary's read and the mirror's.
+        let mut f = gated_read("1", "2");
+        assert!(f.events().is_empty(), "held until the second look");
+        second_look(&mut f, Ok("2"), "2");
+        let events = f.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, Outcome::Mirrored);
+        assert_eq!(events[0].comparison.verdict, Verdict::EXCLUDED);
+        assert_eq!(events[0].comparison.excluded, Exclusion::RECHECKED);
+        assert!(f.pipeline.may_release() || f.pipeline.mirror_status().is_idle());
+        assert!(!f.pipeline.recheck_due());
+    }
+
+    #[test]
+    fn a_read_sent_in_a_gated_batch_is_looked_at_again_once_the_batch_is_answered() {
+        let mut f = fixture(128, Reads, true);
+        std::thread::sleep(Duration::from_millis(5));
+        let t = Instant::now();
+        for seq in 0..2 {
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, READ);
+            f.ledger.request_sent(seq, t);
+            f.ledger.answered(seq, Idle, t, Some(&digest("1")));
+            f.queue.requests.push_back(f.places.request_with(seq, &msg));
+        }
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), [READ, READ], "one batch");
+        // The first differs (a row changed in between); the second is still in flight.
+        mirror_row(&mut f, "2");
+        assert!(f.events().is_empty(), "held");
+        assert!(f.pipeline.recheck_due());
+        assert_eq!(f.step(), Step::AwaitRecheck, "the batch is answered first");
+        mirror_row(&mut f, "1");
+        let events = f.events();
+        assert_eq!(events.len(), 1, "the second read, reported at once");
+        assert_eq!(events[0].comparison.verdict, Verdict::MATCH);
+        second_look(&mut f, Ok("2"), "2");
+        let events = f.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].comparison.excluded, Exclusion::RECHECKED);
+    }
+
+    #[test]
+    fn reads_of_one_batch_that_differ_are_looked_at_one_after_the_other() {
+        let mut f = fixture(128, Reads, true);
+        std::thread::sleep(Duration::from_millis(5));
+        let t = Instant::now();
+        for seq in 0..2 {
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, READ);
+            f.ledger.request_sent(seq, t);
+            f.ledger.answered(seq, Idle, t, Some(&digest("1")));
+            f.queue.requests.push_back(f.places.request_with(seq, &msg));
+        }
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), [READ, READ], "one batch");
+        mirror_row(&mut f, "2");
+        mirror_row(&mut f, "3");
+        assert!(f.events().is_empty(), "both held");
+        // The first is equal the second time, the second differs again.
+        second_look(&mut f, Ok("2"), "2");
+        let events = f.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].comparison.excluded, Exclusion::RECHECKED);
+        second_look(&mut f, Ok("1"), "3");
+        let events = f.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, Outcome::Mismatch);
+        assert!(!f.pipeline.recheck_due());
+        assert_eq!(f.step(), client_wait());
+    }
+
+    #[test]
+    fn a_read_that_differs_again_stays_a_mismatch() {
+        // A row changed on the mirror only: it differs both times.
+        let mut f = gated_read("1", "changed");
+        second_look(&mut f, Ok("1"), "changed");
+        let events = f.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, Outcome::Mismatch);
+        assert_eq!(events[0].comparison.verdict, Verdict::MISMATCH);
+    }
+
+    #[test]
+    fn no_second_look_leaves_the_mismatch_as_it_was() {
+        // The primary could not answer again.
+        let mut f = gated_read("1", "2");
+        second_look(&mut f, Err("no answer in time"), "");
+        assert_eq!(f.events()[0].outcome, Outcome::Mismatch);
+        // The mirror lagged past mirror_max_lag_ms the second time.
+        let mut f = gated_read("1", "2");
+        let Step::Recheck(_) = f.step() else {
+            panic!("no second look");
+        };
+        f.pipeline
+            .rechecked_on_primary(Ok((digest("2"), Instant::now())));
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Lagging);
+        assert_eq!(f.step(), client_wait());
+        assert_eq!(f.events()[0].outcome, Outcome::Mismatch);
+        // The connection broke meanwhile: reported, not lost.
+        let mut f = gated_read("1", "2");
+        f.pipeline
+            .connection_broken(&crate::mirror::MirrorError::Closed, false);
+        assert_eq!(f.events()[0].outcome, Outcome::Mismatch);
+    }
+
+    #[test]
+    fn only_gated_reads_get_a_second_look_and_within_the_budget() {
+        // Without a gate, a mismatch is reported at once.
+        let mut f = fixture(128, Reads, false);
+        let t = Instant::now();
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, READ);
+        f.ledger.request_sent(0, t);
+        f.ledger.answered(0, Idle, t, Some(&digest("1")));
+        f.queue.requests.push_back(f.places.request_with(0, &msg));
+        assert_eq!(queries(&f.step()), [READ]);
+        mirror_row(&mut f, "2");
+        assert_eq!(f.events()[0].outcome, Outcome::Mismatch);
+        assert!(!f.pipeline.recheck_due());
+        // The target's budget spent: reported at once.
+        let mut f = gated_read("1", "2");
+        let _ = f.events();
+        let gate = f.places.target.sync.clone().unwrap();
+        // Spent as of a minute from now: nothing refills before then.
+        let later = Instant::now() + Duration::from_secs(60);
+        while gate.recheck_allowed(later) {}
+        let Step::Recheck(_) = f.step() else {
+            panic!("the first was within the budget");
+        };
+        f.pipeline.rechecked_on_primary(Err("stop".into()));
+        let _ = f.events();
+        let mut msg = BytesMut::new();
+        messages::query(&mut msg, READ);
+        let t = Instant::now();
+        f.ledger.request_sent(1, t);
+        f.ledger.answered(1, Idle, t, Some(&digest("1")));
+        f.queue.requests.push_back(f.places.request_with(1, &msg));
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), [READ]);
+        mirror_row(&mut f, "2");
+        assert_eq!(f.events()[0].outcome, Outcome::Mismatch);
+        assert!(!f.pipeline.recheck_due());
     }
 }

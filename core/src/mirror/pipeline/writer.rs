@@ -8,6 +8,7 @@
 //! requests rather than one each.
 
 use super::inflight::{gather, InFlight};
+use super::recheck::Next;
 use super::{Gating, Pipeline};
 use crate::mirror::ledger::Answer;
 use crate::mirror::request::Request;
@@ -39,6 +40,13 @@ pub enum Step {
     /// at `answered_at` ([`crate::mirror::sync::Gate::wait`]), then report how the wait
     /// ended to [`Pipeline::synced`].
     AwaitSync { answered_at: Instant },
+    /// Ask the primary these bytes again, on the gate's connection
+    /// ([`crate::mirror::sync::Gate::recheck`]), and hand the answer to
+    /// [`Pipeline::rechecked_on_primary`].
+    Recheck(Bytes),
+    /// A second look waits for the primary (the driver's [`Step::Recheck`]) or for the
+    /// mirror's answer: ask again after either.
+    AwaitRecheck,
     /// Wait for the client's next request ([`Pipeline::offer`], or
     /// [`Pipeline::queue_closed`]); and, when `watch_from` is set, for the primary to end
     /// a transaction from there on (a cut transaction to end), then ask again.
@@ -114,6 +122,9 @@ impl Pipeline {
 
     /// The wait of [`Step::AwaitSync`] ended.
     pub fn synced(&mut self, gated: Gated) {
+        if self.recheck_synced(gated) {
+            return;
+        }
         if let Some(gating) = &mut self.conn.gating {
             gating.gated = Some(gated);
         }
@@ -121,6 +132,18 @@ impl Pipeline {
 
     /// What the writer does next, having taken what `inbox` already has.
     pub fn next_step(&mut self, inbox: &mut impl Inbox, now: Instant) -> Result<Step, MirrorError> {
+        if let Some(next) = self.recheck_next(now) {
+            return Ok(match next {
+                Next::AskPrimary(bytes) => Step::Recheck(bytes),
+                Next::AwaitSync(answered_at) => Step::AwaitSync { answered_at },
+                Next::Write(bytes) => {
+                    self.conn.idle_seen = false;
+                    Step::Write(bytes)
+                }
+                // The driver, or the mirror's answer, comes back.
+                Next::WaitPrimary | Next::WaitMirror => Step::AwaitRecheck,
+            });
+        }
         if self.conn.finished {
             return Ok(Step::Finished);
         }
@@ -131,8 +154,7 @@ impl Pipeline {
                 return Ok(Step::AwaitSync { answered_at });
             };
             self.conn.idle_seen = false;
-            let lagging = gated == Gated::Lagging;
-            return self.send(gating.batch, now, lagging).map(Step::Write);
+            return self.send(gating.batch, now, Some(gated)).map(Step::Write);
         }
         if std::mem::take(&mut self.conn.linger_due) {
             if let Some(until) = self.linger_until(now) {
@@ -162,7 +184,7 @@ impl Pipeline {
                 });
                 return Ok(Step::AwaitSync { answered_at });
             }
-            return self.send(batch, now, false).map(Step::Write);
+            return self.send(batch, now, None).map(Step::Write);
         }
         if self.conn.queue_closed {
             self.conn.finished = true;
@@ -280,7 +302,7 @@ impl Pipeline {
         &mut self,
         batch: Vec<Request>,
         now: Instant,
-        lagging: bool,
+        gated: Option<Gated>,
     ) -> Result<Bytes, MirrorError> {
         if self.target.pool.is_disabled() {
             self.conn.unsent = batch;
@@ -304,7 +326,8 @@ impl Pipeline {
                 .prepare(&mut r.payload, first_seq, &self.definitions);
             self.pinned |= effects.sql_prepare;
             let mut f = InFlight::new(r, now, effects, statement);
-            f.lagging = lagging;
+            f.lagging = gated == Some(Gated::Lagging);
+            f.gated = gated.is_some();
             f.stood_in = stood_in;
             self.conn.in_flight.push_back(f);
         }

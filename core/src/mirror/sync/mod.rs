@@ -12,6 +12,8 @@
 //! * [`positions`]: the rules, without I/O (why a position read after the answer is
 //!   enough, when rounds are due, the lag they measure).
 //! * [`poller`]: the task and its queries.
+//! * [`recheck`]: the rules of a second look at a gated read whose answers differed
+//!   ([`Gate::recheck`] asks the primary again on the gate's own connection).
 //! * [`lsn`], [`window`]: WAL positions, recent quantiles.
 //!
 //! A target's [`Gate`] is shared by all its sessions and kept by a RELOAD that leaves its
@@ -21,13 +23,17 @@ pub mod lsn;
 mod poller;
 pub mod positions;
 pub mod readiness;
+pub mod recheck;
 pub mod window;
 
-use crate::backend::Pool;
+use crate::backend::{Pool, Server};
+use crate::compare::{Digest, ResultDigest};
 use crate::config::MirrorSync;
+use bytes::Bytes;
 use positions::{Check, Positions};
 pub use positions::{Health, Report};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use recheck::Budget;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -85,6 +91,24 @@ pub(crate) struct Shared {
     /// Raised after each round.
     progress: watch::Sender<u64>,
     started: AtomicBool,
+    /// Second looks left ([`recheck`]).
+    budget: Mutex<Budget>,
+    /// The connection second looks run on at the primary, opened at the first.
+    recheck_conn: tokio::sync::Mutex<Option<Server>>,
+    /// Second looks by what they found ([`Rechecked`]).
+    rechecks: [AtomicU64; 3],
+}
+
+/// What a second look at a differing read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rechecked {
+    /// Equal: the first comparison is set aside.
+    Equal,
+    /// Different again: the mismatch stands.
+    Differed,
+    /// None was possible (budget spent, the primary failed, the mirror lagged, the
+    /// connection broke): the mismatch stands.
+    Unavailable,
 }
 
 /// The gate of one mirror target.
@@ -110,6 +134,9 @@ impl Gate {
                 wake: Notify::new(),
                 progress: watch::Sender::new(0),
                 started: AtomicBool::new(false),
+                budget: Mutex::new(Budget::new(recheck::RECHECKS_PER_SECOND)),
+                recheck_conn: tokio::sync::Mutex::new(None),
+                rechecks: Default::default(),
             }),
             stop: CancellationToken::new(),
         }
@@ -183,14 +210,89 @@ impl Gate {
         }
     }
 
+    /// Whether a second look at a differing read may start now ([`recheck::Budget`]).
+    pub fn recheck_allowed(&self, now: Instant) -> bool {
+        self.shared
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now)
+    }
+
+    /// Asks the primary `request` (a read, [`recheck::rerun`]) again, on the gate's
+    /// own connection, read-only: the digest of its answer and when it arrived, or why
+    /// there is none (an error answer included). Whatever session state the request left
+    /// (settings, advisory locks) is discarded after it.
+    pub async fn recheck(&self, request: Bytes) -> Result<(ResultDigest, Instant), String> {
+        let mut conn = self.shared.recheck_conn.lock().await;
+        let primary = &self.shared.settings.primary;
+        let asked = tokio::time::timeout(recheck::PRIMARY_TIMEOUT, async {
+            if conn.is_none() {
+                *conn = Some(
+                    primary
+                        .connect_dedicated()
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let server = conn.as_mut().expect("connected");
+            server
+                .execute("SET default_transaction_read_only = on; SET statement_timeout = 2000")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut digest = Digest::default();
+            server
+                .replay(&request, |tag, msg| digest.feed(tag, msg))
+                .await
+                .map_err(|e| e.to_string())?;
+            let answered_at = Instant::now();
+            server
+                .execute("DISCARD ALL")
+                .await
+                .map_err(|e| e.to_string())?;
+            let digest = digest.take();
+            if digest.failed() {
+                return Err(format!(
+                    "the primary answered with {}",
+                    String::from_utf8_lossy(&digest.sqlstate)
+                ));
+            }
+            Ok((digest, answered_at))
+        })
+        .await;
+        match asked {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(why)) => {
+                *conn = None;
+                Err(why)
+            }
+            Err(_) => {
+                *conn = None;
+                Err("no answer in time".to_string())
+            }
+        }
+    }
+
+    /// Counts what a second look found.
+    pub fn rechecked(&self, found: Rechecked) {
+        self.shared.rechecks[found as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// What the rounds measured so far.
     pub fn report(&self) -> Report {
-        self.positions().report(Instant::now())
+        let mut report = self.positions().report(Instant::now());
+        for (n, count) in report.rechecks.iter_mut().zip(&self.shared.rechecks) {
+            *n = count.load(Ordering::Relaxed);
+        }
+        report
     }
 
     /// `RESET MIRROR STATS`.
     pub fn reset(&self) {
         self.positions().reset();
+        for count in &self.shared.rechecks {
+            count.store(0, Ordering::Relaxed);
+        }
     }
 
     fn positions(&self) -> std::sync::MutexGuard<'_, Positions> {

@@ -1,9 +1,14 @@
 //! The I/O of a gate: one task per mirror target that reads the replication positions on
 //! connections of its own (never a client's), in rounds [`Positions`] schedules.
 //!
-//! A round is one query on the primary for a logical subscription (the primary's insert
-//! position and the subscription slot's, in one statement), or one on the primary and
-//! one on the standby, at the same time, for a physical standby. Rounds run every
+//! A round is, for a logical subscription, one query on the primary (its insert position
+//! and the subscription slot's, in one statement) and, at the same time, one on the
+//! subscriber (its replication origin's progress, the end of the last transaction it
+//! committed: the slot's positions move only when the subscriber reports, which it does
+//! when its apply worker has caught up with what it received, so under steady writes in
+//! steps of a hundred milliseconds or more). Reading the origin needs a superuser or a
+//! role granted `pg_replication_origin_progress`; refused, the slot's positions alone
+//! are used. For a physical standby: one query on the primary and one on the standby. Rounds run every
 //! `mirror_sync_interval_ms` while reads wait, and once a second otherwise (the
 //! replication's status and lag for metrics and readiness).
 
@@ -31,6 +36,14 @@ FROM (SELECT 1) AS one \
 LEFT JOIN pg_catalog.pg_replication_slots AS s ON s.slot_name = $1 \
 LEFT JOIN pg_catalog.pg_stat_get_wal_senders() AS w ON w.pid = s.active_pid";
 
+/// The subscriber's replication origin progress for the subscription on slot `$1`: the
+/// primary's end position of the last transaction it committed (NULL before the first).
+const ORIGIN: &str = "\
+SELECT pg_catalog.pg_replication_origin_progress('pg_' || s.oid, false)::text \
+FROM pg_catalog.pg_subscription AS s \
+WHERE s.subslotname = $1 \
+AND s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database())";
+
 /// The primary's insert position and WAL page size.
 const PRIMARY: &str = "\
 SELECT pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.current_setting('wal_block_size')";
@@ -46,6 +59,8 @@ pub struct Poller {
     settings: Settings,
     primary: Option<Server>,
     mirror: Option<Server>,
+    /// Whether the subscriber's origin is read (logical): until it refuses.
+    origin: bool,
 }
 
 /// Runs rounds for `shared` until `stop` is cancelled.
@@ -98,6 +113,7 @@ impl Poller {
             settings,
             primary: None,
             mirror: None,
+            origin: true,
         }
     }
 
@@ -105,7 +121,7 @@ impl Poller {
     fn queries(&self) -> [u64; 2] {
         match self.settings.mode {
             MirrorSync::Physical => [1, 1],
-            _ => [1, 0],
+            _ => [1, u64::from(self.origin)],
         }
     }
 
@@ -124,8 +140,46 @@ impl Poller {
 
     async fn logical(&mut self, sent: Instant) -> Result<Round, String> {
         let slot = self.settings.slot.clone().unwrap_or_default();
-        let primary = connection(&mut self.primary, &self.settings.primary, "primary").await?;
-        let row = query(primary, LOGICAL, &[&slot], "primary").await?;
+        let (row, origin) = tokio::join!(
+            async {
+                let primary =
+                    connection(&mut self.primary, &self.settings.primary, "primary").await?;
+                query(primary, LOGICAL, &[&slot], "primary").await
+            },
+            async {
+                if !self.origin {
+                    return None;
+                }
+                let read = async {
+                    let mirror =
+                        connection(&mut self.mirror, &self.settings.mirror, "mirror").await?;
+                    query(mirror, ORIGIN, &[&slot], "mirror").await
+                };
+                match read.await {
+                    Ok(row) => row
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .as_deref()
+                        .and_then(Lsn::parse),
+                    Err(why) if why.contains("42501") || why.contains("permission denied") => {
+                        tracing::info!(
+                            slot = &*slot,
+                            "the subscriber's replication origin cannot be read ({why}): the slot's positions alone tell how far it applied"
+                        );
+                        self.origin = false;
+                        None
+                    }
+                    // No subscription on the slot there, or no connection: this round
+                    // goes by the slot's positions.
+                    Err(_) => {
+                        self.mirror = None;
+                        None
+                    }
+                }
+            }
+        );
+        let row = row?;
         let (lsn, page_size) = primary_position(&row)?;
         let (stopped, applied) = match row.get(2).cloned().flatten() {
             None => (
@@ -146,7 +200,8 @@ impl Poller {
                     .cloned()
                     .flatten()
                     .as_deref()
-                    .and_then(Lsn::parse);
+                    .and_then(Lsn::parse)
+                    .max(origin);
                 let stopped = if row.get(4).cloned().flatten().as_deref() == Some("lost") {
                     Some(format!(
                         "replication slot \"{slot}\" lost WAL its subscriber needs (wal_status lost): re-create the subscription"

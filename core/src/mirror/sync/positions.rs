@@ -16,7 +16,8 @@
 //! The position is an upper bound: the mirror may also have applied transactions that
 //! committed after the primary's snapshot (another client's write of a row the read
 //! returns, committed while the read waited for the next round). Those comparisons can
-//! still differ; `docs/benchmarks.md` measures how often.
+//! still differ; `docs/benchmarks.md` measures how often, and [`super::recheck`] gives
+//! each such comparison a second look before it counts as a mismatch.
 //!
 //! # Lag
 //! Each primary position is *resolved* by the first round that finds the mirror at or
@@ -108,6 +109,9 @@ pub struct Report {
     /// Rounds run, and queries sent per server: the primary, the mirror.
     pub rounds: u64,
     pub queries: [u64; 2],
+    /// Second looks at differing reads ([`super::recheck`]): equal, differed again, not
+    /// possible.
+    pub rechecks: [u64; 3],
 }
 
 /// The positions and measures of one mirror target's gate.
@@ -281,6 +285,7 @@ impl Positions {
             lagging: self.lagging,
             rounds: self.rounds,
             queries: self.queries,
+            rechecks: [0; 3],
         }
     }
 

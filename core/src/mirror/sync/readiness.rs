@@ -176,6 +176,7 @@ mod tests {
                 lagging: 3,
                 rounds: 1,
                 queries: [1, 0],
+                rechecks: [0; 3],
             },
         };
         annotate_snapshot(&mut snapshot, &[measured]);
