@@ -493,6 +493,36 @@ impl Pool {
         }
     }
 
+    /// A new server connection, counted in the pool's stats.
+    async fn open(&self) -> Result<Server, PoolError> {
+        let stats = &self.inner.stats;
+        let settings = &self.inner.settings;
+        let credential = self.credential();
+        let server = Server::connect_with(
+            &self.inner.addr,
+            credential.as_ref(),
+            &settings.tls,
+            settings.connect_timeout,
+            self.inner.read_only.then_some(READ_ONLY_OPTIONS),
+        )
+        .await
+        .inspect_err(|_| {
+            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+        })
+        .map_err(|source| PoolError::Backend {
+            pool: self.inner.name.clone(),
+            source,
+        })?;
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        stats.servers.fetch_add(1, Ordering::Relaxed);
+        let mut params = self.inner.server_params.lock().unwrap();
+        if params.is_none() {
+            *params = Some(server.params.clone().into());
+        }
+        drop(params);
+        Ok(server)
+    }
+
     /// A server connection for the caller's exclusive use: an idle one, or a new one.
     pub async fn get(&self) -> Result<PooledServer, PoolError> {
         self.get_noting_wait(None).await
@@ -531,33 +561,10 @@ impl Pool {
                 stats.idle.fetch_sub(1, Ordering::Relaxed);
                 server
             }
-            None => {
-                let settings = &self.inner.settings;
-                let credential = self.credential();
-                let server = Server::connect_with(
-                    &self.inner.addr,
-                    credential.as_ref(),
-                    &settings.tls,
-                    settings.connect_timeout,
-                    self.inner.read_only.then_some(READ_ONLY_OPTIONS),
-                )
-                .await
-                .inspect_err(|_| {
-                    stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                })
-                .map_err(|source| PoolError::Backend {
-                    pool: self.inner.name.clone(),
-                    source,
-                })?;
-                stats.connects.fetch_add(1, Ordering::Relaxed);
-                stats.servers.fetch_add(1, Ordering::Relaxed);
-                let mut params = self.inner.server_params.lock().unwrap();
-                if params.is_none() {
-                    *params = Some(server.params.clone().into());
-                }
-                drop(params);
-                server
-            }
+            // Opening one is rare next to reusing one: boxed, so that every caller's
+            // future (a client's session, held while it is idle) does not carry the
+            // login's state.
+            None => Box::pin(self.open()).await?,
         };
         Ok(PooledServer {
             server: Some(server),
@@ -590,6 +597,25 @@ impl PooledServer {
         &self.pool
     }
 
+    /// Puts the connection back in the pool at once when that needs no round trip (no
+    /// transaction open, no `reset_query`, nothing buffered, the pool neither disabled nor
+    /// killed since checkout); otherwise hands it back, for [`PooledServer::release`].
+    pub fn release_now(mut self, reset_query: Option<&str>) -> Option<PooledServer> {
+        let server = self.server.as_ref()?;
+        if server.needs_reset(reset_query) || server.has_buffered() {
+            return Some(self);
+        }
+        let inner = &self.pool.inner;
+        let mut idle = inner.idle.lock().unwrap();
+        if self.pool.is_disabled() || inner.epoch.load(Ordering::Relaxed) != self.epoch {
+            drop(idle);
+            return Some(self);
+        }
+        inner.stats.idle.fetch_add(1, Ordering::Relaxed);
+        idle.push(self.server.take().expect("checked above"));
+        None
+    }
+
     /// Puts the connection back in the pool after `reset_query` (session mode; a
     /// transaction left open is rolled back first); closes it if that fails or the pool was
     /// disabled or killed meanwhile.
@@ -602,7 +628,13 @@ impl PooledServer {
         // reset's round trip, which a `DISABLE`/`KILL` (flag, then `close_idle`) may overtake.
         let wanted =
             || !self.pool.is_disabled() && inner.epoch.load(Ordering::Relaxed) == self.epoch;
-        let reset = wanted() && !server.has_buffered() && server.reset(reset_query).await.is_ok();
+        // A reset that has nothing to do (transaction mode between transactions) costs no
+        // round trip and no allocation; one that has is boxed, as is the goodbye below,
+        // so that a session's future stays small.
+        let reset = wanted()
+            && !server.has_buffered()
+            && (!server.needs_reset(reset_query)
+                || Box::pin(server.reset(reset_query)).await.is_ok());
         if reset {
             let mut idle = inner.idle.lock().unwrap();
             if wanted() {
@@ -612,7 +644,7 @@ impl PooledServer {
             }
         }
         inner.stats.servers.fetch_sub(1, Ordering::Relaxed);
-        server.terminate().await;
+        Box::pin(server.terminate()).await;
     }
 }
 

@@ -396,6 +396,11 @@ impl Server {
         }
     }
 
+    /// Whether [`Server::reset`] with `query` would send anything.
+    pub fn needs_reset(&self, query: Option<&str>) -> bool {
+        !self.status.is_idle() || query.is_some_and(|q| !q.trim().is_empty())
+    }
+
     /// Makes the connection fit for the next client: ends any transaction, then runs
     /// `query` (`server_reset_query`, `DISCARD ALL` by default: prepared statements, temp
     /// tables, session settings, advisory locks).

@@ -31,9 +31,12 @@ pub async fn run(stream: Stream, peer: Peer, frontend: Arc<Frontend>) {
     let runtime = frontend.runtime.load();
     let limit = Duration::from_millis(runtime.config.general.client_login_timeout_ms);
     let deadline = Instant::now() + limit;
+    // The handshake and the login are boxed: their state (TLS, the password exchange) is
+    // let go once the session starts, instead of being reserved in this task for as long as
+    // the client stays connected.
     let (mut stream, params) = match timeout_at(
         deadline,
-        handshake::open(stream, &mut buf, &runtime.client_tls),
+        Box::pin(handshake::open(stream, &mut buf, &runtime.client_tls)),
     )
     .await
     {
@@ -50,7 +53,12 @@ pub async fn run(stream: Stream, peer: Peer, frontend: Arc<Frontend>) {
         runtime: &runtime,
         peer,
     };
-    let result = match timeout_at(deadline, login.run(&mut stream, &mut buf, &params)).await {
+    let result = match timeout_at(
+        deadline,
+        Box::pin(login.run(&mut stream, &mut buf, &params)),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(ClientError::Rejected {
             code: "08006".into(),
@@ -87,7 +95,7 @@ impl Login<'_> {
         stream: &mut Stream,
         buf: &mut BytesMut,
         params: &[(String, String)],
-    ) -> Result<(Session, Registered), ClientError> {
+    ) -> Result<(Box<Session>, Registered), ClientError> {
         let (frontend, runtime) = (self.frontend, self.runtime);
         if frontend.shutdown.is_cancelled() {
             return Err(ClientError::Shutdown);
@@ -178,7 +186,7 @@ impl Login<'_> {
             tracker: session.tracker().clone(),
             stop: session.stop_token().clone(),
         });
-        Ok((session, registered))
+        Ok((Box::new(session), registered))
     }
 
     /// The server connection the client starts with, and the parameters it is told. In

@@ -14,6 +14,7 @@ pub mod tracker;
 pub mod users;
 
 mod error;
+mod footprint;
 pub use error::ClientError;
 
 use crate::backend::statements::StatementRegistry;

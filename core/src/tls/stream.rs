@@ -46,6 +46,17 @@ impl Stream {
         super::tls_server_end_point(cert)
     }
 
+    /// Whether a read may find bytes, without reading: `Pending` (the task is woken when
+    /// the socket turns readable) while a plain socket has nothing. Always `Ready` over
+    /// TLS, whose library may hold decrypted bytes the socket no longer shows.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(tcp) => tcp.poll_read_ready(cx),
+            Stream::Unix(unix) => unix.poll_read_ready(cx),
+            Stream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// The socket's file descriptor (for probes the stream types do not offer).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

@@ -30,7 +30,7 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// The read buffers are allocated at the first read of each direction (see `read`):
+    /// The read buffers are allocated when each direction has bytes to read (see `read`):
     /// a client that logged in and sent nothing yet holds none.
     pub fn new(client_buf: BytesMut) -> Buffers {
         let client_buf = if client_buf.is_empty() {
@@ -154,6 +154,11 @@ fn read(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() == 0 {
+        // No buffer yet: take one only once there is something to read, so that a client
+        // that logged in and waits holds none (16 KB each otherwise, on every idle client).
+        std::task::ready!(stream.poll_read_ready(cx))?;
+    }
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(BUF_SIZE);
     }

@@ -146,14 +146,29 @@ impl Session {
         &self.stop
     }
 
-    pub async fn run(mut self, mut client: Stream, client_buf: BytesMut) {
+    /// Serves the client until it leaves. The session lives on the heap: an async fn's
+    /// argument taken by value is kept twice in its future, and this one is held by every
+    /// client for as long as it is connected.
+    pub async fn run(mut self: Box<Self>, mut client: Stream, client_buf: BytesMut) {
         if self.mode == PoolMode::Transaction && self.server.is_some() {
             self.release().await;
         } else if let Some(server) = &self.server {
             self.tracker.set_server(Some(server.server_ref().key.pid));
         }
         let end = self.forward(&mut client, client_buf).await;
-        self.finish(end, &mut client).await;
+        // Boxed: the goodbye's state (an error to write, a server connection to reset)
+        // would otherwise be part of every idle client's task.
+        self.finish_boxed(end, &mut client).await;
+    }
+
+    /// [`Session::finish`], built on the heap (built in place, its state would still be
+    /// reserved in the caller's).
+    fn finish_boxed(
+        self: Box<Self>,
+        end: End,
+        client: &mut Stream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin((*self).finish(end, client))
     }
 
     /// The loop: see the module docs.

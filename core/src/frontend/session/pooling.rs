@@ -97,16 +97,20 @@ impl Pooled {
 
     /// Brings `server` in line with the client's parameters: `SET` what differs from the
     /// client's value, or, for a tracked parameter the client did not set, from the pool's
-    /// default (`defaults`: what its first connection reported); `RESET` an unreported
-    /// parameter the proxy set there for an earlier client and this one did not ask for.
+    /// default (what its first connection reported, asked of `pool` only when the
+    /// connection is not already in step); `RESET` an unreported parameter the proxy set
+    /// there for an earlier client and this one did not ask for.
     async fn sync(
         &self,
         server: &mut Server,
-        defaults: &[(String, String)],
+        pool: &crate::backend::Pool,
     ) -> Result<(), crate::backend::BackendError> {
         if server.synced_for == self.params_key {
+            // The common case, on every checkout: no lock, no comparison.
             return Ok(());
         }
+        let defaults = pool.server_params().unwrap_or_default();
+        let defaults = &defaults[..];
         let mut sql = String::new();
         let mut set = Vec::new();
         let defaulted = TRACKED.iter().filter_map(|name| {
@@ -185,8 +189,7 @@ impl Session {
             .wait_us
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         stats.checkouts.fetch_add(1, Relaxed);
-        let defaults = self.pool.server_params().unwrap_or_default();
-        if let Err(e) = self.pooled.sync(conn.server(), &defaults).await {
+        if let Err(e) = self.pooled.sync(conn.server(), &self.pool).await {
             return Err((
                 "08006",
                 format!(
@@ -215,7 +218,11 @@ impl Session {
         self.frontend.cancel.retarget(self.key, None);
         self.tracker.set_server(None);
         conn.server().status = TxStatus::Idle;
-        conn.release(None).await;
+        // Between transactions there is nothing to reset: back at once, with no await
+        // (a boxed one otherwise, so that the session's future stays small).
+        if let Some(conn) = conn.release_now(None) {
+            Box::pin(conn.release(None)).await;
+        }
     }
 
     /// Transaction mode: warns, once per client, of a `SET` or `LISTEN` outside a
