@@ -47,13 +47,20 @@ impl Stream {
     }
 
     /// Whether a read may find bytes, without reading: `Pending` (the task is woken when
-    /// the socket turns readable) while a plain socket has nothing. Always `Ready` over
-    /// TLS, whose library may hold decrypted bytes the socket no longer shows.
+    /// the socket turns readable) while the socket has nothing and, over TLS, the library
+    /// holds no decrypted bytes or close notice either (then it wants to read the socket).
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Plain(tcp) => tcp.poll_read_ready(cx),
             Stream::Unix(unix) => unix.poll_read_ready(cx),
-            Stream::Tls(_) => Poll::Ready(Ok(())),
+            Stream::Tls(tls) => {
+                let (tcp, state) = tls.get_ref();
+                if state.wants_read() {
+                    tcp.poll_read_ready(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
         }
     }
 

@@ -156,7 +156,8 @@ fn read(
 ) -> Poll<std::io::Result<usize>> {
     if buf.capacity() == 0 {
         // No buffer yet: take one only once there is something to read, so that a client
-        // that logged in and waits holds none (16 KB each otherwise, on every idle client).
+        // that logged in and waits holds none (16 KB each otherwise, on every idle client,
+        // over TLS too).
         std::task::ready!(stream.poll_read_ready(cx))?;
     }
     if buf.capacity() - buf.len() < 1024 {
