@@ -254,11 +254,12 @@ fn message(
             criteria.max_latency_ms
         ),
         ("max_drop_rate", true) => format!(
-            "Dropped {} of {} requests ({}) > maximum {}{confidence}: the mirror fell behind (mirror_queue full)",
+            "Dropped {} of {} requests ({}) > maximum {}{confidence}: {}",
             c.dropped,
             c.total,
             pct(rate.observed()),
-            pct(rate.limit)
+            pct(rate.limit),
+            drop_causes(c)
         ),
         ("max_drop_rate", false) => format!(
             "Dropped {} of {} requests ({}), not shown to be within the maximum {}{confidence}",
@@ -304,6 +305,21 @@ fn outlook(rate: &Rate, required: f64) -> String {
         ),
         Some(_) => String::new(),
         None => "; at this rate no amount of traffic will".to_string(),
+    }
+}
+
+/// Why requests were dropped, from what the counts tell apart: a full `mirror_queue`
+/// (the mirror fell behind), or the rest (the proxy's mirror pool had no free connection,
+/// or pgdog was shutting down).
+fn drop_causes(c: &pgdog_plugin_api::Counts) -> String {
+    let queue_full = c.by_category.buffer_full.min(c.dropped);
+    let rest = c.dropped - queue_full;
+    match (queue_full, rest) {
+        (_, 0) => "the mirror fell behind (mirror_queue full)".to_string(),
+        (0, _) => "not for a full mirror_queue: the mirror pool had no free connection (its pool_size), or pgdog was shutting down".to_string(),
+        (q, r) => format!(
+            "{q} as the mirror fell behind (mirror_queue full), {r} as the mirror pool had no free connection (its pool_size) or pgdog was shutting down"
+        ),
     }
 }
 

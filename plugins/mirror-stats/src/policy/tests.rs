@@ -351,6 +351,34 @@ fn too_many_drops_is_not_ready() {
     );
 }
 
+/// A drop is explained by what caused it: the queue, or the proxy's mirror pool.
+#[test]
+fn drops_name_their_cause() {
+    use crate::testing::dropped;
+    let mut stats = Stats::new(3);
+    let exhausted = |_| pgdog_plugin_api::MirrorEvent {
+        drop_reason: pgdog_plugin_api::DropReason::POOL_EXHAUSTED,
+        ..dropped(0)
+    };
+    let mut events: Vec<_> = (0..100).map(|_| ok(0, 2_000)).collect();
+    events.extend((0..30).map(exhausted));
+    stats.consume_events(&["db"], &events);
+    let report = assess("mirror-stats", &stats.snapshot(), &criteria());
+    let msgs = messages(&report);
+    assert!(
+        msgs.iter().any(|m| m.starts_with("Dropped 30 of 130 requests")
+            && m.ends_with("not for a full mirror_queue: the mirror pool had no free connection (its pool_size), or pgdog was shutting down")),
+        "{msgs:?}"
+    );
+    stats.consume_events(&["db"], &(0..10).map(|_| dropped(0)).collect::<Vec<_>>());
+    let report = assess("mirror-stats", &stats.snapshot(), &criteria());
+    let msgs = messages(&report);
+    assert!(
+        msgs.iter().any(|m| m.ends_with("10 as the mirror fell behind (mirror_queue full), 30 as the mirror pool had no free connection (its pool_size) or pgdog was shutting down")),
+        "{msgs:?}"
+    );
+}
+
 /// The verdicts are the report's ready and confidence, whichever criteria fail.
 #[test]
 fn verdicts_agree_with_the_report() {
