@@ -102,6 +102,16 @@ impl Logical {
     /// pgdog with pool `app` on the primary mirroring reads to `new` on the subscriber,
     /// `sync` (`logical` or `none`).
     async fn pgdog(&self, sync: &str, extra: &[(&str, i64)]) -> Result<Pgdog> {
+        self.pgdog_with(sync, extra, |b| b).await
+    }
+
+    /// [`Logical::pgdog`], with `more` applied to the configuration last.
+    async fn pgdog_with(
+        &self,
+        sync: &str,
+        extra: &[(&str, i64)],
+        more: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> Result<Pgdog> {
         let mut b = ConfigBuilder::new()
             .set("admin_password", ADMIN_PASSWORD)
             .set("mirror_min_runtime_hours", 0)
@@ -118,7 +128,7 @@ impl Logical {
         for (k, v) in extra {
             b = b.set(k, *v);
         }
-        let mut pgdog = b.start().await?;
+        let mut pgdog = more(b).start().await?;
         let port = pgdog.admin_port();
         pgdog.wait_for_port(port, Duration::from_secs(10)).await?;
         Ok(pgdog)
@@ -390,6 +400,52 @@ async fn logical_replication_gated_reads_compare_equal_and_find_a_real_divergenc
     assert!(
         ungated * 100 >= ungated_compared && ungated > mismatches,
         "without gating, reads of fresh writes differ (at least 1 %):\n{readiness}"
+    );
+    Ok(())
+}
+
+/// A mirror user that may not read the subscriber's replication origin (not a superuser,
+/// no grant): the gate says so once and goes by the slot's positions alone, and reads are
+/// still gated and compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_origin_the_gate_goes_by_the_slot() -> Result<()> {
+    let logical = Logical::start().await?;
+    logical
+        .subscriber
+        .execute_in(
+            "pgdog",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO md5user",
+        )
+        .await?;
+    let pgdog = logical
+        .pgdog_with("logical", &[], |b| {
+            b.pool_set("new", "user", "md5user")
+                .pool_set("new", "password", "md5user")
+        })
+        .await?;
+    workload(&pgdog, 2, 2, 3).await?;
+    let text = settled(&pgdog).await?;
+    let log = pgdog.log();
+    assert!(
+        log.matches("replication origin cannot be read").count() == 1,
+        "said once:\n{log}"
+    );
+    let synced = metric(
+        &text,
+        "pgdog_mirror_sync_reads_total{database=\"app\",result=\"synced\"}",
+    );
+    assert!(synced > 0, "reads were gated and released:\n{text}");
+    assert_eq!(
+        metric(&text, "pgdog_mirror_replication_up{database=\"app\"}"),
+        1
+    );
+    let console = admin(&pgdog).await?;
+    let readiness = readiness_when(&console, |t| comparison(t).1 > 0).await?;
+    let (mismatches, compared, _) = comparison(&readiness);
+    eprintln!("without the origin: {mismatches} mismatches of {compared} compared");
+    assert!(
+        compared >= 100 && mismatches <= 1 + compared / 1000,
+        "reads compared as with the origin:\n{readiness}"
     );
     Ok(())
 }

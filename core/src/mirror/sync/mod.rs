@@ -164,7 +164,7 @@ impl Gate {
     /// they cannot (no connection, no such slot, not a standby). A replication that is
     /// merely stopped can be read and is not an error here (readiness says it).
     pub async fn probe(&self) -> Result<Health, String> {
-        let mut poller = poller::Poller::new(self.shared.settings.clone());
+        let mut poller = poller::Poller::new(self.shared.settings.clone()).slot_only();
         let round = poller.round(Instant::now()).await?;
         if round.applied.is_none() {
             return Err(round

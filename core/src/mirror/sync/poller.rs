@@ -117,6 +117,14 @@ impl Poller {
         }
     }
 
+    /// Rounds that read the slot alone, not the subscriber's origin (the start-up probe:
+    /// it checks that the slot can be read, and leaves the origin to the running gate,
+    /// which says once if it cannot be read).
+    pub fn slot_only(mut self) -> Poller {
+        self.origin = false;
+        self
+    }
+
     /// Queries a round sends to the primary and to the mirror.
     fn queries(&self) -> [u64; 2] {
         match self.settings.mode {
