@@ -66,7 +66,6 @@ cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 log() { printf '[mirror-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 
@@ -182,7 +181,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 declare -A TPS_M CPU_M
 for mode in $MODES; do
     TPS_M[$mode]=$(med "${TPS[$mode]}")

@@ -37,7 +37,6 @@ cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 log() { printf '[otlp-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 TICK=$(getconf CLK_TCK)
 
@@ -129,7 +128,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 per_round=$(for ((r = 1; r <= ROUNDS; r++)); do ratio "${ROUND[$r,push]}" "${ROUND[$r,off]}"; echo; done | median)
 cat <<MD
 

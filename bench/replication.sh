@@ -55,8 +55,6 @@ cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 log() { printf '[replication-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 TICK=$(getconf CLK_TCK)
 
@@ -85,16 +83,7 @@ pair_start "$WORK"
 export PGPASSWORD=pgdog
 pgbench_init "$SCALE" "$PRIMARY" >/dev/null
 pgbench -h 127.0.0.1 -p "$MIRROR" -U pgdog -i -I dtp -q pgdog >/dev/null 2>&1
-psql -h 127.0.0.1 -p "$PRIMARY" -U pgdog -d pgdog -qc "CREATE PUBLICATION everything FOR ALL TABLES"
-psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -qc "CREATE SUBSCRIPTION sub CONNECTION \
-'host=127.0.0.1 port=$PRIMARY user=pgdog password=pgdog dbname=pgdog' PUBLICATION everything"
-for _ in $(seq 1200); do
-    pending=$(psql -h 127.0.0.1 -p "$MIRROR" -U pgdog -d pgdog -Atc \
-        "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")
-    [[ $pending == 0 ]] && break
-    sleep 0.2
-done
-[[ $pending == 0 ]] || { log "the subscription's initial copy did not finish"; exit 1; }
+logical_subscribe "$PRIMARY" "$MIRROR" || { log "the subscription's initial copy did not finish"; exit 1; }
 log "subscription sub: initial copy done (scale $SCALE)"
 
 PORT=$(free_port) ADMIN=$(free_port) METRICS=$(free_port)

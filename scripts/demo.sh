@@ -89,16 +89,8 @@ if ((REPL)); then
     say "Loading pgbench data on the primary, the empty schema on the new database, and subscribing it"
     pgbench_init 10 "$PRIMARY_PORT"
     pgbench -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -i -I dtp -q pgdog 2>&1 | tail -n 1
-    psql -h 127.0.0.1 -p "$PRIMARY_PORT" -U pgdog -d pgdog -qc "CREATE PUBLICATION everything FOR ALL TABLES"
-    psql -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -d pgdog -qc "CREATE SUBSCRIPTION sub CONNECTION \
-'host=127.0.0.1 port=$PRIMARY_PORT user=pgdog password=pgdog dbname=pgdog$( ((TLS)) && echo " sslmode=require")' \
-PUBLICATION everything"
-    for _ in $(seq 600); do
-        pending=$(psql -h 127.0.0.1 -p "$MIRROR_PORT" -U pgdog -d pgdog -Atc \
-            "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")
-        [[ $pending == 0 ]] && break
-        sleep 0.2
-    done
+    logical_subscribe "$PRIMARY_PORT" "$MIRROR_PORT" "$( ((TLS)) && echo " sslmode=require")" ||
+        { echo "the subscription's initial copy did not finish" >&2; exit 1; }
     echo "subscription sub: initial copy done"
     REPL_POOL='mirror_statements = "reads"
 mirror_sync = "logical"

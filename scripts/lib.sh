@@ -208,6 +208,28 @@ pgbench_init() {
     done
 }
 
+# logical_subscribe PRIMARY_PORT MIRROR_PORT [CONNINFO_EXTRA]: a publication "everything" of every
+# table on the primary and a subscription "sub" to it on the mirror (user pgdog, db pgdog, the
+# schema already there); returns once the subscription's initial copy is done, fails after 4 min.
+logical_subscribe() {
+    local primary=$1 mirror=$2 extra=${3:-} pending=""
+    PGPASSWORD=pgdog psql -h 127.0.0.1 -p "$primary" -U pgdog -d pgdog -qc \
+        "CREATE PUBLICATION everything FOR ALL TABLES"
+    PGPASSWORD=pgdog psql -h 127.0.0.1 -p "$mirror" -U pgdog -d pgdog -qc "CREATE SUBSCRIPTION sub CONNECTION \
+'host=127.0.0.1 port=$primary user=pgdog password=pgdog dbname=pgdog$extra' PUBLICATION everything"
+    for _ in $(seq 1200); do
+        pending=$(PGPASSWORD=pgdog psql -h 127.0.0.1 -p "$mirror" -U pgdog -d pgdog -Atc \
+            "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")
+        [[ $pending == 0 ]] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# median: the median of the numbers on stdin, one per line. med "A B C": of its words.
+median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+
 # wait_port PORT PID: until something accepts on PORT; fails if PID exits first.
 wait_port() {
     for _ in $(seq 100); do

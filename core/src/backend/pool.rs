@@ -601,50 +601,62 @@ impl PooledServer {
     /// transaction open, no `reset_query`, nothing buffered, the pool neither disabled nor
     /// killed since checkout); otherwise hands it back, for [`PooledServer::release`].
     pub fn release_now(mut self, reset_query: Option<&str>) -> Option<PooledServer> {
-        let server = self.server.as_ref()?;
+        let server = self.server.take()?;
         if server.needs_reset(reset_query) || server.has_buffered() {
+            self.server = Some(server);
             return Some(self);
         }
-        let inner = &self.pool.inner;
-        let mut idle = inner.idle.lock().unwrap();
-        if self.pool.is_disabled() || inner.epoch.load(Ordering::Relaxed) != self.epoch {
-            drop(idle);
-            return Some(self);
-        }
-        inner.stats.idle.fetch_add(1, Ordering::Relaxed);
-        idle.push(self.server.take().expect("checked above"));
-        None
+        self.server = self.put_back(server);
+        self.server.is_some().then_some(self)
     }
 
     /// Puts the connection back in the pool after `reset_query` (session mode; a
     /// transaction left open is rolled back first); closes it if that fails or the pool was
     /// disabled or killed meanwhile.
-    pub async fn release(mut self, reset_query: Option<&str>) {
-        let Some(mut server) = self.server.take() else {
+    pub async fn release(self, reset_query: Option<&str>) {
+        // When it needs no round trip, at once.
+        let Some(mut this) = self.release_now(reset_query) else {
             return;
         };
-        let inner = &self.pool.inner;
-        // Not disabled or killed since checkout. Checked again under the idle lock after the
-        // reset's round trip, which a `DISABLE`/`KILL` (flag, then `close_idle`) may overtake.
-        let wanted =
-            || !self.pool.is_disabled() && inner.epoch.load(Ordering::Relaxed) == self.epoch;
-        // A reset that has nothing to do (transaction mode between transactions) costs no
-        // round trip and no allocation; one that has is boxed, as is the goodbye below,
-        // so that a session's future stays small.
-        let reset = wanted()
+        let Some(mut server) = this.server.take() else {
+            return;
+        };
+        // The reset (and the goodbye below) boxed, so that a session's future stays small.
+        let reset = this.wanted()
             && !server.has_buffered()
-            && (!server.needs_reset(reset_query)
-                || Box::pin(server.reset(reset_query)).await.is_ok());
+            && Box::pin(server.reset(reset_query)).await.is_ok();
         if reset {
-            let mut idle = inner.idle.lock().unwrap();
-            if wanted() {
-                inner.stats.idle.fetch_add(1, Ordering::Relaxed);
-                idle.push(server);
-                return;
+            // Checked again under the idle lock: a `DISABLE`/`KILL` (flag, then
+            // `close_idle`) may overtake the reset's round trip.
+            match this.put_back(server) {
+                None => return,
+                Some(back) => server = back,
             }
         }
-        inner.stats.servers.fetch_sub(1, Ordering::Relaxed);
+        this.pool
+            .inner
+            .stats
+            .servers
+            .fetch_sub(1, Ordering::Relaxed);
         Box::pin(server.terminate()).await;
+    }
+
+    /// The pool was neither disabled nor killed since checkout.
+    fn wanted(&self) -> bool {
+        !self.pool.is_disabled() && self.pool.inner.epoch.load(Ordering::Relaxed) == self.epoch
+    }
+
+    /// Puts `server` with the idle ones, under the idle lock, if the pool still
+    /// [wants](PooledServer::wanted) it; otherwise gives it back.
+    fn put_back(&self, server: Server) -> Option<Server> {
+        let inner = &self.pool.inner;
+        let mut idle = inner.idle.lock().unwrap();
+        if !self.wanted() {
+            return Some(server);
+        }
+        inner.stats.idle.fetch_add(1, Ordering::Relaxed);
+        idle.push(server);
+        None
     }
 }
 

@@ -5,6 +5,7 @@ use crate::compare::{Fingerprint, Paired};
 use crate::mirror::classify::Kind;
 use crate::mirror::prepared::Effects;
 use crate::mirror::request::{Request, Slot};
+use crate::mirror::sync::Gated;
 use crate::protocol::frame::Frames;
 use crate::protocol::tag::client;
 use bytes::{Bytes, BytesMut};
@@ -45,11 +46,10 @@ pub struct InFlight {
     pub effects: Effects,
     /// What it executes (`mirror_statements` other than `all`).
     pub kind: Option<Kind>,
-    /// It went to the mirror before the mirror had applied what the primary had when it
-    /// answered (`mirror_max_lag_ms` passed): its comparison is set aside.
-    pub lagging: bool,
-    /// It waited at the gate (`mirror_sync`) before it was sent.
-    pub gated: bool,
+    /// How its wait at the gate (`mirror_sync`) ended, when it waited there. `Lagging`:
+    /// it went to the mirror before the mirror had applied what the primary had when it
+    /// answered (`mirror_max_lag_ms` passed), so its comparison is set aside.
+    pub gated: Option<Gated>,
     /// A second run of a read whose answers differed ([`super::recheck`]): the proxy's
     /// own, its answer decides that read's comparison.
     pub recheck: bool,
@@ -89,10 +89,14 @@ impl InFlight {
             paired: Paired::default(),
             effects,
             kind: r.kind,
-            lagging: false,
-            gated: false,
+            gated: None,
             recheck: false,
         }
+    }
+
+    /// It went to the mirror past `mirror_max_lag_ms`: its comparison is set aside.
+    pub fn lagging(&self) -> bool {
+        self.gated == Some(Gated::Lagging)
     }
 
     /// A request of the client (not one of the proxy's own): it is reported.

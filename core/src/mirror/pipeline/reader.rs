@@ -319,7 +319,7 @@ impl Pipeline {
                 self.target.has_diverged(),
             );
             let judged = matches!(event.comparison.verdict, Verdict::MATCH | Verdict::MISMATCH);
-            if done.lagging && judged {
+            if done.lagging() && judged {
                 // The mirror may not have had the data the primary answered from.
                 event.comparison.verdict = Verdict::EXCLUDED;
                 event.comparison.excluded = Exclusion::LAGGING;

@@ -20,6 +20,7 @@
 //! way, a broken connection) reports the mismatch as it was.
 
 use super::inflight::InFlight;
+use super::writer::Step;
 use super::Pipeline;
 use crate::compare::{judge, Fingerprint, Paired, ResultDigest};
 use crate::mirror::ledger::Answer;
@@ -29,7 +30,6 @@ use crate::mirror::sync::{Gated, Rechecked};
 use crate::mirror::Event;
 use crate::protocol::TxStatus;
 use crate::sql::Class;
-use bytes::Bytes;
 use pgdog_plugin_api::{Exclusion, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,19 +64,6 @@ enum Stage {
     Sent { digest: ResultDigest },
 }
 
-/// What the writer does about a second look, if one is under way.
-pub(super) enum Next {
-    /// Ask the primary these bytes.
-    AskPrimary(Bytes),
-    /// Wait for the primary's answer (the driver does).
-    WaitPrimary,
-    AwaitSync(Instant),
-    /// Send these bytes to the mirror.
-    Write(Bytes),
-    /// Sent; its answer decides.
-    WaitMirror,
-}
-
 impl Pipeline {
     /// Whether `done`, whose comparison in `event` was a mismatch, gets a second look:
     /// gated and not lagging, one autocommit read that can run again on another
@@ -90,8 +77,7 @@ impl Pipeline {
         event: Event,
         now: Instant,
     ) -> Option<Event> {
-        let eligible = done.gated
-            && !done.lagging
+        let eligible = done.gated == Some(Gated::Synced)
             && done.readies == 1
             && done.first_seq == done.seq
             && done.kind.as_ref().is_some_and(|k| k.class == Class::Read)
@@ -144,13 +130,16 @@ impl Pipeline {
         )
     }
 
-    /// The writer's part in a second look under way, `None` when there is none.
-    pub(super) fn recheck_next(&mut self, now: Instant) -> Option<Next> {
+    /// The writer's step in a second look under way, `None` when there is none:
+    /// [`Step::Recheck`] to ask the primary, [`Step::AwaitSync`], [`Step::Write`] to run it
+    /// on the mirror, or [`Step::AwaitRecheck`] while the driver or the mirror's answer is
+    /// awaited.
+    pub(super) fn recheck_next(&mut self, now: Instant) -> Option<Step> {
         let mut r = self.conn.recheck.pop_front()?;
         let idle = self.conn.in_flight.is_empty() && self.conn.mirror_status.is_idle();
         let next = match r.stage {
             // Requests sent with it (a gated batch) are answered first.
-            Stage::Due if !self.conn.in_flight.is_empty() => Next::WaitMirror,
+            Stage::Due if !self.conn.in_flight.is_empty() => Step::AwaitRecheck,
             // One of them left a transaction open: the mirror is not where the first run
             // was.
             Stage::Due if !idle => {
@@ -159,14 +148,14 @@ impl Pipeline {
             }
             Stage::Due => {
                 r.stage = Stage::Primary;
-                Next::AskPrimary(r.rerun.primary.clone())
+                Step::Recheck(r.rerun.primary.clone())
             }
-            Stage::Primary => Next::WaitPrimary,
+            Stage::Primary => Step::AwaitRecheck,
             Stage::Gating {
                 answered_at,
                 gated: None,
                 ..
-            } => Next::AwaitSync(answered_at),
+            } => Step::AwaitSync { answered_at },
             Stage::Gating {
                 gated: Some(Gated::Lagging),
                 ..
@@ -192,9 +181,10 @@ impl Pipeline {
                 f.recheck = true;
                 self.conn.in_flight.push_back(f);
                 r.stage = Stage::Sent { digest };
-                Next::Write(r.rerun.mirror.clone())
+                self.conn.idle_seen = false;
+                Step::Write(r.rerun.mirror.clone())
             }
-            Stage::Sent { .. } => Next::WaitMirror,
+            Stage::Sent { .. } => Step::AwaitRecheck,
         };
         self.conn.recheck.push_front(r);
         Some(next)

@@ -893,20 +893,29 @@ mod recheck {
         }
     }
 
-    /// The primary answered `READ` with `primary`; the read went through the gate and the
-    /// mirror answered `mirror`.
-    fn gated_read(primary: &str, mirror: &str) -> Fixture {
+    /// `reads` requests of `READ` the primary answered with `primary`, gone through the
+    /// gate as one batch, not answered by the mirror yet.
+    fn gated_batch(primary: &str, reads: u64) -> Fixture {
         let mut f = fixture(128, Reads, true);
         std::thread::sleep(Duration::from_millis(5));
         let t = Instant::now();
-        let mut msg = BytesMut::new();
-        messages::query(&mut msg, READ);
-        f.ledger.request_sent(0, t);
-        f.ledger.answered(0, Idle, t, Some(&digest(primary)));
-        f.queue.requests.push_back(f.places.request_with(0, &msg));
+        for seq in 0..reads {
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, READ);
+            f.ledger.request_sent(seq, t);
+            f.ledger.answered(seq, Idle, t, Some(&digest(primary)));
+            f.queue.requests.push_back(f.places.request_with(seq, &msg));
+        }
         assert!(matches!(f.step(), Step::AwaitSync { .. }));
         f.pipeline.synced(Gated::Synced);
-        assert_eq!(queries(&f.step()), [READ]);
+        assert_eq!(queries(&f.step()), vec![READ; reads as usize], "one batch");
+        f
+    }
+
+    /// The primary answered `READ` with `primary`; the read went through the gate and the
+    /// mirror answered `mirror`.
+    fn gated_read(primary: &str, mirror: &str) -> Fixture {
+        let mut f = gated_batch(primary, 1);
         mirror_row(&mut f, mirror);
         f
     }
@@ -959,19 +968,7 @@ mod recheck {
 
     #[test]
     fn a_read_sent_in_a_gated_batch_is_looked_at_again_once_the_batch_is_answered() {
-        let mut f = fixture(128, Reads, true);
-        std::thread::sleep(Duration::from_millis(5));
-        let t = Instant::now();
-        for seq in 0..2 {
-            let mut msg = BytesMut::new();
-            messages::query(&mut msg, READ);
-            f.ledger.request_sent(seq, t);
-            f.ledger.answered(seq, Idle, t, Some(&digest("1")));
-            f.queue.requests.push_back(f.places.request_with(seq, &msg));
-        }
-        assert!(matches!(f.step(), Step::AwaitSync { .. }));
-        f.pipeline.synced(Gated::Synced);
-        assert_eq!(queries(&f.step()), [READ, READ], "one batch");
+        let mut f = gated_batch("1", 2);
         // The first differs (a row changed in between); the second is still in flight.
         mirror_row(&mut f, "2");
         assert!(f.events().is_empty(), "held");
@@ -989,19 +986,7 @@ mod recheck {
 
     #[test]
     fn reads_of_one_batch_that_differ_are_looked_at_one_after_the_other() {
-        let mut f = fixture(128, Reads, true);
-        std::thread::sleep(Duration::from_millis(5));
-        let t = Instant::now();
-        for seq in 0..2 {
-            let mut msg = BytesMut::new();
-            messages::query(&mut msg, READ);
-            f.ledger.request_sent(seq, t);
-            f.ledger.answered(seq, Idle, t, Some(&digest("1")));
-            f.queue.requests.push_back(f.places.request_with(seq, &msg));
-        }
-        assert!(matches!(f.step(), Step::AwaitSync { .. }));
-        f.pipeline.synced(Gated::Synced);
-        assert_eq!(queries(&f.step()), [READ, READ], "one batch");
+        let mut f = gated_batch("1", 2);
         mirror_row(&mut f, "2");
         mirror_row(&mut f, "3");
         assert!(f.events().is_empty(), "both held");

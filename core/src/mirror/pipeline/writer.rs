@@ -8,7 +8,6 @@
 //! requests rather than one each.
 
 use super::inflight::{gather, InFlight};
-use super::recheck::Next;
 use super::{Gating, Pipeline};
 use crate::mirror::ledger::Answer;
 use crate::mirror::request::Request;
@@ -132,17 +131,8 @@ impl Pipeline {
 
     /// What the writer does next, having taken what `inbox` already has.
     pub fn next_step(&mut self, inbox: &mut impl Inbox, now: Instant) -> Result<Step, MirrorError> {
-        if let Some(next) = self.recheck_next(now) {
-            return Ok(match next {
-                Next::AskPrimary(bytes) => Step::Recheck(bytes),
-                Next::AwaitSync(answered_at) => Step::AwaitSync { answered_at },
-                Next::Write(bytes) => {
-                    self.conn.idle_seen = false;
-                    Step::Write(bytes)
-                }
-                // The driver, or the mirror's answer, comes back.
-                Next::WaitPrimary | Next::WaitMirror => Step::AwaitRecheck,
-            });
+        if let Some(step) = self.recheck_next(now) {
+            return Ok(step);
         }
         if self.conn.finished {
             return Ok(Step::Finished);
@@ -326,8 +316,7 @@ impl Pipeline {
                 .prepare(&mut r.payload, first_seq, &self.definitions);
             self.pinned |= effects.sql_prepare;
             let mut f = InFlight::new(r, now, effects, statement);
-            f.lagging = gated == Some(Gated::Lagging);
-            f.gated = gated.is_some();
+            f.gated = gated;
             f.stood_in = stood_in;
             self.conn.in_flight.push_back(f);
         }
