@@ -281,6 +281,77 @@ async fn statements_are_filed_under_what_they_are() -> Result<()> {
     Ok(())
 }
 
+/// A request of several different statements is compared statement by statement: the
+/// mirror's data differs in one table only, and only the statements that read it
+/// mismatch, each under its own fingerprint. A multi-statement simple query, an extended
+/// batch of several Executes and a pgjdbc transaction's first statement (sent with its
+/// `BEGIN`), against real servers.
+#[tokio::test]
+async fn each_statement_of_a_request_is_compared_under_its_own_fingerprint() -> Result<()> {
+    let setup = "CREATE TABLE same(id int, v text); CREATE TABLE drift(id int, v text);
+        INSERT INTO same VALUES (1, 'a'); INSERT INTO drift VALUES (1, 'a');";
+    let env = start(setup, |b| b).await?;
+    // The new server lost an update to one table.
+    let mirror = env.mirror.connect("pgdog", "pgdog").await?;
+    mirror.batch_execute("UPDATE drift SET v = 'b'").await?;
+    let mut s = common::raw_login(env.pgdog.port(), "pgdog", "primary").await?;
+    let batches = [
+        message(
+            b'Q',
+            b"SELECT v FROM same; SELECT v FROM drift; SELECT count(*) FROM same\0",
+        ),
+        [
+            run_unnamed("SELECT v FROM same WHERE id = 1"),
+            run_unnamed("SELECT v FROM drift WHERE id = 1"),
+            message(b'S', &[]),
+        ]
+        .concat(),
+        [
+            run_unnamed("BEGIN"),
+            run_unnamed("SELECT id FROM same"),
+            run_unnamed("SELECT id, v FROM drift"),
+            message(b'S', &[]),
+        ]
+        .concat(),
+        message(b'Q', b"COMMIT\0"),
+    ];
+    for batch in batches {
+        s.write_all(&batch).await?;
+        common::read_until(&mut s, b'Z').await?;
+    }
+    settled_counts(&env.pgdog, "primary", "every request accounted for", |c| {
+        c.total >= 4 && invariant(c)
+    })
+    .await?;
+    let rows = queries(&env.pgdog).await?;
+    let of = |text: &str| -> Result<(u64, u64)> {
+        let row = rows
+            .iter()
+            .find(|r| col(r, "query") == text)
+            .with_context(|| format!("{text} not filed: {rows:?}"))?;
+        Ok((
+            col(row, "compared").parse()?,
+            col(row, "mismatches").parse()?,
+        ))
+    };
+    // (compared, mismatches) per statement: the ones reading `drift` differ, none other.
+    for (text, want) in [
+        ("select v from same", (1, 0)),
+        ("select v from drift", (1, 1)),
+        ("select count(*) from same", (1, 0)),
+        ("select v from same where id = ?", (1, 0)),
+        ("select v from drift where id = ?", (1, 1)),
+        ("select id from same", (1, 0)),
+        ("select id, v from drift", (1, 1)),
+    ] {
+        assert_eq!(of(text)?, want, "{text}: {rows:?}");
+    }
+    assert!(of("begin").is_err(), "transaction control filed: {rows:?}");
+    let c = counts(&env.pgdog, "primary").await?;
+    assert_eq!((c.total, c.dropped, c.errors), (4, 0, 0), "{c:?}");
+    Ok(())
+}
+
 /// Writes `statements` as one stream of messages while reading the answers (a client
 /// that pipelines: the proxy must not need it to read first); returns the number of
 /// ReadyForQuery messages.

@@ -24,6 +24,12 @@ impl Outcome {
     /// The mirror executed the request, but its answer differs from the primary's: see
     /// [`MirrorEvent::comparison`]. It counts as mirrored (the mirror did run it).
     pub const MISMATCH: Self = Self(3);
+    /// Since 3.2.0, only to plugins with [`crate::Capabilities::STATEMENTS`]: not a
+    /// request but one more statement of the request event just before it, which ran
+    /// several different statements. It carries that statement's `fingerprint` and
+    /// `comparison`; its other fields repeat the request's, no latency. It counts in
+    /// comparisons (compared, mismatched, set aside) and in nothing else: not in `total`.
+    pub const STATEMENT: Self = Self(4);
 }
 
 /// Why a mirrored request failed. An open set: treat unknown codes as "other".
@@ -342,9 +348,17 @@ impl MirrorEvent {
             && self.comparison.verdict == Verdict::MATCH
     }
 
-    /// The mirror ran the request and answered differently from the primary.
+    /// The mirror ran the request and answered differently from the primary (or, for a
+    /// [`Outcome::STATEMENT`] event, that statement's answer differs).
     pub fn is_mismatch(&self) -> bool {
         self.outcome == Outcome::MISMATCH
+            || (self.outcome == Outcome::STATEMENT && self.comparison.verdict == Verdict::MISMATCH)
+    }
+
+    /// One more statement of the request before it, not a request (see
+    /// [`Outcome::STATEMENT`]).
+    pub fn is_statement(&self) -> bool {
+        self.outcome == Outcome::STATEMENT
     }
 
     /// True when the request never reached the mirror (an `ERROR` with category

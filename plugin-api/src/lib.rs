@@ -20,6 +20,8 @@
 //! * [`extension`]: the named fields a struct gains in a minor version (3.0).
 //! * [`errors`] and [`coverage`]: error classes and workload coverage, named fields of
 //!   the statistics and reports (3.1).
+//! * [`Outcome::STATEMENT`] events and [`Capabilities::STATEMENTS`]: a request of several
+//!   different statements compared statement by statement (3.2).
 //! * [`plugin`]: the root module every plugin exports, the FFI-safe plugin object, and
 //!   the plain Rust [`Plugin`] trait plugin authors implement (see [`export_plugin!`]).
 //!

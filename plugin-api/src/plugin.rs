@@ -44,6 +44,10 @@ impl Capabilities {
     pub const READINESS: Self = Self(1 << 2);
     /// Contributes metric points ([`Plugin::metric_points`]).
     pub const METRICS: Self = Self(1 << 3);
+    /// Since 3.2.0: receives each statement of a request that ran several different ones
+    /// compared on its own ([`crate::Outcome::STATEMENT`] events). Without it, such a
+    /// request comes as one event compared as a whole, under its first data statement.
+    pub const STATEMENTS: Self = Self(1 << 4);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -60,6 +64,7 @@ impl Capabilities {
             (Self::SNAPSHOT, "stats"),
             (Self::READINESS, "readiness"),
             (Self::METRICS, "metrics"),
+            (Self::STATEMENTS, "statements"),
         ]
         .into_iter()
         .filter(|(c, _)| self.contains(*c))
@@ -228,7 +233,7 @@ impl RootModule for PluginModRef {
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.7.0");
     /// The next minor version, for the fixture that plays a plugin built against it.
     #[cfg(feature = "__fixture_newer_minor")]
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.1.0");
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.3.0");
 }
 
 /// What plugin authors implement. Every operation is optional except

@@ -8,6 +8,9 @@
 //!   `mirrored` requests whose answer differed from the primary's; `shared_errors` are
 //!   `errors` (query errors) the primary had too, with the same SQLSTATE; `compared`
 //!   and `excluded` count requests whose answers were compared or set aside.
+//! * A request that ran several different statements, compared statement by statement
+//!   (3.2, [`crate::Outcome::STATEMENT`]), counts once in `total` and once per
+//!   statement in `compared`, `mismatched` and `excluded`: those count comparisons.
 
 use crate::Extensions;
 use abi_stable::{
@@ -87,6 +90,18 @@ impl Counts {
     /// Counts one event by the rules in the module docs.
     pub fn record(&mut self, ev: &crate::MirrorEvent) {
         use crate::{DropReason, ErrorCategory, Outcome, Verdict};
+        if ev.is_statement() {
+            match ev.comparison.verdict {
+                Verdict::MATCH => self.compared += 1,
+                Verdict::MISMATCH => {
+                    self.compared += 1;
+                    self.mismatched += 1;
+                }
+                Verdict::EXCLUDED => self.excluded += 1,
+                _ => {}
+            }
+            return;
+        }
         self.total += 1;
         if ev.is_dropped() {
             self.dropped += 1;

@@ -9,6 +9,11 @@
 //!   order-insensitive (wrapping sum of per-row xxh3 hashes) and ordered (a running
 //!   combination), so the comparison can pick either once it knows the statement;
 //! * the first ErrorResponse's SQLSTATE.
+//!
+//! An answer to several statements (a simple Query of several, several Executes before
+//! one Sync) is also digested statement by statement: each CommandComplete,
+//! EmptyQueryResponse, PortalSuspended or ErrorResponse ends one statement's part, so each
+//! statement's answer can be compared on its own ([`Digest::parts`]).
 
 use crate::protocol::backend::sqlstate;
 use crate::protocol::tag::server;
@@ -46,10 +51,19 @@ impl ResultDigest {
     }
 }
 
-/// Accumulates a [`ResultDigest`] from server messages.
-#[derive(Debug, Default, Clone, Copy)]
+/// Most statements of one answer digested one by one. A longer answer (a batch of
+/// thousands of statements) is compared as a whole.
+pub const MAX_PARTS: usize = 256;
+
+/// Accumulates a [`ResultDigest`] from server messages, and one per statement.
+#[derive(Debug, Default, Clone)]
 pub struct Digest {
     d: ResultDigest,
+    /// The statement being answered.
+    part: ResultDigest,
+    /// The statements answered so far (emptied once past [`MAX_PARTS`]).
+    parts: Vec<ResultDigest>,
+    overflow: bool,
 }
 
 impl Digest {
@@ -60,30 +74,86 @@ impl Digest {
         match tag {
             server::DATA_ROW | server::COPY_DATA => {
                 let h = xxh3_64(body);
-                self.d.rows += 1;
-                self.d.unordered = self.d.unordered.wrapping_add(h);
-                self.d.ordered =
-                    (self.d.ordered.rotate_left(5) ^ h).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                self.d.add_row(h);
+                self.part.add_row(h);
             }
             server::COMMAND_COMPLETE => {
                 let text = body.strip_suffix(&[0]).unwrap_or(body);
-                self.d.tags = xxh3_64_with_seed(text, self.d.tags);
-                self.d.tag_rows += tag_rows(text);
+                let rows = tag_rows(text);
+                self.d.add_tag(text, rows);
+                self.part.add_tag(text, rows);
+                self.end_part();
             }
-            server::EMPTY_QUERY_RESPONSE => self.d.tags = xxh3_64_with_seed(b"EMPTY", self.d.tags),
-            server::ROW_DESCRIPTION => self.d.columns = fold_column_types(body, self.d.columns),
-            server::ERROR_RESPONSE if !self.d.failed() => {
-                if let Some(code) = sqlstate(msg) {
+            server::EMPTY_QUERY_RESPONSE => {
+                self.d.add_tag(b"EMPTY", 0);
+                self.part.add_tag(b"EMPTY", 0);
+                self.end_part();
+            }
+            server::PORTAL_SUSPENDED => self.end_part(),
+            server::ROW_DESCRIPTION => {
+                self.d.columns = fold_column_types(body, self.d.columns);
+                self.part.columns = fold_column_types(body, self.part.columns);
+            }
+            server::ERROR_RESPONSE => {
+                let code = sqlstate(msg).unwrap_or(*b"?????");
+                if !self.d.failed() {
                     self.d.sqlstate = code;
                 }
+                self.part.sqlstate = code;
+                self.end_part();
             }
             _ => {}
         }
     }
 
-    /// The digest so far, and a fresh start for the next answer.
+    fn end_part(&mut self) {
+        let part = std::mem::take(&mut self.part);
+        if self.overflow {
+            return;
+        }
+        if self.parts.len() == MAX_PARTS {
+            self.overflow = true;
+            self.parts.clear();
+            return;
+        }
+        self.parts.push(part);
+    }
+
+    /// The answer so far statement by statement: empty when it answered fewer than two
+    /// statements or more than [`MAX_PARTS`] (then only the whole is compared).
+    pub fn parts(&self) -> &[ResultDigest] {
+        if self.parts.len() < 2 {
+            return &[];
+        }
+        &self.parts
+    }
+
+    /// The digest so far, and a fresh start for the next answer (statements included).
     pub fn take(&mut self) -> ResultDigest {
+        self.part = ResultDigest::default();
+        self.overflow = false;
+        if self.parts.capacity() > 16 {
+            // A long batch's parts are not kept for the session's lifetime.
+            self.parts = Vec::new();
+        } else {
+            self.parts.clear();
+        }
         std::mem::take(&mut self.d)
+    }
+}
+
+impl ResultDigest {
+    #[inline]
+    fn add_row(&mut self, h: u64) {
+        self.rows += 1;
+        self.unordered = self.unordered.wrapping_add(h);
+        self.ordered = (self.ordered.rotate_left(5) ^ h).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn add_tag(&mut self, text: &[u8], rows: u64) {
+        self.tags = xxh3_64_with_seed(text, self.tags);
+        self.tag_rows += rows;
     }
 }
 
@@ -248,5 +318,44 @@ mod tests {
         let ok = digest(&[&["1"]], &[23], "SELECT 1");
         assert_eq!(compare(&ok, &failed, false), Differences::ERROR);
         assert!(compare(&failed, &failed.clone(), false).is_empty());
+    }
+
+    #[test]
+    fn each_statement_has_its_part() {
+        let mut d = Digest::default();
+        for m in [
+            row_description(&[23]),
+            data_row(&["1"]),
+            msg(b'C', b"SELECT 1\0"),
+        ] {
+            d.feed(m[0], &m);
+        }
+        assert!(d.parts().is_empty(), "one statement: only the whole");
+        let m = msg(b'C', b"UPDATE 2\0");
+        d.feed(b'C', &m);
+        let mut e = BytesMut::new();
+        messages::error_response(&mut e, messages::Severity::Error, "23505", "dup");
+        d.feed(b'E', &e);
+        let parts = d.parts().to_vec();
+        assert_eq!(parts.len(), 3);
+        assert_eq!((parts[0].rows, parts[0].tag_rows), (1, 1));
+        assert_eq!((parts[1].rows, parts[1].tag_rows), (0, 2));
+        assert_eq!(&parts[2].sqlstate, b"23505");
+        // The same first statement alone digests as its part does.
+        assert_eq!(parts[0], digest(&[&["1"]], &[23], "SELECT 1"));
+        let whole = d.take();
+        assert_eq!(
+            (whole.rows, whole.tag_rows, &whole.sqlstate),
+            (1, 3, b"23505")
+        );
+        assert!(d.parts().is_empty(), "taken with the whole");
+
+        // Past MAX_PARTS: compared as a whole only.
+        let m = msg(b'C', b"INSERT 0 1\0");
+        for _ in 0..=MAX_PARTS {
+            d.feed(b'C', &m);
+        }
+        assert!(d.parts().is_empty());
+        assert_eq!(d.take().tag_rows, MAX_PARTS as u64 + 1);
     }
 }

@@ -2,19 +2,24 @@
 //! request, without buffering result sets.
 //!
 //! ```text
-//! primary pump (server -> client)  --Digest per ReadyForQuery--> SessionState ring
+//! primary pump (server -> client)  --Digest per ReadyForQuery--> ledger ring
+//!                                   (and per statement, for answers to several)
 //! mirror worker (reader)           --Digest per ReadyForQuery--> compare() with the
 //!      primary's digest of the same request --> Comparison on the mirror event
-//! mirror worker (writer)           --Statements--> Fingerprint of each request
+//!      (a request of several different statements: one per statement, [`split`])
+//! mirror worker (writer)           --Statements--> Fingerprint(s) of each request
 //! ```
 //!
 //! * [`digest`]: the streaming digest of one answer, and the comparison of two.
 //! * [`fingerprint`]: normalised statement text, ORDER BY and non-determinism.
 //! * [`statements`]: which statement a request runs (simple Query text, or the Parse
 //!   behind a Bind), tracked per mirror session.
+//! * [`split`]: a request of several different statements, compared statement by
+//!   statement.
 
 pub mod digest;
 pub mod fingerprint;
+pub mod split;
 pub mod statements;
 
 pub use digest::{compare, Digest, ResultDigest};

@@ -10,11 +10,16 @@
 //! before one Sync) is filed under its first data statement: transaction control
 //! (`BEGIN`, `COMMIT`, `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, ...) never takes a data
 //! statement's outcome, so pgjdbc's `BEGIN` sent with a transaction's first statement and
-//! its `autosave` savepoints are not what the statement is counted under. Its answer is
-//! judged with what all its data statements say: non-deterministic if one of them is,
-//! compared in order only if all of them are ordered.
+//! its `autosave` savepoints are not what the statement is counted under. When its data
+//! statements differ, the request also lists every statement it executes, in order
+//! ([`Run::each`]), so that each one's answer is compared under its own fingerprint
+//! ([`super::split`]). Judged as a whole (when its answers cannot be split), it takes
+//! what all its data statements say: non-deterministic if one of them is, compared in
+//! order only if all of them are ordered.
 
+use super::digest::MAX_PARTS;
 use super::fingerprint::{fingerprint, Fingerprint};
+use super::split::Executed;
 use crate::protocol::frame::{split_cstr as cstr, Frames};
 use crate::protocol::tag::client;
 use crate::sql::{self, Class};
@@ -30,6 +35,18 @@ pub struct Statements {
     /// The unnamed portal, bound by almost every Bind: kept apart so that binding it
     /// allocates nothing.
     unnamed_portal: Option<Known>,
+    /// The statements of the request being followed, in order (reused).
+    executed: Vec<Executed>,
+}
+
+/// What a request runs.
+#[derive(Default)]
+pub struct Run {
+    /// What it is filed under: its first data statement (see the module docs).
+    pub statement: Option<Arc<Fingerprint>>,
+    /// Every statement it executes, in order, when it runs several different data
+    /// statements (and at most [`MAX_PARTS`] statements in all).
+    pub each: Option<Box<[Executed]>>,
 }
 
 /// A statement the session prepared: its fingerprint, and whether it is transaction
@@ -59,7 +76,13 @@ struct Filed {
 }
 
 impl Filed {
-    fn executes(&mut self, k: Known) {
+    fn executes(&mut self, k: Known, all: &mut Vec<Executed>) {
+        if all.len() <= MAX_PARTS {
+            all.push(Executed {
+                fp: k.fp.clone(),
+                control: k.control,
+            });
+        }
         match &mut self.first {
             None => self.first = Some(k),
             Some(first) if first.control && !k.control => *first = k,
@@ -88,6 +111,27 @@ const MAX_STATEMENTS: usize = 10_000;
 impl Statements {
     /// Follows the request's Parse/Bind/Close messages and returns the statement it runs.
     pub fn request(&mut self, payload: &[Bytes]) -> Option<Arc<Fingerprint>> {
+        self.run(payload).statement
+    }
+
+    /// Follows the request's Parse/Bind/Close messages and returns what it runs.
+    pub fn run(&mut self, payload: &[Bytes]) -> Run {
+        let mut all = std::mem::take(&mut self.executed);
+        all.clear();
+        let statement = self.follow(payload, &mut all);
+        let several = all
+            .iter()
+            .filter(|e| !e.control)
+            .any(|e| Some(e.fp.id) != statement.as_ref().map(|s| s.id));
+        let each = (several && all.len() <= MAX_PARTS).then(|| all.as_slice().into());
+        if all.capacity() > 64 {
+            all = Vec::new();
+        }
+        self.executed = all;
+        Run { statement, each }
+    }
+
+    fn follow(&mut self, payload: &[Bytes], all: &mut Vec<Executed>) -> Option<Arc<Fingerprint>> {
         let mut executed = Filed::default();
         let mut parsed = None;
         for part in payload {
@@ -97,7 +141,7 @@ impl Statements {
                     client::QUERY => {
                         let (text, _) = cstr(body)?;
                         for statement in sql::statements(text) {
-                            executed.executes(Known::of(statement));
+                            executed.executes(Known::of(statement), all);
                         }
                     }
                     client::PARSE => {
@@ -131,7 +175,7 @@ impl Statements {
                             self.portals.get(portal).cloned()
                         };
                         if let Some(k) = known {
-                            executed.executes(k);
+                            executed.executes(k, all);
                         }
                     }
                     client::CLOSE => {
@@ -266,8 +310,36 @@ mod tests {
         // An executeBatch: the same statement several times is that statement.
         let one = run_unnamed("insert into t values ($1)");
         let batch = [one.clone(), one.clone(), one, msg(b'S', &[])].concat();
-        let fp = s.request(&[Bytes::from(batch)]).unwrap();
+        let fp = s.request(&[Bytes::from(batch.clone())]).unwrap();
         assert_eq!(&*fp.text, "insert into t values (...)");
         assert!(fp.nondeterministic.is_none());
+        assert!(s.run(&[Bytes::from(batch)]).each.is_none(), "one statement");
+    }
+
+    #[test]
+    fn several_different_statements_are_listed_one_by_one() {
+        let mut s = Statements::default();
+        let run = s.run(&[query("BEGIN; select 1; update t set v = 2; COMMIT")]);
+        assert_eq!(&*run.statement.unwrap().text, "select ?");
+        let each: Vec<_> = run
+            .each
+            .expect("listed")
+            .iter()
+            .map(|e| (e.fp.text.to_string(), e.control))
+            .collect();
+        assert_eq!(
+            each,
+            [
+                ("begin".to_string(), true),
+                ("select ?".to_string(), false),
+                ("update t set v = ?".to_string(), false),
+                ("commit".to_string(), true),
+            ]
+        );
+        // BEGIN with one statement: nothing to split.
+        assert!(s.run(&[query("BEGIN; select 1")]).each.is_none());
+        // Past MAX_PARTS statements: compared whole.
+        let long = vec!["select 1; select a from t"; MAX_PARTS].join(";");
+        assert!(s.run(&[query(&long)]).each.is_none());
     }
 }

@@ -256,7 +256,7 @@ const COUNTERS: &[(&str, &str, Observe)] = &[
     ),
     (
         "pgdog_mirror_mismatches_total",
-        "Mirrored requests whose answer differed from the primary's (result comparison; per fingerprint in SHOW MIRROR QUERIES)",
+        "Comparisons where the mirror's answer differed from the primary's: per request, or per statement of a request of several (per fingerprint in SHOW MIRROR QUERIES)",
         |s, o| {
             for (db, c) in mirror_databases(s) {
                 o.observe(c.mismatched as f64, std::slice::from_ref(db));

@@ -58,7 +58,7 @@ pub const GAUGES: &[(&str, &str, Observe)] = &[
 pub const COUNTERS: &[(&str, &str, Observe)] = &[
     (
         "pgdog_mirror_compared_total",
-        "Mirrored requests whose answer was compared with the primary's (databases with comparison on)",
+        "Mirror answers compared with the primary's: per request, or per statement of a request of several (databases with comparison on)",
         |s, o| {
             for (d, db) in compared(s) {
                 o.observe(d.counts.compared as f64, std::slice::from_ref(db));

@@ -14,13 +14,20 @@
 
 use crate::compare::ResultDigest;
 use crate::protocol::TxStatus;
+use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How many recent requests' answers are kept.
 pub const RING: usize = 256;
+
+/// Most statement digests kept of recent answers to several statements (see
+/// [`Ledger::answered_parts`]): 56 bytes each, so at most 14 KB per session, and only
+/// while its client sends such requests. A mirror further behind compares such a request
+/// as a whole.
+pub const KEPT_PARTS: usize = 256;
 
 /// How long after a client's CancelRequest a cancel on the primary is still taken for
 /// that one's doing. Under load PostgreSQL was seen applying a cancel to the statement
@@ -75,6 +82,10 @@ pub struct Ledger {
     answer_seq: [AtomicI64; RING],
     /// Per request: the digest of the primary's answer, when results are compared.
     digests: Option<Box<[DigestSlot]>>,
+    /// The statement-by-statement digests of recent answers to several statements, by
+    /// sequence number, oldest first (at most [`KEPT_PARTS`] digests in all). Locked only
+    /// for such answers, which are rare next to the rest.
+    parts: Mutex<KeptParts>,
     /// Requests sent (the next request's sequence number).
     sent: AtomicU64,
     /// Per request: its sequence number when the client sent a CancelRequest while the
@@ -110,6 +121,7 @@ impl Ledger {
             pending_error: AtomicU64::new(0),
             answer_seq: std::array::from_fn(|_| AtomicI64::new(-1)),
             digests: compare.then(|| (0..RING).map(|_| DigestSlot::default()).collect()),
+            parts: Mutex::default(),
             sent: AtomicU64::new(0),
             client_cancel: std::array::from_fn(|_| AtomicI64::new(-1)),
             primary_canceled: std::array::from_fn(|_| AtomicI64::new(-1)),
@@ -223,6 +235,34 @@ impl Ledger {
         if wanted {
             self.progress.notify_waiters();
         }
+    }
+
+    /// The primary's answer to request `seq` (recorded next, by [`Ledger::answered`])
+    /// answered several statements: their digests one by one, so that each is compared
+    /// on its own. The oldest kept ones make room, past [`KEPT_PARTS`].
+    pub fn answered_parts(&self, seq: u64, parts: &[ResultDigest]) {
+        if parts.is_empty() || self.digests.is_none() || parts.len() > KEPT_PARTS {
+            return;
+        }
+        let mut kept = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        while kept.total + parts.len() > KEPT_PARTS {
+            let Some((_, old)) = kept.answers.pop_front() else {
+                break;
+            };
+            kept.total -= old.len();
+        }
+        kept.total += parts.len();
+        kept.answers.push_back((seq, parts.into()));
+    }
+
+    /// The statement-by-statement digests of the primary's answer to request `seq`, if
+    /// it answered several statements and they are still kept. Taken: asked once.
+    pub fn primary_parts(&self, seq: u64) -> Option<Box<[ResultDigest]>> {
+        let mut kept = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let at = kept.answers.iter().position(|(s, _)| *s == seq)?;
+        let (_, parts) = kept.answers.remove(at)?;
+        kept.total -= parts.len();
+        Some(parts)
     }
 
     /// The primary sent an ErrorResponse with `sqlstate` in the answer being received:
@@ -398,6 +438,11 @@ impl Recorder {
     ) {
         self.0.answered(seq, status, now, digest)
     }
+
+    /// See [`Ledger::answered_parts`].
+    pub fn answered_parts(&self, seq: u64, parts: &[ResultDigest]) {
+        self.0.answered_parts(seq, parts)
+    }
 }
 
 /// What a client's CancelRequest does to its mirror session: see
@@ -411,6 +456,15 @@ impl Canceller {
     pub fn client_cancel(&self) {
         self.0.client_cancel()
     }
+}
+
+/// See [`Ledger::answered_parts`].
+#[derive(Default)]
+struct KeptParts {
+    /// By sequence number, oldest first.
+    answers: VecDeque<(u64, Box<[ResultDigest]>)>,
+    /// Digests in `answers`.
+    total: usize,
 }
 
 /// A [`ResultDigest`] in atomics (written by the primary's pump before the slot's
@@ -520,6 +574,30 @@ pub(super) mod tests {
         assert_eq!(l.primary_digest(0), Some(d));
         assert_eq!(l.primary_digest(1), None);
         assert_eq!(Ledger::new(false).primary_digest(0), None);
+    }
+
+    #[test]
+    fn statement_digests_are_kept_for_a_while() {
+        let l = Ledger::new(true);
+        let part = |rows| ResultDigest {
+            rows,
+            ..ResultDigest::default()
+        };
+        l.answered_parts(0, &[part(1), part(2)]);
+        assert_eq!(l.primary_parts(1), None);
+        assert_eq!(l.primary_parts(0).as_deref(), Some(&[part(1), part(2)][..]));
+        assert_eq!(l.primary_parts(0), None, "taken");
+        // Bounded: the oldest make room.
+        let big = vec![part(3); KEPT_PARTS / 2];
+        for seq in 1..=3 {
+            l.answered_parts(seq, &big);
+        }
+        assert_eq!(l.primary_parts(1), None);
+        assert!(l.primary_parts(2).is_some() && l.primary_parts(3).is_some());
+        // Without comparison nothing is kept.
+        let off = Ledger::new(false);
+        off.answered_parts(0, &[part(1), part(2)]);
+        assert_eq!(off.primary_parts(0), None);
     }
 
     /// The mirror writer's wait: an end that came before the wait began satisfies it at

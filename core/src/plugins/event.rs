@@ -61,7 +61,19 @@ pub struct MirrorEvent {
     pub at: SystemTime,
     /// The statement's fingerprint and normalised text, when comparison is on.
     pub query: Option<QueryRef>,
-    /// Primary against mirror, when comparison is on.
+    /// Primary against mirror, when comparison is on: the request as a whole.
+    pub comparison: api::Comparison,
+    /// When the request ran several different statements and each one's answer was
+    /// compared on its own: those comparisons, the first data statement's first (the
+    /// request's `query`). Plugins with [`api::Capabilities::STATEMENTS`] get them in
+    /// place of `comparison` (see [`MirrorEvent::to_abi_statements`]).
+    pub statements: Option<Box<[StatementComparison]>>,
+}
+
+/// One statement of a request, compared on its own.
+#[derive(Debug, Clone)]
+pub struct StatementComparison {
+    pub query: QueryRef,
     pub comparison: api::Comparison,
 }
 
@@ -82,6 +94,7 @@ impl MirrorEvent {
             at: SystemTime::now(),
             query: None,
             comparison: api::Comparison::not_compared(),
+            statements: None,
         }
     }
 
@@ -156,6 +169,41 @@ impl MirrorEvent {
             comparison: self.comparison,
         }
     }
+
+    /// The ABI form for plugins with [`api::Capabilities::STATEMENTS`], appended to `out`:
+    /// the request with its first statement's comparison (a mismatch only if that
+    /// statement's answer differs), then one [`api::Outcome::STATEMENT`] event per other
+    /// statement. Without per-statement comparisons, [`MirrorEvent::to_abi`].
+    pub(crate) fn to_abi_statements(&self, database: u32, out: &mut Vec<api::MirrorEvent>) {
+        let mut request = self.to_abi(database);
+        let Some((first, rest)) = self.statements.as_deref().and_then(<[_]>::split_first) else {
+            out.push(request);
+            return;
+        };
+        request.fingerprint = ROption::RSome(first.query.fingerprint);
+        request.comparison = first.comparison;
+        if request.outcome == api::Outcome::MISMATCH || request.outcome == api::Outcome::MIRRORED {
+            request.outcome = if first.comparison.verdict == api::Verdict::MISMATCH {
+                api::Outcome::MISMATCH
+            } else {
+                api::Outcome::MIRRORED
+            };
+        }
+        out.push(request);
+        for s in rest {
+            out.push(api::MirrorEvent {
+                outcome: api::Outcome::STATEMENT,
+                category: api::ErrorCategory::NONE,
+                drop_reason: api::DropReason::NONE,
+                sqlstate: [0; 5],
+                mirror_latency_us: ROption::RNone,
+                primary_latency_us: ROption::RNone,
+                fingerprint: ROption::RSome(s.query.fingerprint),
+                comparison: s.comparison,
+                ..request
+            });
+        }
+    }
 }
 
 impl ErrorCategory {
@@ -195,5 +243,71 @@ mod tests {
         assert!(ev.is_dropped() && !ev.is_mirror_error());
         assert_eq!(ev.drop_reason, api::DropReason::BUFFER_FULL);
         assert!(ev.at_unix_us > 0);
+    }
+
+    /// A request compared statement by statement: as a whole for plugins that take
+    /// requests only; for the others, the request with its first statement's comparison
+    /// and one STATEMENT event per other statement, which counts in comparisons only.
+    #[test]
+    fn statements_go_to_plugins_that_take_them() {
+        let verdict = |verdict| api::Comparison {
+            verdict,
+            ..api::Comparison::not_compared()
+        };
+        let each = |fingerprint, v| StatementComparison {
+            query: QueryRef {
+                fingerprint,
+                text: Arc::from("q"),
+            },
+            comparison: verdict(v),
+        };
+        let mut ev = MirrorEvent::new(Arc::from("primary"), Outcome::Mismatch)
+            .with_mirror_latency(Duration::from_micros(900));
+        ev.query = Some(each(1, api::Verdict::MATCH).query);
+        ev.comparison = verdict(api::Verdict::MISMATCH);
+        ev.statements = Some(Box::new([
+            each(1, api::Verdict::MATCH),
+            each(2, api::Verdict::MISMATCH),
+        ]));
+        assert_eq!(ev.to_abi(0).outcome, api::Outcome::MISMATCH);
+        let mut out = Vec::new();
+        ev.to_abi_statements(0, &mut out);
+        let seen: Vec<_> = out
+            .iter()
+            .map(|e| (e.outcome, e.fingerprint, e.comparison.verdict))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    api::Outcome::MIRRORED,
+                    ROption::RSome(1),
+                    api::Verdict::MATCH
+                ),
+                (
+                    api::Outcome::STATEMENT,
+                    ROption::RSome(2),
+                    api::Verdict::MISMATCH
+                ),
+            ]
+        );
+        assert_eq!(out[0].mirror_latency_us, ROption::RSome(900));
+        assert_eq!(out[1].mirror_latency_us, ROption::RNone);
+        let mut counts = api::Counts::default();
+        out.iter().for_each(|e| counts.record(e));
+        assert_eq!(
+            (
+                counts.total,
+                counts.mirrored,
+                counts.compared,
+                counts.mismatched
+            ),
+            (1, 1, 2, 1)
+        );
+        // Without statements: the request alone, as `to_abi` has it.
+        ev.statements = None;
+        out.clear();
+        ev.to_abi_statements(0, &mut out);
+        assert_eq!(out, [ev.to_abi(0)]);
     }
 }

@@ -42,7 +42,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use error::PluginError;
-pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef};
+pub use event::{DropReason, ErrorCategory, MirrorEvent, Outcome, QueryRef, StatementComparison};
 pub use load::{BUNDLED_STATS_FILE, BUNDLED_STATS_NAME};
 pub use pgdog_plugin_api::{
     Capabilities, Counts, DatabaseReport, DatabaseStats, FingerprintStats, MetricKind, MetricPoint,

@@ -215,6 +215,11 @@ struct Batcher {
     slots: HashMap<usize, u32>,
     indices: Vec<u32>,
     abi: Vec<pgdog_plugin_api::MirrorEvent>,
+    /// The same events for plugins that take statements one by one
+    /// ([`Capabilities::STATEMENTS`]), when some event has them.
+    abi_statements: Vec<pgdog_plugin_api::MirrorEvent>,
+    /// Some event has per-statement comparisons.
+    has_statements: bool,
     /// Fingerprints the batch's events refer to, each once, with their texts.
     queries: HashMap<u64, Arc<str>>,
 }
@@ -232,11 +237,13 @@ impl Batcher {
             self.databases.push(ev.database.clone());
         }
         self.indices.push(slot);
-        if let Some(q) = &ev.query {
+        let each = ev.statements.iter().flatten().map(|s| &s.query);
+        for q in ev.query.iter().chain(each) {
             self.queries
                 .entry(q.fingerprint)
                 .or_insert_with(|| q.text.clone());
         }
+        self.has_statements |= ev.statements.is_some();
         self.events.push(ev);
     }
 
@@ -260,16 +267,32 @@ impl Batcher {
                 text: RStr::from_str(text),
             })
             .collect();
-        let batch = EventBatch {
+        self.abi_statements.clear();
+        if self.has_statements {
+            for (ev, &db) in self.events.iter().zip(&self.indices) {
+                ev.to_abi_statements(db, &mut self.abi_statements);
+            }
+        }
+        let whole = EventBatch {
             databases: RSlice::from_slice(&names),
             events: RSlice::from_slice(&self.abi),
             queries: RSlice::from_slice(&queries),
+        };
+        let split = EventBatch {
+            events: RSlice::from_slice(&self.abi_statements),
+            ..whole
         };
         for plugin in consumers {
             if plugin.failure().is_some() {
                 continue;
             }
-            match plugin.call("consume", |p| p.consume(&batch)) {
+            let batch =
+                if self.has_statements && plugin.capabilities.contains(Capabilities::STATEMENTS) {
+                    &split
+                } else {
+                    &whole
+                };
+            match plugin.call("consume", |p| p.consume(batch)) {
                 Ok(()) | Err(PluginError::Panicked { .. }) => {} // panics are logged by `call`
                 Err(e) => plugin.note_consume_error(&e),
             }
@@ -277,6 +300,7 @@ impl Batcher {
         drop(names);
         drop(queries);
         self.queries.clear();
+        self.has_statements = false;
         self.events.clear();
         self.indices.clear();
         self.databases.clear();

@@ -295,6 +295,7 @@ impl Plugin for Stats {
             | Capabilities::SNAPSHOT
             | Capabilities::READINESS
             | Capabilities::METRICS
+            | Capabilities::STATEMENTS
     }
 
     fn consume(&mut self, batch: &EventBatch<'_>) -> Result<(), String> {

@@ -5,7 +5,6 @@
 use super::io::Buffers;
 use super::{End, Session};
 use crate::backend::server::MAX_SERVER_MESSAGE;
-use crate::compare::Digest;
 use crate::protocol::backend::{parameter_status, ready_status, sqlstate, QUERY_CANCELED};
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::tag::server;
@@ -61,7 +60,10 @@ impl Session {
                         if std::mem::take(&mut self.canceled) {
                             recorder.primary_canceled(seq);
                         }
-                        let answer = digest.as_mut().map(Digest::take);
+                        let answer = digest.as_mut().map(|d| {
+                            recorder.answered_parts(seq, d.parts());
+                            d.take()
+                        });
                         recorder.answered(seq, status, now, answer.as_ref());
                     }
                     continue;

@@ -1,6 +1,8 @@
 //! A request sent to the mirror and not yet answered, and the pieces of the pipeline
 //! that deal with one request at a time (gathering a batch's bytes, recognising COPY data).
 
+use crate::compare::split::Split;
+use crate::compare::statements::Run;
 use crate::compare::{Fingerprint, Paired};
 use crate::mirror::classify::Kind;
 use crate::mirror::prepared::Effects;
@@ -42,6 +44,8 @@ pub struct InFlight {
     pub statement: Option<Arc<Fingerprint>>,
     /// Its answers compared with the primary's so far.
     pub paired: Paired,
+    /// When it runs several different statements: their answers, one by one.
+    pub split: Option<Box<Split>>,
     /// What it does to the mirror's named statements.
     pub effects: Effects,
     /// What it executes (`mirror_statements` other than `all`).
@@ -65,13 +69,8 @@ pub enum MirrorAnswer {
 }
 
 impl InFlight {
-    /// `r` (with the statement effects and fingerprint worked out), sent at `sent`.
-    pub fn new(
-        r: Request,
-        sent: Instant,
-        effects: Effects,
-        statement: Option<Arc<Fingerprint>>,
-    ) -> InFlight {
+    /// `r` (with the statement effects and what it runs worked out), sent at `sent`.
+    pub fn new(r: Request, sent: Instant, effects: Effects, run: Run) -> InFlight {
         InFlight {
             has_copy_data: ends_with_copy_data(&r.payload),
             first_seq: r.first_seq(),
@@ -85,8 +84,9 @@ impl InFlight {
             sent,
             answer: MirrorAnswer::Ok,
             timed_out: false,
-            statement,
+            statement: run.statement,
             paired: Paired::default(),
+            split: run.each.map(|each| Box::new(Split::new(each))),
             effects,
             kind: r.kind,
             gated: None,

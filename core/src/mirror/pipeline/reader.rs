@@ -13,13 +13,14 @@
 
 use super::inflight::{InFlight, MirrorAnswer};
 use super::{Pipeline, CANCEL_GRACE};
-use crate::compare::judge;
+use crate::compare::{judge, Fingerprint, Paired};
 use crate::config::MirrorStatements;
 use crate::mirror::{ErrorCategory, Event, MirrorError, Outcome, SkipReason};
-use crate::plugins::QueryRef;
+use crate::plugins::{QueryRef, StatementComparison};
 use crate::protocol::backend::{ready_status, sqlstate, QUERY_CANCELED};
 use crate::protocol::tag::server;
 use pgdog_plugin_api::{Comparison, Exclusion, Verdict};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// SQLSTATE of a write in a read-only transaction.
@@ -101,6 +102,11 @@ impl Pipeline {
         }
         let mut recheck_answer = None;
         if self.statements.is_some() {
+            let seq = front.answering_seq();
+            if let Some(split) = front.split.as_mut() {
+                let primary = self.ledger.primary_parts(seq);
+                split.add(primary.as_deref(), self.conn.digest.parts());
+            }
             let answer = self.conn.digest.take();
             if front.recheck {
                 recheck_answer = Some(answer);
@@ -263,10 +269,7 @@ impl Pipeline {
     fn report_cancelled(&mut self, done: &InFlight) {
         let mut event = Event::new(self.target.database.clone(), Outcome::Mirrored);
         if let Some(statement) = &done.statement {
-            event.query = Some(QueryRef {
-                fingerprint: statement.id,
-                text: statement.text.clone(),
-            });
+            event.query = Some(query_ref(statement));
         }
         if self.statements.is_some() {
             event.comparison = Comparison {
@@ -277,6 +280,34 @@ impl Pipeline {
             };
         }
         self.events.push(event);
+    }
+
+    /// The comparison of `paired` (the answers of `done`, or of one of its statements,
+    /// `statement`), set aside when the statement is ignored, non-deterministic, after
+    /// drops, or when `done` went to the mirror lagging.
+    fn judged(
+        &self,
+        done: &InFlight,
+        paired: &Paired,
+        mirror_error: Option<[u8; 5]>,
+        statement: Option<&Arc<Fingerprint>>,
+    ) -> Comparison {
+        let ignored = statement.is_some_and(|s| self.target.compare.ignore.contains(&s.id));
+        let mut c = judge(
+            paired,
+            mirror_error,
+            statement.map(|s| &**s),
+            ignored,
+            self.target.has_diverged(),
+        );
+        let judged = matches!(c.verdict, Verdict::MATCH | Verdict::MISMATCH);
+        if done.lagging() && judged {
+            // The mirror may not have had the data the primary answered from.
+            c.verdict = Verdict::EXCLUDED;
+            c.excluded = Exclusion::LAGGING;
+            c.differences = Default::default();
+        }
+        c
     }
 
     /// When the mirror could start on `f`: its send, or the previous answer if later.
@@ -295,11 +326,12 @@ impl Pipeline {
         let mut event = Event::new(self.target.database.clone(), outcome);
         event.mirror_latency = mirror_latency;
         event.primary_latency = self.ledger.primary_latency(done.seq);
-        if let Some(statement) = &done.statement {
-            event.query = Some(QueryRef {
-                fingerprint: statement.id,
-                text: statement.text.clone(),
-            });
+        // A mirror error in a request of several statements is the failing statement's.
+        let failed = matches!(outcome, Outcome::Error { .. })
+            .then(|| done.split.as_ref()?.failed())
+            .flatten();
+        if let Some(statement) = failed.or(done.statement.as_ref()) {
+            event.query = Some(query_ref(statement));
         }
         if self.statements.is_some() && !done.timed_out {
             let mirror_error = match outcome {
@@ -307,33 +339,29 @@ impl Pipeline {
                 Outcome::Error { sqlstate, .. } => Some(sqlstate.unwrap_or(*b"?????")),
                 _ => None,
             };
-            let ignored = done
-                .statement
-                .as_ref()
-                .is_some_and(|s| self.target.compare.ignore.contains(&s.id));
-            event.comparison = judge(
-                &done.paired,
-                mirror_error,
-                done.statement.as_deref(),
-                ignored,
-                self.target.has_diverged(),
-            );
-            let judged = matches!(event.comparison.verdict, Verdict::MATCH | Verdict::MISMATCH);
-            if done.lagging() && judged {
-                // The mirror may not have had the data the primary answered from.
-                event.comparison.verdict = Verdict::EXCLUDED;
-                event.comparison.excluded = Exclusion::LAGGING;
-                event.comparison.differences = Default::default();
-            }
+            event.comparison =
+                self.judged(done, &done.paired, mirror_error, done.statement.as_ref());
+            let each = done.split.as_ref().and_then(|s| s.statements());
+            let statements = each.filter(|_| mirror_error.is_none()).map(|each| {
+                each.iter()
+                    .map(|(fp, paired)| StatementComparison {
+                        query: query_ref(fp),
+                        comparison: self.judged(done, paired, None, Some(fp)),
+                    })
+                    .collect()
+            });
             if event.outcome == Outcome::Mirrored && event.comparison.verdict == Verdict::MISMATCH {
                 event.outcome = Outcome::Mismatch;
                 // A gated read may differ only because rows changed in between: it gets
                 // a second look before it is reported ([`super::recheck`]).
-                if let Some(event) = self.recheck_mismatch(done, event, now) {
+                // Held for that look, it is judged as a whole.
+                if let Some(mut event) = self.recheck_mismatch(done, event, now) {
+                    event.statements = statements;
                     self.events.push(event);
                 }
                 return;
             }
+            event.statements = statements;
         } else if let Outcome::Error {
             category: ErrorCategory::Query,
             sqlstate: Some(code),
@@ -350,5 +378,12 @@ impl Pipeline {
             }
         }
         self.events.push(event);
+    }
+}
+
+fn query_ref(statement: &Fingerprint) -> QueryRef {
+    QueryRef {
+        fingerprint: statement.id,
+        text: statement.text.clone(),
     }
 }

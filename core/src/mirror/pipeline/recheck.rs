@@ -22,6 +22,7 @@
 use super::inflight::InFlight;
 use super::writer::Step;
 use super::Pipeline;
+use crate::compare::statements::Run;
 use crate::compare::{judge, Fingerprint, Paired, ResultDigest};
 use crate::mirror::ledger::Answer;
 use crate::mirror::request::Request;
@@ -177,7 +178,11 @@ impl Pipeline {
                     continues: false,
                     kind: None,
                 };
-                let mut f = InFlight::new(request, now, Default::default(), r.statement.clone());
+                let run = Run {
+                    statement: r.statement.clone(),
+                    each: None,
+                };
+                let mut f = InFlight::new(request, now, Default::default(), run);
                 f.recheck = true;
                 self.conn.in_flight.push_back(f);
                 r.stage = Stage::Sent { digest };

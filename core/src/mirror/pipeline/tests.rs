@@ -541,6 +541,98 @@ fn answers_are_compared_with_the_primarys() {
     );
 }
 
+/// A request of several different statements: each statement's answer is compared
+/// with the primary's answer to the same statement, under its own fingerprint.
+#[test]
+fn each_statement_of_a_request_is_compared_on_its_own() {
+    let sql = "BEGIN; select a from t; select b from u; update t set a = 1; COMMIT";
+    // The answers of the five statements, the second select's row differing by side.
+    let answer = |b: &str| {
+        let mut out = BytesMut::new();
+        messages::command_complete(&mut out, "BEGIN");
+        messages::data_row(&mut out, &[Some("1")]);
+        messages::command_complete(&mut out, "SELECT 1");
+        messages::data_row(&mut out, &[Some(b)]);
+        messages::command_complete(&mut out, "SELECT 1");
+        messages::command_complete(&mut out, "UPDATE 3");
+        messages::command_complete(&mut out, "COMMIT");
+        out
+    };
+    let mut f = Fixture::new(128, true);
+    let t = Instant::now() - Duration::from_secs(1);
+    let mut d = crate::compare::Digest::default();
+    for (tag, msg) in Frames::new(&answer("x")) {
+        d.feed(tag, msg);
+    }
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, sql);
+    f.ledger.request_sent(0, t);
+    f.ledger.answered_parts(0, d.parts());
+    f.ledger.answered(0, Idle, t, Some(&d.take()));
+    f.queue.requests.push_back(f.places.request_with(0, &msg));
+    assert_eq!(queries(&f.step()).len(), 1);
+    let mut out = answer("y");
+    messages::ready_for_query(&mut out, Idle);
+    for (_, msg) in Frames::new(&out) {
+        f.pipeline.on_message(msg, Instant::now()).unwrap();
+    }
+    let events = f.events();
+    let [event] = &events[..] else {
+        panic!("one event per request: {events:?}");
+    };
+    // As a whole (for plugins that take requests only): a mismatch, filed under the first
+    // data statement.
+    assert_eq!(event.outcome, Outcome::Mismatch);
+    assert_eq!(
+        event.query.as_ref().map(|q| &*q.text),
+        Some("select a from t")
+    );
+    // Statement by statement: only the second select differs; BEGIN and COMMIT are none.
+    let each: Vec<_> = event
+        .statements
+        .as_deref()
+        .expect("compared one by one")
+        .iter()
+        .map(|s| (&*s.query.text, s.comparison.verdict))
+        .collect();
+    assert_eq!(
+        each,
+        [
+            ("select a from t", Verdict::MATCH),
+            ("select b from u", Verdict::MISMATCH),
+            ("update t set a = ?", Verdict::MATCH),
+        ]
+    );
+}
+
+/// A mirror error in a request of several statements is filed under the statement that
+/// failed, not the request's first.
+#[test]
+fn a_mirror_error_is_filed_under_the_statement_that_failed() {
+    let mut f = Fixture::new(128, true);
+    let t = Instant::now() - Duration::from_secs(1);
+    let mut msg = BytesMut::new();
+    messages::query(&mut msg, "select a from t; select b from u");
+    f.ledger.request_sent(0, t);
+    f.ledger.answered(0, Idle, t, Some(&Default::default()));
+    f.queue.requests.push_back(f.places.request_with(0, &msg));
+    f.step();
+    let mut out = BytesMut::new();
+    messages::command_complete(&mut out, "SELECT 0");
+    messages::error_response(&mut out, Severity::Error, "42703", "no column b");
+    messages::ready_for_query(&mut out, Idle);
+    for (_, msg) in Frames::new(&out) {
+        f.pipeline.on_message(msg, Instant::now()).unwrap();
+    }
+    let events = f.events();
+    assert!(matches!(events[0].outcome, Outcome::Error { .. }));
+    assert_eq!(
+        events[0].query.as_ref().map(|q| &*q.text),
+        Some("select b from u")
+    );
+    assert!(events[0].statements.is_none());
+}
+
 /// Transaction mode: the connection goes back to the pool once everything taken was
 /// answered and the mirror is idle, not while the mirror is inside a transaction.
 #[test]

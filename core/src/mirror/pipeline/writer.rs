@@ -302,9 +302,9 @@ impl Pipeline {
         for mut r in batch {
             let first_seq = r.first_seq();
             // The client's statements are followed as the client sent them.
-            let statement = match &mut self.statements {
-                Some(s) if r.is_client() => s.request(&r.payload),
-                _ => None,
+            let run = match &mut self.statements {
+                Some(s) if r.is_client() => s.run(&r.payload),
+                _ => Default::default(),
             };
             let stood_in = r.is_client() && self.cancelled_on_primary(first_seq, r.seq);
             if stood_in {
@@ -315,7 +315,7 @@ impl Pipeline {
                 .on_mirror
                 .prepare(&mut r.payload, first_seq, &self.definitions);
             self.pinned |= effects.sql_prepare;
-            let mut f = InFlight::new(r, now, effects, statement);
+            let mut f = InFlight::new(r, now, effects, run);
             f.gated = gated;
             f.stood_in = stood_in;
             self.conn.in_flight.push_back(f);
