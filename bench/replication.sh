@@ -104,7 +104,7 @@ start_pgdog() { # start_pgdog MIRRORED
 stop_pgdog() { kill "$PGDOG_PID"; wait "$PGDOG_PID" 2>/dev/null || true; PGDOG_PID=""; }
 stat_of() { metric "$METRICS" "$1{database=\"pgdog\",stat=\"$2\"}"; }
 
-declare -A W R CPU
+declare -A W R CPU SW
 RATE_ARGS=()
 ((RATE > 0)) && RATE_ARGS=(-R "$RATE")
 DELAY="" LAG="" QPS="" RECHECKED=0 COMPARED=0 MISMATCHED=0 LAGGING=0 SYNCED=0
@@ -116,13 +116,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     start_pgdog "$mirrored"
     q0=0
     [[ $mode == on ]] && q0=$(metric "$METRICS" 'pgdog_mirror_sync_queries_total{database="pgdog",server="primary"}')
-    t0=$(process_ticks "$PGDOG_PID")
+    t0=$(process_ticks "$PGDOG_PID") s0=$(process_switches "$PGDOG_PID")
     pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -n -c "$WRITERS" -j 1 -T "$DURATION" pgdog >"$WORK/w.out" 2>&1 &
     wpid=$!
     pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -n -S -M prepared "${RATE_ARGS[@]}" -c "$READERS" -j 1 -T "$DURATION" pgdog >"$WORK/r.out" 2>&1 &
     rpid=$!
     wait "$wpid" "$rpid"
-    t1=$(process_ticks "$PGDOG_PID")
+    t1=$(process_ticks "$PGDOG_PID") s1=$(process_switches "$PGDOG_PID")
     for f in w r; do
         grep -q 'number of failed transactions: 0 ' "$WORK/$f.out" || { cat "$WORK/$f.out" >&2; log "failed transactions"; exit 1; }
     done
@@ -132,6 +132,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     txns=$(cat "$WORK/w.out" "$WORK/r.out" | awk '/number of transactions actually processed/ {split($6, a, "/"); n += a[1]} END {print n}')
     us=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
     CPU[$mode]+="$us "
+    sw=$(awk -v s=$((s1 - s0)) -v n="$txns" 'BEGIN {printf "%.2f", s / n}')
+    SW[$mode]+="$sw "
     extra=""
     if [[ $mode == on ]]; then
         q1=$(metric "$METRICS" 'pgdog_mirror_sync_queries_total{database="pgdog",server="primary"}')
@@ -154,21 +156,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
     fi
     stop_pgdog
-    log "round $r $mode: TPC-B $wt tps, select-only $rt tps, proxy CPU $us us/txn$extra"
+    log "round $r $mode: TPC-B $wt tps, select-only $rt tps, proxy CPU $us us/txn, $sw context switches/txn$extra"
 done
 
 wo=$(med "${W[off]}") won=$(med "${W[on]}") ro=$(med "${R[off]}") ron=$(med "${R[on]}")
 co=$(med "${CPU[off]}") con=$(med "${CPU[on]}")
+so=$(med "${SW[off]}") son=$(med "${SW[on]}")
 d=$(med "$DELAY") l=$(med "$LAG") q=$(med "$QPS")
 cat <<MD
 
 ### Gated reads mirroring ($ROUNDS rounds x ${DURATION}s alternating off/on, TPC-B -c $WRITERS + select-only -c $READERS -R $RATE through pgdog, scale $SCALE, mirror_sync_interval_ms = $INTERVAL, primary synchronous_commit = $COMMIT; medians)
 
-| mode | TPC-B tps | select-only tps | proxy CPU per transaction |
-|---|---:|---:|---:|
-| mirroring off | $(printf '%.0f' "$wo") | $(printf '%.0f' "$ro") | $co us |
-| reads mirrored, gated (logical) | $(printf '%.0f' "$won") | $(printf '%.0f' "$ron") | $con us |
-| **on / off** | **$(ratio "$won" "$wo")** | **$(ratio "$ron" "$ro")** | $(ratio "$con" "$co") |
+| mode | TPC-B tps | select-only tps | proxy CPU per transaction | proxy context switches per transaction |
+|---|---:|---:|---:|---:|
+| mirroring off | $(printf '%.0f' "$wo") | $(printf '%.0f' "$ro") | $co us | $so |
+| reads mirrored, gated (logical) | $(printf '%.0f' "$won") | $(printf '%.0f' "$ron") | $con us | $son |
+| **on / off** | **$(ratio "$won" "$wo")** | **$(ratio "$ron" "$ro")** | $(ratio "$con" "$co") | $(ratio "$son" "$so") |
 
 - Gate delay p50 (per round, median): **$d ms**; apply lag p50 + one interval: $l + $INTERVAL = $(awk -v a="$l" -v b="$INTERVAL" 'BEGIN {print a + b}') ms (goal: delay <= lag + interval)
 - Position queries on the primary: $q per second (bound: $((1000 / INTERVAL)) while reads wait, 1 when none do)

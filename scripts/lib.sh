@@ -193,6 +193,13 @@ cluster_preempted() {
     done | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}'
 }
 
+# process_switches PID: context switches (voluntary: it waited, for a wake-up or I/O; and
+# involuntary) so far of all the threads of process PID.
+process_switches() {
+    cat "/proc/$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s + 0}'
+}
+
 # pair_destroy DIR: stops and removes both clusters.
 pair_destroy() {
     "$REPO/scripts/pg-cluster.sh" destroy "$1/primary" >/dev/null 2>&1
