@@ -11,6 +11,8 @@
 #                 proxies to PostgreSQL with server_tls_sslmode=require; PostgreSQL takes TLS only), and
 #                 select-connect (-C: a new connection, so a TLS handshake, per transaction) added
 #          --idle N: after the runs, each proxy's resident memory with N idle clients connected
+#          --idle-after-query: those idle clients each ran one query first (idle between transactions,
+#                 as an application's pooled connections are, rather than never used)
 #          --baseline PATH: another pgdog binary as target pgdog-base, for an A/B in the same run
 #          --pool-mode session|transaction (pgdog's and PgBouncer's), --pool-size N (server connections;
 #                 in session mode the proxies' pools also get one per idle client)
@@ -34,6 +36,7 @@ PGDOG_BIN="${PGDOG_BIN:-$REPO/target/release/pgdog}"
 QUICK=0
 TLS=0
 IDLE=0
+IDLE_QUERY=0
 MODES_ARG=""
 BASELINE=""
 POOL_MODE=session
@@ -53,6 +56,7 @@ while (($#)); do
     --modes) MODES_ARG=$2; shift ;;
     --tls) TLS=1 ;;
     --idle) IDLE=$2; shift ;;
+    --idle-after-query) IDLE_QUERY=1 ;;
     --baseline) BASELINE=$2; shift ;;
     --pool-mode) POOL_MODE=$2; shift ;;
     --pool-size) POOL_SIZE=$2; shift ;;
@@ -351,12 +355,23 @@ declare -A IDLE_RSS=()
 if ((IDLE > 0)); then
     for t in "${!PROXY_PID[@]}"; do
         # One process holds them all (psycopg, libpq underneath), with sslmode from the environment.
-        /usr/bin/python3 - "${PORT[$t]}" "$IDLE" "$WORK/idle.$t" <<'PY' &
-import psycopg, sys, time, pathlib
-port, n, flag = int(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
-# Logged in, nothing run: psycopg's query path waits with select(), which cannot take
-# descriptors past 1024; the login (libpq) can.
-conns = [psycopg.connect(host="127.0.0.1", port=port, user="pgdog", password="pgdog", dbname="pgbench") for _ in range(n)]
+        /usr/bin/python3 - "${PORT[$t]}" "$IDLE" "$WORK/idle.$t" "$IDLE_QUERY" <<'PY' &
+import asyncio, psycopg, sys, time, pathlib
+port, n, flag, query = int(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4] == "1"
+args = dict(host="127.0.0.1", port=port, user="pgdog", password="pgdog", dbname="pgbench")
+if not query:
+    # Logged in, nothing run: psycopg's query path waits with select(), which cannot take
+    # descriptors past 1024; the login (libpq) can.
+    conns = [psycopg.connect(**args) for _ in range(n)]
+else:
+    # Each ran one query, then idles: asyncio waits with epoll, past 1024 descriptors.
+    async def one():
+        c = await psycopg.AsyncConnection.connect(autocommit=True, **args)
+        await c.execute("SELECT 1")
+        return c
+    async def all_of_them():
+        return [await one() for _ in range(n)]
+    conns = asyncio.run(all_of_them())
 flag.write_text("up")
 time.sleep(30)
 PY
@@ -407,7 +422,7 @@ done
 
 echo
 echo "<!-- markdown for docs/benchmarks.md -->"
-echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( ((IDLE_QUERY)) && echo " --idle-after-query")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
 echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
 echo "|---|---|---:|---:|---:|"

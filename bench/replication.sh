@@ -9,6 +9,8 @@
 #          writes) --writers N --readers N --read-rate TPS (all readers together, default
 #          400; 0: as fast as they go) --interval MS (mirror_sync_interval_ms, default 10)
 #          --primary-commit on|off (the primary's synchronous_commit, default on)
+#          --perf DIR (records pgdog with `perf record -g` during each round, into
+#          DIR/<round>-<mode>.data, to compare where its CPU goes with mirroring off and on)
 #
 # A throwaway primary (wal_level = logical) publishing every table, and a subscriber whose
 # subscription "sub" keeps pgbench's tables in step; pgdog (release) in front of the primary.
@@ -32,7 +34,7 @@
 #     fingerprints that mismatched (SHOW MIRROR QUERIES).
 set -euo pipefail
 
-ROUNDS=6 DURATION=20 SCALE=1 WRITERS=4 READERS=4 INTERVAL=10 RATE=400 COMMIT=on
+ROUNDS=6 DURATION=20 SCALE=1 WRITERS=4 READERS=4 INTERVAL=10 RATE=400 COMMIT=on PERF=
 while (($#)); do
     case $1 in
     --quick) ROUNDS=2 DURATION=4 SCALE=1 ;;
@@ -44,6 +46,7 @@ while (($#)); do
     --interval) INTERVAL=$2; shift ;;
     --read-rate) RATE=$2; shift ;;
     --primary-commit) COMMIT=$2; shift ;;
+    --perf) PERF=$(realpath -m "$2"); shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -121,7 +124,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     wpid=$!
     pgbench -h 127.0.0.1 -p "$PORT" -U pgdog -n -S -M prepared "${RATE_ARGS[@]}" -c "$READERS" -j 1 -T "$DURATION" pgdog >"$WORK/r.out" 2>&1 &
     rpid=$!
+    ppid=""
+    if [[ -n $PERF ]]; then
+        mkdir -p "$PERF"
+        perf record -q -g -p "$PGDOG_PID" -o "$PERF/$r-$mode.data" -- sleep "$((DURATION - 1))" 2>/dev/null &
+        ppid=$!
+    fi
     wait "$wpid" "$rpid"
+    [[ -n $ppid ]] && wait "$ppid"
     t1=$(process_ticks "$PGDOG_PID") s1=$(process_switches "$PGDOG_PID")
     for f in w r; do
         grep -q 'number of failed transactions: 0 ' "$WORK/$f.out" || { cat "$WORK/$f.out" >&2; log "failed transactions"; exit 1; }

@@ -201,9 +201,9 @@ impl Session {
                     if let Some(end) = self.pass_server_messages(&mut bufs) {
                         return end;
                     }
-                    self.after_answers(&bufs).await;
+                    self.after_answers(&mut bufs).await;
                 }
-                Event::Written => self.after_answers(&bufs).await,
+                Event::Written => self.after_answers(&mut bufs).await,
                 Event::Stop => {
                     if draining || (self.tracker.idle() && self.server_free(&bufs)) {
                         return End::Shutdown;
@@ -220,10 +220,12 @@ impl Session {
     }
 
     /// Transaction mode: gives the server connection back once the client is idle and
-    /// everything it was sent has been answered.
-    async fn after_answers(&mut self, bufs: &Buffers) {
+    /// everything it was sent has been answered, and with it the read buffers, so that a
+    /// client idle between transactions holds none (`io::Buffers::shed`).
+    async fn after_answers(&mut self, bufs: &mut Buffers) {
         if self.mode == PoolMode::Transaction && self.server.is_some() && self.server_free(bufs) {
             self.release().await;
+            bufs.shed();
         }
     }
 
