@@ -78,28 +78,49 @@ impl Pipeline {
         event: Event,
         now: Instant,
     ) -> Option<Event> {
-        let eligible = done.gated == Some(Gated::Synced)
-            && done.readies == 1
-            && done.first_seq == done.seq
-            && done.kind.as_ref().is_some_and(|k| k.class == Class::Read)
-            && self.conn.mirror_status.is_idle()
-            && self.ledger.answer(done.seq) == Answer::After(TxStatus::Idle)
-            && done
-                .first_seq
-                .checked_sub(1)
-                .is_none_or(|before| self.ledger.answer(before).ends_transaction());
+        if done.gated != Some(Gated::Synced) {
+            return Some(event);
+        }
+        // A gated read that differs: why it cannot be asked again, if it cannot.
+        let before_ended = done
+            .first_seq
+            .checked_sub(1)
+            .is_none_or(|before| self.ledger.answer(before).ends_transaction());
+        let refused = if done.readies != 1 || done.first_seq != done.seq {
+            Some("a batch of several requests")
+        } else if done.kind.as_ref().is_none_or(|k| k.class != Class::Read) {
+            Some("not a read")
+        } else if !self.conn.mirror_status.is_idle() || !before_ended {
+            Some("inside a transaction")
+        } else if self.ledger.answer(done.seq) != Answer::After(TxStatus::Idle) {
+            Some("the primary's answer is no longer recorded")
+        } else {
+            None
+        };
         let definitions = &self.definitions;
-        let rerun = eligible
-            .then(|| {
-                rerun(&done.payload, |name| {
-                    match definitions.get(name, done.first_seq, None)? {
-                        Err((parse, _)) => Some(parse),
-                        Ok(()) => None,
-                    }
-                })
+        let rerun = refused.is_none().then(|| {
+            rerun(&done.payload, |name| {
+                match definitions.get(name, done.first_seq, None)? {
+                    Err((parse, _)) => Some(parse),
+                    Ok(()) => None,
+                }
             })
-            .flatten();
-        let Some(rerun) = rerun else {
+        });
+        let refused = match rerun {
+            Some(None) => Some("its statement cannot be run again alone"),
+            _ => refused,
+        };
+        let Some(Some(rerun)) = rerun else {
+            // Counted: a mismatch that stands without a second look is told apart from one
+            // that differed twice.
+            if let Some(gate) = &self.target.sync {
+                gate.rechecked(Rechecked::Unavailable);
+            }
+            tracing::debug!(
+                database = &*self.target.database,
+                why = refused.unwrap_or("?"),
+                "a gated read differs and gets no second look"
+            );
             return Some(event);
         };
         match &self.target.sync {

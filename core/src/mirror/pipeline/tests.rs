@@ -1106,6 +1106,60 @@ mod recheck {
         assert_eq!(events[0].comparison.verdict, Verdict::MISMATCH);
     }
 
+    /// A gated read that differs inside a transaction cannot be run again alone: its
+    /// mismatch stands, and is counted as one without a second look.
+    #[test]
+    fn a_differing_read_inside_a_transaction_is_counted_as_not_looked_at_again() {
+        let mut f = fixture(128, Reads, true);
+        std::thread::sleep(Duration::from_millis(5));
+        let t = Instant::now();
+        let tag = |tag: &str| {
+            let (mut d, mut out) = (Digest::default(), BytesMut::new());
+            messages::command_complete(&mut out, tag);
+            d.feed(b'C', &out);
+            d.take()
+        };
+        let steps = [
+            ("BEGIN", InTransaction, tag("BEGIN")),
+            (READ, InTransaction, digest("1")),
+            ("COMMIT", Idle, tag("COMMIT")),
+        ];
+        for (seq, (sql, status, d)) in steps.iter().enumerate() {
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, sql);
+            f.ledger.request_sent(seq as u64, t);
+            f.ledger.answered(seq as u64, *status, t, Some(d));
+            f.queue
+                .requests
+                .push_back(f.places.request_with(seq as u64, &msg));
+        }
+        assert!(matches!(f.step(), Step::AwaitSync { .. }));
+        f.pipeline.synced(Gated::Synced);
+        assert_eq!(queries(&f.step()), ["BEGIN", READ, "COMMIT"]);
+        let mut out = BytesMut::new();
+        messages::command_complete(&mut out, "BEGIN");
+        messages::ready_for_query(&mut out, InTransaction);
+        out.extend_from_slice(&answer("2"));
+        messages::ready_for_query(&mut out, InTransaction);
+        messages::command_complete(&mut out, "COMMIT");
+        messages::ready_for_query(&mut out, Idle);
+        for (_, msg) in Frames::new(&out) {
+            f.pipeline.on_message(msg, Instant::now()).unwrap();
+        }
+        let outcomes: Vec<_> = f.events().iter().map(|e| e.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Mirrored, Outcome::Mismatch, Outcome::Mirrored]
+        );
+        assert!(!f.pipeline.recheck_due());
+        let gate = f.places.target.sync.clone().unwrap();
+        assert_eq!(
+            gate.report().rechecks,
+            [0, 0, 1],
+            "equal, differed, unavailable"
+        );
+    }
+
     #[test]
     fn no_second_look_leaves_the_mismatch_as_it_was() {
         // The primary could not answer again.

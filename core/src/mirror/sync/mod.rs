@@ -107,7 +107,8 @@ pub enum Rechecked {
     /// Different again: the mismatch stands.
     Differed,
     /// None was possible (budget spent, the primary failed, the mirror lagged, the
-    /// connection broke): the mismatch stands.
+    /// connection broke, or the read cannot run again alone: inside a transaction, part of
+    /// a batch, its primary answer no longer recorded): the mismatch stands.
     Unavailable,
 }
 
