@@ -89,17 +89,11 @@ impl Counts {
 
     /// Counts one event by the rules in the module docs.
     pub fn record(&mut self, ev: &crate::MirrorEvent) {
-        use crate::{DropReason, ErrorCategory, Outcome, Verdict};
+        use crate::{DropReason, ErrorCategory, Outcome};
         if ev.is_statement() {
-            match ev.comparison.verdict {
-                Verdict::MATCH => self.compared += 1,
-                Verdict::MISMATCH => {
-                    self.compared += 1;
-                    self.mismatched += 1;
-                }
-                Verdict::EXCLUDED => self.excluded += 1,
-                _ => {}
-            }
+            // One more comparison of the request before it, not a request.
+            self.mismatched += u64::from(ev.is_mismatch());
+            self.count_comparison(ev);
             return;
         }
         self.total += 1;
@@ -132,6 +126,11 @@ impl Counts {
             }
         }
         // Outcomes this version does not know count in `total` only.
+        self.count_comparison(ev);
+    }
+
+    fn count_comparison(&mut self, ev: &crate::MirrorEvent) {
+        use crate::Verdict;
         match ev.comparison.verdict {
             Verdict::MATCH | Verdict::MISMATCH => self.compared += 1,
             Verdict::EXCLUDED => self.excluded += 1,

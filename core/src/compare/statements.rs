@@ -109,8 +109,9 @@ impl Filed {
 const MAX_STATEMENTS: usize = 10_000;
 
 impl Statements {
-    /// Follows the request's Parse/Bind/Close messages and returns the statement it runs.
-    pub fn request(&mut self, payload: &[Bytes]) -> Option<Arc<Fingerprint>> {
+    /// [`Statements::run`]'s statement alone.
+    #[cfg(test)]
+    fn request(&mut self, payload: &[Bytes]) -> Option<Arc<Fingerprint>> {
         self.run(payload).statement
     }
 
