@@ -2,7 +2,7 @@
 # What gating mirrored reads on the replication position costs, measured side by side
 # (issue 20's goals; docs/benchmarks.md records the figures).
 #
-#   bench/replication.sh            # 6 rounds (off/on alternating, 3 each), 20 s each (~5 min)
+#   bench/replication.sh            # 6 rounds (off/on pairs in ABBA order, 3 each), 20 s each (~5 min)
 #   bench/replication.sh --quick    # smoke: 2 rounds of 4 s
 #
 # Options: --rounds N (even) --duration SECS --scale N (default 1: reads of the rows TPC-B
@@ -11,6 +11,9 @@
 #          --primary-commit on|off (the primary's synchronous_commit, default on)
 #          --perf DIR (records pgdog with `perf record -g` during each round, into
 #          DIR/<round>-<mode>.data, to compare where its CPU goes with mirroring off and on)
+#          --on-config TOML (the mirrored pool's lines in the "on" rounds instead of the
+#          gated reads below, to take the cost apart: e.g. 'mirror_statements = "reads"'
+#          alone, without the gate, or with 'mirror_exposure = 0.0')
 #
 # A throwaway primary (wal_level = logical) publishing every table, and a subscriber whose
 # subscription "sub" keeps pgbench's tables in step; pgdog (release) in front of the primary.
@@ -46,6 +49,7 @@ while (($#)); do
     --interval) INTERVAL=$2; shift ;;
     --read-rate) RATE=$2; shift ;;
     --primary-commit) COMMIT=$2; shift ;;
+    --on-config) ON_CONFIG=$2; shift ;;
     --perf) PERF=$(realpath -m "$2"); shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -94,6 +98,7 @@ GATED="mirror_statements = \"reads\"
 mirror_sync = \"logical\"
 mirror_sync_slot = \"sub\"
 mirror_sync_interval_ms = $INTERVAL"
+[[ -n ${ON_CONFIG:-} ]] && GATED=$ON_CONFIG
 
 start_pgdog() { # start_pgdog MIRRORED
     # The stats window spans the round, so the quantiles cover all of it.
@@ -111,9 +116,12 @@ declare -A W R CPU SW
 RATE_ARGS=()
 ((RATE > 0)) && RATE_ARGS=(-R "$RATE")
 DELAY="" LAG="" QPS="" RECHECKED=0 COMPARED=0 MISMATCHED=0 LAGGING=0 SYNCED=0
+PAIR_RATIOS="" pair_off=""
 for ((r = 1; r <= ROUNDS; r++)); do
+    # Pairs in ABBA order (off/on, on/off, off/on...): throughput drifts over a run (the
+    # tables grow and bloat), and a fixed order would charge the drift to the second mode.
     mode=off
-    ((r % 2 == 0)) && mode=on
+    (((r % 2 == 0) != ((r - 1) / 2 % 2 == 1))) && mode=on
     mirrored=0
     [[ $mode == on ]] && mirrored=1
     start_pgdog "$mirrored"
@@ -139,6 +147,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     wt=$(awk '/^tps = / {print $3}' "$WORK/w.out")
     rt=$(awk '/^tps = / {print $3}' "$WORK/r.out")
     W[$mode]+="$wt " R[$mode]+="$rt "
+    # The on/off ratio of each pair of neighbouring rounds.
+    if ((r % 2 == 1)); then
+        pair_off=$wt pair_mode=$mode
+    elif [[ $pair_mode == off ]]; then
+        PAIR_RATIOS+="$(ratio "$wt" "$pair_off") "
+    else
+        PAIR_RATIOS+="$(ratio "$pair_off" "$wt") "
+    fi
     txns=$(cat "$WORK/w.out" "$WORK/r.out" | awk '/number of transactions actually processed/ {split($6, a, "/"); n += a[1]} END {print n}')
     us=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$txns" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
     CPU[$mode]+="$us "
@@ -175,7 +191,7 @@ so=$(med "${SW[off]}") son=$(med "${SW[on]}")
 d=$(med "$DELAY") l=$(med "$LAG") q=$(med "$QPS")
 cat <<MD
 
-### Gated reads mirroring ($ROUNDS rounds x ${DURATION}s alternating off/on, TPC-B -c $WRITERS + select-only -c $READERS -R $RATE through pgdog, scale $SCALE, mirror_sync_interval_ms = $INTERVAL, primary synchronous_commit = $COMMIT; medians)
+### Gated reads mirroring ($ROUNDS rounds x ${DURATION}s in off/on pairs (ABBA), TPC-B -c $WRITERS + select-only -c $READERS -R $RATE through pgdog, scale $SCALE, mirror_sync_interval_ms = $INTERVAL, primary synchronous_commit = $COMMIT; medians)
 
 | mode | TPC-B tps | select-only tps | proxy CPU per transaction | proxy context switches per transaction |
 |---|---:|---:|---:|---:|
@@ -183,6 +199,7 @@ cat <<MD
 | reads mirrored, gated (logical) | $(printf '%.0f' "$won") | $(printf '%.0f' "$ron") | $con us | $son |
 | **on / off** | **$(ratio "$won" "$wo")** | **$(ratio "$ron" "$ro")** | $(ratio "$con" "$co") | $(ratio "$son" "$so") |
 
+- TPC-B on/off per pair of neighbouring rounds: $PAIR_RATIOS(median **$(med "$PAIR_RATIOS")**)
 - Gate delay p50 (per round, median): **$d ms**; apply lag p50 + one interval: $l + $INTERVAL = $(awk -v a="$l" -v b="$INTERVAL" 'BEGIN {print a + b}') ms (goal: delay <= lag + interval)
 - Position queries on the primary: $q per second (bound: $((1000 / INTERVAL)) while reads wait, 1 when none do)
 - Compared reads: $COMPARED, mismatches $MISMATCHED ($(awk -v m="$MISMATCHED" -v c="$COMPARED" 'BEGIN {printf "%.3f", c ? 100 * m / c : 0}') %), set aside as rechecked $RECHECKED; reads released synced $SYNCED, lagging $LAGGING

@@ -86,6 +86,13 @@ impl Tracker {
         self.sent.load(Relaxed)
     }
 
+    /// Answers received so far: the sequence number of the request the next
+    /// ReadyForQuery answers.
+    #[inline]
+    pub fn answered(&self) -> u64 {
+        self.done.load(Relaxed)
+    }
+
     /// Requests sent and not yet answered.
     #[inline]
     pub fn pending(&self) -> u64 {
@@ -115,6 +122,11 @@ impl ClientSession for Tracker {
     #[inline]
     fn idle(&self) -> bool {
         Tracker::idle(self)
+    }
+
+    #[inline]
+    fn in_flight(&self) -> bool {
+        self.pending() > 0
     }
 
     #[inline]

@@ -109,9 +109,14 @@ impl Definitions {
 
     /// The client sent a simple query (the body of a Query message). `DEALLOCATE` and
     /// `DISCARD ALL` make the server forget statements; so do their definitions here.
-    pub fn query(&self, body: &[u8]) {
-        if let Some(gone) = deallocation(body) {
-            self.forget(gone.name());
+    /// Returns whether it was one of those.
+    pub fn query(&self, body: &[u8]) -> bool {
+        match deallocation(body) {
+            Some(gone) => {
+                self.forget(gone.name());
+                true
+            }
+            None => false,
         }
     }
 

@@ -31,6 +31,11 @@ pub struct Request {
     /// What it executes, once the mirror worker classified it (`mirror_statements`
     /// other than `all`; see [`super::classify`]).
     pub kind: Option<super::classify::Kind>,
+    /// The client's requests just before this one were skipped by the tap, for writing
+    /// (`mirror_statements = "reads"`), and the session was not idle after them (the
+    /// client pipelines): this one may be the rest of their transaction, which the
+    /// worker's filter skips too ([`super::pipeline`]).
+    pub follows_skipped: bool,
 }
 
 impl Request {
@@ -48,6 +53,7 @@ impl Request {
             slot: None,
             continues: false,
             kind: None,
+            follows_skipped: false,
         }
     }
 
@@ -65,6 +71,7 @@ impl Request {
             slot: None,
             continues: true,
             kind: None,
+            follows_skipped: false,
         }
     }
 

@@ -6,13 +6,21 @@
 //! its end. Exposure is decided per transaction, at the first request after the session
 //! was idle; a transaction with a dropped request is poisoned, so the mirror never runs
 //! the tail of a transaction without its head.
+//!
+//! Under `mirror_statements = "reads"` the tap keeps the plainest writes out of the queue
+//! (see [`Skipping`]): a transaction that writes in a simple Query before anything of it
+//! was queued is skipped here, request by request, and costs the mirror's worker nothing.
+//! Everything else is decided by the worker ([`super::pipeline`]'s filter), which sees
+//! whole transactions.
 
 use super::ledger::{Ledger, Recorder};
 use super::prepared::Definitions;
 use super::request::{Request, Slot};
-use super::{DropReason, Event, EventSink, MirrorTarget};
+use super::{DropReason, Event, EventSink, MirrorTarget, SkipReason};
+use crate::config::MirrorStatements;
+use crate::protocol::frame::split_cstr;
 use crate::protocol::tag::client;
-use crate::sql;
+use crate::sql::{self, Class};
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +45,8 @@ pub trait ClientSession {
     fn next_seq(&self) -> u64;
     /// No request in flight and no transaction open: a transaction boundary.
     fn idle(&self) -> bool;
+    /// A request was sent and not answered yet (the client pipelines).
+    fn in_flight(&self) -> bool;
     /// The next Sync completes an extended-protocol COPY rather than starting a request.
     fn copy_sync_owed(&self) -> bool;
 }
@@ -76,6 +86,50 @@ pub struct Tap {
     /// The place of the pipelined burst being queued: the last request queued in it, and
     /// the bytes its requests hold (see [`Slot`]).
     burst: Option<Burst>,
+    /// `mirror_statements = "reads"`: what the tap decides itself.
+    skipping: Skipping,
+    /// Which of the last 64 requests offered (bit `seq % 64`) the mirror will never see:
+    /// their answers need no digest ([`Tap::digests`]).
+    unmirrored: u64,
+    /// One past the last request offered.
+    offered: u64,
+}
+
+/// `mirror_statements = "reads"`, decided in the session for the plainest case: a
+/// transaction whose first statement that is not transaction control writes, in a simple
+/// Query, before anything of the transaction was queued (an autocommit `UPDATE`, or
+/// TPC-B's `BEGIN; UPDATE ...`). Such a transaction is skipped whole, as the worker's
+/// filter would skip it, but none of it crosses the queue, takes a place, or wakes the
+/// worker. The tap counts each of its requests as skipped (reason `write`).
+///
+/// A request that only controls the transaction (`BEGIN`) and starts it is held back
+/// until the next request shows whether the transaction writes: skipped with it if it
+/// does, queued before it if not, and queued at the next transaction boundary (or when
+/// the session ends) if nothing came. So a write transaction never has a head on the
+/// queue. Once something of a transaction was queued, the rest of it goes to the worker,
+/// which sees the transaction whole and decides (a write after a read skips it there).
+#[derive(Default)]
+struct Skipping {
+    /// `mirror_statements = "reads"` (otherwise the tap decides nothing).
+    reads: bool,
+    /// The current transaction wrote before anything of it was queued: none of it is.
+    now: bool,
+    /// Something of the current transaction was queued.
+    queued: bool,
+    /// The request that began the current transaction, held back (see above).
+    held: Option<Request>,
+    /// Skipped requests were followed by one sent while the session was not idle (a
+    /// pipelining client): the tap cannot tell whether that one ends the skipped
+    /// transaction, so it stops skipping, and the next request queued carries
+    /// [`Request::follows_skipped`] for the worker to find out from the primary's answers.
+    follows: bool,
+    /// The class of the request being assembled, when it is simple Queries only.
+    class: Option<Class>,
+    /// The request being assembled has a frame other than a simple Query (and its COPY
+    /// data): the tap does not classify it.
+    extended: bool,
+    /// The request being assembled deallocates statements: the worker follows it.
+    deallocates: bool,
 }
 
 /// A queue place shared by requests the client sent before the primary answered.
@@ -95,6 +149,7 @@ impl Tap {
         ledger: Arc<Ledger>,
         awaiting_pool: Arc<AtomicBool>,
     ) -> Tap {
+        let target_reads = target.statements == MirrorStatements::Reads;
         Tap {
             awaiting_pool,
             places: Arc::new(Semaphore::new(target.queue)),
@@ -115,12 +170,46 @@ impl Tap {
             received: None,
             continues: false,
             burst: None,
+            skipping: Skipping {
+                reads: target_reads,
+                ..Skipping::default()
+            },
+            unmirrored: 0,
+            offered: 0,
         }
     }
 
     /// The handle the session records the primary's answers with.
     pub fn recorder(&self) -> Recorder {
         Recorder::new(self.ledger.clone())
+    }
+
+    /// Whether the primary's answer to request `seq` is to be digested: not when the
+    /// mirror will never run the request (its transaction is not exposed, or skipped
+    /// here). A request not offered yet, or offered more than 64 requests ago, is.
+    #[inline]
+    pub fn digests(&self, seq: u64) -> bool {
+        let known = seq < self.offered && seq + 64 >= self.offered;
+        !known || self.unmirrored & (1 << (seq % 64)) == 0
+    }
+
+    /// Records whether the request offered, answered by `readies` ReadyForQuery up to
+    /// sequence number `self.seq`, goes to the mirror (see [`Tap::digests`]).
+    fn mark(&mut self, readies: u32, mirrored: bool) {
+        for back in 0..u64::from(readies).min(64) {
+            let Some(seq) = self.seq.checked_sub(back) else {
+                break;
+            };
+            let bit = 1 << (seq % 64);
+            if mirrored {
+                self.unmirrored &= !bit;
+            } else {
+                self.unmirrored |= bit;
+            }
+        }
+        if readies > 0 {
+            self.offered = self.offered.max(self.seq + 1);
+        }
     }
 
     /// The session sent request `seq` to the primary at `now` (after its last frame went
@@ -147,13 +236,25 @@ impl Tap {
         }
         if self.mirroring {
             self.append(chunk, start, end);
+            // Only a request of simple Queries (and the COPY data of one) is classified here.
+            self.skipping.extended |= tag != client::QUERY && !self.in_copy;
         }
         let boundary = match tag {
             client::QUERY => {
                 self.seq = session.next_seq();
                 self.readies += 1;
                 self.executes = true;
-                self.definitions.query(&chunk[start + 5..end]);
+                let deallocates = self.definitions.query(&chunk[start + 5..end]);
+                // The class matters only while nothing of the transaction went out.
+                let s = &self.skipping;
+                if s.reads && self.mirroring && !s.now && !s.queued {
+                    self.skipping.deallocates |= deallocates;
+                    if let Some((text, _)) = split_cstr(&chunk[start + 5..end]) {
+                        let class = sql::classify(text);
+                        self.skipping.class =
+                            Some(self.skipping.class.map_or(class, |c| c.max(class)));
+                    }
+                }
                 if sql::copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
                     false
@@ -212,7 +313,18 @@ impl Tap {
     fn begin(&mut self, session: &impl ClientSession, now: Instant) {
         self.in_request = true;
         self.received = Some(now);
-        if session.idle() {
+        if !session.idle() {
+            // Inside the transaction with nothing in flight, it goes on; behind a request
+            // in flight, it may have ended.
+            if session.in_flight() && std::mem::take(&mut self.skipping.now) {
+                self.skipping.follows = true;
+            }
+        } else {
+            // A held-back request that began the transaction just ended goes now.
+            self.release_held();
+            self.skipping.now = false;
+            self.skipping.follows = false;
+            self.skipping.queued = false;
             self.poisoned = false;
             let exposure = self.target.exposure();
             self.mirroring =
@@ -250,14 +362,16 @@ impl Tap {
         self.current_len = 0;
         self.in_request = false;
         self.executes = false;
+        let class = self.classified();
         if !self.mirroring {
             self.continues = false;
+            self.mark(readies, false);
             return;
         }
         if std::mem::take(&mut self.continues) {
             // Not a request of its own: no place, nothing to report. Its request was
-            // dropped if the transaction is poisoned; then the data goes too.
-            if !self.poisoned {
+            // dropped if the transaction is poisoned, or skipped; then the data goes too.
+            if !self.poisoned && !self.skipping.now {
                 let request = if too_big {
                     Request::copy_fail(self.seq)
                 } else {
@@ -269,12 +383,19 @@ impl Tap {
                         slot: None,
                         continues: true,
                         kind: None,
+                        follows_skipped: false,
                     }
                 };
                 let _ = self.tx.send(request);
             }
             return;
         }
+        if self.skips(class) {
+            self.mark(readies, false);
+            return;
+        }
+        self.mark(readies, true);
+        self.release_held();
         let slot = if too_big || self.poisoned {
             None
         } else {
@@ -304,9 +425,54 @@ impl Tap {
             slot: Some(slot),
             continues: false,
             kind: None,
+            follows_skipped: self.skipping.follows,
         };
+        if self.skipping.reads && !self.skipping.queued && class == Some(Class::Transaction) {
+            // `BEGIN`: whether the transaction writes shows with the next request.
+            self.skipping.held = Some(request);
+            return;
+        }
+        self.queue(request);
+    }
+
+    /// Sends `request` to the worker.
+    fn queue(&mut self, request: Request) {
+        self.skipping.queued = true;
+        self.skipping.follows = false;
         if self.tx.send(request).is_err() {
             self.dropped(DropReason::Shutdown);
+        }
+    }
+
+    /// The class the tap gave the request just assembled: `Some` under `reads`, for a
+    /// request of simple Queries only that deallocates nothing (the worker follows the
+    /// client's named statements through a `DEALLOCATE`).
+    fn classified(&mut self) -> Option<Class> {
+        let s = &mut self.skipping;
+        let class = s.class.take();
+        let plain = !std::mem::take(&mut s.extended) && !std::mem::take(&mut s.deallocates);
+        class.filter(|_| plain)
+    }
+
+    /// Whether the request offered, of `class`, is skipped here (see [`Skipping`]); counts
+    /// it, and the request held back before it, when it is.
+    fn skips(&mut self, class: Option<Class>) -> bool {
+        let s = &mut self.skipping;
+        if !s.now && !s.queued && !self.poisoned && class.is_some_and(Class::may_write) {
+            s.now = true;
+        }
+        if !s.now {
+            return false;
+        }
+        let n = 1 + u64::from(s.held.take().is_some());
+        self.target.skips.count(SkipReason::Write, n);
+        true
+    }
+
+    /// Queues the request held back, if any: the transaction it began did not write first.
+    fn release_held(&mut self) {
+        if let Some(held) = self.skipping.held.take() {
+            self.queue(held);
         }
     }
 
@@ -346,6 +512,247 @@ impl Drop for Tap {
     /// The session is over: its queue closes (the worker drains it and stops), and a
     /// worker waiting for the primary's answers stops waiting.
     fn drop(&mut self) {
+        self.release_held();
         self.ledger.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MirrorStatements::{self, All, Reads};
+    use crate::mirror::testing;
+    use crate::plugins::{LoadOptions, PluginHost};
+    use bytes::BytesMut;
+    use std::cell::Cell;
+
+    /// The client's side as the tap sees it: requests sent, answered, and the transaction
+    /// status of the last answer.
+    #[derive(Default)]
+    struct Client {
+        sent: Cell<u64>,
+        answered: Cell<u64>,
+        in_transaction: Cell<bool>,
+    }
+
+    impl ClientSession for Client {
+        fn next_seq(&self) -> u64 {
+            self.sent.get()
+        }
+        fn idle(&self) -> bool {
+            !self.in_flight() && !self.in_transaction.get()
+        }
+        fn in_flight(&self) -> bool {
+            self.answered.get() < self.sent.get()
+        }
+        fn copy_sync_owed(&self) -> bool {
+            false
+        }
+    }
+
+    struct Fixture {
+        tap: Tap,
+        rx: mpsc::UnboundedReceiver<Request>,
+        client: Client,
+        target: Arc<MirrorTarget>,
+        _host: PluginHost,
+    }
+
+    impl Fixture {
+        fn new(statements: MirrorStatements) -> Fixture {
+            let target = testing::target_statements(16, statements, false);
+            let host = PluginHost::load(&[], &LoadOptions::new(std::path::Path::new(".")))
+                .expect("no plugins");
+            let (tx, rx) = mpsc::unbounded_channel();
+            let tap = Tap::new(
+                target.clone(),
+                tx,
+                host.events(),
+                Arc::new(Definitions::default()),
+                Arc::new(Ledger::new(true)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            Fixture {
+                tap,
+                rx,
+                client: Client::default(),
+                target,
+                _host: host,
+            }
+        }
+
+        /// The client sends `sql` (without waiting for the answer).
+        fn send(&mut self, sql: &str) {
+            let mut buf = BytesMut::new();
+            crate::protocol::messages::query(&mut buf, sql);
+            let chunk = buf.freeze();
+            let now = Instant::now();
+            self.tap
+                .frame(client::QUERY, &chunk, 0, chunk.len(), &self.client, now);
+            self.client.sent.set(self.client.sent.get() + 1);
+        }
+
+        /// The primary answers everything sent, leaving a transaction open or not.
+        fn answer(&mut self, open: bool) {
+            self.client.answered.set(self.client.sent.get());
+            self.client.in_transaction.set(open);
+        }
+
+        /// `sql`, answered: inside a transaction after it when `open`.
+        fn run(&mut self, sql: &str, open: bool) {
+            self.send(sql);
+            self.answer(open);
+        }
+
+        /// The texts queued for the worker so far, and whether each follows skipped ones.
+        fn queued(&mut self) -> Vec<(String, bool)> {
+            std::iter::from_fn(|| self.rx.try_recv().ok())
+                .map(|r| {
+                    let bytes: Vec<u8> = r.payload.iter().flat_map(|b| b.to_vec()).collect();
+                    let text = String::from_utf8_lossy(&bytes[5..bytes.len() - 1]).into_owned();
+                    (text, r.follows_skipped)
+                })
+                .collect()
+        }
+
+        fn skipped(&self) -> u64 {
+            self.target.skips.skipped(SkipReason::Write)
+        }
+    }
+
+    fn texts(queued: &[(String, bool)]) -> Vec<&str> {
+        queued.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    #[test]
+    fn a_transaction_that_writes_first_never_reaches_the_queue() {
+        let mut f = Fixture::new(Reads);
+        // TPC-B's transaction: BEGIN, then writes and a read, then END.
+        for (sql, open) in [
+            ("BEGIN", true),
+            ("UPDATE a SET v = v + 1 WHERE id = 1", true),
+            ("SELECT v FROM a WHERE id = 1", true),
+            ("INSERT INTO h VALUES (1)", true),
+            ("END", false),
+        ] {
+            f.run(sql, open);
+        }
+        assert!(f.queued().is_empty());
+        assert_eq!(f.skipped(), 5);
+        // An autocommit write alone, then a read transaction: the read goes out.
+        f.run("DELETE FROM a WHERE id = 2", false);
+        f.run("BEGIN", true);
+        assert!(f.queued().is_empty(), "BEGIN waits for the next request");
+        f.run("SELECT 1", true);
+        f.run("COMMIT", false);
+        assert_eq!(texts(&f.queued()), ["BEGIN", "SELECT 1", "COMMIT"]);
+        assert_eq!(f.skipped(), 6);
+    }
+
+    #[test]
+    fn answers_the_mirror_will_not_see_are_not_digested() {
+        let mut f = Fixture::new(Reads);
+        f.run("BEGIN", true);
+        f.run("UPDATE a SET v = 1", true);
+        f.run("COMMIT", false);
+        f.run("SELECT 1", false);
+        let digested: Vec<bool> = (0..6).map(|seq| f.tap.digests(seq)).collect();
+        // BEGIN, held back, might have gone out (it is answered before the tap knows);
+        // the write and the rest of its transaction do not; the read does; requests not
+        // offered yet are digested.
+        assert_eq!(digested, [true, false, false, true, true, true]);
+        // Past 64 requests the tap no longer knows: digested, to be safe.
+        for _ in 0..64 {
+            f.run("UPDATE a SET v = 2", false);
+        }
+        assert!(f.tap.digests(0));
+        assert!(!f.tap.digests(67));
+    }
+
+    #[test]
+    fn a_write_after_a_read_is_left_to_the_worker() {
+        let mut f = Fixture::new(Reads);
+        f.run("BEGIN", true);
+        f.run("SELECT 1", true);
+        f.run("UPDATE a SET v = 1", true);
+        f.run("COMMIT", false);
+        // The worker sees the transaction whole and skips it there.
+        assert_eq!(
+            texts(&f.queued()),
+            ["BEGIN", "SELECT 1", "UPDATE a SET v = 1", "COMMIT"]
+        );
+        assert_eq!(f.skipped(), 0);
+    }
+
+    #[test]
+    fn a_begin_alone_goes_out_at_the_next_boundary_or_at_the_end() {
+        let mut f = Fixture::new(Reads);
+        f.run("BEGIN; COMMIT", false);
+        assert!(f.queued().is_empty());
+        f.send("SELECT 2");
+        assert_eq!(texts(&f.queued()), ["BEGIN; COMMIT", "SELECT 2"]);
+        f.answer(false);
+        f.run("BEGIN", true);
+        let Fixture { tap, mut rx, .. } = f;
+        drop(tap);
+        assert!(
+            rx.try_recv().is_ok_and(|r| r.seq == 2),
+            "held BEGIN queued at the end"
+        );
+    }
+
+    #[test]
+    fn behind_a_request_in_flight_the_worker_decides() {
+        let mut f = Fixture::new(Reads);
+        // A pipelining client: the tap cannot see where the skipped transaction ends.
+        f.send("BEGIN");
+        f.send("UPDATE a SET v = 1");
+        f.send("SELECT 1");
+        f.send("COMMIT");
+        f.send("SELECT 2");
+        let queued = f.queued();
+        assert_eq!(
+            queued,
+            [
+                ("SELECT 1".to_string(), true),
+                ("COMMIT".to_string(), false),
+                ("SELECT 2".to_string(), false),
+            ]
+        );
+        assert_eq!(f.skipped(), 2);
+    }
+
+    #[test]
+    fn extended_batches_and_deallocations_are_left_to_the_worker() {
+        let mut f = Fixture::new(Reads);
+        // The worker follows the client's named statements through a DEALLOCATE.
+        f.run("DEALLOCATE s1; UPDATE a SET v = 1", false);
+        let mut buf = BytesMut::new();
+        crate::protocol::messages::parse(&mut buf, "", "UPDATE a SET v = 2");
+        crate::protocol::messages::bind_text(&mut buf, &[]);
+        crate::protocol::messages::execute(&mut buf);
+        crate::protocol::messages::sync(&mut buf);
+        let chunk = buf.freeze();
+        let now = Instant::now();
+        for (tag, msg) in crate::protocol::frame::Frames::new(&chunk.clone()) {
+            let start = msg.as_ptr() as usize - chunk.as_ptr() as usize;
+            f.tap
+                .frame(tag, &chunk, start, start + msg.len(), &f.client, now);
+        }
+        let seqs: Vec<u64> = std::iter::from_fn(|| f.rx.try_recv().ok())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [0, 1]);
+        assert_eq!(f.skipped(), 0);
+    }
+
+    #[test]
+    fn other_modes_queue_everything() {
+        let mut f = Fixture::new(All);
+        f.run("BEGIN", true);
+        f.run("UPDATE a SET v = 1", true);
+        f.run("COMMIT", false);
+        assert_eq!(f.queued().len(), 3);
+        assert_eq!(f.skipped(), 0);
     }
 }

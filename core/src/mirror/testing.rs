@@ -82,6 +82,7 @@ impl Places {
             ))),
             continues: false,
             kind: None,
+            follows_skipped: false,
         }
     }
 

@@ -32,6 +32,12 @@ impl Class {
 /// The class of a simple Query's text: the greatest class of its [`statements`]; `Read`
 /// for a text without any (the server only answers EmptyQueryResponse).
 pub fn classify(text: &[u8]) -> Class {
+    // A text that starts with a writing verb is a write whatever follows (`Write` is the
+    // greatest class): no need to split it (the common `UPDATE ... WHERE ...`).
+    let verb = significant(text).next().and_then(|t| t.keyword());
+    if verb.is_some_and(|verb| WRITES.contains(&&*verb)) {
+        return Class::Write;
+    }
     statements(text).map(statement).max().unwrap_or(Class::Read)
 }
 

@@ -55,6 +55,9 @@ pub struct Session {
     recorder: Option<Recorder>,
     /// The digest of the answer being received, when the mirror compares answers.
     digest: Option<Digest>,
+    /// Whether the answer being received is digested, once its first message came (the
+    /// mirror will not run every request: [`Tap::digests`]).
+    digesting: Option<bool>,
     /// The answer being received has a `57014` error (told to the mirror's ledger).
     canceled: bool,
     /// What the client expects of the server connections it gets, and its statements.
@@ -123,6 +126,7 @@ impl Session {
             ),
             recorder,
             digest,
+            digesting: None,
             canceled: false,
             frontend,
             pool,

@@ -50,6 +50,13 @@ impl Session {
         let (mut errors, mut readies) = (0, 0);
         let mut digest = self.digest.take();
         for (tag, msg) in Frames::new(buf) {
+            // Whether this answer is digested is decided at its first message: the
+            // request it answers was offered to the tap by then.
+            let digesting = digest.is_some()
+                && *self.digesting.get_or_insert_with(|| {
+                    let next = self.tracker.answered();
+                    self.tap.as_ref().is_none_or(|tap| tap.digests(next))
+                });
             match tag {
                 server::READY_FOR_QUERY => {
                     let status = ready_status(msg);
@@ -60,12 +67,13 @@ impl Session {
                         if std::mem::take(&mut self.canceled) {
                             recorder.primary_canceled(seq);
                         }
-                        let answer = digest.as_mut().map(|d| {
+                        let answer = digest.as_mut().filter(|_| digesting).map(|d| {
                             recorder.answered_parts(seq, d.parts());
                             d.take()
                         });
                         recorder.answered(seq, status, now, answer.as_ref());
                     }
+                    self.digesting = None;
                     continue;
                 }
                 server::ERROR_RESPONSE => {
@@ -89,7 +97,7 @@ impl Session {
                 }
                 _ => {}
             }
-            if let Some(digest) = digest.as_mut() {
+            if let Some(digest) = digest.as_mut().filter(|_| digesting) {
                 digest.feed(tag, msg);
             }
         }

@@ -14,6 +14,12 @@
 //! The rest is skipped: counted by reason, never offered to the mirror, so it is no event
 //! and `total = mirrored + dropped + errors` stays whole.
 //!
+//! Under `reads` the session's tap has already kept out the transactions that write in a
+//! simple Query before anything of them was queued ([`crate::mirror::tap`]); what it
+//! queued behind such a transaction while the client pipelined is marked
+//! ([`Request::follows_skipped`]), and skipped here for as long as the primary says that
+//! transaction lasted.
+//!
 //! A transaction longer than the hold limit goes out in parts, before it is whole. Its
 //! head decides: a head that goes out takes the rest with it, except that in `reads` a
 //! write further on stops it there (the rest is skipped, and the proxy's `ROLLBACK`
@@ -58,6 +64,9 @@ impl Pipeline {
                 out.push(r);
                 continue;
             }
+            if r.follows_skipped && transaction.is_empty() && self.open == Open::None {
+                self.continues_skipped(&r);
+            }
             let ends = self.ledger.answer(r.seq).ends_transaction();
             transaction.push(r);
             if ends {
@@ -68,6 +77,21 @@ impl Pipeline {
             self.decide(transaction, false, &mut out);
         }
         out
+    }
+
+    /// `r` came after requests the tap skipped for writing, sent before the primary had
+    /// answered them: when the primary was still inside their transaction after them, `r`
+    /// is its rest, skipped like them. (The backlog releases `r` once the primary has
+    /// answered it, so the answer before it is known; an answer no longer recorded counts
+    /// as a transaction end, as in the backlog.)
+    fn continues_skipped(&mut self, r: &Request) {
+        let before = r.first_seq().checked_sub(1);
+        if before.is_some_and(|before| !self.ledger.answer(before).ends_transaction()) {
+            self.open = Open::Skipping {
+                reason: SkipReason::Write,
+                rollback: false,
+            };
+        }
     }
 
     /// Sends `part` of a transaction (all of it when `whole`) to `out`, or skips it.

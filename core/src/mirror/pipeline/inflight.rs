@@ -120,6 +120,8 @@ impl InFlight {
             slot: self.slot,
             continues: false,
             kind: self.kind,
+            // It went through the filter already.
+            follows_skipped: false,
         }
     }
 }

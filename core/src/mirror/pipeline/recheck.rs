@@ -198,6 +198,7 @@ impl Pipeline {
                     slot: None,
                     continues: false,
                     kind: None,
+                    follows_skipped: false,
                 };
                 let run = Run {
                     statement: r.statement.clone(),

@@ -817,6 +817,38 @@ mod statements {
         assert_eq!(f.places.target.queue_depth(), 0);
     }
 
+    /// The tap skipped a pipelining client's write (seqs 0-1, never queued) and queued
+    /// what it sent behind it, marked as following skipped requests: the worker finds out
+    /// from the primary's answers which of it was the rest of the skipped transaction.
+    #[test]
+    fn requests_behind_a_skipped_write_are_skipped_while_its_transaction_lasts() {
+        let mut f = fixture(128, Reads, false);
+        let t = Instant::now() - Duration::from_secs(1);
+        f.ledger.request_sent(0, t);
+        f.ledger.answered(0, InTransaction, t, None);
+        f.ledger.request_sent(1, t);
+        f.ledger.answered(1, InTransaction, t, None);
+        f.query(2, "select 1", Some(InTransaction), t);
+        f.query(3, "commit", Some(Idle), t);
+        f.query(4, "select 2", Some(Idle), t);
+        f.queue.requests[0].follows_skipped = true;
+        assert_eq!(queries(&f.step()), ["select 2"]);
+        assert_eq!(
+            skipped(&f, SkipReason::Write),
+            2,
+            "the rest of the write transaction"
+        );
+
+        // Behind a skipped autocommit write, the next request starts a transaction of its own.
+        f.ledger.request_sent(5, t);
+        f.ledger.answered(5, Idle, t, None);
+        f.query(6, "select 3", Some(Idle), t);
+        f.queue.requests[0].follows_skipped = true;
+        f.mirror_answers(None, Idle);
+        assert_eq!(queries(&f.step()), ["select 3"]);
+        assert_eq!(skipped(&f, SkipReason::Write), 2);
+    }
+
     #[test]
     fn writes_mirror_transactions_with_a_write_and_session_changes() {
         let mut f = fixture(128, Writes, false);
