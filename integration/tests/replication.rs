@@ -562,6 +562,18 @@ async fn a_physical_standby_is_gated_by_its_replay_position() -> Result<()> {
     Ok(())
 }
 
+/// Two clusters set up with `setup`, pool "primary" mirrored with `mirror_statements =
+/// "reads"` and no gate, and the admin console.
+async fn reads_mirror(setup: &str) -> Result<common::MirrorEnv> {
+    common::MirrorEnv::start(setup, |b| {
+        b.set("admin_password", ADMIN_PASSWORD)
+            .pool_set("primary", "mirror_statements", "reads")
+    })
+    .await?
+    .with_admin()
+    .await
+}
+
 #[tokio::test]
 async fn a_reads_mirror_never_writes_and_skips_a_function_that_does() -> Result<()> {
     const SETUP: &str = "CREATE TABLE t(id int PRIMARY KEY, v int);
@@ -569,13 +581,7 @@ async fn a_reads_mirror_never_writes_and_skips_a_function_that_does() -> Result<
         CREATE TABLE calls(at timestamptz DEFAULT now());
         CREATE FUNCTION counted() RETURNS bigint LANGUAGE plpgsql AS
           $$ BEGIN INSERT INTO calls DEFAULT VALUES; RETURN (SELECT count(*) FROM t); END $$;";
-    let env = common::MirrorEnv::start(SETUP, |b| {
-        b.set("admin_password", ADMIN_PASSWORD)
-            .pool_set("primary", "mirror_statements", "reads")
-    })
-    .await?
-    .with_admin()
-    .await?;
+    let env = reads_mirror(SETUP).await?;
     let client = env.pgdog.connect("pgdog", "pgdog", "primary").await?;
     // Writes: a transaction of several statements, an autocommit one, a write hidden in
     // a CTE, and a read inside a write transaction.
@@ -667,13 +673,7 @@ async fn pipelined_requests_behind_a_skipped_write_are_skipped_with_its_transact
 {
     const SETUP: &str = "CREATE TABLE t(id int PRIMARY KEY, v int);
         INSERT INTO t SELECT g, g FROM generate_series(1, 10) g;";
-    let env = common::MirrorEnv::start(SETUP, |b| {
-        b.set("admin_password", ADMIN_PASSWORD)
-            .pool_set("primary", "mirror_statements", "reads")
-    })
-    .await?
-    .with_admin()
-    .await?;
+    let env = reads_mirror(SETUP).await?;
     let client = env.pgdog.connect("pgdog", "pgdog", "primary").await?;
     let (begin, update, read_inside, commit, read_after) = tokio::join!(
         client.simple_query("BEGIN"),

@@ -123,7 +123,7 @@ struct Skipping {
     /// transaction, so it stops skipping, and the next request queued carries
     /// [`Request::follows_skipped`] for the worker to find out from the primary's answers.
     follows: bool,
-    /// The class of the request being assembled, when it is simple Queries only.
+    /// The class of the request being assembled, when it is a simple Query.
     class: Option<Class>,
     /// The request being assembled has a frame other than a simple Query (and its COPY
     /// data): the tap does not classify it.
@@ -236,7 +236,7 @@ impl Tap {
         }
         if self.mirroring {
             self.append(chunk, start, end);
-            // Only a request of simple Queries (and the COPY data of one) is classified here.
+            // Only a simple Query (and its COPY data) is classified here.
             self.skipping.extended |= tag != client::QUERY && !self.in_copy;
         }
         let boundary = match tag {
@@ -248,12 +248,10 @@ impl Tap {
                 // The class matters only while nothing of the transaction went out.
                 let s = &self.skipping;
                 if s.reads && self.mirroring && !s.now && !s.queued {
-                    self.skipping.deallocates |= deallocates;
-                    if let Some((text, _)) = split_cstr(&chunk[start + 5..end]) {
-                        let class = sql::classify(text);
-                        self.skipping.class =
-                            Some(self.skipping.class.map_or(class, |c| c.max(class)));
-                    }
+                    // A Query ends its request (COPY data aside): one class per request.
+                    self.skipping.deallocates = deallocates;
+                    self.skipping.class =
+                        split_cstr(&chunk[start + 5..end]).map(|(text, _)| sql::classify(text));
                 }
                 if sql::copy_from_stdin(&chunk[start + 5..end]) {
                     self.in_copy = true;
@@ -445,7 +443,7 @@ impl Tap {
     }
 
     /// The class the tap gave the request just assembled: `Some` under `reads`, for a
-    /// request of simple Queries only that deallocates nothing (the worker follows the
+    /// simple Query that deallocates nothing (the worker follows the
     /// client's named statements through a `DEALLOCATE`).
     fn classified(&mut self) -> Option<Class> {
         let s = &mut self.skipping;
