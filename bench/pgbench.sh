@@ -17,12 +17,14 @@
 #          --pool-mode session|transaction (pgdog's and PgBouncer's), --pool-size N (server connections;
 #                 in session mode the proxies' pools also get one per idle client)
 #          --workers N: pgdog's `workers` (0: one thread per CPU, pgdog's default; 1: one thread, as
-#                 PgBouncer runs)
+#                 PgBouncer runs); --baseline-workers N: the baseline's (default: --workers), so that
+#                 --baseline target/release/pgdog --baseline-workers 0 --workers 1 compares the two
 #
 # Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
 # available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
 # against every target in rotating order per round so drift on a shared machine hits all targets
-# alike, then prints per target and workload the median tps and latency, the proxies' resident memory
+# alike, then prints per target and workload the median tps and latency, the proxy's CPU (user +
+# system, from /proc) per transaction, the proxies' resident memory
 # at the end, and the ratios pgdog/PgBouncer and pgdog/direct, as a plain table and as markdown for
 # docs/benchmarks.md. Exits non-zero if a target did not start, a run failed, or had failed transactions.
 # Everything it starts is stopped and removed on exit.
@@ -42,6 +44,7 @@ BASELINE=""
 POOL_MODE=session
 POOL_SIZE=20
 WORKERS=0
+BASE_WORKERS=""
 
 while (($#)); do
     case $1 in
@@ -61,6 +64,7 @@ while (($#)); do
     --pool-mode) POOL_MODE=$2; shift ;;
     --pool-size) POOL_SIZE=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
+    --baseline-workers) BASE_WORKERS=$2; shift ;;
     -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -125,6 +129,8 @@ wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (f
     done
     return 1
 }
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { [[ -n ${1:-} ]] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; } # utime + stime of PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 # Its own median: prints nothing for no input (a target that did not run); lib.sh's prints 0.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
@@ -222,7 +228,7 @@ metrics_port = $metrics
 auth_type = "scram-sha-256"
 max_client_conn = $((IDLE + CLIENTS + 200))
 pool_mode = "$POOL_MODE"
-workers = $WORKERS
+workers = $([[ $name == pgdog-base ]] && echo "${BASE_WORKERS:-$WORKERS}" || echo "$WORKERS")
 $( ((TLS)) && printf 'client_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nclient_tls_sslmode = "require"\nserver_tls_sslmode = "require"\n' "$WORK/certs/server.crt" "$WORK/certs/server.key")
 
 [[pools]]
@@ -288,7 +294,8 @@ mode_args() {
 mkdir -p "$WORK/results"
 FAILED_RUNS=0
 run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
-    local target=$1 mode=$2 secs=$3 record=$4 out tps lat failed
+    local target=$1 mode=$2 secs=$3 record=$4 out tps lat failed cpu0 cpu1 txns
+    cpu0=$(cpu_ticks "${PROXY_PID[$target]:-}")
     # shellcheck disable=SC2046
     if ! out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "${PORT[$target]}" -U pgdog -c "$CLIENTS" -j "$THREADS" \
         -T "$secs" $(mode_args "$mode") pgbench 2>&1); then
@@ -301,6 +308,8 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+    cpu1=$(cpu_ticks "${PROXY_PID[$target]:-}")
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     if [[ -n $failed && $failed != 0 ]]; then
         log "$target/$mode: $failed failed transactions"
         FAILED_RUNS=$((FAILED_RUNS + 1))
@@ -308,6 +317,10 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     if ((record)); then
         echo "$tps" >>"$WORK/results/$target.$mode.tps"
         echo "$lat" >>"$WORK/results/$target.$mode.lat"
+        # The proxy's CPU (user + system) per transaction, in microseconds.
+        [[ -n $cpu0 && -n $cpu1 && ${txns:-0} -gt 0 ]] &&
+            awk -v d=$((cpu1 - cpu0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}' \
+                >>"$WORK/results/$target.$mode.cpu"
         log "$(printf '%-10s %-16s tps %10.1f  latency %7.3f ms' "$target" "$mode" "$tps" "$lat")"
     fi
 }
@@ -348,7 +361,10 @@ for ((r = 0; r < ROUNDS; r++)); do
 done
 
 declare -A RSS=()
-for t in "${!PROXY_PID[@]}"; do RSS[$t]=$(rss_kb "${PROXY_PID[$t]}"); done
+for t in "${!PROXY_PID[@]}"; do
+    RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
+    log "$t at the end of the runs: $(awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/${PROXY_PID[$t]}/status" 2>/dev/null)"
+done
 
 # --- idle clients ------------------------------------------------------------------------------------
 declare -A IDLE_RSS=()
@@ -380,18 +396,20 @@ PY
         [[ -f $WORK/idle.$t ]] || log "$t: $IDLE idle clients did not all connect"
         sleep 2
         IDLE_RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
-        log "$t with $IDLE idle clients: $(awk -v k="${IDLE_RSS[$t]}" 'BEGIN {printf "%.1f MB", k / 1024}')"
+        log "$t with $IDLE idle clients: $(awk -v k="${IDLE_RSS[$t]}" 'BEGIN {printf "%.1f MB", k / 1024}')" \
+            "($(awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/${PROXY_PID[$t]}/status" 2>/dev/null))"
         kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
     done
 fi
 
 # --- report ------------------------------------------------------------------------------------------
-declare -A TPS=() LAT=()
+declare -A TPS=() LAT=() CPUS=()
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
         [[ -f $WORK/results/$t.$mode.tps ]] || continue # not run (PgBouncer, prepared, transaction mode)
         TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps")
         LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat")
+        [[ -f $WORK/results/$t.$mode.cpu ]] && CPUS[$t.$mode]=$(median <"$WORK/results/$t.$mode.cpu")
     done
 done
 ratio() { # ratio A B -> A/B with 2 decimals, or n/a
@@ -422,20 +440,20 @@ done
 
 echo
 echo "<!-- markdown for docs/benchmarks.md -->"
-echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( ((IDLE_QUERY)) && echo " --idle-after-query")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
+echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( ((IDLE_QUERY)) && echo " --idle-after-query")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $BASE_WORKERS ]] && echo " --baseline-workers $BASE_WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
-echo "| target | workload | median tps | median latency (ms) | proxy RSS at end |"
-echo "|---|---|---:|---:|---:|"
+echo "| target | workload | median tps | median latency (ms) | proxy CPU per transaction (us) | proxy RSS at end |"
+echo "|---|---|---:|---:|---:|---:|"
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
-        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]:-}" 1) | $(fmt "${LAT[$t.$mode]:-}" 3) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
+        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]:-}" 1) | $(fmt "${LAT[$t.$mode]:-}" 3) | $(fmt "${CPUS[$t.$mode]:-}" 2) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
     done
 done
 echo
-echo "| workload | pgdog / PgBouncer (tps) | pgdog / direct (tps) | pgdog / pgdog-base (tps) |"
-echo "|---|---:|---:|---:|"
+echo "| workload | pgdog / PgBouncer (tps) | pgdog / direct (tps) | pgdog / pgdog-base (tps) | CPU per transaction: pgdog / PgBouncer | pgdog / pgdog-base |"
+echo "|---|---:|---:|---:|---:|---:|"
 for mode in "${MODES[@]}"; do
-    echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgdog-base.$mode]:-}") |"
+    echo "| $mode | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgbouncer.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[direct.$mode]:-}") | $(ratio "${TPS[pgdog.$mode]:-}" "${TPS[pgdog-base.$mode]:-}") | $(ratio "${CPUS[pgdog.$mode]:-}" "${CPUS[pgbouncer.$mode]:-}") | $(ratio "${CPUS[pgdog.$mode]:-}" "${CPUS[pgdog-base.$mode]:-}") |"
 done
 
 if ((IDLE > 0)); then

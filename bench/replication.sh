@@ -14,6 +14,7 @@
 #          --on-config TOML (the mirrored pool's lines in the "on" rounds instead of the
 #          gated reads below, to take the cost apart: e.g. 'mirror_statements = "reads"'
 #          alone, without the gate, or with 'mirror_exposure = 0.0')
+#          --workers N (pgdog's `workers` in both modes; default: pgdog's own, one per CPU)
 #
 # A throwaway primary (wal_level = logical) publishing every table, and a subscriber whose
 # subscription "sub" keeps pgbench's tables in step; pgdog (release) in front of the primary.
@@ -50,6 +51,7 @@ while (($#)); do
     --read-rate) RATE=$2; shift ;;
     --primary-commit) COMMIT=$2; shift ;;
     --on-config) ON_CONFIG=$2; shift ;;
+    --workers) WORKERS=$2; shift ;;
     --perf) PERF=$(realpath -m "$2"); shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -104,7 +106,8 @@ start_pgdog() { # start_pgdog MIRRORED
     # The stats window spans the round, so the quantiles cover all of it.
     local extra=""
     (($1)) && extra=$GATED
-    pair_config "$1" "$extra" | sed "s/^pool_size = 20$/pool_size = 20\nmirror_stats_window_secs = $((DURATION + 30))\nmirror_queue = 1000/" >"$WORK/pgdog.toml"
+    pair_config "$1" "$extra" | sed "s/^pool_size = 20$/pool_size = 20\nmirror_stats_window_secs = $((DURATION + 30))\nmirror_queue = 1000/" |
+        sed "${WORKERS:+s/^\[general\]$/[general]\nworkers = $WORKERS/}" >"$WORK/pgdog.toml"
     ./target/release/pgdog --config "$WORK/pgdog.toml" >"$WORK/pgdog.log" 2>&1 &
     PGDOG_PID=$!
     wait_port "$PORT" "$PGDOG_PID" || { cat "$WORK/pgdog.log" >&2; return 1; }

@@ -441,7 +441,7 @@ impl Pool {
 
     /// The most recently used idle connection that is still open. A server that restarted
     /// or was terminated has closed its end (or sent a FATAL): those are dropped here, so a
-    /// client never gets a dead connection from the pool.
+    /// client never gets a connection the proxy can know is dead ([`Server::is_alive`]).
     fn pop_live_idle(&self) -> Option<Server> {
         let stats = &self.inner.stats;
         loop {
@@ -648,12 +648,13 @@ impl PooledServer {
 
     /// Puts `server` with the idle ones, under the idle lock, if the pool still
     /// [wants](PooledServer::wanted) it; otherwise gives it back.
-    fn put_back(&self, server: Server) -> Option<Server> {
+    fn put_back(&self, mut server: Server) -> Option<Server> {
         let inner = &self.pool.inner;
         let mut idle = inner.idle.lock().unwrap();
         if !self.wanted() {
             return Some(server);
         }
+        server.idle_since = Instant::now();
         inner.stats.idle.fetch_add(1, Ordering::Relaxed);
         idle.push(server);
         None

@@ -21,6 +21,14 @@ use tokio::net::{TcpStream, UnixStream};
 /// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
+/// How long a connection may sit in its pool before a checkout asks the kernel, not only
+/// the runtime, whether the server closed it ([`Server::is_alive`]). Under load a
+/// connection is back in use within a fraction of a millisecond, and the runtime's view of
+/// its socket is enough: the peek it saves was one system call per transaction in
+/// transaction mode, a fifth of all of them (docs/benchmarks.md, issue 19). A server that
+/// closes within that window is the same race as one that closes just after the check.
+pub const ASK_KERNEL_AFTER: Duration = Duration::from_millis(100);
+
 /// Where and as whom to connect (the credential comes apart: see [`Credential`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerAddr {
@@ -68,6 +76,8 @@ pub struct Server {
     /// report, such as `search_path`, are known only this way).
     proxy_set: Vec<(String, String)>,
     pub created: Instant,
+    /// When the connection last went back to its pool (its creation before that).
+    pub idle_since: Instant,
     buf: BytesMut,
 }
 
@@ -138,6 +148,7 @@ impl Server {
             synced_for: 0,
             proxy_set: Vec::new(),
             created: Instant::now(),
+            idle_since: Instant::now(),
             buf: BytesMut::with_capacity(8192),
         };
         let mut params = vec![
@@ -423,24 +434,13 @@ impl Server {
     }
 
     /// Whether an idle connection is still open: an idle server sends nothing, so anything
-    /// readable (end of stream, or a FATAL before closing) means it is gone.
+    /// readable (end of stream, or a FATAL before closing) means it is gone. A connection
+    /// back in the pool for less than [`ASK_KERNEL_AFTER`] is judged by what the runtime has
+    /// seen of its socket, without a system call; one idle for longer is also asked of the
+    /// kernel ([`Stream::is_quiet`]).
     pub fn is_alive(&self) -> bool {
-        // Readable TLS records (a close_notify, say) count as much as plain bytes: an
-        // idle server sends nothing either way.
-        // A peek straight at the socket: tokio's `try_read` answers from its cached
-        // readiness, which may not have seen the close yet.
-        let mut probe = [0u8; 1];
-        // SAFETY: `probe` is a valid writable buffer of the length given, and the descriptor
-        // belongs to `self.stream`, which outlives the call.
-        let n = unsafe {
-            libc::recv(
-                self.stream.raw_fd(),
-                probe.as_mut_ptr().cast(),
-                probe.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+        self.stream
+            .is_quiet(self.idle_since.elapsed() >= ASK_KERNEL_AFTER)
     }
 
     /// Bytes the proxy read but did not consume (must be empty before forwarding starts).

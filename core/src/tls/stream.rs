@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsStream;
 
@@ -64,6 +64,28 @@ impl Stream {
         }
     }
 
+    /// Whether nothing waits to be read on the socket: how a pooled server connection is
+    /// checked before reuse (an idle server sends nothing, so anything readable, end of
+    /// stream or a FATAL before closing, means the connection is going).
+    ///
+    /// The runtime's view comes first and costs no system call: its I/O driver marks the
+    /// socket readable when the kernel reports an event, and only a marked socket is
+    /// peeked at (a peek that finds nothing clears the mark). The driver collects events
+    /// when a worker thread waits for work, and between batches of tasks, so it may not
+    /// have collected one the kernel already has: with `ask_kernel` the socket is peeked
+    /// at even when unmarked. Readable TLS records (a close_notify) count as bytes.
+    pub fn is_quiet(&self, ask_kernel: bool) -> bool {
+        let fd = self.raw_fd();
+        let seen = match self {
+            Stream::Plain(tcp) => tcp.try_io(Interest::READABLE, || peek(fd)),
+            Stream::Tls(tls) => tls.get_ref().0.try_io(Interest::READABLE, || peek(fd)),
+            Stream::Unix(unix) => unix.try_io(Interest::READABLE, || peek(fd)),
+        };
+        let would_block =
+            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        would_block(seen) && (!ask_kernel || would_block(peek(fd)))
+    }
+
     /// The socket's file descriptor (for probes the stream types do not offer).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
@@ -72,6 +94,26 @@ impl Stream {
             Stream::Tls(tls) => tls.get_ref().0.as_raw_fd(),
             Stream::Unix(unix) => unix.as_raw_fd(),
         }
+    }
+}
+
+/// `recv` with `MSG_PEEK`: what a read would find (0 at end of stream), taking nothing.
+fn peek(fd: std::os::fd::RawFd) -> io::Result<usize> {
+    let mut probe = [0u8; 1];
+    // SAFETY: `probe` is a valid writable buffer of the length given, and `fd` is the
+    // descriptor of a stream the caller borrows for the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            probe.as_mut_ptr().cast(),
+            probe.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -159,5 +201,53 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Stream::Plain(ours.unwrap()), theirs.unwrap().0)
+    }
+
+    /// A quiet socket is quiet either way; a closed one is found by the kernel at once, and
+    /// by the runtime's view alone once its driver has collected the event.
+    #[tokio::test]
+    async fn a_closed_or_talking_peer_is_not_quiet() {
+        let (ours, theirs) = pair().await;
+        assert!(ours.is_quiet(false));
+        assert!(ours.is_quiet(true));
+        drop(theirs);
+        assert!(!ours.is_quiet(true), "the kernel knows of the close");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!ours.is_quiet(false), "the runtime has seen the close");
+
+        let (ours, mut theirs) = pair().await;
+        theirs.write_all(b"E").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!ours.is_quiet(false), "a message before closing counts");
+        assert!(!ours.is_quiet(true));
+    }
+
+    /// A stale mark (the runtime saw the socket readable, and the bytes were read since) is
+    /// cleared by the peek that finds nothing.
+    #[tokio::test]
+    async fn a_peek_that_finds_nothing_leaves_the_socket_quiet() {
+        let (mut ours, mut theirs) = pair().await;
+        theirs.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut ours, &mut byte)
+            .await
+            .unwrap();
+        assert!(ours.is_quiet(false));
+        assert!(ours.is_quiet(false));
+        assert!(ours.is_quiet(true));
     }
 }
