@@ -130,7 +130,7 @@ wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (f
     return 1
 }
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { [[ -n ${1:-} ]] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; } # utime + stime of PID
+cpu_ticks() { if [[ -n ${1:-} ]]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi; } # utime + stime of PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 # Its own median: prints nothing for no input (a target that did not run); lib.sh's prints 0.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
