@@ -25,7 +25,7 @@ pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
 /// the runtime, whether the server closed it ([`Server::is_alive`]). Under load a
 /// connection is back in use within a fraction of a millisecond, and the runtime's view of
 /// its socket is enough: the peek it saves was one system call per transaction in
-/// transaction mode, a fifth of all of them (docs/benchmarks.md, issue 19). A server that
+/// transaction mode, about a sixth of all of them (docs/benchmarks.md, issue 19). A server that
 /// closes within that window is the same race as one that closes just after the check.
 pub const ASK_KERNEL_AFTER: Duration = Duration::from_millis(100);
 
