@@ -132,6 +132,7 @@ wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (f
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { if [[ -n ${1:-} ]]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi; } # utime + stime of PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
+rss_split() { awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/$1/status" 2>/dev/null || true; } # anonymous / file-backed
 # Its own median: prints nothing for no input (a target that did not run); lib.sh's prints 0.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
 
@@ -363,7 +364,7 @@ done
 declare -A RSS=()
 for t in "${!PROXY_PID[@]}"; do
     RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
-    log "$t at the end of the runs: $(awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/${PROXY_PID[$t]}/status" 2>/dev/null)"
+    log "$t at the end of the runs: $(rss_split "${PROXY_PID[$t]}")"
 done
 
 # --- idle clients ------------------------------------------------------------------------------------
@@ -397,7 +398,7 @@ PY
         sleep 2
         IDLE_RSS[$t]=$(rss_kb "${PROXY_PID[$t]}")
         log "$t with $IDLE idle clients: $(awk -v k="${IDLE_RSS[$t]}" 'BEGIN {printf "%.1f MB", k / 1024}')" \
-            "($(awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/${PROXY_PID[$t]}/status" 2>/dev/null))"
+            "($(rss_split "${PROXY_PID[$t]}"))"
         kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
     done
 fi

@@ -650,11 +650,11 @@ impl PooledServer {
     /// [wants](PooledServer::wanted) it; otherwise gives it back.
     fn put_back(&self, mut server: Server) -> Option<Server> {
         let inner = &self.pool.inner;
+        server.idle_since = Instant::now(); // before the lock, to keep it short
         let mut idle = inner.idle.lock().unwrap();
         if !self.wanted() {
             return Some(server);
         }
-        server.idle_since = Instant::now();
         inner.stats.idle.fetch_add(1, Ordering::Relaxed);
         idle.push(server);
         None

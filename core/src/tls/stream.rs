@@ -68,22 +68,24 @@ impl Stream {
     /// checked before reuse (an idle server sends nothing, so anything readable, end of
     /// stream or a FATAL before closing, means the connection is going).
     ///
-    /// The runtime's view comes first and costs no system call: its I/O driver marks the
-    /// socket readable when the kernel reports an event, and only a marked socket is
-    /// peeked at (a peek that finds nothing clears the mark). The driver collects events
+    /// Without `ask_kernel`, the runtime's view decides, at no system call: its I/O driver
+    /// marks the socket readable when the kernel reports an event, and only a marked socket
+    /// is peeked at (a peek that finds nothing clears the mark). The driver collects events
     /// when a worker thread waits for work, and between batches of tasks, so it may not
     /// have collected one the kernel already has: with `ask_kernel` the socket is peeked
-    /// at even when unmarked. Readable TLS records (a close_notify) count as bytes.
+    /// at whatever the mark. Readable TLS records (a close_notify) count as bytes.
     pub fn is_quiet(&self, ask_kernel: bool) -> bool {
         let fd = self.raw_fd();
-        let seen = match self {
-            Stream::Plain(tcp) => tcp.try_io(Interest::READABLE, || peek(fd)),
-            Stream::Tls(tls) => tls.get_ref().0.try_io(Interest::READABLE, || peek(fd)),
-            Stream::Unix(unix) => unix.try_io(Interest::READABLE, || peek(fd)),
+        let read = if ask_kernel {
+            peek(fd)
+        } else {
+            match self {
+                Stream::Plain(tcp) => tcp.try_io(Interest::READABLE, || peek(fd)),
+                Stream::Tls(tls) => tls.get_ref().0.try_io(Interest::READABLE, || peek(fd)),
+                Stream::Unix(unix) => unix.try_io(Interest::READABLE, || peek(fd)),
+            }
         };
-        let would_block =
-            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        would_block(seen) && (!ask_kernel || would_block(peek(fd)))
+        matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// The socket's file descriptor (for probes the stream types do not offer).
@@ -236,8 +238,9 @@ mod tests {
         assert!(!ours.is_quiet(true));
     }
 
-    /// A stale mark (the runtime saw the socket readable, and the bytes were read since) is
-    /// cleared by the peek that finds nothing.
+    /// A stale mark (the runtime saw the socket readable, and a read that filled its buffer
+    /// left the mark set) does not make a drained socket look talking: the peek finds
+    /// nothing.
     #[tokio::test]
     async fn a_peek_that_finds_nothing_leaves_the_socket_quiet() {
         let (mut ours, mut theirs) = pair().await;
