@@ -6,7 +6,7 @@
 #
 # Options: --rounds N  --duration SECS  --scale N  --clients N  --threads N
 #          --targets direct,pgbouncer,pgdog  --pgdog-bin PATH (default target/release/pgdog, built if missing)
-#          --modes "select-prepared select-simple tpcb select-connect"
+#          --modes "select-prepared select-simple tpcb select-connect sleep-1ms"
 #          --tls: every leg over TLS (clients to the proxies and to PostgreSQL with sslmode=require, the
 #                 proxies to PostgreSQL with server_tls_sslmode=require; PostgreSQL takes TLS only), and
 #                 select-connect (-C: a new connection, so a TLS handshake, per transaction) added
@@ -19,14 +19,23 @@
 #          --workers N: pgdog's `workers` (0: one thread per CPU, pgdog's default; 1: one thread, as
 #                 PgBouncer runs); --baseline-workers N: the baseline's (default: --workers), so that
 #                 --baseline target/release/pgdog --baseline-workers 0 --workers 1 compares the two
+#          sleep-1ms (a workload): each transaction holds its server connection for a millisecond
+#                 of waiting (pg_sleep), so that clients queue for the server connections rather than
+#                 for the two cores
+#
+# Environment: PGBENCH_WRAP=CMD runs each pgbench under CMD (for example a script that runs
+#          `strace -c -f -o FILE "$@"`, to count pgbench's system calls per target);
+#          KEEP_RESULTS=DIR keeps the per-run figures (one file per target, workload and column).
 #
 # Starts its own throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh: fsync off, on tmpfs when
 # available), PgBouncer (Debian package, session pool mode) and pgdog on free ports, runs every workload
 # against every target in rotating order per round so drift on a shared machine hits all targets
-# alike, then prints per target and workload the median tps and latency, the proxy's CPU (user +
-# system, from /proc) per transaction, the proxies' resident memory
-# at the end, and the ratios pgdog/PgBouncer and pgdog/direct, as a plain table and as markdown for
-# docs/benchmarks.md. Exits non-zero if a target did not start, a run failed, or had failed transactions.
+# alike, then prints per target and workload the median tps and latency, the CPU (user + system,
+# from /proc) per transaction of the proxy, of PostgreSQL and of pgbench, PostgreSQL's context
+# switches per transaction, how busy both cores were (from /proc/stat), the proxies' resident
+# memory at the end, and the ratios pgdog/PgBouncer and pgdog/direct, as a plain table and as
+# markdown for docs/benchmarks.md. Exits non-zero if a target did not start, a run failed, or
+# had failed transactions.
 # Everything it starts is stopped and removed on exit.
 set -euo pipefail
 
@@ -65,7 +74,7 @@ while (($#)); do
     --pool-size) POOL_SIZE=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
     --baseline-workers) BASE_WORKERS=$2; shift ;;
-    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -100,6 +109,7 @@ cleanup() {
     if [[ -n $BASE_PID ]]; then kill -TERM "$BASE_PID" 2>/dev/null; fi
     if [[ -s $BOUNCER_PIDFILE ]]; then kill -TERM "$(cat "$BOUNCER_PIDFILE")" 2>/dev/null; fi
     "$REPO/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1
+    [[ -n ${KEEP_RESULTS:-} ]] && cp -r "$WORK/results" "$KEEP_RESULTS"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -131,6 +141,30 @@ wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (f
 }
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { if [[ -n ${1:-} ]]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi; } # utime + stime of PID
+# PostgreSQL's CPU ticks: the postmaster's, its live children's, and those of its children that
+# exited (which the kernel adds to the postmaster's cutime/cstime once it reaps them).
+pg_ticks() {
+    local pm
+    pm=$(head -1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || return 0
+    { awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+      for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat"; done; } 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+# Context switches of PostgreSQL's live processes (voluntary: a backend that found nothing to
+# read and slept), from /proc/PID/status.
+pg_switches() {
+    local pm
+    pm=$(head -1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || return 0
+    for c in $pm $(pgrep -P "$pm"); do cat "/proc/$c/status"; done 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}'
+}
+# CPU seconds of this shell's reaped children (pgbench), user + system, from `times` (run in
+# this shell: a subshell's own children start at zero).
+child_secs() {
+    times >"$WORK/times"
+    tail -1 "$WORK/times" | awk '{n = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); n += a[1] * 60 + a[2]} print n}'
+}
+# Jiffies of the whole machine: busy and total, from /proc/stat.
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 rss_split() { awk '/^Rss(Anon|File):/ {printf "%s %.1f MB ", $1, $2 / 1024}' "/proc/$1/status" 2>/dev/null || true; } # anonymous / file-backed
 # Its own median: prints nothing for no input (a target that did not run); lib.sh's prints 0.
@@ -288,17 +322,27 @@ mode_args() {
     select-prepared) echo "-S -M prepared" ;;
     select-simple) echo "-S -M simple" ;;
     select-connect) echo "-S -M simple -C" ;;
+    sleep-1ms) echo "-M simple -f $WORK/sleep-1ms.sql" ;;
     tpcb) echo "-M simple" ;;
     *) die "unknown mode $1" ;;
     esac
 }
 mkdir -p "$WORK/results"
+# sleep-1ms: a transaction that holds its server connection for a millisecond of waiting, not
+# of CPU, so that the server connections, not the two cores, are what clients queue for (as
+# behind a transaction pooler in production): how fast a connection given back starts on the
+# next client's transaction decides the throughput.
+echo 'SELECT pg_sleep(0.001);' >"$WORK/sleep-1ms.sql"
+((IS_ROOT)) && chown postgres: "$WORK/sleep-1ms.sql"
 FAILED_RUNS=0
 run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     local target=$1 mode=$2 secs=$3 record=$4 out tps lat failed cpu0 cpu1 txns
+    local pg0 pg1 bench0 bench1 m0 m1 sw0 sw1
     cpu0=$(cpu_ticks "${PROXY_PID[$target]:-}")
+    child_secs >"$WORK/bench0"
+    pg0=$(pg_ticks) bench0=$(cat "$WORK/bench0") m0=$(machine_ticks) sw0=$(pg_switches)
     # shellcheck disable=SC2046
-    if ! out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "${PORT[$target]}" -U pgdog -c "$CLIENTS" -j "$THREADS" \
+    if ! out=$(${PGBENCH_WRAP:-} "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "${PORT[$target]}" -U pgdog -c "$CLIENTS" -j "$THREADS" \
         -T "$secs" $(mode_args "$mode") pgbench 2>&1); then
         log "pgbench failed on $target/$mode:"
         printf '%s\n' "$out" | tail -5 >&2
@@ -310,6 +354,8 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
     cpu1=$(cpu_ticks "${PROXY_PID[$target]:-}")
+    child_secs >"$WORK/bench1"
+    pg1=$(pg_ticks) bench1=$(cat "$WORK/bench1") m1=$(machine_ticks) sw1=$(pg_switches)
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     if [[ -n $failed && $failed != 0 ]]; then
         log "$target/$mode: $failed failed transactions"
@@ -322,6 +368,17 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
         [[ -n $cpu0 && -n $cpu1 && ${txns:-0} -gt 0 ]] &&
             awk -v d=$((cpu1 - cpu0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}' \
                 >>"$WORK/results/$target.$mode.cpu"
+        # Where the rest of the machine's CPU went: PostgreSQL's and pgbench's per transaction,
+        # and how busy both cores were.
+        if [[ ${txns:-0} -gt 0 ]]; then
+            awk -v d=$((pg1 - pg0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}' \
+                >>"$WORK/results/$target.$mode.pgcpu"
+            awk -v a="$bench0" -v b="$bench1" -v n="$txns" 'BEGIN {printf "%.2f\n", (b - a) * 1e6 / n}' \
+                >>"$WORK/results/$target.$mode.benchcpu"
+            awk -v d=$((sw1 - sw0)) -v n="$txns" 'BEGIN {printf "%.2f\n", d / n}' >>"$WORK/results/$target.$mode.pgswitch"
+            awk -v a="$m0" -v b="$m1" 'BEGIN {split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.1f\n", 100 * (y[1] - x[1]) / (y[2] - x[2])}' \
+                >>"$WORK/results/$target.$mode.busy"
+        fi
         log "$(printf '%-10s %-16s tps %10.1f  latency %7.3f ms' "$target" "$mode" "$tps" "$lat")"
     fi
 }
@@ -404,13 +461,17 @@ PY
 fi
 
 # --- report ------------------------------------------------------------------------------------------
-declare -A TPS=() LAT=() CPUS=()
+declare -A TPS=() LAT=() CPUS=() PGCPU=() BENCHCPU=() BUSY=() PGSWITCH=()
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
         [[ -f $WORK/results/$t.$mode.tps ]] || continue # not run (PgBouncer, prepared, transaction mode)
         TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps")
         LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat")
         [[ -f $WORK/results/$t.$mode.cpu ]] && CPUS[$t.$mode]=$(median <"$WORK/results/$t.$mode.cpu")
+        [[ -f $WORK/results/$t.$mode.pgcpu ]] && PGCPU[$t.$mode]=$(median <"$WORK/results/$t.$mode.pgcpu")
+        [[ -f $WORK/results/$t.$mode.benchcpu ]] && BENCHCPU[$t.$mode]=$(median <"$WORK/results/$t.$mode.benchcpu")
+        [[ -f $WORK/results/$t.$mode.busy ]] && BUSY[$t.$mode]=$(median <"$WORK/results/$t.$mode.busy")
+        [[ -f $WORK/results/$t.$mode.pgswitch ]] && PGSWITCH[$t.$mode]=$(median <"$WORK/results/$t.$mode.pgswitch")
     done
 done
 ratio() { # ratio A B -> A/B with 2 decimals, or n/a
@@ -443,11 +504,11 @@ echo
 echo "<!-- markdown for docs/benchmarks.md -->"
 echo "Command: \`bench/pgbench.sh$( ((QUICK)) && echo " --quick")$( ((TLS)) && echo " --tls")$( ((IDLE)) && echo " --idle $IDLE")$( ((IDLE_QUERY)) && echo " --idle-after-query")$( [[ $POOL_MODE != session ]] && echo " --pool-mode $POOL_MODE --pool-size $POOL_SIZE")$( ((CLIENTS != 8)) && echo " --clients $CLIENTS")$( ((WORKERS != 0)) && echo " --workers $WORKERS")$( [[ -n $BASE_WORKERS ]] && echo " --baseline-workers $BASE_WORKERS")$( [[ -n $MODES_ARG ]] && echo " --modes \"$MODES_ARG\"")$( [[ -n $BASELINE ]] && echo " --baseline BIN")\` ($HEADER; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(date -u +%Y-%m-%d))"
 echo
-echo "| target | workload | median tps | median latency (ms) | proxy CPU per transaction (us) | proxy RSS at end |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| target | workload | median tps | median latency (ms) | proxy CPU per transaction (us) | PostgreSQL CPU per transaction (us) | pgbench CPU per transaction (us) | PostgreSQL context switches per transaction | both cores busy (%) | proxy RSS at end |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
-        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]:-}" 1) | $(fmt "${LAT[$t.$mode]:-}" 3) | $(fmt "${CPUS[$t.$mode]:-}" 2) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
+        echo "| $t | $mode | $(fmt "${TPS[$t.$mode]:-}" 1) | $(fmt "${LAT[$t.$mode]:-}" 3) | $(fmt "${CPUS[$t.$mode]:-}" 2) | $(fmt "${PGCPU[$t.$mode]:-}" 2) | $(fmt "${BENCHCPU[$t.$mode]:-}" 2) | $(fmt "${PGSWITCH[$t.$mode]:-}" 2) | $(fmt "${BUSY[$t.$mode]:-}" 1) | $(if [[ $t == direct ]]; then echo -; else mem "$t"; fi) |"
     done
 done
 echo
