@@ -5,7 +5,8 @@
 #   bench/pgbench.sh --quick    # smoke: 1 round, 3 s each, scale 1 (~40 s)
 #
 # Options: --rounds N  --duration SECS  --scale N  --clients N  --threads N
-#          --targets direct,pgbouncer,pgdog  --pgdog-bin PATH (default target/release/pgdog, built if missing)
+#          --targets direct,pgbouncer,pgdog  --pgdog-bin PATH (default target/release/pgdog, built with
+#                 the stats plugin if either is missing)
 #          --modes "select-prepared select-simple tpcb select-connect sleep-1ms"
 #          --tls: every leg over TLS (clients to the proxies and to PostgreSQL with sslmode=require, the
 #                 proxies to PostgreSQL with server_tls_sslmode=require; PostgreSQL takes TLS only), and
@@ -74,7 +75,7 @@ while (($#)); do
     --pool-size) POOL_SIZE=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
     --baseline-workers) BASE_WORKERS=$2; shift ;;
-    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -243,11 +244,13 @@ EOF
 # --- pgdog -------------------------------------------------------------------------------------------
 start_pgdog() { # start_pgdog TARGET BINARY
     local name=$1 bin=$2
-    if [[ ! -x $bin ]]; then
+    # The binary loads the stats plugin from beside it: a checkout's build needs both.
+    if [[ ! -x $bin || ! -f $(dirname "$bin")/libpgdog_mirror_stats.so ]]; then
         if [[ $bin == "$REPO/target/release/pgdog" ]]; then
-            log "building pgdog (cargo build --release -p pgdog)"
-            (cd "$REPO" && cargo build --release -q -p pgdog) || { log "pgdog build failed: skipped"; return 1; }
-        else
+            log "building pgdog (cargo build --release -p pgdog -p pgdog-mirror-stats)"
+            (cd "$REPO" && cargo build --release -q -p pgdog -p pgdog-mirror-stats) ||
+                { log "pgdog build failed: skipped"; return 1; }
+        elif [[ ! -x $bin ]]; then
             log "no pgdog binary at $bin: skipped"
             return 1
         fi
