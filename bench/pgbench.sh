@@ -142,28 +142,35 @@ wait_port() { # wait_port PORT SECONDS [PID]: until something accepts on PORT (f
 }
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { if [[ -n ${1:-} ]]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi; } # utime + stime of PID
-# PostgreSQL's CPU ticks: the postmaster's, its live children's, and those of its children that
-# exited (which the kernel adds to the postmaster's cutime/cstime once it reaps them).
-pg_ticks() {
+# PostgreSQL's postmaster: its pid, then its live children's.
+pg_pids() {
     local pm
     pm=$(head -1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || return 0
-    { awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
-      for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat"; done; } 2>/dev/null | awk '{s += $1} END {print s + 0}'
+    echo "$pm"
+    pgrep -P "$pm" || true
 }
-# Context switches of PostgreSQL's live processes (voluntary: a backend that found nothing to
-# read and slept), from /proc/PID/status.
+# PostgreSQL's CPU ticks: the postmaster's, its live children's, and those of its children that
+# exited (which the kernel adds to the postmaster's cutime/cstime, fields 16 and 17, once it
+# reaps them; a child's own are 0).
+pg_ticks() {
+    local p
+    for p in $(pg_pids); do cat "/proc/$p/stat"; done 2>/dev/null | awk '{s += $14 + $15 + $16 + $17} END {print s + 0}'
+}
+# Context switches of PostgreSQL's live processes, voluntary (a backend that found nothing to
+# read and slept) and not, from /proc/PID/status.
 pg_switches() {
-    local pm
-    pm=$(head -1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || return 0
-    for c in $pm $(pgrep -P "$pm"); do cat "/proc/$c/status"; done 2>/dev/null |
+    local p
+    for p in $(pg_pids); do cat "/proc/$p/status"; done 2>/dev/null |
         awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}'
 }
-# CPU seconds of this shell's reaped children (pgbench), user + system, from `times` (run in
-# this shell: a subshell's own children start at zero).
+# CPU seconds of this shell's reaped children (pgbench), user + system, into CHILD_SECS: from
+# `times`, which must run in this shell (a subshell's own children start at zero).
 child_secs() {
     times >"$WORK/times"
-    tail -1 "$WORK/times" | awk '{n = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); n += a[1] * 60 + a[2]} print n}'
+    CHILD_SECS=$(tail -1 "$WORK/times" | awk '{n = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); n += a[1] * 60 + a[2]} print n}')
 }
+# per_txn TICKS N: clock ticks as microseconds per transaction.
+per_txn() { awk -v d="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}'; }
 # Jiffies of the whole machine: busy and total, from /proc/stat.
 machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
@@ -336,14 +343,13 @@ mkdir -p "$WORK/results"
 # behind a transaction pooler in production): how fast a connection given back starts on the
 # next client's transaction decides the throughput.
 echo 'SELECT pg_sleep(0.001);' >"$WORK/sleep-1ms.sql"
-((IS_ROOT)) && chown postgres: "$WORK/sleep-1ms.sql"
 FAILED_RUNS=0
 run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     local target=$1 mode=$2 secs=$3 record=$4 out tps lat failed cpu0 cpu1 txns
     local pg0 pg1 bench0 bench1 m0 m1 sw0 sw1
     cpu0=$(cpu_ticks "${PROXY_PID[$target]:-}")
-    child_secs >"$WORK/bench0"
-    pg0=$(pg_ticks) bench0=$(cat "$WORK/bench0") m0=$(machine_ticks) sw0=$(pg_switches)
+    child_secs
+    pg0=$(pg_ticks) bench0=$CHILD_SECS m0=$(machine_ticks) sw0=$(pg_switches)
     # shellcheck disable=SC2046
     if ! out=$(${PGBENCH_WRAP:-} "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "${PORT[$target]}" -U pgdog -c "$CLIENTS" -j "$THREADS" \
         -T "$secs" $(mode_args "$mode") pgbench 2>&1); then
@@ -357,8 +363,8 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
     cpu1=$(cpu_ticks "${PROXY_PID[$target]:-}")
-    child_secs >"$WORK/bench1"
-    pg1=$(pg_ticks) bench1=$(cat "$WORK/bench1") m1=$(machine_ticks) sw1=$(pg_switches)
+    child_secs
+    pg1=$(pg_ticks) bench1=$CHILD_SECS m1=$(machine_ticks) sw1=$(pg_switches)
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     if [[ -n $failed && $failed != 0 ]]; then
         log "$target/$mode: $failed failed transactions"
@@ -368,14 +374,11 @@ run_one() { # run_one TARGET MODE SECONDS RECORD(0|1)
         echo "$tps" >>"$WORK/results/$target.$mode.tps"
         echo "$lat" >>"$WORK/results/$target.$mode.lat"
         # The proxy's CPU (user + system) per transaction, in microseconds.
-        [[ -n $cpu0 && -n $cpu1 && ${txns:-0} -gt 0 ]] &&
-            awk -v d=$((cpu1 - cpu0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}' \
-                >>"$WORK/results/$target.$mode.cpu"
+        [[ -n $cpu0 && -n $cpu1 && ${txns:-0} -gt 0 ]] && per_txn $((cpu1 - cpu0)) "$txns" >>"$WORK/results/$target.$mode.cpu"
         # Where the rest of the machine's CPU went: PostgreSQL's and pgbench's per transaction,
         # and how busy both cores were.
         if [[ ${txns:-0} -gt 0 ]]; then
-            awk -v d=$((pg1 - pg0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f\n", d * 1e6 / hz / n}' \
-                >>"$WORK/results/$target.$mode.pgcpu"
+            per_txn $((pg1 - pg0)) "$txns" >>"$WORK/results/$target.$mode.pgcpu"
             awk -v a="$bench0" -v b="$bench1" -v n="$txns" 'BEGIN {printf "%.2f\n", (b - a) * 1e6 / n}' \
                 >>"$WORK/results/$target.$mode.benchcpu"
             # Only PostgreSQL's live processes count: behind a proxy its backends outlive the
@@ -468,16 +471,18 @@ fi
 
 # --- report ------------------------------------------------------------------------------------------
 declare -A TPS=() LAT=() CPUS=() PGCPU=() BENCHCPU=() BUSY=() PGSWITCH=()
+# column_median FILE: the median of a per-run column, empty if it was not recorded.
+column_median() { if [[ -f $WORK/results/$1 ]]; then median <"$WORK/results/$1"; fi; }
 for t in "${ACTIVE[@]}"; do
     for mode in "${MODES[@]}"; do
         [[ -f $WORK/results/$t.$mode.tps ]] || continue # not run (PgBouncer, prepared, transaction mode)
         TPS[$t.$mode]=$(median <"$WORK/results/$t.$mode.tps")
         LAT[$t.$mode]=$(median <"$WORK/results/$t.$mode.lat")
-        [[ -f $WORK/results/$t.$mode.cpu ]] && CPUS[$t.$mode]=$(median <"$WORK/results/$t.$mode.cpu")
-        [[ -f $WORK/results/$t.$mode.pgcpu ]] && PGCPU[$t.$mode]=$(median <"$WORK/results/$t.$mode.pgcpu")
-        [[ -f $WORK/results/$t.$mode.benchcpu ]] && BENCHCPU[$t.$mode]=$(median <"$WORK/results/$t.$mode.benchcpu")
-        [[ -f $WORK/results/$t.$mode.busy ]] && BUSY[$t.$mode]=$(median <"$WORK/results/$t.$mode.busy")
-        [[ -f $WORK/results/$t.$mode.pgswitch ]] && PGSWITCH[$t.$mode]=$(median <"$WORK/results/$t.$mode.pgswitch")
+        CPUS[$t.$mode]=$(column_median "$t.$mode.cpu")
+        PGCPU[$t.$mode]=$(column_median "$t.$mode.pgcpu")
+        BENCHCPU[$t.$mode]=$(column_median "$t.$mode.benchcpu")
+        BUSY[$t.$mode]=$(column_median "$t.$mode.busy")
+        PGSWITCH[$t.$mode]=$(column_median "$t.$mode.pgswitch")
     done
 done
 ratio() { # ratio A B -> A/B with 2 decimals, or n/a
