@@ -21,11 +21,9 @@ lint:
 
 ## The tests run the real binary and load the real plugin .so files: build them first
 ## (cargo test does not build other crates' cdylibs), plus the deliberately broken plugins.
-## The dependencies get compiled twice whatever is done here: once as the binaries alone
-## need them (this build, and the spec suite's own `cargo build -p pgdog -p pgdog-mirror-stats`),
-## once with the features the tests' dev-dependencies add (serde `rc`, tracing `log`, ...;
-## nextest). Building `--all-targets` here only moved the second compile into the spec suite
-## (CI 17 min 51 s -> 17 min 25 s, 2026-12-07).
+## This build and the test build share every compiled dependency: the features the tests'
+## dev-dependencies would add (sqlx's serde `rc`, tracing `log`, ...) are turned on here already,
+## through integration/Cargo.toml. Before that, the dependencies were compiled twice.
 build:
 	$(CARGO) build --workspace
 	bash integration/plugin-fixtures/build.sh

@@ -182,8 +182,9 @@ describe 'Mirror Metrics Full Integration', order: :defined do
 
     # Start PgDog with mirror configuration. The binary is normally built already (make test
     # builds it first); building here keeps a stale or missing binary from counting against the
-    # start-up deadline, and builds the stats plugin pgdog loads from beside it.
-    system('cargo', 'build', '--quiet', '-p', 'pgdog', '-p', 'pgdog-mirror-stats', chdir: MirrorSuite::ROOT) or
+    # start-up deadline, and builds the stats plugin pgdog loads from beside it. The whole
+    # workspace, as make test builds it: the same features, so nothing is compiled again.
+    system('cargo', 'build', '--quiet', '--workspace', chdir: MirrorSuite::ROOT) or
       raise 'cargo build failed'
     @pgdog_pid = MirrorSuite.start_pgdog
 
