@@ -489,3 +489,71 @@ puts "ok"
     );
     Ok(())
 }
+
+/// A client that waits for a server connection (the pool busy) and cancels is answered
+/// `57014` at once, as PostgreSQL answers a statement cancelled before it ran, and keeps
+/// its session. Nothing of the cancelled request reaches the server. (PgBouncer drops
+/// such a cancel: the client would wait on here for the whole `checkout_timeout_ms`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cancels_while_waiting_for_a_connection_is_answered_at_once() -> Result<()> {
+    let primary = PgCluster::start().await?;
+    let mut pgdog = transaction_mode(&primary, 1, |b| b.set("checkout_timeout_ms", 60_000)).await?;
+    let console = console(&mut pgdog).await?;
+    let dsn = pgdog.dsn("pgdog", "pgdog", "primary");
+    // The pool's one connection, held in a transaction.
+    let holder = connect_dsn(&dsn).await?;
+    holder
+        .batch_execute("CREATE TABLE cancelled (n int)")
+        .await?;
+    holder.batch_execute("BEGIN; SELECT 1").await?;
+    let held_by = backend_pid(&holder).await?;
+
+    let waiter = Arc::new(connect_dsn(&dsn).await?);
+    let token = waiter.cancel_token();
+    let waiting = || async {
+        let pools = admin_rows(&console, "SHOW POOLS").await?;
+        let row = pools
+            .iter()
+            .find(|r| r["name"].as_deref() == Some("primary"))
+            .context("pool primary")?;
+        Ok((row["cl_waiting"].as_deref() == Some("1")).then_some(()))
+    };
+    // The simple protocol, then the extended one (a Parse, Describe and Sync first).
+    for extended in [false, true] {
+        let started = std::time::Instant::now();
+        let request = tokio::spawn({
+            let waiter = waiter.clone();
+            async move {
+                match extended {
+                    false => waiter
+                        .simple_query("INSERT INTO cancelled VALUES (1)")
+                        .await
+                        .map(|_| ()),
+                    true => waiter.query("SELECT $1::int", &[&7i32]).await.map(|_| ()),
+                }
+            }
+        });
+        eventually(Duration::from_secs(10), "a client waiting", waiting).await?;
+        token.cancel_query(tokio_postgres::NoTls).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .context("the cancelled client still waits")??;
+        let err = answer.expect_err("cancelled");
+        assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    // The holder's transaction went on undisturbed, and the waiter's session goes on.
+    holder.batch_execute("COMMIT").await?;
+    let n: i32 = waiter.query_one("SELECT 42", &[]).await?.get(0);
+    assert_eq!(n, 42);
+    assert_eq!(
+        backend_pid(&waiter).await?,
+        held_by,
+        "the pool's one connection"
+    );
+    let rows: i64 = primary
+        .query_scalar_in("pgdog", "SELECT count(*) FROM cancelled")
+        .await?;
+    assert_eq!(rows, 0, "the cancelled INSERT never ran");
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -536,6 +536,24 @@ impl Pool {
         &self,
         waiting: Option<&AtomicBool>,
     ) -> Result<PooledServer, PoolError> {
+        match self.acquire(waiting, None).await? {
+            Some(conn) => Ok(conn),
+            None => unreachable!("nothing to abandon the wait"),
+        }
+    }
+
+    /// As [`Pool::get`], but a wait for one of the pool's connections to come back ends
+    /// when `abandon` is notified (the client cancelled its request): `Ok(None)`. Only
+    /// the wait: a connection being opened is not abandoned.
+    pub async fn get_unless(&self, abandon: &Notify) -> Result<Option<PooledServer>, PoolError> {
+        self.acquire(None, Some(abandon)).await
+    }
+
+    async fn acquire(
+        &self,
+        waiting: Option<&AtomicBool>,
+        abandon: Option<&Notify>,
+    ) -> Result<Option<PooledServer>, PoolError> {
         if self.is_disabled() {
             return Err(PoolError::Disabled(self.inner.name.clone()));
         }
@@ -548,7 +566,19 @@ impl Pool {
                 if let Some(waiting) = waiting {
                     waiting.store(true, Ordering::Relaxed);
                 }
-                let permit = self.wait_for_permit().await?;
+                let permit = match abandon {
+                    None => self.wait_for_permit().await?,
+                    Some(abandon) => {
+                        // Created before the first poll, so a notification from then on
+                        // counts (`Notify::notify_waiters`).
+                        let abandoned = abandon.notified();
+                        tokio::select! {
+                            biased;
+                            permit = self.wait_for_permit() => permit?,
+                            () = abandoned => return Ok(None),
+                        }
+                    }
+                };
                 if let Some(waiting) = waiting {
                     waiting.store(false, Ordering::Relaxed);
                 }
@@ -566,12 +596,12 @@ impl Pool {
             // login's state.
             None => Box::pin(self.open()).await?,
         };
-        Ok(PooledServer {
+        Ok(Some(PooledServer {
             server: Some(server),
             pool: self.clone(),
             epoch: self.inner.epoch.load(Ordering::Relaxed),
             _permit: permit,
-        })
+        }))
     }
 }
 

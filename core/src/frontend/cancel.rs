@@ -2,6 +2,12 @@
 //! connection the key maps to that server's address and key, so a CancelRequest that arrives
 //! on a new connection can be passed to the right backend.
 //!
+//! A client that waits for a server connection (transaction mode, the pool busy) has no
+//! query running anywhere: its cancel ends the wait instead ([`CancelMap::attach_waiter`]),
+//! and the client is answered `57014` as PostgreSQL answers a cancelled statement.
+//! (PgBouncer drops such a cancel, and the client waits on until a connection frees or
+//! `query_wait_timeout` fires.)
+//!
 //! A mirrored client's cancel reaches its mirror session too ([`Canceller`]): the requests
 //! the primary has not answered are marked first, then the cancel goes to the primary. The
 //! one the primary answers with `57014` is then not run on the mirror (or, if the mirror
@@ -12,7 +18,8 @@ use crate::mirror::Canceller;
 use crate::protocol::BackendKey;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
@@ -27,6 +34,8 @@ struct Entry {
     target: Option<CancelTarget>,
     /// The client's mirror session, when its pool is mirrored.
     mirror: Option<Canceller>,
+    /// Woken by a cancel while `target` is `None` (transaction mode).
+    waiter: Option<Arc<Notify>>,
 }
 
 #[derive(Default)]
@@ -48,6 +57,7 @@ impl CancelMap {
                 slot.insert(Entry {
                     target,
                     mirror: None,
+                    waiter: None,
                 });
                 return key;
             }
@@ -70,6 +80,16 @@ impl CancelMap {
         }
     }
 
+    /// The client of `key` may wait for a server connection: a cancel that finds it
+    /// holding none notifies `waiter`, which ends a wait under way ([`Pool::get_unless`]).
+    ///
+    /// [`Pool::get_unless`]: crate::backend::Pool::get_unless
+    pub fn attach_waiter(&self, key: BackendKey, waiter: Arc<Notify>) {
+        if let Some(slot) = self.targets.lock().unwrap().get_mut(&key) {
+            slot.waiter = Some(waiter);
+        }
+    }
+
     pub fn unregister(&self, key: BackendKey) {
         self.targets.lock().unwrap().remove(&key);
     }
@@ -84,9 +104,9 @@ impl CancelMap {
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
     pub async fn cancel(&self, key: BackendKey) {
-        let (target, mirror) = match self.targets.lock().unwrap().get(&key) {
-            Some(e) => (e.target.clone(), e.mirror.clone()),
-            None => (None, None),
+        let (target, mirror, waiter) = match self.targets.lock().unwrap().get(&key) {
+            Some(e) => (e.target.clone(), e.mirror.clone(), e.waiter.clone()),
+            None => (None, None, None),
         };
         // Marked before the primary can answer with the cancel (see the module docs).
         if let (Some(mirror), Some(_)) = (&mirror, &target) {
@@ -102,7 +122,16 @@ impl CancelMap {
                     );
                 }
             }
-            None => tracing::debug!("cancel request with an unknown key, or for a client holding no server connection, ignored"),
+            // Nothing runs: a wait for a connection, if there is one, ends. A notification
+            // with no wait under way is lost, as a cancel that arrives after its query
+            // finished.
+            None => match waiter {
+                Some(waiter) => {
+                    tracing::debug!("cancel request for a client holding no server connection: a wait for one ends");
+                    waiter.notify_waiters();
+                }
+                None => tracing::debug!("cancel request with an unknown key, ignored"),
+            },
         }
     }
 }

@@ -2,14 +2,14 @@
 //! the server connection in transaction mode, and passed on.
 
 use super::io::Buffers;
-use super::{End, Session};
+use super::{pooling, End, Session};
 use crate::config::PoolMode;
 use crate::frontend::prepared::Rewriter;
 use crate::frontend::tracker::Tracker;
 use crate::mirror::Tap;
 use crate::protocol::frame::{complete_len, Frames};
 use crate::protocol::tag::client;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -36,8 +36,23 @@ impl Session {
                     return None;
                 }
             }
-            if let Err((code, why)) = self.checkout().await {
-                return Some(End::Checkout(code, why));
+            loop {
+                match self.checkout().await {
+                    Ok(true) => break,
+                    Ok(false) if bufs.to_client.is_empty() && !self.pooled.mid_batch => {
+                        // Cancelled while waiting: nothing of it reached a server, the
+                        // mirror or the counts.
+                        let msgs = &bufs.client_buf[..len];
+                        if let Some(reply) = pooling::cancelled_before_running(msgs) {
+                            bufs.client_buf.advance(len);
+                            bufs.to_client = reply.freeze();
+                            return None;
+                        }
+                    }
+                    // Not at the end of a request, or an answer still to write: wait on.
+                    Ok(false) => {}
+                    Err((code, why)) => return Some(End::Checkout(code, why)),
+                }
             }
         }
         let (chunk, terminated) = self.take_client_messages(bufs, len);

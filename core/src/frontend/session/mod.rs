@@ -36,7 +36,7 @@ use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 pub struct Session {
@@ -64,6 +64,9 @@ pub struct Session {
     pooled: pooling::Pooled,
     /// A child of `proxy.shutdown`; the admin's `KILL` cancels it alone.
     stop: CancellationToken,
+    /// Transaction mode: notified by the client's cancel while it holds no connection
+    /// (`CancelMap::attach_waiter`), which ends a wait for one.
+    cancelled: Option<Arc<Notify>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -108,6 +111,11 @@ impl Session {
         let mode = config
             .and_then(|p| p.pool_mode)
             .unwrap_or(general.pool_mode);
+        let cancelled = (mode == PoolMode::Transaction).then(|| {
+            let waiter = Arc::new(Notify::new());
+            frontend.cancel.attach_waiter(key, waiter.clone());
+            waiter
+        });
         let tracker = Arc::new(Tracker::new());
         let recorder = tap.as_ref().map(Tap::recorder);
         if let Some(recorder) = &recorder {
@@ -136,6 +144,7 @@ impl Session {
             tracker,
             tap,
             stop,
+            cancelled,
             _slot: slot,
         }
     }

@@ -18,9 +18,11 @@ use crate::config::{General, PoolMode};
 use crate::frontend::cancel::CancelTarget;
 use crate::frontend::prepared::{ClientStatements, Plan};
 use crate::protocol::frame::Frames;
+use crate::protocol::messages::{self, Severity};
 use crate::protocol::tag::client;
 use crate::protocol::TxStatus;
 use crate::sql;
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -176,14 +178,17 @@ fn params_key(params: &[(String, String)]) -> u64 {
 }
 
 impl Session {
-    /// Takes a server connection for the client's next transaction.
-    pub(super) async fn checkout(&mut self) -> Result<(), (&'static str, String)> {
+    /// Takes a server connection for the client's next transaction: `Ok(false)` when the
+    /// client cancelled while it waited for one (`Session::cancelled`).
+    pub(super) async fn checkout(&mut self) -> Result<bool, (&'static str, String)> {
         let started = Instant::now();
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| (pool_error_code(&e), e.to_string()))?;
+        let got = match &self.cancelled {
+            Some(cancelled) => self.pool.get_unless(cancelled).await,
+            None => self.pool.get().await.map(Some),
+        };
+        let Some(mut conn) = got.map_err(|e| (pool_error_code(&e), e.to_string()))? else {
+            return Ok(false);
+        };
         let stats = self.pool.stats();
         stats
             .wait_us
@@ -207,7 +212,7 @@ impl Session {
         self.frontend.cancel.retarget(self.key, Some(target));
         self.tracker.set_server(Some(key.pid));
         self.server = Some(conn);
-        Ok(())
+        Ok(true)
     }
 
     /// Gives the server connection back (transaction mode, the client idle).
@@ -246,6 +251,47 @@ impl Session {
             }
         }
     }
+}
+
+/// The answer to whole requests that a client cancelled while it waited for a server
+/// connection, as PostgreSQL answers a statement cancelled before it ran: an error and
+/// ReadyForQuery per simple Query; per extended-protocol batch, an error at its first
+/// message and ReadyForQuery at its Sync (the rest skipped, as after any error). `None`
+/// when `msgs` do not end where a request ends (a batch without its Sync yet, COPY data, a
+/// function call): the client then waits on.
+pub(super) fn cancelled_before_running(msgs: &[u8]) -> Option<BytesMut> {
+    fn cancelled(out: &mut BytesMut) {
+        let why = "canceling statement due to user request";
+        messages::error_response(out, Severity::Error, "57014", why);
+    }
+    let mut out = BytesMut::new();
+    // In a batch, and whether its error was written.
+    let (mut batch, mut failed) = (false, false);
+    for (tag, _) in Frames::new(msgs) {
+        match tag {
+            client::QUERY if !batch => {
+                cancelled(&mut out);
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+            }
+            client::PARSE
+            | client::BIND
+            | client::DESCRIBE
+            | client::EXECUTE
+            | client::CLOSE
+            | client::FLUSH => {
+                if !failed {
+                    cancelled(&mut out);
+                }
+                (batch, failed) = (true, true);
+            }
+            client::SYNC => {
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+                (batch, failed) = (false, false);
+            }
+            _ => return None,
+        }
+    }
+    (!batch && !out.is_empty()).then_some(out)
 }
 
 /// The SQLSTATE a client is told when no connection could be had.
@@ -328,6 +374,75 @@ mod tests {
             Some("SET")
         );
         assert_eq!(session_state(b"select 'set x'\0"), None);
+    }
+
+    /// The tags of an answer, and the SQLSTATE of each error in it.
+    fn answered(out: &[u8]) -> (String, Vec<String>) {
+        let mut tags = String::new();
+        let mut codes = Vec::new();
+        for (tag, msg) in Frames::new(out) {
+            tags.push(tag as char);
+            if tag != b'E' {
+                continue;
+            }
+            // Fields: a type byte and a C string each, up to a zero byte.
+            let mut fields = &msg[5..];
+            while let Some((&kind, rest)) = fields.split_first().filter(|(k, _)| **k != 0) {
+                let end = rest.iter().position(|b| *b == 0).unwrap();
+                if kind == b'C' {
+                    codes.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+                }
+                fields = &rest[end + 1..];
+            }
+        }
+        (tags, codes)
+    }
+
+    #[test]
+    fn a_cancel_before_running_answers_each_request_as_postgres_would() {
+        let mut simple = BytesMut::new();
+        messages::query(&mut simple, "select 1");
+        messages::query(&mut simple, "select 2");
+        let (tags, codes) = answered(&cancelled_before_running(&simple).unwrap());
+        assert_eq!(tags, "EZEZ");
+        assert_eq!(codes, ["57014", "57014"]);
+
+        // Two batches: one error each, at its first message, and ReadyForQuery at its Sync.
+        let mut extended = BytesMut::new();
+        for _ in 0..2 {
+            messages::parse(&mut extended, "", "select $1");
+            messages::bind_text(&mut extended, &["1"]);
+            messages::execute(&mut extended);
+            messages::sync(&mut extended);
+        }
+        let (tags, codes) = answered(&cancelled_before_running(&extended).unwrap());
+        assert_eq!(tags, "EZEZ");
+        assert_eq!(codes.len(), 2);
+
+        let mut sync_alone = BytesMut::new();
+        messages::sync(&mut sync_alone);
+        assert_eq!(
+            answered(&cancelled_before_running(&sync_alone).unwrap()).0,
+            "Z"
+        );
+    }
+
+    #[test]
+    fn a_cancel_mid_request_is_not_answered() {
+        // A batch whose Sync has not come: the client waits on.
+        let mut open = BytesMut::new();
+        messages::parse(&mut open, "", "select 1");
+        messages::bind_text(&mut open, &[]);
+        messages::execute(&mut open);
+        assert!(cancelled_before_running(&open).is_none());
+        // COPY data, and a simple Query inside an open batch.
+        let mut copy = BytesMut::new();
+        messages::put(&mut copy, client::COPY_DATA, |b| {
+            b.extend_from_slice(b"1\n")
+        });
+        assert!(cancelled_before_running(&copy).is_none());
+        messages::query(&mut open, "select 2");
+        assert!(cancelled_before_running(&open).is_none());
     }
 
     #[test]
