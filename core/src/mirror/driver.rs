@@ -16,7 +16,7 @@ use super::sync::{Gate, Gated};
 use super::{MirrorError, Report};
 use crate::backend::server::MAX_SERVER_MESSAGE;
 use crate::compare::ResultDigest;
-use crate::protocol::frame::{complete_len, Frames};
+use crate::protocol::frame::{whole_before_fault, Frames};
 use crate::protocol::TxStatus;
 use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
@@ -188,15 +188,19 @@ where
     }
 }
 
-/// Hands every whole message in `buf` to the pipeline.
+/// Hands every whole message in `buf` to the pipeline. A malformed message ends the run,
+/// after the answers that came whole before it in the same read are counted as theirs.
 fn answers(p: &mut Pipeline, buf: &mut BytesMut, events: &impl Report) -> Result<(), MirrorError> {
-    let len = complete_len(buf, MAX_SERVER_MESSAGE)?;
+    let (len, fault) = whole_before_fault(buf, MAX_SERVER_MESSAGE);
     let now = Instant::now();
     for (_, msg) in Frames::new(&buf[..len]) {
         p.on_message(msg, now)?;
     }
     buf.advance(len);
     p.flush_events(events);
+    if let Some(fault) = fault {
+        return Err(fault.into());
+    }
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(8192);
     }
@@ -382,28 +386,34 @@ mod tests {
         assert!(events.iter().all(|e| e.outcome == Outcome::Mirrored));
     }
 
-    #[tokio::test]
-    async fn a_malformed_frame_from_the_mirror_ends_the_run_as_a_protocol_error() {
+    /// Replays `good + 1` queries against a server that answers the first `good` and then
+    /// sends a malformed frame, all in one write. The outcomes reported.
+    async fn answers_then_a_bad_frame(good: usize) -> Vec<Outcome> {
         let target = testing::target(128, Duration::from_secs(5), false);
         let places = Places::new(target.clone());
         let ledger = Arc::new(Ledger::new(false));
         let mut pipeline = Pipeline::new(target, ledger.clone(), Arc::new(Definitions::default()));
         let (tx, mut queue) = mpsc::unbounded_channel();
         let t = Instant::now() - Duration::from_secs(1);
-        ledger.request_sent(0, t);
-        ledger.answered(0, TxStatus::Idle, t, None);
-        let mut msg = BytesMut::new();
-        messages::query(&mut msg, "select 1");
-        tx.send(places.request_with(0, &msg)).unwrap();
+        for seq in 0..=good as u64 {
+            ledger.request_sent(seq, t);
+            ledger.answered(seq, TxStatus::Idle, t, None);
+            let mut msg = BytesMut::new();
+            messages::query(&mut msg, &format!("select {seq}"));
+            tx.send(places.request_with(seq, &msg)).unwrap();
+        }
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             let _ = theirs.read_buf(&mut buf).await;
+            let mut out = BytesMut::new();
+            for _ in 0..good {
+                messages::command_complete(&mut out, "SELECT 1");
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+            }
             // A CommandComplete whose length field is negative.
-            theirs
-                .write_all(&[b'C', 0xff, 0xff, 0xff, 0xf0])
-                .await
-                .unwrap();
+            out.extend_from_slice(&[b'C', 0xff, 0xff, 0xff, 0xf0]);
+            theirs.write_all(&out).await.unwrap();
             theirs
         });
         let (mut rd, mut wr) = tokio::io::split(ours);
@@ -419,19 +429,27 @@ mod tests {
         let _server = server.await.unwrap();
         pipeline.connection_broken(&error, true);
         pipeline.flush_events(&events);
-        let outcomes: Vec<Outcome> = events
-            .0
-            .into_inner()
-            .unwrap()
-            .iter()
-            .map(|e| e.outcome)
-            .collect();
+        let outcomes = events.0.into_inner().unwrap();
+        outcomes.iter().map(|e| e.outcome).collect()
+    }
+
+    const PROTOCOL: Outcome = Outcome::Error {
+        category: crate::mirror::ErrorCategory::Protocol,
+        sqlstate: None,
+    };
+
+    #[tokio::test]
+    async fn a_malformed_frame_from_the_mirror_ends_the_run_as_a_protocol_error() {
+        assert_eq!(answers_then_a_bad_frame(0).await, [PROTOCOL]);
+    }
+
+    /// The answer that came whole before the bad frame, in the same read, is the mirror's
+    /// success, not a casualty of the broken connection.
+    #[tokio::test]
+    async fn answers_read_whole_before_a_malformed_frame_count_as_mirrored() {
         assert_eq!(
-            outcomes,
-            [Outcome::Error {
-                category: crate::mirror::ErrorCategory::Protocol,
-                sqlstate: None
-            }]
+            answers_then_a_bad_frame(2).await,
+            [Outcome::Mirrored, Outcome::Mirrored, PROTOCOL]
         );
     }
 

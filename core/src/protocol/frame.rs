@@ -31,11 +31,25 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, ProtocolError>
 /// Number of leading bytes of `buf` that are whole messages (0 if none).
 #[inline]
 pub fn complete_len(buf: &[u8], max: usize) -> Result<usize, ProtocolError> {
-    let mut at = 0;
-    while let Some(len) = frame_len(&buf[at..], max)? {
-        at += len;
+    match whole_before_fault(buf, max) {
+        (len, None) => Ok(len),
+        (_, Some(fault)) => Err(fault),
     }
-    Ok(at)
+}
+
+/// Number of leading bytes of `buf` that are whole messages, and the fault of the
+/// malformed message that follows them, if one does: what came before a fault was sent
+/// whole, and counts.
+#[inline]
+pub fn whole_before_fault(buf: &[u8], max: usize) -> (usize, Option<ProtocolError>) {
+    let mut at = 0;
+    loop {
+        match frame_len(&buf[at..], max) {
+            Ok(Some(len)) => at += len,
+            Ok(None) => return (at, None),
+            Err(fault) => return (at, Some(fault)),
+        }
+    }
 }
 
 /// Iterates `(tag, whole message)` over a buffer of whole messages.
