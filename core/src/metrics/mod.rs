@@ -31,6 +31,7 @@ mod histogram;
 pub mod http;
 mod instruments;
 pub mod otlp;
+mod otlp_client;
 mod page;
 mod pipeline;
 pub mod read;

@@ -1,6 +1,6 @@
 //! OTLP push: with `[general] otlp_endpoint` set, the same instruments `/metrics`
 //! exports are collected every `otlp_interval_ms` and sent to an OpenTelemetry collector
-//! with `opentelemetry-otlp` (OTLP/HTTP, protobuf, hyper client).
+//! with `opentelemetry-otlp` (OTLP/HTTP, protobuf, through [`Http1Client`]).
 //!
 //! One task, named `pgdog-otlp-push` in the logs, cancelled with the proxy. Each round
 //! reads a sample (plugin calls off the runtime, with their time limit), lets the SDK
@@ -18,6 +18,7 @@ use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig, WithHttpCon
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use tokio_util::sync::CancellationToken;
 
+use super::otlp_client::Http1Client;
 use super::pipeline::Metrics;
 use super::read;
 use crate::config::General;
@@ -77,6 +78,9 @@ pub async fn push(
         .with_endpoint(settings.url.clone())
         .with_headers(settings.headers.clone())
         .with_timeout(EXPORT_TIMEOUT)
+        .with_http_client(Http1Client {
+            timeout: EXPORT_TIMEOUT,
+        })
         .build();
     let exporter = match exporter {
         Ok(e) => e,
