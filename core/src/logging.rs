@@ -16,23 +16,36 @@ use std::fmt;
 use std::io::{self, Write};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the process's log subscriber. Call once, before anything logs.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(OneLine(io::stderr));
+    let registry = tracing_subscriber::registry().with(filter_from_env("info"));
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.event_format(Json).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.event_format(Json)).init(),
     }
+}
+
+/// The filter `RUST_LOG` asks for: a level (`debug`), targets with levels
+/// (`pgdog::plugins=debug`), or both (`warn,pgdog::mirror=debug`); `default` when it is
+/// unset or does not parse. (`Targets` rather than `EnvFilter`: the span and field
+/// filters `EnvFilter` adds would link a regex engine into the executable, resident in
+/// every pgdog for a feature nobody uses here.)
+pub fn filter_from_env(default: &str) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("a valid default level"))
 }
 
 /// A writer that keeps each event on one line: the formatter writes a whole event (ending
