@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::net::http1;
 
 /// How long one query may take, connection included.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,36 +171,19 @@ impl Endpoint {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let http = |e: hyper::Error| PrometheusError::Http {
+        let http = |e: &dyn std::fmt::Display| PrometheusError::Http {
             url: self.shown.clone(),
             message: e.to_string(),
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(connection);
         let mut request = Request::get(path).header(HOST, format!("{}:{}", self.host, self.port));
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth);
         }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| PrometheusError::Http {
-                url: self.shown.clone(),
-                message: e.to_string(),
-            })?;
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+        let request = request.body(Empty::<Bytes>::new()).map_err(|e| http(&e))?;
+        let response = http1::exchange(stream, request, MAX_BODY)
             .await
-            .map_err(|e| PrometheusError::Http {
-                url: self.shown.clone(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
-        driver.abort();
-        Ok((status, body))
+            .map_err(|e| http(&e))?;
+        Ok((response.status().as_u16(), response.into_body()))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP client OTLP pushes go through: HTTP/1.1 on hyper's connection API, one
-//! connection per push.
+//! The HTTP client OTLP pushes go through: HTTP/1.1, one connection per push
+//! ([`crate::net::http1`], which the fleet command's Prometheus client uses too).
 //!
 //! `opentelemetry-otlp`'s own hyper client (`hyper-client`) turns on HTTP/2 in
 //! `hyper-util`, which links the `h2` crate into the executable for nothing: OTLP/HTTP
@@ -7,10 +7,10 @@
 //! (`docs/benchmarks.md`, idle memory), so pgdog brings this small client instead. Like
 //! the one it replaces, it speaks `http://` only.
 
-use bytes::{Bytes, BytesMut};
+use crate::net::http1;
+use bytes::Bytes;
 use http::{header, Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use opentelemetry_http::{HttpClient, HttpError};
 use std::time::Duration;
 
@@ -54,10 +54,6 @@ fn authority(uri: &Uri) -> Result<(String, u16), HttpError> {
 async fn exchange(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     let (host, port) = authority(request.uri())?;
     let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    // The connection is driven beside the request, and dropped with it.
-    let connection = async move { connection.await.map_err(HttpError::from) };
     let (mut parts, body) = request.into_parts();
     // On a connection of its own, a request names its path and the `Host` it is for.
     let host_header = parts
@@ -73,27 +69,7 @@ async fn exchange(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError>
         .to_string();
     parts.uri = path.parse()?;
     let request = Request::from_parts(parts, Full::new(body));
-    let answer = async move {
-        let response = sender.send_request(request).await?;
-        let (parts, mut body) = response.into_parts();
-        let mut bytes = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(chunk) = frame?.into_data() {
-                if bytes.len() + chunk.len() > MAX_ANSWER {
-                    return Err(HttpError::from(format!(
-                        "the collector's answer is over {MAX_ANSWER} bytes"
-                    )));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-        }
-        Ok(Response::from_parts(parts, bytes.freeze()))
-    };
-    tokio::select! {
-        answer = answer => answer,
-        // Ends first only when it failed: the answer comes before the connection closes.
-        Err(e) = connection => Err(e),
-    }
+    http1::exchange(stream, request, MAX_ANSWER).await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! the client waiting in the kernel's queue (see [`listener`]).
 
 mod bind;
+pub mod http1;
 mod listener;
 
 pub use bind::{bind, unix_socket_path, BindError, Bound, Endpoints};
